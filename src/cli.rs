@@ -1,0 +1,366 @@
+//! Command line: raw arguments become a validated plan before anything runs, and every outcome
+//! maps to one exit code in `main`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::plan::{Overrides, Plan};
+use crate::profile::{self, ProfileError};
+use crate::results::{EndReason, Results};
+use crate::target::{Server, ServerConfig};
+use crate::units::{Dur, Rate};
+
+const EXAMPLES: &str = "\
+Examples:
+  wsstorm run profiles/quickstart.yaml
+      1,000 clients against the embedded server; drop-all at 10s; results in reports/
+  wsstorm run profiles/quickstart.yaml --clients 200 --duration 15s --out /tmp/qs
+  wsstorm serve --listen 127.0.0.1:9001
+  wsstorm run profiles/quickstart.yaml --target ws://127.0.0.1:9001/ws
+      (timeline actions of the embedded server need `target: embedded`)
+  wsstorm validate profiles/quickstart.yaml
+
+Exit codes: 0 ok, 2 bad profile or arguments, 3 could not run (target, output), 130 interrupted.";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "wsstorm",
+    version,
+    about = "WebSocket load and reconnect-storm simulator",
+    after_help = EXAMPLES
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a behaviour profile and write results.json.
+    #[command(after_help = EXAMPLES)]
+    Run(RunArgs),
+    /// Run the embedded target server on its own (echo, accept-rate capacity).
+    Serve(ServeArgs),
+    /// Check a profile and print its plan without running it.
+    Validate {
+        /// The YAML profile.
+        profile: PathBuf,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// The YAML profile to run.
+    pub profile: PathBuf,
+    /// Connect here instead of the profile's target (ws:// or wss:// URL, or `embedded`).
+    #[arg(long, value_name = "URL")]
+    pub target: Option<String>,
+    /// Total clients (spread over the groups in their proportions).
+    #[arg(long, value_name = "N")]
+    pub clients: Option<u32>,
+    /// Run time, e.g. 30s or 2m.
+    #[arg(long, value_name = "D")]
+    pub duration: Option<Dur>,
+    /// Seed for every random choice (arrivals, jitter, phases).
+    #[arg(long, value_name = "S")]
+    pub seed: Option<u64>,
+    /// Directory for results.json (default: reports/<name>-<time>/).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Print progress lines instead of the dashboard (the only mode for now).
+    #[arg(long)]
+    pub no_tui: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:9001", value_name = "ADDR")]
+    pub listen: std::net::SocketAddr,
+    /// The upgrade path; other paths get 404.
+    #[arg(long, default_value = "/ws")]
+    pub path: String,
+    /// Handshakes admitted per second (e.g. 500/s); the rest get 503 with Retry-After.
+    #[arg(long, value_name = "RATE")]
+    pub accept_rate: Option<Rate>,
+    /// Token-bucket burst for --accept-rate.
+    #[arg(long, value_name = "N")]
+    pub accept_burst: Option<u32>,
+    /// Retry-After sent with a 503.
+    #[arg(long, default_value = "1s")]
+    pub retry_after: Dur,
+    /// Listen backlog.
+    #[arg(long, default_value_t = 4096)]
+    pub backlog: u32,
+}
+
+/// An error and the exit code it maps to.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+impl Failure {
+    fn usage(message: impl Into<String>) -> Failure {
+        Failure {
+            code: 2,
+            message: message.into(),
+        }
+    }
+    fn runtime(message: impl Into<String>) -> Failure {
+        Failure {
+            code: 3,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<ProfileError> for Failure {
+    fn from(e: ProfileError) -> Failure {
+        Failure::usage(e.to_string())
+    }
+}
+
+pub fn main() -> Result<ExitCode, Failure> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => run(args),
+        Command::Serve(args) => serve(args),
+        Command::Validate { profile } => {
+            let plan = load_plan(&profile, &Overrides::default())?;
+            print!("{}", describe(&plan));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Load, apply overrides, validate again (an override can make a profile invalid, e.g.
+/// `--target ws://…` with an embedded-server timeline action), and plan.
+pub fn load_plan(path: &Path, overrides: &Overrides) -> Result<Plan, Failure> {
+    let (mut p, text) = profile::load(path)?;
+    if overrides.is_empty() {
+        return Ok(Plan::new(&p, text));
+    }
+    overrides.apply(&mut p);
+    let file = path.display().to_string();
+    let problems: Vec<String> = profile::validate(&p)
+        .into_iter()
+        .map(|(path_in_doc, msg)| {
+            let at = profile::locate(&text, &path_in_doc)
+                .map(|(l, c)| format!(":{l}:{c}"))
+                .unwrap_or_default();
+            format!("{file}{at}: {path_in_doc}: {msg} (after command-line overrides)")
+        })
+        .collect();
+    if !problems.is_empty() {
+        return Err(Failure::usage(problems.join("\n")));
+    }
+    let yaml = format!(
+        "{text}\n# command-line overrides: target={:?} clients={:?} duration={:?} seed={:?}\n",
+        overrides.target, overrides.clients, overrides.duration, overrides.seed
+    );
+    Ok(Plan::new(&p, yaml))
+}
+
+fn describe(plan: &Plan) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "{}: {} clients over {:?}, seed {}",
+        plan.name,
+        plan.total_clients(),
+        plan.duration,
+        plan.seed
+    );
+    match &plan.target {
+        crate::plan::PlanTarget::Embedded { config, .. } => {
+            let _ = writeln!(
+                o,
+                "  target: embedded server on {}{}",
+                config.listen, config.path
+            );
+        }
+        crate::plan::PlanTarget::External { url } => {
+            let _ = writeln!(o, "  target: {url}");
+        }
+    }
+    for g in &plan.groups {
+        let _ = writeln!(
+            o,
+            "  group {}: {} clients at {}/s from {:?}, backoff {} {:?}..{:?}",
+            g.name,
+            g.clients,
+            g.rate,
+            g.start,
+            g.behaviour.backoff.strategy.name(),
+            g.behaviour.backoff.base,
+            g.behaviour.backoff.cap
+        );
+    }
+    for a in &plan.timeline {
+        let _ = writeln!(o, "  at {:?}: {}", a.at, a.action);
+    }
+    o
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::runtime(format!("cannot start the async runtime: {e}")))
+}
+
+/// Cancel `stop` on Ctrl-C or SIGTERM.
+async fn stop_on_signal(stop: CancellationToken) {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+    eprintln!("wsstorm: stopping — writing the results gathered so far");
+    stop.cancel();
+}
+
+fn run(args: RunArgs) -> Result<ExitCode, Failure> {
+    let overrides = Overrides {
+        target: args.target.clone(),
+        clients: args.clients,
+        duration: args.duration.map(|d| d.0),
+        seed: args.seed,
+    };
+    let plan = load_plan(&args.profile, &overrides)?;
+    let rt = runtime()?;
+    let stop = CancellationToken::new();
+    let (tx, mut rx) = watch::channel(Arc::new(crate::metrics::Snapshot::default()));
+    let results = rt.block_on(async {
+        tokio::spawn(stop_on_signal(stop.clone()));
+        let (duration, clients) = (plan.duration, plan.total_clients());
+        let progress = tokio::spawn(async move {
+            let mut next = Duration::from_secs(1);
+            while rx.changed().await.is_ok() {
+                let snap = rx.borrow_and_update().clone();
+                if snap.elapsed >= next {
+                    eprintln!(
+                        "{}",
+                        crate::printer::progress_line(&snap, duration, clients)
+                    );
+                    next += Duration::from_secs(1);
+                }
+            }
+        });
+        let r = crate::swarm::run(&plan, stop.clone(), tx).await;
+        let _ = progress.await;
+        r
+    });
+    rt.shutdown_timeout(Duration::from_secs(1));
+    let results = results.map_err(|e| Failure::runtime(e.to_string()))?;
+    print!("{}", crate::printer::summary(&results));
+    let dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| default_out_dir(&results));
+    let path = write_results(&results, &dir)?;
+    println!("  results      {}", path.display());
+    Ok(match results.end_reason {
+        EndReason::Completed => ExitCode::SUCCESS,
+        EndReason::Interrupted => ExitCode::from(130),
+    })
+}
+
+/// `reports/<name>-<UTC time>/`, the name made safe for a directory.
+fn default_out_dir(r: &Results) -> PathBuf {
+    let safe: String = r
+        .name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let stamp: String = r
+        .started_at
+        .chars()
+        .take(19)
+        .filter(|c| c.is_ascii_digit() || *c == 'T')
+        .collect();
+    PathBuf::from("reports").join(format!("{safe}-{stamp}Z"))
+}
+
+/// Write results; if the chosen directory fails, keep them in the temp directory rather than
+/// lose a run.
+fn write_results(r: &Results, dir: &Path) -> Result<PathBuf, Failure> {
+    match r.write(dir) {
+        Ok(p) => Ok(p),
+        Err(e) => {
+            let fallback = std::env::temp_dir().join(format!(
+                "wsstorm-{}-{}",
+                std::process::id(),
+                r.started_at.replace(':', "")
+            ));
+            match r.write(&fallback) {
+                Ok(p) => Err(Failure::runtime(format!(
+                    "cannot write results: {e}\nresults saved instead to {}",
+                    p.display()
+                ))),
+                Err(e2) => Err(Failure::runtime(format!(
+                    "cannot write results: {e}; nor to {}: {e2}",
+                    fallback.display()
+                ))),
+            }
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
+    if !args.path.starts_with('/') {
+        return Err(Failure::usage(format!(
+            "--path `{}` must start with /",
+            args.path
+        )));
+    }
+    let config = ServerConfig {
+        listen: args.listen,
+        path: args.path,
+        accept_rate: args.accept_rate.map(|r| r.0),
+        accept_burst: args.accept_burst,
+        retry_after: args.retry_after.0,
+        backlog: args.backlog,
+        read_buffer: 4096,
+    };
+    crate::metrics::generator::raise_fd_limit();
+    let rt = runtime()?;
+    rt.block_on(async {
+        let server = Server::bind(config.clone())
+            .await
+            .map_err(|e| Failure::runtime(format!("cannot listen on {}: {e}", config.listen)))?;
+        let handle = server.handle();
+        println!("wsstorm serve: listening on {}", handle.url());
+        let stop = CancellationToken::new();
+        tokio::spawn(stop_on_signal(stop.clone()));
+        server.run(stop).await;
+        let s = handle.stats.summary();
+        println!(
+            "wsstorm serve: stopped; accepted {}, upgraded {}, 503 {}, 404 {}, echoed {}",
+            s.accepted, s.upgraded, s.rejected_503, s.rejected_404, s.messages_echoed
+        );
+        Ok(ExitCode::SUCCESS)
+    })
+}

@@ -1,0 +1,321 @@
+//! One connection attempt: resolve, TCP connect, TLS (wss), WebSocket upgrade — each timed and
+//! each failure classified. Failures are data ([`Attempt`]), never `Err`: a dead target is what
+//! the user came to measure.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::time::{Instant, timeout};
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::{Uri, header};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{self, Error as WsError};
+
+use super::GroupCtx;
+use crate::metrics::ConnectError;
+use crate::profile::TlsSettings;
+
+/// The socket under a WebSocket: plain TCP, or TLS over TCP (boxed: it is large and rarer).
+pub enum Transport {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Transport {
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Transport::Plain(s) => s,
+            Transport::Tls(s) => s.get_ref().0,
+        }
+    }
+}
+
+impl AsyncRead for Transport {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Transport {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_flush(cx),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+pub type Ws = WebSocketStream<Transport>;
+
+/// Where the clients connect, resolved once and shared by all clients.
+pub struct TargetConn {
+    pub url: String,
+    uri: Uri,
+    host: String,
+    port: u16,
+    tls: Option<(TlsConnector, rustls::pki_types::ServerName<'static>)>,
+    /// Resolved on first use; read without a lock afterwards.
+    addr: OnceLock<SocketAddr>,
+}
+
+impl TargetConn {
+    pub fn new(url: &str, tls: &TlsSettings) -> Result<TargetConn, String> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|e| format!("`{url}` is not a valid URL: {e}"))?;
+        let secure = match uri.scheme_str() {
+            Some("ws") => false,
+            Some("wss") => true,
+            _ => return Err(format!("`{url}` is not a ws:// or wss:// URL")),
+        };
+        let host = uri
+            .host()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| format!("`{url}` has no host"))?
+            .to_string();
+        let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
+        let tls = if secure {
+            let config = super::tls::client_config(tls)?;
+            let name = super::tls::server_name(tls.server_name.as_deref().unwrap_or(&host))?;
+            Some((TlsConnector::from(Arc::new(config)), name))
+        } else {
+            None
+        };
+        Ok(TargetConn {
+            url: url.to_string(),
+            uri,
+            host,
+            port,
+            tls,
+            addr: OnceLock::new(),
+        })
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// The target's address; a failed lookup is retried on the next attempt.
+    pub async fn resolve(&self) -> Result<SocketAddr, ConnectError> {
+        if let Some(a) = self.addr.get() {
+            return Ok(*a);
+        }
+        let host = self.host.trim_start_matches('[').trim_end_matches(']');
+        let found = tokio::net::lookup_host((host, self.port))
+            .await
+            .map_err(|_| ConnectError::Dns)?
+            .next()
+            .ok_or(ConnectError::Dns)?;
+        Ok(*self.addr.get_or_init(|| found))
+    }
+}
+
+/// Timings of a successful attempt, before the reconnect figure is known.
+#[derive(Clone, Copy, Debug)]
+pub struct AttemptTimings {
+    pub connect: Duration,
+    pub tls: Option<Duration>,
+    pub handshake: Duration,
+}
+
+// The open socket travels inline: it is the common outcome and moves straight into the session,
+// so boxing it would only add an allocation per connection.
+#[allow(clippy::large_enum_variant)]
+pub enum Attempt {
+    Open(Ws, AttemptTimings),
+    Failed(ConnectError),
+    /// The server answered the upgrade with a non-101 status.
+    Status {
+        code: u16,
+        retry_after: Option<Duration>,
+    },
+}
+
+/// Make one attempt. Cancellation is the caller's business (it drops this future).
+pub async fn attempt(ctx: &GroupCtx) -> Attempt {
+    let b = &ctx.behaviour;
+    let target = &ctx.target;
+    let addr = match target.resolve().await {
+        Ok(a) => a,
+        Err(e) => return Attempt::Failed(e),
+    };
+    let socket = match if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    } {
+        Ok(s) => s,
+        Err(e) => return Attempt::Failed(classify_io(&e)),
+    };
+    let t0 = Instant::now();
+    let tcp = match timeout(b.connect_timeout, socket.connect(addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Attempt::Failed(classify_io(&e)),
+        Err(_) => return Attempt::Failed(ConnectError::Timeout),
+    };
+    let connect = t0.elapsed();
+    let _ = tcp.set_nodelay(true);
+
+    let (transport, tls_time) = match &target.tls {
+        None => (Transport::Plain(tcp), None),
+        Some((connector, name)) => {
+            let t1 = Instant::now();
+            match timeout(b.handshake_timeout, connector.connect(name.clone(), tcp)).await {
+                Ok(Ok(s)) => (Transport::Tls(Box::new(s)), Some(t1.elapsed())),
+                Ok(Err(e)) => return Attempt::Failed(classify_tls(&e)),
+                Err(_) => return Attempt::Failed(ConnectError::Timeout),
+            }
+        }
+    };
+
+    let mut request = match target.uri.clone().into_client_request() {
+        Ok(r) => r,
+        Err(_) => return Attempt::Failed(ConnectError::Other),
+    };
+    let headers = request.headers_mut();
+    for (k, v) in &b.headers {
+        headers.insert(k.clone(), v.clone());
+    }
+    if let Some(p) = &b.subprotocols {
+        headers.insert(header::SEC_WEBSOCKET_PROTOCOL, p.clone());
+    }
+    let config = WebSocketConfig::default()
+        .read_buffer_size(b.read_buffer)
+        // Write each message out at once: no per-connection write buffer to keep warm.
+        .write_buffer_size(0);
+    let t2 = Instant::now();
+    let upgrade = tokio_tungstenite::client_async_with_config(request, transport, Some(config));
+    match timeout(b.handshake_timeout, upgrade).await {
+        Ok(Ok((ws, _response))) => Attempt::Open(
+            ws,
+            AttemptTimings {
+                connect,
+                tls: tls_time,
+                handshake: t2.elapsed(),
+            },
+        ),
+        Ok(Err(WsError::Http(resp))) => Attempt::Status {
+            code: resp.status().as_u16(),
+            retry_after: resp
+                .headers()
+                .get(header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs),
+        },
+        Ok(Err(e)) => Attempt::Failed(classify_ws(&e)),
+        Err(_) => Attempt::Failed(ConnectError::Timeout),
+    }
+}
+
+pub fn classify_io(e: &io::Error) -> ConnectError {
+    use io::ErrorKind::*;
+    if let Some(code) = e.raw_os_error()
+        && (code == libc::EMFILE || code == libc::ENFILE)
+    {
+        return ConnectError::FdLimit;
+    }
+    match e.kind() {
+        ConnectionRefused => ConnectError::Refused,
+        TimedOut => ConnectError::Timeout,
+        ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof | NotConnected => {
+            ConnectError::Reset
+        }
+        AddrNotAvailable | AddrInUse => ConnectError::AddrUnavailable,
+        _ => ConnectError::Other,
+    }
+}
+
+/// TLS failures are errors of the TLS layer (certificate, protocol); a connection cut during
+/// the TLS handshake is a reset like any other.
+fn classify_tls(e: &io::Error) -> ConnectError {
+    if e.kind() == io::ErrorKind::InvalidData
+        || e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>())
+    {
+        ConnectError::Tls
+    } else {
+        classify_io(e)
+    }
+}
+
+fn classify_ws(e: &WsError) -> ConnectError {
+    match e {
+        WsError::Io(io) => classify_io(io),
+        WsError::Protocol(
+            tungstenite::error::ProtocolError::HandshakeIncomplete
+            | tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+        )
+        | WsError::ConnectionClosed
+        | WsError::AlreadyClosed => ConnectError::Reset,
+        WsError::Tls(_) => ConnectError::Tls,
+        _ => ConnectError::Other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_errors_are_classified() {
+        let k = |kind| classify_io(&io::Error::from(kind));
+        assert_eq!(k(io::ErrorKind::ConnectionRefused), ConnectError::Refused);
+        assert_eq!(k(io::ErrorKind::ConnectionReset), ConnectError::Reset);
+        assert_eq!(
+            k(io::ErrorKind::AddrNotAvailable),
+            ConnectError::AddrUnavailable
+        );
+        assert_eq!(k(io::ErrorKind::TimedOut), ConnectError::Timeout);
+        assert_eq!(
+            classify_io(&io::Error::from_raw_os_error(libc::EMFILE)),
+            ConnectError::FdLimit
+        );
+        assert_eq!(
+            classify_tls(&io::Error::new(io::ErrorKind::InvalidData, "bad cert")),
+            ConnectError::Tls
+        );
+    }
+
+    #[test]
+    fn target_urls() {
+        let t = TargetConn::new("ws://127.0.0.1:9001/ws", &TlsSettings::default()).unwrap();
+        assert_eq!(t.port, 9001);
+        assert!(!t.is_tls());
+        let s = TargetConn::new("wss://example.test/x", &TlsSettings::default()).unwrap();
+        assert_eq!(s.port, 443);
+        assert!(s.is_tls());
+        assert!(TargetConn::new("http://x/", &TlsSettings::default()).is_err());
+    }
+}

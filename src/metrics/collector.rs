@@ -1,0 +1,210 @@
+//! The collector: once per tick, drain the shards into run totals and one timeline point, and
+//! describe the swarm as a [`Snapshot`].
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::generator::{GeneratorSample, Sampler};
+use super::{Counters, Hists, Latency, LatencySummary, Metrics, TICK, summarize};
+
+/// One timeline interval. Counts are events in the interval; `connected` and `in_backoff` are
+/// the gauges at its end.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Point {
+    pub t_ms: u64,
+    pub connected: u64,
+    pub attempts: u64,
+    pub opened: u64,
+    pub closed: u64,
+    pub errors: u64,
+    pub sent: u64,
+    pub received: u64,
+    #[serde(default)]
+    pub in_backoff: u64,
+}
+
+/// What the swarm looks like now. Published on a watch channel; readers that fall behind just
+/// see a later snapshot.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    pub elapsed: Duration,
+    pub totals: Counters,
+    pub peak_connected: u64,
+    /// Events in the last second (the most recent ticks).
+    pub last_second: Counters,
+    /// Whole-run latency, indexed by [`Latency`].
+    pub latency: Vec<LatencySummary>,
+    /// Latency over the last second.
+    pub latency_recent: Vec<LatencySummary>,
+    pub point: Point,
+    pub generator: Option<GeneratorSample>,
+}
+
+impl Snapshot {
+    pub fn latency(&self, l: Latency) -> &LatencySummary {
+        &self.latency[l as usize]
+    }
+    pub fn latency_recent(&self, l: Latency) -> &LatencySummary {
+        &self.latency_recent[l as usize]
+    }
+}
+
+const RECENT_TICKS: usize = (1000 / TICK.as_millis()) as usize;
+/// Generator samples are taken every this many ticks (once a second).
+const SAMPLE_EVERY: u64 = RECENT_TICKS as u64;
+
+pub struct Collector {
+    metrics: Arc<Metrics>,
+    epoch: Instant,
+    spare: Hists,
+    pub totals: Counters,
+    pub hists: Hists,
+    recent: VecDeque<(Counters, Hists)>,
+    pub points: Vec<Point>,
+    pub peak_connected: u64,
+    pub samples: Vec<GeneratorSample>,
+    sampler: Sampler,
+    ticks: u64,
+}
+
+impl Collector {
+    pub fn new(metrics: Arc<Metrics>, epoch: Instant) -> Collector {
+        Collector {
+            metrics,
+            epoch,
+            spare: Hists::default(),
+            totals: Counters::default(),
+            hists: Hists::default(),
+            recent: VecDeque::with_capacity(RECENT_TICKS + 1),
+            points: Vec::new(),
+            peak_connected: 0,
+            samples: Vec::new(),
+            sampler: Sampler::new(),
+            ticks: 0,
+        }
+    }
+
+    /// Close the current interval now.
+    pub fn tick(&mut self) -> Snapshot {
+        let elapsed = self.epoch.elapsed();
+        // Reuse the oldest interval's histograms once the window is full.
+        let mut hists = match self.recent.len() {
+            n if n >= RECENT_TICKS => {
+                let (_, mut h) = self.recent.pop_front().expect("non-empty");
+                h.reset();
+                h
+            }
+            _ => Hists::default(),
+        };
+        let mut counters = Counters::default();
+        self.metrics
+            .drain_into(&mut counters, &mut hists, &mut self.spare);
+        self.totals.add(&counters);
+        self.hists.add(&hists);
+        let connected = self.totals.connected();
+        self.peak_connected = self.peak_connected.max(connected);
+        let point = Point {
+            t_ms: elapsed.as_millis() as u64,
+            connected,
+            attempts: counters.attempts,
+            opened: counters.opened,
+            closed: counters.closed,
+            errors: counters.failed_attempts(),
+            sent: counters.sent,
+            received: counters.received,
+            in_backoff: self.totals.in_backoff(),
+        };
+        self.points.push(point);
+        self.recent.push_back((counters, hists));
+        self.ticks += 1;
+
+        let generator = if self.ticks.is_multiple_of(SAMPLE_EVERY) {
+            let s = self.sampler.sample(point.t_ms, connected);
+            self.samples.push(s);
+            Some(s)
+        } else {
+            self.samples.last().copied()
+        };
+
+        let mut last_second = Counters::default();
+        let mut recent_hists = Hists::default();
+        for (c, h) in &self.recent {
+            last_second.add(c);
+            recent_hists.add(h);
+        }
+        Snapshot {
+            elapsed,
+            totals: self.totals.clone(),
+            peak_connected: self.peak_connected,
+            last_second,
+            latency: Latency::ALL
+                .iter()
+                .map(|l| summarize(self.hists.get(*l), false))
+                .collect(),
+            latency_recent: Latency::ALL
+                .iter()
+                .map(|l| summarize(recent_hists.get(*l), false))
+                .collect(),
+            point,
+            generator,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::{Closed, ConnectError, OpenTimings};
+
+    fn open(m: &Metrics, c: u32) {
+        m.attempt(c, Duration::ZERO);
+        m.opened(
+            c,
+            OpenTimings {
+                connect: Duration::from_micros(50),
+                tls: None,
+                handshake: Duration::from_micros(80),
+                reconnect: None,
+            },
+        );
+    }
+
+    #[test]
+    fn ticks_build_totals_points_and_windows() {
+        let m = Arc::new(Metrics::new());
+        let mut c = Collector::new(m.clone(), Instant::now());
+        for id in 0..10 {
+            open(&m, id);
+        }
+        let s1 = c.tick();
+        assert_eq!(s1.point.opened, 10);
+        assert_eq!(s1.point.connected, 10);
+        for id in 0..4 {
+            m.closed(id, Closed::ByPeer(1006));
+        }
+        m.attempt(99, Duration::ZERO);
+        m.connect_error(99, ConnectError::Refused);
+        let s2 = c.tick();
+        assert_eq!(s2.point.opened, 0);
+        assert_eq!(s2.point.closed, 4);
+        assert_eq!(s2.point.errors, 1);
+        assert_eq!(s2.point.connected, 6);
+        assert_eq!(s2.totals.attempts, 11);
+        assert_eq!(s2.peak_connected, 10);
+        assert_eq!(s2.last_second.opened, 10);
+        assert_eq!(s2.latency(Latency::Connect).count, 10);
+        assert_eq!(c.points.len(), 2);
+        // After a second of quiet ticks the recent window forgets the opens.
+        let mut last = s2;
+        for _ in 0..RECENT_TICKS {
+            last = c.tick();
+        }
+        assert_eq!(last.last_second.opened, 0);
+        assert_eq!(last.latency_recent(Latency::Connect).count, 0);
+        assert_eq!(last.latency(Latency::Connect).count, 10);
+        assert_eq!(last.totals.close_codes[&1006], 4);
+    }
+}

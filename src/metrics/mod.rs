@@ -1,0 +1,422 @@
+//! Recording what clients experience, without a lock every client shares.
+//!
+//! Clients record into one of N shards picked by client id; a shard is a small mutex that only
+//! the clients of that shard and the collector touch. Every tick ([`TICK`]) the [`Collector`]
+//! swaps each shard's interval data out, merges it into run totals and a timeline point, and
+//! publishes an `Arc<Snapshot>` on a watch channel — so a slow reader (dashboard, progress
+//! lines) can never hold up a client. Histograms are HdrHistograms: interval histograms merge
+//! exactly into totals, and totals serialize into results so several runs can be merged later.
+
+mod collector;
+pub mod generator;
+mod summary;
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+pub use collector::{Collector, Point, Snapshot};
+pub use summary::{LatencySummary, decode_histogram, encode_histogram, summarize};
+
+/// Length of one timeline interval.
+pub const TICK: Duration = Duration::from_millis(100);
+
+/// Why an attempt failed before the WebSocket handshake got an HTTP answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ConnectError {
+    /// Nothing listening (RST to our SYN).
+    Refused,
+    /// TCP connect, TLS or upgrade took longer than the group's timeout.
+    Timeout,
+    /// The server or network reset the connection during connect or handshake.
+    Reset,
+    /// No local address/port left (EADDRNOTAVAIL): the generator ran out of ephemeral ports.
+    AddrUnavailable,
+    Dns,
+    Tls,
+    /// The generator hit its open-file limit (EMFILE/ENFILE).
+    FdLimit,
+    Other,
+    /// The run ended while the attempt was still in progress.
+    Cancelled,
+}
+
+impl ConnectError {
+    pub const ALL: [ConnectError; 9] = [
+        ConnectError::Refused,
+        ConnectError::Timeout,
+        ConnectError::Reset,
+        ConnectError::AddrUnavailable,
+        ConnectError::Dns,
+        ConnectError::Tls,
+        ConnectError::FdLimit,
+        ConnectError::Other,
+        ConnectError::Cancelled,
+    ];
+    pub const COUNT: usize = Self::ALL.len();
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ConnectError::Refused => "refused",
+            ConnectError::Timeout => "timeout",
+            ConnectError::Reset => "reset",
+            ConnectError::AddrUnavailable => "addr_unavailable",
+            ConnectError::Dns => "dns",
+            ConnectError::Tls => "tls",
+            ConnectError::FdLimit => "fd_limit",
+            ConnectError::Other => "other",
+            ConnectError::Cancelled => "cancelled",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The latency histograms, all in microseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Latency {
+    /// TCP connect.
+    Connect,
+    /// TLS handshake (wss:// only).
+    Tls,
+    /// Upgrade request sent → 101 received.
+    Handshake,
+    /// Echo round trip, measured from the intended send time.
+    Rtt,
+    /// Connection lost → next connection open.
+    Reconnect,
+    /// Last frame received → heartbeat declared the connection dead.
+    DeadDetect,
+    /// Generator health: how late an attempt or a send started against its schedule.
+    ScheduleLag,
+}
+
+impl Latency {
+    pub const ALL: [Latency; 7] = [
+        Latency::Connect,
+        Latency::Tls,
+        Latency::Handshake,
+        Latency::Rtt,
+        Latency::Reconnect,
+        Latency::DeadDetect,
+        Latency::ScheduleLag,
+    ];
+    pub const COUNT: usize = Self::ALL.len();
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Latency::Connect => "connect",
+            Latency::Tls => "tls",
+            Latency::Handshake => "handshake",
+            Latency::Rtt => "rtt",
+            Latency::Reconnect => "reconnect",
+            Latency::DeadDetect => "dead_detect",
+            Latency::ScheduleLag => "schedule_lag",
+        }
+    }
+}
+
+/// How a connection that had opened ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Closed {
+    /// The server (or something on the way) ended it: close frame code, or 1006 without one.
+    ByPeer(u16),
+    /// The client closed it: end of run, or a policy.
+    ByClient,
+    /// The heartbeat found it dead; the client aborted it.
+    Dead { silent_for: Duration },
+}
+
+/// Event counts. Cumulative in totals, per interval in shards.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Counters {
+    pub attempts: u64,
+    pub opened: u64,
+    pub closed: u64,
+    pub client_closes: u64,
+    pub gave_up: u64,
+    pub dead_detected: u64,
+    pub sent: u64,
+    pub received: u64,
+    pub backoff_started: u64,
+    pub backoff_ended: u64,
+    pub connect_errors: [u64; ConnectError::COUNT],
+    pub handshake_status: BTreeMap<u16, u64>,
+    pub close_codes: BTreeMap<u16, u64>,
+}
+
+impl Counters {
+    pub fn add(&mut self, o: &Counters) {
+        self.attempts += o.attempts;
+        self.opened += o.opened;
+        self.closed += o.closed;
+        self.client_closes += o.client_closes;
+        self.gave_up += o.gave_up;
+        self.dead_detected += o.dead_detected;
+        self.sent += o.sent;
+        self.received += o.received;
+        self.backoff_started += o.backoff_started;
+        self.backoff_ended += o.backoff_ended;
+        for (a, b) in self.connect_errors.iter_mut().zip(o.connect_errors) {
+            *a += b;
+        }
+        for (k, v) in &o.handshake_status {
+            *self.handshake_status.entry(*k).or_default() += v;
+        }
+        for (k, v) in &o.close_codes {
+            *self.close_codes.entry(*k).or_default() += v;
+        }
+    }
+
+    pub fn connect_error(&self, e: ConnectError) -> u64 {
+        self.connect_errors[e.index()]
+    }
+
+    /// Failed attempts: connect errors plus non-101 handshake answers.
+    pub fn failed_attempts(&self) -> u64 {
+        self.connect_errors.iter().sum::<u64>() + self.handshake_status.values().sum::<u64>()
+    }
+
+    /// Connections open now (opened minus closed).
+    pub fn connected(&self) -> u64 {
+        self.opened.saturating_sub(self.closed)
+    }
+
+    pub fn in_backoff(&self) -> u64 {
+        self.backoff_started.saturating_sub(self.backoff_ended)
+    }
+}
+
+/// One histogram per [`Latency`]. Created small and auto-resizing, so an idle shard costs
+/// little; 3 significant figures.
+#[derive(Clone, Debug)]
+pub struct Hists(pub [Histogram<u64>; Latency::COUNT]);
+
+impl Default for Hists {
+    fn default() -> Self {
+        Hists(std::array::from_fn(|_| {
+            Histogram::new(3).expect("3 significant figures is valid")
+        }))
+    }
+}
+
+impl Hists {
+    pub fn get(&self, l: Latency) -> &Histogram<u64> {
+        &self.0[l as usize]
+    }
+
+    fn record(&mut self, l: Latency, d: Duration) {
+        // Zero is not representable in a histogram with lowest value 1; a sub-µs sample is 1µs.
+        let us = (d.as_micros() as u64).max(1);
+        let _ = self.0[l as usize].record(us);
+    }
+
+    pub fn add(&mut self, o: &Hists) {
+        for (a, b) in self.0.iter_mut().zip(&o.0) {
+            let _ = a.add(b);
+        }
+    }
+
+    fn reset(&mut self) {
+        for h in &mut self.0 {
+            h.reset();
+        }
+    }
+}
+
+#[derive(Default)]
+struct ShardData {
+    counters: Counters,
+    hists: Hists,
+}
+
+/// Padded so two shards never share a cache line.
+#[repr(align(128))]
+#[derive(Default)]
+struct Shard(Mutex<ShardData>);
+
+/// Timings of one successful attempt.
+#[derive(Clone, Copy, Debug)]
+pub struct OpenTimings {
+    pub connect: Duration,
+    pub tls: Option<Duration>,
+    pub handshake: Duration,
+    /// Time since the previous connection of this client was lost, if it had one.
+    pub reconnect: Option<Duration>,
+}
+
+pub struct Metrics {
+    shards: Box<[Shard]>,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let n = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+            .saturating_mul(4)
+            .next_power_of_two()
+            .max(8);
+        Metrics {
+            shards: (0..n).map(|_| Shard::default()).collect(),
+        }
+    }
+
+    fn with(&self, client: u32, f: impl FnOnce(&mut ShardData)) {
+        let shard = &self.shards[client as usize & (self.shards.len() - 1)];
+        f(&mut shard.0.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+
+    pub fn attempt(&self, client: u32, lag: Duration) {
+        self.with(client, |s| {
+            s.counters.attempts += 1;
+            s.hists.record(Latency::ScheduleLag, lag);
+        });
+    }
+
+    pub fn opened(&self, client: u32, t: OpenTimings) {
+        self.with(client, |s| {
+            s.counters.opened += 1;
+            s.hists.record(Latency::Connect, t.connect);
+            if let Some(tls) = t.tls {
+                s.hists.record(Latency::Tls, tls);
+            }
+            s.hists.record(Latency::Handshake, t.handshake);
+            if let Some(r) = t.reconnect {
+                s.hists.record(Latency::Reconnect, r);
+            }
+        });
+    }
+
+    pub fn connect_error(&self, client: u32, e: ConnectError) {
+        self.with(client, |s| s.counters.connect_errors[e.index()] += 1);
+    }
+
+    pub fn handshake_status(&self, client: u32, status: u16) {
+        self.with(client, |s| {
+            *s.counters.handshake_status.entry(status).or_default() += 1
+        });
+    }
+
+    pub fn closed(&self, client: u32, how: Closed) {
+        self.with(client, |s| {
+            s.counters.closed += 1;
+            match how {
+                Closed::ByPeer(code) => *s.counters.close_codes.entry(code).or_default() += 1,
+                Closed::ByClient => s.counters.client_closes += 1,
+                Closed::Dead { silent_for } => {
+                    s.counters.client_closes += 1;
+                    s.counters.dead_detected += 1;
+                    s.hists.record(Latency::DeadDetect, silent_for);
+                }
+            }
+        });
+    }
+
+    pub fn gave_up(&self, client: u32) {
+        self.with(client, |s| s.counters.gave_up += 1);
+    }
+
+    pub fn backoff(&self, client: u32, entering: bool) {
+        self.with(client, |s| {
+            if entering {
+                s.counters.backoff_started += 1
+            } else {
+                s.counters.backoff_ended += 1
+            }
+        });
+    }
+
+    pub fn sent(&self, client: u32, lag: Duration) {
+        self.with(client, |s| {
+            s.counters.sent += 1;
+            s.hists.record(Latency::ScheduleLag, lag);
+        });
+    }
+
+    pub fn received(&self, client: u32, rtt: Option<Duration>) {
+        self.with(client, |s| {
+            s.counters.received += 1;
+            if let Some(rtt) = rtt {
+                s.hists.record(Latency::Rtt, rtt);
+            }
+        });
+    }
+
+    /// Move every shard's interval data into `counters`/`hists`, leaving the shards empty.
+    /// `spare` is swapped in so no shard ever allocates on the hot path after warm-up.
+    fn drain_into(&self, counters: &mut Counters, hists: &mut Hists, spare: &mut Hists) {
+        for shard in self.shards.iter() {
+            let taken_counters;
+            {
+                let mut s = shard.0.lock().unwrap_or_else(PoisonError::into_inner);
+                taken_counters = std::mem::take(&mut s.counters);
+                std::mem::swap(&mut s.hists, spare);
+            }
+            counters.add(&taken_counters);
+            hists.add(spare);
+            spare.reset();
+        }
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_drain_exactly() {
+        let m = Metrics::new();
+        for c in 0..1000u32 {
+            m.attempt(c, Duration::from_micros(5));
+            if c % 10 == 0 {
+                m.connect_error(c, ConnectError::Refused);
+            } else {
+                m.opened(
+                    c,
+                    OpenTimings {
+                        connect: Duration::from_micros(100 + u64::from(c)),
+                        tls: None,
+                        handshake: Duration::from_micros(200),
+                        reconnect: None,
+                    },
+                );
+            }
+        }
+        m.closed(3, Closed::ByPeer(1006));
+        m.closed(4, Closed::ByPeer(1006));
+        m.closed(
+            5,
+            Closed::Dead {
+                silent_for: Duration::from_secs(3),
+            },
+        );
+        let (mut c, mut h, mut spare) = (Counters::default(), Hists::default(), Hists::default());
+        m.drain_into(&mut c, &mut h, &mut spare);
+        assert_eq!(c.attempts, 1000);
+        assert_eq!(c.opened, 900);
+        assert_eq!(c.connect_error(ConnectError::Refused), 100);
+        assert_eq!(c.failed_attempts(), 100);
+        assert_eq!(c.close_codes[&1006], 2);
+        assert_eq!(c.dead_detected, 1);
+        assert_eq!(c.client_closes, 1);
+        assert_eq!(c.connected(), 897);
+        assert_eq!(h.get(Latency::Connect).len(), 900);
+        assert_eq!(h.get(Latency::ScheduleLag).len(), 1000);
+        // Drained: a second drain adds nothing.
+        let (mut c2, mut h2) = (Counters::default(), Hists::default());
+        m.drain_into(&mut c2, &mut h2, &mut spare);
+        assert_eq!(c2, Counters::default());
+        assert_eq!(h2.get(Latency::Connect).len(), 0);
+    }
+}

@@ -1,0 +1,494 @@
+//! A profile turned into what will happen: groups with client id ranges and arrival schedules,
+//! each group's resolved client behaviour, and the timeline of actions. Pure and deterministic
+//! from the seed; the swarm only executes it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::SeedableRng;
+use rand::rngs::Xoshiro128PlusPlus;
+use rand_distr::{Distribution, Exp};
+use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
+
+use crate::backoff::Backoff;
+use crate::profile::{
+    self, ActionKind, ArrivalPattern, Decision, DropMode as ProfileDropMode, Profile,
+};
+use crate::target::{Action, DropMode, ServerConfig};
+
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub name: String,
+    pub description: Option<String>,
+    pub seed: u64,
+    pub duration: Duration,
+    /// Time clients get to close cleanly once the run ends.
+    pub grace: Duration,
+    pub target: PlanTarget,
+    pub tls: profile::TlsSettings,
+    pub groups: Vec<PlanGroup>,
+    pub timeline: Vec<PlannedAction>,
+    /// The profile as the user wrote it (plus command-line overrides), kept for the results.
+    pub profile_yaml: String,
+}
+
+#[derive(Clone, Debug)]
+pub enum PlanTarget {
+    /// Start the built-in server; its URL is known once it is bound.
+    Embedded {
+        config: ServerConfig,
+        threads: usize,
+    },
+    External {
+        url: String,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub struct PlanGroup {
+    pub index: usize,
+    pub name: String,
+    pub clients: u32,
+    /// Global id of the group's first client; ids are contiguous across groups.
+    pub first_client: u32,
+    pub rate: f64,
+    pub start: Duration,
+    pub pattern: ArrivalPattern,
+    pub behaviour: Arc<ClientBehaviour>,
+}
+
+/// Everything a client of a group needs to know, shared by all clients of the group.
+#[derive(Debug)]
+pub struct ClientBehaviour {
+    pub connect_timeout: Duration,
+    pub handshake_timeout: Duration,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub subprotocols: Option<HeaderValue>,
+    pub read_buffer: usize,
+    pub send: Option<SendPlan>,
+    pub heartbeat: Option<HeartbeatPlan>,
+    pub backoff: Backoff,
+    pub on_close: DecisionTable,
+    pub on_status: DecisionTable,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct SendPlan {
+    pub every: Duration,
+    pub bytes: usize,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct HeartbeatPlan {
+    pub ping_every: Duration,
+    pub timeout: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct PlannedAction {
+    pub at: Duration,
+    pub action: Action,
+}
+
+/// A set of close codes or HTTP statuses a rule applies to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CodeSet {
+    Exact(u16),
+    /// Inclusive range, e.g. `4000-4999` or the class `5xx`.
+    Range(u16, u16),
+}
+
+impl CodeSet {
+    pub fn parse_close(key: &str) -> Option<CodeSet> {
+        Self::parse(key, 1000, 4999, false)
+    }
+
+    pub fn parse_status(key: &str) -> Option<CodeSet> {
+        Self::parse(key, 100, 599, true)
+    }
+
+    fn parse(key: &str, lo: u16, hi: u16, classes: bool) -> Option<CodeSet> {
+        let key = key.trim();
+        if key == "default" {
+            return Some(CodeSet::Range(0, u16::MAX));
+        }
+        let ok = |c: u16| (lo..=hi).contains(&c);
+        if classes
+            && let Some(d) = key.strip_suffix("xx")
+            && let Ok(h) = d.parse::<u16>()
+            && ok(h * 100)
+        {
+            return Some(CodeSet::Range(h * 100, h * 100 + 99));
+        }
+        if let Some((a, b)) = key.split_once('-') {
+            let (a, b) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+            return (ok(a) && ok(b) && a <= b).then_some(CodeSet::Range(a, b));
+        }
+        let c = key.parse().ok()?;
+        ok(c).then_some(CodeSet::Exact(c))
+    }
+
+    fn width(self) -> u32 {
+        match self {
+            CodeSet::Exact(_) => 1,
+            CodeSet::Range(a, b) => u32::from(b - a) + 1,
+        }
+    }
+
+    fn contains(self, code: u16) -> bool {
+        match self {
+            CodeSet::Exact(c) => c == code,
+            CodeSet::Range(a, b) => (a..=b).contains(&code),
+        }
+    }
+}
+
+/// Per-code decisions; the narrowest matching rule wins, so `1000: stop` beats `1000-1999: retry`
+/// beats `default`.
+#[derive(Clone, Debug)]
+pub struct DecisionTable {
+    rules: Vec<(CodeSet, Decision)>,
+}
+
+impl DecisionTable {
+    /// With no rules every code retries: that is what a typical reconnecting client does.
+    pub fn from_map(map: &std::collections::BTreeMap<String, Decision>, close: bool) -> Self {
+        let mut rules: Vec<(CodeSet, Decision)> = map
+            .iter()
+            .filter_map(|(k, d)| {
+                let set = if close {
+                    CodeSet::parse_close(k)
+                } else {
+                    CodeSet::parse_status(k)
+                };
+                set.map(|s| (s, *d))
+            })
+            .collect();
+        rules.sort_by_key(|(s, _)| s.width());
+        DecisionTable { rules }
+    }
+
+    pub fn decide(&self, code: u16) -> Decision {
+        self.rules
+            .iter()
+            .find(|(s, _)| s.contains(code))
+            .map(|(_, d)| *d)
+            .unwrap_or(Decision::Retry)
+    }
+}
+
+/// Command-line values that replace the profile's own.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub target: Option<String>,
+    pub clients: Option<u32>,
+    pub duration: Option<Duration>,
+    pub seed: Option<u64>,
+}
+
+impl Overrides {
+    /// Apply to a parsed profile. `--clients` with several groups keeps their proportions.
+    pub fn apply(&self, p: &mut Profile) {
+        if let Some(t) = &self.target {
+            p.target.url = t.clone();
+        }
+        if let Some(d) = self.duration {
+            p.duration = crate::units::Dur(d);
+        }
+        if let Some(s) = self.seed {
+            p.seed = Some(s);
+        }
+        if let Some(n) = self.clients {
+            let total: u64 = p.groups.iter().map(|g| u64::from(g.clients)).sum();
+            let mut left = n;
+            let count = p.groups.len();
+            for (i, g) in p.groups.iter_mut().enumerate() {
+                let share = if i + 1 == count {
+                    left
+                } else {
+                    (u64::from(n) * u64::from(g.clients))
+                        .checked_div(total)
+                        .map_or(n / count as u32, |s| s as u32)
+                };
+                g.clients = share.min(left);
+                left -= g.clients;
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.target.is_none()
+            && self.clients.is_none()
+            && self.duration.is_none()
+            && self.seed.is_none()
+    }
+}
+
+pub const DEFAULT_SEED: u64 = 1;
+
+impl Plan {
+    /// Build from a validated profile. The YAML text is carried into the results.
+    pub fn new(p: &Profile, profile_yaml: String) -> Plan {
+        let target = if p.target.is_embedded() {
+            let s = &p.target.server;
+            PlanTarget::Embedded {
+                config: ServerConfig {
+                    listen: s.listen.parse().expect("validated listen address"),
+                    path: s.path.clone(),
+                    accept_rate: s.accept_rate.map(|r| r.0),
+                    accept_burst: s.accept_burst,
+                    retry_after: s.retry_after.0,
+                    backlog: s.backlog,
+                    read_buffer: 4096,
+                },
+                threads: s.threads,
+            }
+        } else {
+            PlanTarget::External {
+                url: p.target.url.clone(),
+            }
+        };
+        let mut next_id = 0u32;
+        let groups = p
+            .groups
+            .iter()
+            .enumerate()
+            .map(|(index, g)| {
+                let b = &g.behaviour;
+                let bo = &b.reconnect.backoff;
+                let behaviour = ClientBehaviour {
+                    connect_timeout: g.connect_timeout.0,
+                    handshake_timeout: g.handshake_timeout.0,
+                    headers: g
+                        .headers
+                        .iter()
+                        .map(|(k, v)| {
+                            (
+                                HeaderName::from_bytes(k.as_bytes()).expect("validated"),
+                                HeaderValue::from_str(v).expect("validated"),
+                            )
+                        })
+                        .collect(),
+                    subprotocols: (!g.subprotocols.is_empty()).then(|| {
+                        HeaderValue::from_str(&g.subprotocols.join(", ")).expect("validated")
+                    }),
+                    read_buffer: g.read_buffer.0 as usize,
+                    send: b.send.as_ref().map(|s| SendPlan {
+                        every: s.every.0,
+                        bytes: s.bytes.0 as usize,
+                    }),
+                    heartbeat: b.heartbeat.as_ref().map(|h| HeartbeatPlan {
+                        ping_every: h.ping_every.0,
+                        timeout: h.timeout.0,
+                    }),
+                    backoff: Backoff {
+                        strategy: bo.strategy,
+                        base: bo.base.0,
+                        cap: bo.cap.0,
+                        multiplier: bo.multiplier,
+                        max_attempts: bo.max_attempts,
+                    },
+                    on_close: DecisionTable::from_map(&b.reconnect.on_close, true),
+                    on_status: DecisionTable::from_map(&b.reconnect.on_status, false),
+                };
+                let group = PlanGroup {
+                    index,
+                    name: g.name.clone(),
+                    clients: g.clients,
+                    first_client: next_id,
+                    rate: g.arrival.rate.0,
+                    start: g.arrival.start.0,
+                    pattern: g.arrival.pattern,
+                    behaviour: Arc::new(behaviour),
+                };
+                next_id += g.clients;
+                group
+            })
+            .collect();
+        let mut timeline: Vec<PlannedAction> = p
+            .timeline
+            .iter()
+            .map(|e| PlannedAction {
+                at: e.at.0,
+                action: match e.action {
+                    ActionKind::DropAll => Action::DropAll {
+                        mode: match e.mode.unwrap_or(ProfileDropMode::Abrupt) {
+                            ProfileDropMode::Abrupt => DropMode::Abrupt,
+                            ProfileDropMode::Reset => DropMode::Reset,
+                            ProfileDropMode::Close => DropMode::Close(e.code.unwrap_or(1001)),
+                        },
+                        share: e.share.map(|s| s.0).unwrap_or(1.0),
+                    },
+                    ActionKind::Restart => Action::Restart {
+                        down_for: e.down_for.map(|d| d.0).unwrap_or_default(),
+                    },
+                },
+            })
+            .collect();
+        // Stable sort: actions at the same instant fire in the order written.
+        timeline.sort_by_key(|a| a.at);
+        Plan {
+            name: p.name.clone(),
+            description: p.description.clone(),
+            seed: p.seed.unwrap_or(DEFAULT_SEED),
+            duration: p.duration.0,
+            grace: p.grace.map(|g| g.0).unwrap_or(Duration::from_secs(2)),
+            target,
+            tls: p.target.tls.clone(),
+            groups,
+            timeline,
+            profile_yaml,
+        }
+    }
+
+    pub fn total_clients(&self) -> u32 {
+        self.groups.iter().map(|g| g.clients).sum()
+    }
+}
+
+impl PlanGroup {
+    /// Offsets from the run start at which the group's clients arrive, in client order.
+    pub fn arrivals(&self, seed: u64) -> impl Iterator<Item = Duration> + Send + use<> {
+        let mut rng = Xoshiro128PlusPlus::seed_from_u64(mix(seed, 0xA5A5_0000 + self.index as u64));
+        let exp = Exp::new(self.rate).expect("rate validated > 0");
+        let (start, rate, pattern) = (self.start, self.rate, self.pattern);
+        let mut t = 0.0f64;
+        (0..self.clients).map(move |i| {
+            let secs = match pattern {
+                ArrivalPattern::Uniform => f64::from(i) / rate,
+                ArrivalPattern::Poisson => {
+                    if i > 0 {
+                        t += exp.sample(&mut rng);
+                    }
+                    t
+                }
+            };
+            start + Duration::from_secs_f64(secs)
+        })
+    }
+}
+
+/// Seed of one client's RNG: independent streams per client, reproducible per (seed, id).
+pub fn client_seed(seed: u64, client: u32) -> u64 {
+    mix(seed, u64::from(client))
+}
+
+/// splitmix64 of the pair; good enough to decorrelate neighbouring ids.
+pub fn mix(a: u64, b: u64) -> u64 {
+    let mut z = a ^ b.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(yaml: &str) -> Plan {
+        let p = profile::parse(yaml, "t.yaml").unwrap();
+        Plan::new(&p, yaml.into())
+    }
+
+    const BASE: &str = "
+name: t
+duration: 10s
+target: embedded
+groups:
+  - name: a
+    clients: 5
+    arrival: { rate: 10/s, start: 1s }
+  - name: b
+    clients: 3
+    arrival: { rate: 2/s, pattern: poisson }
+timeline:
+  - { at: 5s, action: restart, down_for: 1s }
+  - { at: 2s, action: drop-all, mode: close, code: 1012, share: 50% }
+";
+
+    #[test]
+    fn uniform_arrivals_are_exact() {
+        let p = plan(BASE);
+        let a: Vec<u128> = p.groups[0].arrivals(1).map(|d| d.as_millis()).collect();
+        assert_eq!(a, [1000, 1100, 1200, 1300, 1400]);
+        assert_eq!(p.groups[1].first_client, 5);
+        assert_eq!(p.total_clients(), 8);
+    }
+
+    #[test]
+    fn poisson_arrivals_are_seeded() {
+        let p = plan(BASE);
+        let a: Vec<_> = p.groups[1].arrivals(7).collect();
+        let b: Vec<_> = p.groups[1].arrivals(7).collect();
+        let c: Vec<_> = p.groups[1].arrivals(8).collect();
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert_eq!(a[0], Duration::ZERO);
+        assert!(a.windows(2).all(|w| w[0] <= w[1]));
+    }
+
+    #[test]
+    fn timeline_is_sorted_and_resolved() {
+        let p = plan(BASE);
+        assert_eq!(p.timeline[0].at, Duration::from_secs(2));
+        assert!(matches!(
+            p.timeline[0].action,
+            Action::DropAll { mode: DropMode::Close(1012), share } if share == 0.5
+        ));
+        assert!(
+            matches!(p.timeline[1].action, Action::Restart { down_for } if down_for == Duration::from_secs(1))
+        );
+    }
+
+    #[test]
+    fn decision_table_prefers_the_narrowest_rule() {
+        let mut m = std::collections::BTreeMap::new();
+        m.insert("default".to_string(), Decision::Stop);
+        m.insert("1000-1999".to_string(), Decision::Retry);
+        m.insert("1008".to_string(), Decision::Stop);
+        let t = DecisionTable::from_map(&m, true);
+        assert_eq!(t.decide(1006), Decision::Retry);
+        assert_eq!(t.decide(1008), Decision::Stop);
+        assert_eq!(t.decide(4001), Decision::Stop);
+        let empty = DecisionTable::from_map(&Default::default(), true);
+        assert_eq!(empty.decide(1000), Decision::Retry);
+
+        let mut s = std::collections::BTreeMap::new();
+        s.insert("5xx".to_string(), Decision::Retry);
+        s.insert("default".to_string(), Decision::Stop);
+        let t = DecisionTable::from_map(&s, false);
+        assert_eq!(t.decide(503), Decision::Retry);
+        assert_eq!(t.decide(401), Decision::Stop);
+    }
+
+    #[test]
+    fn code_sets() {
+        assert_eq!(CodeSet::parse_close("1000"), Some(CodeSet::Exact(1000)));
+        assert_eq!(
+            CodeSet::parse_close("4000-4999"),
+            Some(CodeSet::Range(4000, 4999))
+        );
+        assert_eq!(CodeSet::parse_close("999"), None);
+        assert_eq!(CodeSet::parse_close("5xx"), None);
+        assert_eq!(CodeSet::parse_status("5xx"), Some(CodeSet::Range(500, 599)));
+        assert_eq!(CodeSet::parse_status("4001"), None);
+    }
+
+    #[test]
+    fn client_override_keeps_proportions() {
+        let mut p = profile::parse(BASE, "t").unwrap();
+        Overrides {
+            clients: Some(80),
+            ..Default::default()
+        }
+        .apply(&mut p);
+        assert_eq!(p.groups[0].clients, 50);
+        assert_eq!(p.groups[1].clients, 30);
+        Overrides {
+            clients: Some(1),
+            ..Default::default()
+        }
+        .apply(&mut p);
+        assert_eq!(p.groups[0].clients + p.groups[1].clients, 1);
+    }
+}

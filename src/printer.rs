@@ -1,0 +1,230 @@
+//! Text for people: the once-a-second progress line and the end-of-run summary. Pure functions
+//! of a snapshot or of results; the caller decides where the text goes.
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use crate::metrics::{Latency, LatencySummary, Snapshot};
+use crate::results::Results;
+
+/// The standard name of a close code (RFC 6455 §7.4.1 and the IANA registry).
+pub fn close_code_name(code: u16) -> &'static str {
+    match code {
+        1000 => "normal closure",
+        1001 => "going away",
+        1002 => "protocol error",
+        1003 => "unsupported data",
+        1005 => "no status received",
+        1006 => "abnormal closure",
+        1007 => "invalid payload data",
+        1008 => "policy violation",
+        1009 => "message too big",
+        1010 => "mandatory extension",
+        1011 => "internal error",
+        1012 => "service restart",
+        1013 => "try again later",
+        1014 => "bad gateway",
+        1015 => "TLS handshake",
+        3000..=3999 => "registered",
+        4000..=4999 => "application",
+        _ => "unknown",
+    }
+}
+
+fn ms(us: u64) -> String {
+    let ms = us as f64 / 1000.0;
+    if ms >= 100.0 {
+        format!("{ms:.0}")
+    } else if ms >= 10.0 {
+        format!("{ms:.1}")
+    } else {
+        format!("{ms:.2}")
+    }
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.0}s", d.as_secs_f64().floor())
+}
+
+/// `[  12s/30s] connected 998 …` — one line a second on stderr while a run goes.
+pub fn progress_line(s: &Snapshot, duration: Duration, clients: u32) -> String {
+    let l = &s.last_second;
+    let rtt = s.latency_recent(Latency::Rtt);
+    let mut line = format!(
+        "[{:>5}/{}] connected {}/{} (peak {})  attempts/s {}  opened/s {}  closed/s {}  errors/s {}  in backoff {}  gave up {}",
+        secs(s.elapsed),
+        secs(duration),
+        s.totals.connected(),
+        clients,
+        s.peak_connected,
+        l.attempts,
+        l.opened,
+        l.closed,
+        l.failed_attempts(),
+        s.totals.in_backoff(),
+        s.totals.gave_up,
+    );
+    if l.sent > 0 || l.received > 0 {
+        let _ = write!(line, "  msgs/s {}/{}", l.sent, l.received);
+    }
+    if rtt.count > 0 {
+        let _ = write!(line, "  rtt p50 {}ms p99 {}ms", ms(rtt.p50), ms(rtt.p99));
+    }
+    line
+}
+
+fn latency_row(out: &mut String, name: &str, l: &LatencySummary) {
+    if l.count == 0 {
+        let _ = writeln!(out, "  {name:<12} {:>9}", "-");
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "  {name:<12} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        l.count,
+        ms(l.p50),
+        ms(l.p90),
+        ms(l.p99),
+        ms(l.p999),
+        ms(l.max)
+    );
+}
+
+/// The end-of-run summary.
+pub fn summary(r: &Results) -> String {
+    let t = &r.totals;
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "wsstorm: {} — {} after {:.1}s (seed {}) against {}",
+        r.name,
+        match r.end_reason {
+            crate::results::EndReason::Completed => "completed",
+            crate::results::EndReason::Interrupted => "INTERRUPTED",
+        },
+        r.duration_ms as f64 / 1000.0,
+        r.seed,
+        r.target
+    );
+    let _ = writeln!(
+        o,
+        "  clients      {:>9}   peak connected {}   connected at end {}   gave up {}",
+        t.clients, t.peak_connected, t.connected_at_end, t.gave_up
+    );
+    let failed = t.connect_errors.total() + t.handshake_status.values().sum::<u64>();
+    let _ = writeln!(
+        o,
+        "  attempts     {:>9}   opened {}   failed {}",
+        t.connect_attempts, t.opened, failed
+    );
+    let e = &t.connect_errors;
+    let errors: Vec<String> = [
+        ("refused", e.refused),
+        ("timeout", e.timeout),
+        ("reset", e.reset),
+        ("addr_unavailable", e.addr_unavailable),
+        ("dns", e.dns),
+        ("tls", e.tls),
+        ("fd_limit", e.fd_limit),
+        ("other", e.other),
+        ("cancelled", e.cancelled),
+    ]
+    .iter()
+    .filter(|(_, n)| *n > 0)
+    .map(|(k, n)| format!("{k} {n}"))
+    .collect();
+    let _ = writeln!(
+        o,
+        "  connect errs {:>9}",
+        if errors.is_empty() {
+            "none".to_string()
+        } else {
+            errors.join(", ")
+        }
+    );
+    if !t.handshake_status.is_empty() {
+        let s: Vec<String> = t
+            .handshake_status
+            .iter()
+            .map(|(k, v)| format!("HTTP {k} ×{v}"))
+            .collect();
+        let _ = writeln!(o, "  handshake    {:>9}", s.join(", "));
+    }
+    if t.close_codes.is_empty() {
+        let _ = writeln!(o, "  close codes  {:>9}", "none");
+    } else {
+        let mut first = true;
+        for (code, n) in &t.close_codes {
+            let name = code.parse().map(close_code_name).unwrap_or("unknown");
+            let _ = writeln!(
+                o,
+                "  {:<12} {:>9} × {code} {name}",
+                if first { "close codes" } else { "" },
+                n
+            );
+            first = false;
+        }
+    }
+    let _ = writeln!(
+        o,
+        "  client closes {:>8}   dead detected {}",
+        t.client_closes, t.dead_detected
+    );
+    if t.messages.sent > 0 || t.messages.received > 0 {
+        let _ = writeln!(
+            o,
+            "  messages     {:>9} sent, {} received",
+            t.messages.sent, t.messages.received
+        );
+    }
+    let _ = writeln!(
+        o,
+        "  latency (ms)     count       p50       p90       p99     p99.9       max"
+    );
+    let l = &r.latency_us;
+    latency_row(&mut o, "connect", &l.connect);
+    if l.tls.count > 0 {
+        latency_row(&mut o, "tls", &l.tls);
+    }
+    latency_row(&mut o, "handshake", &l.handshake);
+    latency_row(&mut o, "rtt", &l.rtt);
+    latency_row(&mut o, "reconnect", &l.reconnect);
+    if l.dead_detect.count > 0 {
+        latency_row(&mut o, "dead detect", &l.dead_detect);
+    }
+    for a in &r.timeline.actions {
+        let _ = writeln!(
+            o,
+            "  timeline     {:>8.1}s {} ({} connections open)",
+            a.t_ms as f64 / 1000.0,
+            a.action,
+            a.connections
+        );
+    }
+    let g = &r.generator;
+    let _ = writeln!(
+        o,
+        "  generator    cpu {:.1}s user + {:.1}s sys, peak rss {:.1} MiB, schedule lag p99 {} ms",
+        g.cpu_user_s,
+        g.cpu_sys_s,
+        g.peak_rss_bytes as f64 / (1 << 20) as f64,
+        ms(g.schedule_lag_us.p99)
+    );
+    for w in &g.warnings {
+        let _ = writeln!(o, "  WARNING      {w}");
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert_eq!(close_code_name(1006), "abnormal closure");
+        assert_eq!(close_code_name(4001), "application");
+        assert_eq!(ms(1234), "1.23");
+        assert_eq!(ms(123_456), "123");
+    }
+}

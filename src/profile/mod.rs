@@ -1,0 +1,416 @@
+//! The YAML behaviour profile: what the user wrote, as serde types.
+//!
+//! Parsing happens in two passes so that every problem has a file position:
+//! 1. serde_yaml checks structure, types and units (`deny_unknown_fields` everywhere, unit types
+//!    from [`crate::units`]); its errors carry a path and a line/column.
+//! 2. [`validate`] checks values and relations between them (cap ≥ base, a timeline action that
+//!    needs the embedded target, …) and names the offending path; [`locate`] turns the path back
+//!    into a line/column by walking the document again.
+//!
+//! Nothing here runs anything: [`crate::plan`] turns a valid profile into a concrete schedule.
+
+mod locate;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::backoff::Strategy;
+use crate::units::{ByteSize, Dur, Percent, Rate};
+
+pub use locate::locate;
+pub use validate::{MIN_MESSAGE_BYTES, validate};
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub seed: Option<u64>,
+    pub duration: Dur,
+    /// Time clients get at the end of the run to close cleanly before they are cut.
+    #[serde(default)]
+    pub grace: Option<Dur>,
+    pub target: Target,
+    pub groups: Vec<Group>,
+    #[serde(default)]
+    pub timeline: Vec<TimelineEntry>,
+}
+
+/// `target: embedded`, `target: ws://host:port/path`, or the long form with settings.
+#[derive(Clone, Debug, Serialize)]
+pub struct Target {
+    pub url: String,
+    pub server: ServerSettings,
+    pub tls: TlsSettings,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TargetMap {
+    url: String,
+    #[serde(default)]
+    server: ServerSettings,
+    #[serde(default)]
+    tls: TlsSettings,
+}
+
+impl<'de> Deserialize<'de> for Target {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Target;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("`embedded`, a ws:// or wss:// URL, or a map with `url`")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Target, E> {
+                Ok(Target {
+                    url: v.to_string(),
+                    server: ServerSettings::default(),
+                    tls: TlsSettings::default(),
+                })
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Target, A::Error> {
+                let m = TargetMap::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(Target {
+                    url: m.url,
+                    server: m.server,
+                    tls: m.tls,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl Target {
+    pub fn is_embedded(&self) -> bool {
+        self.url == "embedded"
+    }
+}
+
+/// Settings of the embedded target server (ignored for external targets).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// Where the embedded server listens; port 0 picks a free port.
+    pub listen: String,
+    /// The upgrade path; other paths get HTTP 404.
+    pub path: String,
+    /// Handshakes accepted per second; excess handshakes get HTTP 503 with Retry-After.
+    pub accept_rate: Option<Rate>,
+    /// Burst the accept-rate bucket allows (default: a tenth of a second's worth, at least 1).
+    pub accept_burst: Option<u32>,
+    /// The Retry-After value sent with a 503.
+    pub retry_after: Dur,
+    /// Listen backlog (the kernel caps it at net.core.somaxconn).
+    pub backlog: u32,
+    /// Worker threads of the embedded server's own runtime when it runs inside `wsstorm run`.
+    pub threads: usize,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            listen: "127.0.0.1:0".into(),
+            path: "/ws".into(),
+            accept_rate: None,
+            accept_burst: None,
+            retry_after: Dur(std::time::Duration::from_secs(1)),
+            backlog: 4096,
+            threads: 1,
+        }
+    }
+}
+
+/// TLS options for `wss://` targets.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSettings {
+    /// A PEM file of CA certificates to trust instead of the built-in web roots.
+    pub ca_file: Option<String>,
+    /// Accept any certificate. For testing only: nothing is verified.
+    pub insecure_skip_verify: bool,
+    /// The name to verify the certificate against (default: the URL's host).
+    pub server_name: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Group {
+    pub name: String,
+    pub clients: u32,
+    pub arrival: Arrival,
+    #[serde(default = "default_timeout")]
+    pub connect_timeout: Dur,
+    #[serde(default = "default_timeout")]
+    pub handshake_timeout: Dur,
+    /// Extra handshake headers: Origin, Authorization, Cookie, …
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Offered in Sec-WebSocket-Protocol.
+    #[serde(default)]
+    pub subprotocols: Vec<String>,
+    /// Per-connection read buffer (tungstenite's default of 128 KiB would cost 12 GiB at 100k).
+    #[serde(default = "default_read_buffer")]
+    pub read_buffer: ByteSize,
+    #[serde(default)]
+    pub behaviour: Behaviour,
+}
+
+fn default_timeout() -> Dur {
+    Dur(std::time::Duration::from_secs(5))
+}
+
+fn default_read_buffer() -> ByteSize {
+    ByteSize(4096)
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Arrival {
+    /// New clients per second.
+    pub rate: Rate,
+    /// When the first client of the group starts.
+    #[serde(default)]
+    pub start: Dur,
+    #[serde(default)]
+    pub pattern: ArrivalPattern,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ArrivalPattern {
+    /// Evenly spaced: client i starts at start + i / rate.
+    #[default]
+    Uniform,
+    /// Exponential gaps with the given mean rate (independent users arriving).
+    Poisson,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Behaviour {
+    /// Send an echo message every `every`; the round trip is measured.
+    #[serde(default)]
+    pub send: Option<Send>,
+    #[serde(default)]
+    pub heartbeat: Option<Heartbeat>,
+    #[serde(default)]
+    pub reconnect: Reconnect,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Send {
+    pub every: Dur,
+    #[serde(default = "default_message_bytes")]
+    pub bytes: ByteSize,
+}
+
+fn default_message_bytes() -> ByteSize {
+    ByteSize(64)
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    pub ping_every: Dur,
+    /// A pong that does not arrive within this time marks the connection dead.
+    pub timeout: Dur,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reconnect {
+    #[serde(default)]
+    pub backoff: BackoffSettings,
+    /// Per close code (`1000`, a range `4000-4999`, or `default`): `retry` or `stop`.
+    /// A connection that ended without a close frame counts as 1006.
+    #[serde(default)]
+    pub on_close: BTreeMap<String, Decision>,
+    /// Per HTTP status of a refused handshake (`401`, `5xx`, or `default`).
+    #[serde(default)]
+    pub on_status: BTreeMap<String, Decision>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Decision {
+    Retry,
+    Stop,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackoffSettings {
+    pub strategy: Strategy,
+    #[serde(default = "default_base")]
+    pub base: Dur,
+    #[serde(default = "default_cap")]
+    pub cap: Dur,
+    #[serde(default = "default_multiplier")]
+    pub multiplier: f64,
+    /// Consecutive failed attempts before the client gives up (counted in `gave_up`).
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+}
+
+fn default_base() -> Dur {
+    Dur(std::time::Duration::from_millis(100))
+}
+fn default_cap() -> Dur {
+    Dur(std::time::Duration::from_secs(30))
+}
+fn default_multiplier() -> f64 {
+    2.0
+}
+
+impl Default for BackoffSettings {
+    fn default() -> Self {
+        BackoffSettings {
+            strategy: Strategy::FullJitter,
+            base: default_base(),
+            cap: default_cap(),
+            multiplier: default_multiplier(),
+            max_attempts: None,
+        }
+    }
+}
+
+/// One timeline entry as written: `{ at: 10s, action: drop-all, mode: abrupt }`. The fields
+/// that an action does not take are rejected by [`validate`], which keeps the YAML flat.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimelineEntry {
+    pub at: Dur,
+    pub action: ActionKind,
+    #[serde(default)]
+    pub mode: Option<DropMode>,
+    /// Close code for `mode: close`.
+    #[serde(default)]
+    pub code: Option<u16>,
+    /// Share of the connections affected.
+    #[serde(default)]
+    pub share: Option<Percent>,
+    /// How long `restart` refuses new connections.
+    #[serde(default)]
+    pub down_for: Option<Dur>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ActionKind {
+    /// The embedded server drops its connections.
+    DropAll,
+    /// The embedded server drops everything and refuses connections for `down_for`.
+    Restart,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DropMode {
+    /// TCP closed with FIN and no close frame: clients see 1006.
+    Abrupt,
+    /// TCP reset (RST): clients see 1006, usually as a reset.
+    Reset,
+    /// A close frame with `code` (1001 going away, 1012 service restart, …).
+    Close,
+}
+
+/// A problem in a profile, with its place in the file when it is known.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Problem {
+    pub file: String,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    /// Dotted path of the offending value (`groups[0].behaviour.reconnect`); empty for the root.
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let (Some(l), Some(c)) = (self.line, self.column) {
+            write!(f, ":{l}:{c}")?;
+        }
+        if self.path.is_empty() {
+            write!(f, ": {}", self.message)
+        } else {
+            write!(f, ": {}: {}", self.path, self.message)
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    #[error("{file}: cannot read profile: {source}")]
+    Read {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}", .0.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<Problem>),
+}
+
+/// Read and check a profile file.
+pub fn load(path: &Path) -> Result<(Profile, String), ProfileError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| ProfileError::Read {
+        file: file.clone(),
+        source,
+    })?;
+    let profile = parse(&text, &file)?;
+    Ok((profile, text))
+}
+
+/// Parse and check profile text; `file` is only used in messages.
+pub fn parse(text: &str, file: &str) -> Result<Profile, ProfileError> {
+    let profile: Profile = serde_yaml::from_str(text).map_err(|e| {
+        let loc = e.location();
+        ProfileError::Invalid(vec![Problem {
+            file: file.to_string(),
+            line: loc.as_ref().map(|l| l.line()),
+            column: loc.as_ref().map(|l| l.column()),
+            path: String::new(),
+            message: strip_location(&e.to_string()),
+        }])
+    })?;
+    let problems: Vec<Problem> = validate(&profile)
+        .into_iter()
+        .map(|(path, message)| {
+            let loc = locate(text, &path);
+            Problem {
+                file: file.to_string(),
+                line: loc.map(|l| l.0),
+                column: loc.map(|l| l.1),
+                path,
+                message,
+            }
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(profile)
+    } else {
+        Err(ProfileError::Invalid(problems))
+    }
+}
+
+/// serde_yaml appends " at line L column C" to its messages; we print the position first,
+/// compiler style, so drop the suffix.
+fn strip_location(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) if msg[i..].contains(" column ") => msg[..i].to_string(),
+        _ => msg.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,298 @@
+//! `results.json`: what a run was. A public contract (schema `wsstorm.results/1`, documented in
+//! the README): fields are only ever added, never renamed or removed, within a schema version.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::metrics::generator::GeneratorSample;
+use crate::metrics::{ConnectError, Counters, Hists, Latency, LatencySummary, Point, summarize};
+use crate::target::ServerSummary;
+
+pub const SCHEMA: &str = "wsstorm.results/1";
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Results {
+    pub schema: String,
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    pub seed: u64,
+    /// Wall-clock start, RFC 3339.
+    pub started_at: String,
+    /// From the first arrival to the end of the run (the deadline, or the interruption).
+    pub duration_ms: u64,
+    pub end_reason: EndReason,
+    /// The URL the clients connected to.
+    pub target: String,
+    pub totals: Totals,
+    pub latency_us: LatencyTable,
+    pub timeline: Timeline,
+    pub generator: Generator,
+    /// Counters of the embedded target, when the run used it.
+    #[serde(default)]
+    pub server: Option<ServerSummary>,
+    /// The profile that ran, as YAML (command-line overrides included).
+    pub profile: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EndReason {
+    /// Ran for the whole duration.
+    Completed,
+    /// Stopped early by the user (Ctrl-C); figures cover the time that ran.
+    Interrupted,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Totals {
+    pub clients: u64,
+    /// Every attempt ends in exactly one of: opened, a connect error, a handshake status.
+    pub connect_attempts: u64,
+    pub opened: u64,
+    /// Highest number of open connections, sampled every timeline interval.
+    pub peak_connected: u64,
+    /// Open connections at the end of the run, before clients closed.
+    pub connected_at_end: u64,
+    /// Connections the clients closed themselves (end of run, dead connection detected).
+    pub client_closes: u64,
+    /// Clients that stopped reconnecting (a `stop` decision or max_attempts reached).
+    pub gave_up: u64,
+    pub connect_errors: ConnectErrors,
+    /// Non-101 answers to the upgrade, by HTTP status.
+    pub handshake_status: BTreeMap<String, u64>,
+    /// Closes the server or the network caused, as the client saw them; 1006 = ended without a
+    /// close frame.
+    pub close_codes: BTreeMap<String, u64>,
+    /// Connections the heartbeat found dead (pong timeout).
+    pub dead_detected: u64,
+    pub messages: Messages,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ConnectErrors {
+    pub refused: u64,
+    pub timeout: u64,
+    pub reset: u64,
+    pub addr_unavailable: u64,
+    pub dns: u64,
+    pub tls: u64,
+    /// The generator ran out of file descriptors.
+    #[serde(default)]
+    pub fd_limit: u64,
+    pub other: u64,
+    /// Attempts still in progress when the run ended.
+    #[serde(default)]
+    pub cancelled: u64,
+}
+
+impl ConnectErrors {
+    pub fn total(&self) -> u64 {
+        self.refused
+            + self.timeout
+            + self.reset
+            + self.addr_unavailable
+            + self.dns
+            + self.tls
+            + self.fd_limit
+            + self.other
+            + self.cancelled
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Messages {
+    pub sent: u64,
+    pub received: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LatencyTable {
+    pub connect: LatencySummary,
+    pub tls: LatencySummary,
+    pub handshake: LatencySummary,
+    pub rtt: LatencySummary,
+    pub reconnect: LatencySummary,
+    pub dead_detect: LatencySummary,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Timeline {
+    pub interval_ms: u64,
+    pub points: Vec<Point>,
+    /// Timeline actions as they fired.
+    #[serde(default)]
+    pub actions: Vec<FiredAction>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FiredAction {
+    pub t_ms: u64,
+    pub action: String,
+    /// Connections open on the target when it fired.
+    pub connections: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Generator {
+    pub cpu_user_s: f64,
+    pub cpu_sys_s: f64,
+    pub peak_rss_bytes: u64,
+    pub fd_limit: u64,
+    /// How late attempts and sends started against their schedule.
+    pub schedule_lag_us: LatencySummary,
+    /// Once a second: memory, CPU, open files, open connections.
+    pub samples: Vec<GeneratorSample>,
+    /// When the generator itself may have distorted the figures.
+    pub warnings: Vec<String>,
+}
+
+pub fn totals_from(c: &Counters, clients: u64, peak: u64, connected_at_end: u64) -> Totals {
+    let e = |k| c.connect_error(k);
+    Totals {
+        clients,
+        connect_attempts: c.attempts,
+        opened: c.opened,
+        peak_connected: peak,
+        connected_at_end,
+        client_closes: c.client_closes,
+        gave_up: c.gave_up,
+        connect_errors: ConnectErrors {
+            refused: e(ConnectError::Refused),
+            timeout: e(ConnectError::Timeout),
+            reset: e(ConnectError::Reset),
+            addr_unavailable: e(ConnectError::AddrUnavailable),
+            dns: e(ConnectError::Dns),
+            tls: e(ConnectError::Tls),
+            fd_limit: e(ConnectError::FdLimit),
+            other: e(ConnectError::Other),
+            cancelled: e(ConnectError::Cancelled),
+        },
+        handshake_status: c
+            .handshake_status
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect(),
+        close_codes: c
+            .close_codes
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect(),
+        dead_detected: c.dead_detected,
+        messages: Messages {
+            sent: c.sent,
+            received: c.received,
+        },
+    }
+}
+
+pub fn latency_from(h: &Hists) -> LatencyTable {
+    let s = |l| summarize(h.get(l), true);
+    LatencyTable {
+        connect: s(Latency::Connect),
+        tls: s(Latency::Tls),
+        handshake: s(Latency::Handshake),
+        rtt: s(Latency::Rtt),
+        reconnect: s(Latency::Reconnect),
+        dead_detect: s(Latency::DeadDetect),
+    }
+}
+
+/// Figures that say the generator, not the target, may have been the bottleneck.
+pub fn generator_warnings(
+    lag: &LatencySummary,
+    samples: &[GeneratorSample],
+    fd_limit: u64,
+    totals: &Totals,
+) -> Vec<String> {
+    let mut w = Vec::new();
+    if lag.p99 > 100_000 {
+        w.push(format!(
+            "the generator was late against its own schedule: p99 lag {:.1} ms (max {:.1} ms); latency figures include that delay",
+            lag.p99 as f64 / 1000.0,
+            lag.max as f64 / 1000.0
+        ));
+    }
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1) as f64;
+    if let Some(max_cpu) = samples.iter().map(|s| s.cpu_percent).reduce(f64::max)
+        && max_cpu > 90.0 * cores
+    {
+        w.push(format!(
+            "the generator used {max_cpu:.0}% CPU ({cores} cores available): it may have been the bottleneck"
+        ));
+    }
+    if let Some(max_fds) = samples.iter().map(|s| s.open_fds).max()
+        && fd_limit > 0
+        && max_fds * 10 > fd_limit * 9
+    {
+        w.push(format!(
+            "the generator used {max_fds} of its {fd_limit} file descriptors"
+        ));
+    }
+    if totals.connect_errors.fd_limit > 0 {
+        w.push(format!(
+            "{} attempts failed because the generator ran out of file descriptors (limit {fd_limit}): use fewer clients per process",
+            totals.connect_errors.fd_limit
+        ));
+    }
+    if totals.connect_errors.addr_unavailable > 0 {
+        w.push(format!(
+            "{} attempts failed because the generator ran out of local ports: spread clients over more source addresses",
+            totals.connect_errors.addr_unavailable
+        ));
+    }
+    w
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResultsError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: not a wsstorm results file: {message}")]
+    Format { path: String, message: String },
+}
+
+impl Results {
+    /// Write `results.json` into `dir` (created if needed); returns the file's path.
+    pub fn write(&self, dir: &Path) -> Result<PathBuf, ResultsError> {
+        let io = |path: &Path| {
+            let path = path.display().to_string();
+            move |source| ResultsError::Io { path, source }
+        };
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let path = dir.join("results.json");
+        let json = serde_json::to_string_pretty(self).expect("results serialize");
+        // Write then rename, so a reader never sees half a file.
+        let tmp = dir.join(".results.json.tmp");
+        std::fs::write(&tmp, json + "\n").map_err(io(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io(&path))?;
+        Ok(path)
+    }
+
+    pub fn read(path: &Path) -> Result<Results, ResultsError> {
+        let p = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ResultsError::Io {
+            path: p.clone(),
+            source,
+        })?;
+        let r: Results = serde_json::from_str(&text).map_err(|e| ResultsError::Format {
+            path: p.clone(),
+            message: e.to_string(),
+        })?;
+        if r.schema != SCHEMA {
+            return Err(ResultsError::Format {
+                path: p,
+                message: format!("schema is `{}`, this wsstorm reads `{SCHEMA}`", r.schema),
+            });
+        }
+        Ok(r)
+    }
+}

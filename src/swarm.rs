@@ -1,0 +1,226 @@
+//! The coordinator: starts the target (if embedded), spawns clients on their arrival schedule,
+//! fires timeline actions, and ends the run on the deadline or on `stop` — one path either way:
+//! note the end, let clients close within the grace period, flush metrics, build [`Results`].
+//!
+//! It is the only part that knows the plan; clients know their group, the dashboard knows
+//! snapshots.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
+use tokio::time::{Instant, MissedTickBehavior, sleep_until};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::client::{self, GroupCtx, connect::TargetConn};
+use crate::metrics::generator::{fd_limit, raise_fd_limit};
+use crate::metrics::{Collector, Latency, Metrics, Snapshot, TICK, summarize};
+use crate::plan::{Plan, PlanTarget};
+use crate::results::{
+    self, EndReason, FiredAction, Generator, Results, Timeline, latency_from, totals_from,
+};
+use crate::target::{EmbeddedServer, ServerHandle};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("cannot start the embedded target on {addr}: {source}")]
+    Target {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("target: {0}")]
+    Connect(String),
+}
+
+/// Run the plan. `stop` ends the run early (Ctrl-C, a dashboard key); results still come back.
+/// Snapshots are published on `snapshots` every tick.
+pub async fn run(
+    plan: &Plan,
+    stop: CancellationToken,
+    snapshots: watch::Sender<Arc<Snapshot>>,
+) -> Result<Results, SetupError> {
+    raise_fd_limit();
+    let (server, url) = match &plan.target {
+        PlanTarget::Embedded { config, threads } => {
+            let addr = config.listen.to_string();
+            let server = EmbeddedServer::start(config.clone(), *threads)
+                .await
+                .map_err(|source| SetupError::Target { addr, source })?;
+            let url = server.handle.url();
+            (Some(server), url)
+        }
+        PlanTarget::External { url } => (None, url.clone()),
+    };
+    let target = Arc::new(TargetConn::new(&url, &plan.tls).map_err(SetupError::Connect)?);
+
+    let metrics = Arc::new(Metrics::new());
+    let started_at = SystemTime::now();
+    let epoch = Instant::now();
+    let collector = Arc::new(Mutex::new(Collector::new(
+        metrics.clone(),
+        epoch.into_std(),
+    )));
+    let clients_stop = CancellationToken::new();
+    let tracker = TaskTracker::new();
+
+    let ticker = tokio::spawn(tick_loop(
+        collector.clone(),
+        snapshots,
+        epoch,
+        clients_stop.clone(),
+    ));
+
+    for group in &plan.groups {
+        let ctx = Arc::new(GroupCtx {
+            behaviour: group.behaviour.clone(),
+            target: target.clone(),
+            metrics: metrics.clone(),
+            epoch,
+            cancel: clients_stop.clone(),
+            grace: plan.grace,
+            seed: plan.seed,
+        });
+        let arrivals = group.arrivals(plan.seed);
+        let first = group.first_client;
+        let stop = clients_stop.clone();
+        let spawner = tracker.clone();
+        tracker.spawn(async move {
+            for (i, offset) in arrivals.enumerate() {
+                let at = epoch + offset;
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = sleep_until(at) => {}
+                }
+                spawner.spawn(client::run(ctx.clone(), first + i as u32, at));
+            }
+        });
+    }
+
+    let fired = tokio::spawn(fire_timeline(
+        plan.timeline.clone(),
+        server.as_ref().map(|s| s.handle.clone()),
+        epoch,
+        clients_stop.clone(),
+    ));
+
+    let end_reason = tokio::select! {
+        _ = sleep_until(epoch + plan.duration) => EndReason::Completed,
+        _ = stop.cancelled() => EndReason::Interrupted,
+    };
+    let duration = epoch.elapsed();
+    // Exactly what was open at the end: every open/close so far is in the shards.
+    let connected_at_end = lock(&collector).tick().totals.connected();
+
+    clients_stop.cancel();
+    tracker.close();
+    let drained = tokio::time::timeout(plan.grace + Duration::from_secs(2), tracker.wait()).await;
+    if drained.is_err() {
+        eprintln!(
+            "wsstorm: some clients did not finish closing within the grace period; their closes are not counted"
+        );
+    }
+    let _ = ticker.await;
+    let fired = fired.await.unwrap_or_default();
+    let server_summary = server.as_ref().map(|s| s.handle.stats.summary());
+    if let Some(s) = server {
+        tokio::task::spawn_blocking(move || s.stop())
+            .await
+            .unwrap_or(());
+    }
+
+    let mut c = lock(&collector);
+    c.tick();
+    let totals = totals_from(
+        &c.totals,
+        u64::from(plan.total_clients()),
+        c.peak_connected,
+        connected_at_end,
+    );
+    let lag = summarize(c.hists.get(Latency::ScheduleLag), true);
+    let (cpu_user_s, cpu_sys_s) = crate::metrics::generator::cpu_times();
+    let (fd_soft, _) = fd_limit();
+    let warnings = results::generator_warnings(&lag, &c.samples, fd_soft, &totals);
+    Ok(Results {
+        schema: results::SCHEMA.to_string(),
+        name: plan.name.clone(),
+        description: plan.description.clone(),
+        seed: plan.seed,
+        started_at: humantime::format_rfc3339_millis(started_at).to_string(),
+        duration_ms: duration.as_millis() as u64,
+        end_reason,
+        target: url,
+        latency_us: latency_from(&c.hists),
+        timeline: Timeline {
+            interval_ms: TICK.as_millis() as u64,
+            points: std::mem::take(&mut c.points),
+            actions: fired,
+        },
+        generator: Generator {
+            cpu_user_s: round3(cpu_user_s),
+            cpu_sys_s: round3(cpu_sys_s),
+            peak_rss_bytes: c.samples.iter().map(|s| s.rss_bytes).max().unwrap_or(0),
+            fd_limit: fd_soft,
+            schedule_lag_us: lag,
+            samples: std::mem::take(&mut c.samples),
+            warnings,
+        },
+        totals,
+        server: server_summary,
+        profile: plan.profile_yaml.clone(),
+    })
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Close an interval every tick and publish the snapshot, until the clients have been told to
+/// stop and have had their grace period (the coordinator takes the last tick itself).
+async fn tick_loop(
+    collector: Arc<Mutex<Collector>>,
+    snapshots: watch::Sender<Arc<Snapshot>>,
+    epoch: Instant,
+    clients_stop: CancellationToken,
+) {
+    let mut interval = tokio::time::interval_at(epoch + TICK, TICK);
+    interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = clients_stop.cancelled() => return,
+        }
+        let snap = lock(&collector).tick();
+        snapshots.send_replace(Arc::new(snap));
+    }
+}
+
+async fn fire_timeline(
+    timeline: Vec<crate::plan::PlannedAction>,
+    server: Option<ServerHandle>,
+    epoch: Instant,
+    stop: CancellationToken,
+) -> Vec<FiredAction> {
+    let mut fired = Vec::new();
+    for planned in timeline {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = sleep_until(epoch + planned.at) => {}
+        }
+        let connections = server
+            .as_ref()
+            .map(|s| s.apply(planned.action))
+            .unwrap_or(0);
+        fired.push(FiredAction {
+            t_ms: epoch.elapsed().as_millis() as u64,
+            action: planned.action.to_string(),
+            connections,
+        });
+    }
+    fired
+}
