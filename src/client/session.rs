@@ -103,23 +103,14 @@ pub async fn run(ctx: &GroupCtx, id: u32, ws: &mut Ws, rng: &mut Xoshiro128PlusP
         tokio::select! {
             biased;
             _ = ctx.cancel.cancelled() => {
-                close_gracefully(ws, ctx.grace).await;
+                close_gracefully(ctx, id, ws).await;
                 return SessionEnd::Stopped;
             }
             msg = ws.next() => {
                 last_inbound = Instant::now();
                 match msg {
-                    Some(Ok(Message::Text(t))) => {
-                        let rtt = echoed_send_time(id, t.as_bytes()).map(|sent_us| {
-                            Duration::from_micros(ctx.now_us().saturating_sub(sent_us))
-                        });
-                        ctx.metrics.received(id, rtt);
-                    }
-                    Some(Ok(Message::Binary(d))) => {
-                        let rtt = echoed_send_time(id, &d).map(|sent_us| {
-                            Duration::from_micros(ctx.now_us().saturating_sub(sent_us))
-                        });
-                        ctx.metrics.received(id, rtt);
+                    Some(Ok(msg @ (Message::Text(_) | Message::Binary(_)))) => {
+                        record_data(ctx, id, &msg);
                     }
                     Some(Ok(Message::Pong(p))) => {
                         if p.as_ref() == ping_seq.to_be_bytes() {
@@ -167,18 +158,33 @@ pub async fn run(ctx: &GroupCtx, id: u32, ws: &mut Ws, rng: &mut Xoshiro128PlusP
     }
 }
 
-/// Close with 1000 and wait (up to `grace`) for the server's answer, as a well-behaved client.
-async fn close_gracefully(ws: &mut Ws, grace: Duration) {
+/// Close with 1000 and wait (up to the grace period) for the server's answer, as a well-behaved
+/// client does. Echoes still in flight arrive first and are counted like any other.
+async fn close_gracefully(ctx: &GroupCtx, id: u32, ws: &mut Ws) {
     let frame = CloseFrame {
         code: CloseCode::Normal,
         reason: "".into(),
     };
-    let _ = tokio::time::timeout(grace, async {
+    let _ = tokio::time::timeout(ctx.grace, async {
         if ws.close(Some(frame)).await.is_ok() {
-            while let Some(Ok(_)) = ws.next().await {}
+            while let Some(Ok(msg)) = ws.next().await {
+                record_data(ctx, id, &msg);
+            }
         }
     })
     .await;
+}
+
+/// Count a text or binary message, with its round trip if it is one of our echoes.
+fn record_data(ctx: &GroupCtx, id: u32, msg: &Message) {
+    let data: &[u8] = match msg {
+        Message::Text(t) => t.as_bytes(),
+        Message::Binary(b) => b,
+        _ => return,
+    };
+    let rtt = echoed_send_time(id, data)
+        .map(|sent_us| Duration::from_micros(ctx.now_us().saturating_sub(sent_us)));
+    ctx.metrics.received(id, rtt);
 }
 
 #[cfg(test)]

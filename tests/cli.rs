@@ -1,0 +1,341 @@
+//! The `wsstorm` binary as users call it: exit codes, messages, files written, signals.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use wsstorm::results::{EndReason, Results};
+
+fn wsstorm() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_wsstorm"))
+}
+
+fn output(cmd: &mut Command) -> Output {
+    cmd.output().expect("wsstorm runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn yaml_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+        .collect();
+    files.sort();
+    files
+}
+
+fn signal(child: &Child, sig: i32) {
+    // SAFETY: kill(2) on the pid of a child we started and have not reaped.
+    unsafe {
+        libc::kill(child.id() as i32, sig);
+    }
+}
+
+#[test]
+fn every_shipped_profile_is_valid() {
+    let files = yaml_files(&root().join("profiles"));
+    assert!(
+        files.iter().any(|f| f.ends_with("quickstart.yaml")),
+        "{files:?}"
+    );
+    for f in files {
+        let o = output(wsstorm().arg("validate").arg(&f));
+        assert!(o.status.success(), "{}: {}", f.display(), stderr(&o));
+    }
+}
+
+/// Each file in tests/broken starts with `# expect: LINE:COL: message fragment`.
+#[test]
+fn broken_profiles_fail_with_exit_2_and_their_position() {
+    let files = yaml_files(&root().join("tests/broken"));
+    assert!(files.len() >= 8);
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        let expect = text
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("# expect: "))
+            .unwrap_or_else(|| panic!("{}: no `# expect:` line", f.display()));
+        let (pos, fragment) = expect.split_at(expect.find(": ").unwrap());
+        let fragment = &fragment[2..];
+        for sub in ["validate", "run"] {
+            let mut cmd = wsstorm();
+            cmd.arg(sub).arg(&f);
+            if sub == "run" {
+                cmd.arg("--out")
+                    .arg(std::env::temp_dir().join("wsstorm-never-written"));
+            }
+            let o = output(&mut cmd);
+            let err = stderr(&o);
+            assert_eq!(o.status.code(), Some(2), "{sub} {}: {err}", f.display());
+            let located = format!("{}:{pos}: ", f.display());
+            assert!(
+                err.contains(&located),
+                "{sub}: expected `{located}` in: {err}"
+            );
+            assert!(
+                err.contains(fragment),
+                "{sub}: expected `{fragment}` in: {err}"
+            );
+            assert!(!err.contains("panicked"), "{err}");
+        }
+    }
+}
+
+#[test]
+fn bad_arguments_exit_2() {
+    let quickstart = root().join("profiles/quickstart.yaml");
+    let o = output(
+        wsstorm()
+            .arg("run")
+            .arg(&quickstart)
+            .args(["--duration", "10"]),
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("expected a number with a unit"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = output(wsstorm().args(["run", "/nonexistent/profile.yaml"]));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("/nonexistent/profile.yaml: cannot read profile"));
+
+    // An override that makes the profile invalid is reported against the profile.
+    let o = output(
+        wsstorm()
+            .arg("run")
+            .arg(&quickstart)
+            .args(["--target", "ws://127.0.0.1:9/ws"]),
+    );
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(err.contains("timeline[0].action"), "{err}");
+    assert!(err.contains("after command-line overrides"), "{err}");
+}
+
+#[test]
+fn help_has_examples() {
+    let o = output(wsstorm().arg("--help"));
+    assert!(o.status.success());
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("Examples:"));
+    assert!(out.contains("wsstorm run profiles/quickstart.yaml"));
+    let o = output(wsstorm().args(["run", "--help"]));
+    let out = String::from_utf8_lossy(&o.stdout);
+    for flag in [
+        "--target",
+        "--clients",
+        "--duration",
+        "--seed",
+        "--out",
+        "--no-tui",
+    ] {
+        assert!(out.contains(flag), "{flag} missing from run --help");
+    }
+}
+
+const SMALL: &str = "
+name: cli-small
+duration: 2s
+target: embedded
+groups:
+  - name: g
+    clients: 100
+    arrival: { rate: 1000/s }
+    behaviour:
+      send: { every: 250ms, bytes: 100 }
+";
+
+#[test]
+fn run_writes_results_and_a_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("small.yaml");
+    std::fs::write(&profile, SMALL).unwrap();
+    let out = dir.path().join("out");
+    let o = output(
+        wsstorm()
+            .arg("run")
+            .arg(&profile)
+            .arg("--out")
+            .arg(&out)
+            .args(["--clients", "60", "--seed", "9", "--no-tui"]),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("wsstorm: cli-small — completed"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("results"), "{stdout}");
+    assert!(stderr(&o).contains("connected 60/60"), "{}", stderr(&o));
+    let r = Results::read(&out.join("results.json")).unwrap();
+    assert_eq!(r.schema, "wsstorm.results/1");
+    assert_eq!(r.seed, 9);
+    assert_eq!(r.totals.clients, 60);
+    assert_eq!(r.totals.opened, 60);
+    assert_eq!(r.end_reason, EndReason::Completed);
+    assert!(r.profile.contains("name: cli-small"));
+    assert!(r.profile.contains("clients=Some(60)"));
+    assert_eq!(r.timeline.interval_ms, 100);
+    assert!(r.timeline.points.len() >= 19);
+    // The raw JSON has the documented top-level keys.
+    let raw: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    for key in [
+        "schema",
+        "name",
+        "seed",
+        "started_at",
+        "duration_ms",
+        "totals",
+        "latency_us",
+        "timeline",
+    ] {
+        assert!(raw.get(key).is_some(), "missing {key}");
+    }
+    for key in ["connect", "handshake", "rtt", "reconnect"] {
+        let l = &raw["latency_us"][key];
+        for f in [
+            "count", "min", "mean", "p50", "p90", "p99", "p999", "max", "hdr",
+        ] {
+            assert!(l.get(f).is_some(), "latency_us.{key}.{f} missing");
+        }
+    }
+}
+
+/// Start `wsstorm serve` on a free port and return it with its URL.
+fn start_server(extra: &[&str]) -> (Child, String) {
+    let mut child = wsstorm()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("wsstorm serve: listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line: {line}"))
+        .to_string();
+    (child, url)
+}
+
+#[test]
+fn serve_and_run_against_it() {
+    let (mut server, url) = start_server(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("small.yaml");
+    std::fs::write(&profile, SMALL).unwrap();
+    let o = output(
+        wsstorm()
+            .arg("run")
+            .arg(&profile)
+            .args(["--target", &url, "--out"])
+            .arg(dir.path()),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r = Results::read(&dir.path().join("results.json")).unwrap();
+    assert_eq!(r.target, url);
+    assert_eq!(r.totals.opened, 100);
+    assert!(r.latency_us.rtt.count > 0);
+    assert!(
+        r.server.is_none(),
+        "an external target has no embedded counters"
+    );
+
+    signal(&server, libc::SIGINT);
+    let status = server.wait().unwrap();
+    assert!(status.success(), "serve exits cleanly on Ctrl-C");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(server.stdout.as_mut().unwrap(), &mut rest).unwrap();
+    assert!(rest.contains("upgraded 100"), "{rest}");
+}
+
+#[test]
+fn wrong_path_is_a_404() {
+    let (mut server, url) = start_server(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("p.yaml");
+    std::fs::write(
+        &profile,
+        SMALL.replace("clients: 100", "clients: 5").replace(
+            "    behaviour:",
+            "    behaviour:\n      reconnect: { on_status: { 404: stop } }",
+        ),
+    )
+    .unwrap();
+    let wrong = url.replace("/ws", "/nope");
+    let o = output(
+        wsstorm()
+            .arg("run")
+            .arg(&profile)
+            .args(["--target", &wrong, "--out"])
+            .arg(dir.path()),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r = Results::read(&dir.path().join("results.json")).unwrap();
+    assert_eq!(r.totals.handshake_status.get("404"), Some(&5));
+    assert_eq!(r.totals.gave_up, 5);
+    assert_eq!(r.totals.opened, 0);
+    signal(&server, libc::SIGINT);
+    server.wait().unwrap();
+}
+
+#[test]
+fn ctrl_c_writes_the_results_gathered_so_far() {
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("long.yaml");
+    std::fs::write(&profile, SMALL.replace("duration: 2s", "duration: 60s")).unwrap();
+    let out = dir.path().join("out");
+    let mut child = wsstorm()
+        .arg("run")
+        .arg(&profile)
+        .arg("--out")
+        .arg(&out)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for two progress lines: the swarm is running.
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = 0;
+    let started = Instant::now();
+    let mut line = String::new();
+    while seen < 2 && started.elapsed() < Duration::from_secs(20) {
+        line.clear();
+        if err.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        if line.contains("connected") {
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, 2, "no progress lines");
+    signal(&child, libc::SIGINT);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "stopped promptly"
+    );
+    let r = Results::read(&out.join("results.json")).unwrap();
+    assert_eq!(r.end_reason, EndReason::Interrupted);
+    assert_eq!(r.totals.opened, 100);
+    assert!(r.duration_ms < 30_000);
+    assert_eq!(r.totals.client_closes, 100);
+}

@@ -1,0 +1,312 @@
+//! Whole runs in-process against the embedded target on 127.0.0.1:0: small swarms, a few
+//! seconds each, exact counts.
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use wsstorm::metrics::Snapshot;
+use wsstorm::plan::Plan;
+use wsstorm::results::{EndReason, Results};
+
+fn run(yaml: &str) -> Results {
+    let profile = wsstorm::profile::parse(yaml, "test.yaml").unwrap_or_else(|e| panic!("{e}"));
+    let plan = Plan::new(&profile, yaml.into());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (tx, _rx) = watch::channel(Arc::new(Snapshot::default()));
+    rt.block_on(wsstorm::swarm::run(&plan, CancellationToken::new(), tx))
+        .expect("run starts")
+}
+
+/// Every attempt ends in exactly one outcome, and every opened connection closes exactly once.
+fn assert_books_balance(r: &Results) {
+    let t = &r.totals;
+    let statuses: u64 = t.handshake_status.values().sum();
+    assert_eq!(
+        t.connect_attempts,
+        t.opened + t.connect_errors.total() + statuses,
+        "attempts = opened + errors + statuses: {t:#?}"
+    );
+    let peer_closes: u64 = t.close_codes.values().sum();
+    assert_eq!(
+        t.opened,
+        peer_closes + t.client_closes,
+        "every open closes once: {t:#?}"
+    );
+    let from_points: u64 = r.timeline.points.iter().map(|p| p.attempts).sum();
+    assert_eq!(
+        from_points, t.connect_attempts,
+        "timeline adds up to the totals"
+    );
+}
+
+fn code(r: &Results, c: &str) -> u64 {
+    r.totals.close_codes.get(c).copied().unwrap_or(0)
+}
+
+#[test]
+fn five_hundred_clients_connect_and_echo() {
+    let r = run("
+name: echo
+duration: 3s
+target: embedded
+groups:
+  - name: echo
+    clients: 500
+    arrival: { rate: 2000/s }
+    behaviour:
+      send: { every: 500ms, bytes: 64 }
+");
+    let t = &r.totals;
+    assert_eq!(r.end_reason, EndReason::Completed);
+    assert_eq!(t.clients, 500);
+    assert_eq!(t.opened, 500);
+    assert_eq!(t.connect_attempts, 500);
+    assert_eq!(t.connect_errors.total(), 0);
+    assert!(t.handshake_status.is_empty());
+    assert!(t.close_codes.is_empty(), "{:?}", t.close_codes);
+    assert_eq!(t.connected_at_end, 500);
+    assert_eq!(t.peak_connected, 500);
+    assert_eq!(t.client_closes, 500);
+    assert!(r.latency_us.rtt.count > 0);
+    assert!(t.messages.received > 0 && t.messages.received <= t.messages.sent);
+    assert_eq!(r.latency_us.connect.count, 500);
+    assert_eq!(r.latency_us.handshake.count, 500);
+    assert!(!r.latency_us.rtt.hdr.is_empty());
+    let server = r.server.as_ref().unwrap();
+    assert_eq!(server.upgraded, 500);
+    assert_eq!(server.messages_echoed, t.messages.received);
+    assert_books_balance(&r);
+}
+
+#[test]
+fn abrupt_drop_all_gives_1006_and_everyone_reconnects() {
+    let r = run("
+name: drop
+duration: 4s
+target: embedded
+groups:
+  - name: g
+    clients: 500
+    arrival: { rate: 2000/s }
+    behaviour:
+      reconnect:
+        backoff: { strategy: full-jitter, base: 50ms, cap: 500ms }
+timeline:
+  - { at: 1s, action: drop-all, mode: abrupt }
+");
+    let t = &r.totals;
+    assert_eq!(code(&r, "1006"), 500, "{:?}", t.close_codes);
+    assert_eq!(t.close_codes.len(), 1);
+    assert_eq!(t.opened, 1000);
+    assert_eq!(t.connected_at_end, 500);
+    assert_eq!(r.latency_us.reconnect.count, 500);
+    assert_eq!(r.timeline.actions.len(), 1);
+    assert_eq!(r.timeline.actions[0].connections, 500);
+    assert!(r.timeline.actions[0].action.starts_with("drop-all abrupt"));
+    assert_books_balance(&r);
+}
+
+#[test]
+fn reset_drop_also_reads_as_1006() {
+    let r = run("
+name: reset
+duration: 3s
+target: embedded
+groups:
+  - name: g
+    clients: 200
+    arrival: { rate: 2000/s }
+    behaviour:
+      reconnect: { backoff: { strategy: full-jitter, base: 50ms, cap: 300ms } }
+timeline:
+  - { at: 1s, action: drop-all, mode: reset }
+");
+    assert_eq!(code(&r, "1006"), 200, "{:?}", r.totals.close_codes);
+    assert_eq!(r.totals.connected_at_end, 200);
+    assert_books_balance(&r);
+}
+
+#[test]
+fn drop_all_with_1001_is_seen_as_1001() {
+    let r = run("
+name: going-away
+duration: 3s
+target: embedded
+groups:
+  - name: g
+    clients: 500
+    arrival: { rate: 2000/s }
+    behaviour:
+      reconnect: { backoff: { strategy: equal-jitter, base: 50ms, cap: 500ms } }
+timeline:
+  - { at: 1s, action: drop-all, mode: close, code: 1001 }
+");
+    assert_eq!(code(&r, "1001"), 500, "{:?}", r.totals.close_codes);
+    assert_eq!(r.totals.close_codes.len(), 1);
+    assert_eq!(r.totals.connected_at_end, 500);
+    assert_books_balance(&r);
+}
+
+#[test]
+fn accept_rate_capacity_answers_503_and_clients_still_get_in() {
+    let r = run("
+name: capacity
+duration: 7s
+target:
+  url: embedded
+  server: { accept_rate: 200/s, accept_burst: 20, retry_after: 1s }
+groups:
+  - name: g
+    clients: 300
+    arrival: { rate: 1000/s }
+    behaviour:
+      reconnect: { backoff: { strategy: full-jitter, base: 100ms, cap: 2s } }
+");
+    let t = &r.totals;
+    let rejected = t.handshake_status.get("503").copied().unwrap_or(0);
+    assert!(rejected > 0, "{:?}", t.handshake_status);
+    assert_eq!(t.handshake_status.len(), 1);
+    assert_eq!(t.connected_at_end, 300);
+    assert_eq!(t.opened, 300);
+    assert_eq!(t.connect_attempts, 300 + rejected);
+    assert_eq!(r.server.as_ref().unwrap().rejected_503, rejected);
+    assert_books_balance(&r);
+}
+
+#[test]
+fn stop_policy_gives_up_and_never_reconnects() {
+    let r = run("
+name: stop
+duration: 3s
+target: embedded
+groups:
+  - name: quitters
+    clients: 250
+    arrival: { rate: 2000/s }
+    behaviour:
+      reconnect:
+        backoff: { strategy: full-jitter, base: 50ms, cap: 300ms }
+        on_close: { 1001: stop, default: retry }
+  - name: stayers
+    clients: 250
+    arrival: { rate: 2000/s }
+    behaviour:
+      reconnect: { backoff: { strategy: full-jitter, base: 50ms, cap: 300ms } }
+timeline:
+  - { at: 1s, action: drop-all, mode: close, code: 1001 }
+");
+    let t = &r.totals;
+    assert_eq!(code(&r, "1001"), 500);
+    assert_eq!(t.gave_up, 250);
+    assert_eq!(t.connect_attempts, 750, "quitters never try again");
+    assert_eq!(t.connected_at_end, 250);
+    assert_books_balance(&r);
+}
+
+#[test]
+fn max_attempts_against_a_restarting_server() {
+    // The server refuses connections for 2s; clients allowed 2 attempts give up, the
+    // unbounded ones get back in after the restart.
+    let r = run("
+name: restart
+duration: 4500ms
+target: embedded
+groups:
+  - name: bounded
+    clients: 50
+    arrival: { rate: 1000/s }
+    behaviour:
+      reconnect: { backoff: { strategy: fixed, base: 100ms, cap: 100ms, max_attempts: 2 } }
+  - name: unbounded
+    clients: 50
+    arrival: { rate: 1000/s }
+    behaviour:
+      reconnect: { backoff: { strategy: fixed, base: 200ms, cap: 200ms } }
+timeline:
+  - { at: 1s, action: restart, down_for: 2s }
+");
+    let t = &r.totals;
+    assert_eq!(code(&r, "1006"), 100, "{:?}", t.close_codes);
+    assert_eq!(t.gave_up, 50);
+    assert!(t.connect_errors.refused >= 100, "{:?}", t.connect_errors);
+    assert_eq!(t.connected_at_end, 50);
+    assert_eq!(r.timeline.actions[0].action, "restart down_for 2s");
+    assert_books_balance(&r);
+}
+
+#[test]
+fn unreachable_target_ends_on_time_with_refusals() {
+    // Bind a port and close it again: nothing listens there.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let started = std::time::Instant::now();
+    let r = run(&format!(
+        "
+name: unreachable
+duration: 2s
+target: ws://127.0.0.1:{port}/ws
+groups:
+  - name: g
+    clients: 20
+    arrival: {{ rate: 100/s }}
+    behaviour:
+      reconnect: {{ backoff: {{ strategy: full-jitter, base: 50ms, cap: 200ms }} }}
+"
+    ));
+    assert!(started.elapsed() < std::time::Duration::from_secs(6));
+    assert_eq!(r.end_reason, EndReason::Completed);
+    let t = &r.totals;
+    assert_eq!(t.opened, 0);
+    assert!(t.connect_errors.refused > 20, "{:?}", t.connect_errors);
+    assert_eq!(t.connected_at_end, 0);
+    assert!(r.server.is_none());
+    assert_books_balance(&r);
+}
+
+#[test]
+fn share_drops_only_part_of_the_swarm() {
+    let r = run("
+name: share
+duration: 2500ms
+target: embedded
+groups:
+  - name: g
+    clients: 400
+    arrival: { rate: 4000/s }
+    behaviour:
+      reconnect: { on_close: { default: stop } }
+timeline:
+  - { at: 1s, action: drop-all, mode: close, code: 1012, share: 25% }
+");
+    let dropped = code(&r, "1012");
+    assert!((60..=140).contains(&dropped), "{dropped}");
+    assert_eq!(r.totals.gave_up, dropped);
+    assert_eq!(r.totals.connected_at_end, 400 - dropped);
+    assert_eq!(r.server.as_ref().unwrap().dropped_by_action, dropped);
+    assert_books_balance(&r);
+}
+
+#[test]
+fn heartbeat_pongs_keep_connections_alive() {
+    let r = run("
+name: heartbeat
+duration: 2s
+target: embedded
+groups:
+  - name: g
+    clients: 50
+    arrival: { rate: 1000/s }
+    behaviour:
+      heartbeat: { ping_every: 200ms, timeout: 500ms }
+");
+    assert_eq!(r.totals.dead_detected, 0);
+    assert_eq!(r.totals.connected_at_end, 50);
+    assert_books_balance(&r);
+}
