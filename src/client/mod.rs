@@ -153,3 +153,47 @@ pub async fn run(ctx: Arc<GroupCtx>, id: u32, first_attempt: Instant) {
         in_backoff = true;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Plan;
+
+    /// An idle client's whole cost is its task: keep the future small. The connect attempt is
+    /// boxed and freed once open, so it is not part of this figure.
+    #[test]
+    fn client_future_is_small() {
+        let yaml = "
+name: t
+duration: 1s
+target: ws://127.0.0.1:9/ws
+groups:
+  - name: g
+    clients: 1
+    arrival: { rate: 1/s }
+    behaviour:
+      send: { every: 1s }
+      heartbeat: { ping_every: 1s, timeout: 1s }
+";
+        let p = crate::profile::parse(yaml, "t").unwrap();
+        let plan = Plan::new(&p, yaml.into());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _guard = rt.enter();
+        let ctx = Arc::new(GroupCtx {
+            behaviour: plan.groups[0].behaviour.clone(),
+            target: Arc::new(TargetConn::new("ws://127.0.0.1:9/ws", &plan.tls).unwrap()),
+            metrics: Arc::new(Metrics::new()),
+            epoch: Instant::now(),
+            cancel: CancellationToken::new(),
+            grace: Duration::from_secs(1),
+            seed: 1,
+        });
+        let fut = run(ctx, 0, Instant::now());
+        let size = std::mem::size_of_val(&fut);
+        println!("client future: {size} bytes");
+        assert!(size <= 2048, "client future grew to {size} bytes");
+    }
+}
