@@ -83,21 +83,25 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:9001", value_name = "ADDR")]
     pub listen: std::net::SocketAddr,
-    /// The upgrade path; other paths get 404.
-    #[arg(long, default_value = "/ws")]
-    pub path: String,
+    /// Serve the embedded target a profile describes (its `target.server` section: stream,
+    /// auth, limits, TLS, ...). The flags below override it.
+    #[arg(long, value_name = "PROFILE")]
+    pub profile: Option<PathBuf>,
+    /// The upgrade path; other paths get 404 (default /ws).
+    #[arg(long)]
+    pub path: Option<String>,
     /// Handshakes admitted per second (e.g. 500/s); the rest get 503 with Retry-After.
     #[arg(long, value_name = "RATE")]
     pub accept_rate: Option<Rate>,
     /// Token-bucket burst for --accept-rate.
     #[arg(long, value_name = "N")]
     pub accept_burst: Option<u32>,
-    /// Retry-After sent with a 503.
-    #[arg(long, default_value = "1s")]
-    pub retry_after: Dur,
-    /// Listen backlog.
-    #[arg(long, default_value_t = 4096)]
-    pub backlog: u32,
+    /// Retry-After sent with a 503 (default 1s).
+    #[arg(long)]
+    pub retry_after: Option<Dur>,
+    /// Listen backlog (default 4096).
+    #[arg(long)]
+    pub backlog: Option<u32>,
 }
 
 /// An error and the exit code it maps to.
@@ -330,21 +334,29 @@ fn write_results(r: &Results, dir: &Path) -> Result<PathBuf, Failure> {
 }
 
 fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
-    if !args.path.starts_with('/') {
-        return Err(Failure::usage(format!(
-            "--path `{}` must start with /",
-            args.path
-        )));
-    }
-    let config = ServerConfig {
-        listen: args.listen,
-        path: args.path,
-        accept_rate: args.accept_rate.map(|r| r.0),
-        accept_burst: args.accept_burst,
-        retry_after: args.retry_after.0,
-        backlog: args.backlog,
-        read_buffer: 4096,
+    let mut config = match &args.profile {
+        Some(p) => ServerConfig::from_settings(&profile::load(p)?.0.target.server),
+        None => ServerConfig::default(),
     };
+    config.listen = args.listen;
+    if let Some(path) = args.path {
+        if !path.starts_with('/') {
+            return Err(Failure::usage(format!("--path `{path}` must start with /")));
+        }
+        config.path = path;
+    }
+    if let Some(r) = args.accept_rate {
+        config.accept_rate = Some(r.0);
+    }
+    if let Some(b) = args.accept_burst {
+        config.accept_burst = Some(b);
+    }
+    if let Some(r) = args.retry_after {
+        config.retry_after = r.0;
+    }
+    if let Some(b) = args.backlog {
+        config.backlog = b;
+    }
     crate::metrics::generator::raise_fd_limit();
     let rt = runtime()?;
     rt.block_on(async {
@@ -353,6 +365,17 @@ fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
             .map_err(|e| Failure::runtime(format!("cannot listen on {}: {e}", config.listen)))?;
         let handle = server.handle();
         println!("wsstorm serve: listening on {}", handle.url());
+        if let Some(ca) = handle.ca_pem() {
+            let path =
+                std::env::temp_dir().join(format!("wsstorm-serve-{}-ca.pem", std::process::id()));
+            match std::fs::write(&path, ca) {
+                Ok(()) => println!(
+                    "wsstorm serve: CA of the generated certificate: {}",
+                    path.display()
+                ),
+                Err(e) => eprintln!("wsstorm serve: cannot write the CA file: {e}"),
+            }
+        }
         let stop = CancellationToken::new();
         tokio::spawn(stop_on_signal(stop.clone()));
         server.run(stop).await;

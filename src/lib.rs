@@ -5,6 +5,7 @@
 //! [`client`] tasks against a [`target`]) → [`metrics`] (sharded recording, snapshots) →
 //! [`results`] (`results.json`) → [`printer`] (text for people).
 
+pub mod auth;
 pub mod backoff;
 pub mod cli;
 pub mod client;
@@ -15,4 +16,5 @@ pub mod profile;
 pub mod results;
 pub mod swarm;
 pub mod target;
+pub mod transport;
 pub mod units;

@@ -10,9 +10,11 @@ use rand::rngs::Xoshiro128PlusPlus;
 use rand_distr::{Distribution, Exp};
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 
+use crate::auth::Signer;
 use crate::backoff::Backoff;
 use crate::profile::{
-    self, ActionKind, ArrivalPattern, Decision, DropMode as ProfileDropMode, Profile,
+    self, AbuseKind, ActionKind, ArrivalPattern, Decision, DropMode as ProfileDropMode, Expiry,
+    Profile, TokenPlace,
 };
 use crate::target::{Action, DropMode, ServerConfig};
 
@@ -36,7 +38,7 @@ pub struct Plan {
 pub enum PlanTarget {
     /// Start the built-in server; its URL is known once it is bound.
     Embedded {
-        config: ServerConfig,
+        config: Box<ServerConfig>,
         threads: usize,
     },
     External {
@@ -68,8 +70,46 @@ pub struct ClientBehaviour {
     pub send: Option<SendPlan>,
     pub heartbeat: Option<HeartbeatPlan>,
     pub backoff: Backoff,
+    /// Retries rounded up to a multiple of this since the run start (clock-synchronized).
+    pub align: Option<Duration>,
     pub on_close: DecisionTable,
     pub on_status: DecisionTable,
+    /// Slow consumer: messages read per second at most.
+    pub read_rate: Option<f64>,
+    /// Freeze `for` after `after` of every connection.
+    pub sleep: Option<SleepPlan>,
+    pub auth: Option<AuthPlan>,
+    pub subscribe: Option<SubscribePlan>,
+    pub abuse: Option<AbusePlan>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct SleepPlan {
+    pub after: Duration,
+    pub duration: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct AuthPlan {
+    pub signer: Signer,
+    pub lifetime: Duration,
+    /// `refresh`: mint a new token when the old one has expired; `naive`: never.
+    pub refresh: bool,
+    pub place: TokenPlace,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct SubscribePlan {
+    pub resume: bool,
+    /// The resume position is saved every this many messages (1 = every message).
+    pub checkpoint_every: u32,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct AbusePlan {
+    pub kind: AbuseKind,
+    pub after: Duration,
+    pub bytes: u64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -169,11 +209,14 @@ impl DecisionTable {
     }
 
     pub fn decide(&self, code: u16) -> Decision {
+        self.find(code).unwrap_or(Decision::Retry)
+    }
+
+    fn find(&self, code: u16) -> Option<Decision> {
         self.rules
             .iter()
             .find(|(s, _)| s.contains(code))
             .map(|(_, d)| *d)
-            .unwrap_or(Decision::Retry)
     }
 }
 
@@ -232,15 +275,7 @@ impl Plan {
         let target = if p.target.is_embedded() {
             let s = &p.target.server;
             PlanTarget::Embedded {
-                config: ServerConfig {
-                    listen: s.listen.parse().expect("validated listen address"),
-                    path: s.path.clone(),
-                    accept_rate: s.accept_rate.map(|r| r.0),
-                    accept_burst: s.accept_burst,
-                    retry_after: s.retry_after.0,
-                    backlog: s.backlog,
-                    read_buffer: 4096,
-                },
+                config: Box::new(ServerConfig::from_settings(s)),
                 threads: s.threads,
             }
         } else {
@@ -256,6 +291,27 @@ impl Plan {
             .map(|(index, g)| {
                 let b = &g.behaviour;
                 let bo = &b.reconnect.backoff;
+                let refresh = b
+                    .auth
+                    .as_ref()
+                    .is_some_and(|a| a.on_expiry == Expiry::Refresh);
+                // A refreshing client answers an expired token (4001 in session, 401 at the
+                // handshake) by getting a new one, unless the profile says otherwise.
+                let mut on_close = b.reconnect.on_close.clone();
+                let mut on_status = b.reconnect.on_status.clone();
+                if refresh {
+                    on_close
+                        .entry("4001".into())
+                        .or_insert(Decision::RefreshAuth);
+                    on_status
+                        .entry("401".into())
+                        .or_insert(Decision::RefreshAuth);
+                }
+                let secret = b
+                    .auth
+                    .as_ref()
+                    .and_then(|a| a.secret.clone())
+                    .or_else(|| p.target.server.auth.as_ref().map(|a| a.secret.clone()));
                 let behaviour = ClientBehaviour {
                     connect_timeout: g.connect_timeout.0,
                     handshake_timeout: g.handshake_timeout.0,
@@ -288,8 +344,31 @@ impl Plan {
                         multiplier: bo.multiplier,
                         max_attempts: bo.max_attempts,
                     },
-                    on_close: DecisionTable::from_map(&b.reconnect.on_close, true),
-                    on_status: DecisionTable::from_map(&b.reconnect.on_status, false),
+                    align: bo.align.map(|a| a.0),
+                    on_close: DecisionTable::from_map(&on_close, true),
+                    on_status: DecisionTable::from_map(&on_status, false),
+                    read_rate: b.read.as_ref().map(|r| r.max_rate.0),
+                    sleep: b.sleep.as_ref().map(|s| SleepPlan {
+                        after: s.after.0,
+                        duration: s.duration.0,
+                    }),
+                    auth: b.auth.as_ref().map(|a| AuthPlan {
+                        signer: Signer::new(
+                            secret.as_deref().unwrap_or(&profile::default_secret()),
+                        ),
+                        lifetime: a.lifetime.0,
+                        refresh,
+                        place: a.send_as,
+                    }),
+                    subscribe: b.subscribe.as_ref().map(|s| SubscribePlan {
+                        resume: s.resume,
+                        checkpoint_every: s.checkpoint_every.unwrap_or(1),
+                    }),
+                    abuse: b.abuse.as_ref().map(|a| AbusePlan {
+                        kind: a.kind,
+                        after: a.after.0,
+                        bytes: a.bytes.map(|b| b.0).unwrap_or(1 << 20),
+                    }),
                 };
                 let group = PlanGroup {
                     index,
@@ -321,6 +400,9 @@ impl Plan {
                     },
                     ActionKind::Restart => Action::Restart {
                         down_for: e.down_for.map(|d| d.0).unwrap_or_default(),
+                    },
+                    ActionKind::Blackhole => Action::Blackhole {
+                        share: e.share.map(|s| s.0).unwrap_or(1.0),
                     },
                 },
             })

@@ -28,6 +28,12 @@ pub struct Results {
     pub target: String,
     pub totals: Totals,
     pub latency_us: LatencyTable,
+    /// How the swarm weathered losing connections: recovery, retry pressure, give-ups.
+    #[serde(default)]
+    pub storm: Storm,
+    /// The same figures for each group of the profile, in profile order.
+    #[serde(default)]
+    pub groups: Vec<GroupResults>,
     pub timeline: Timeline,
     pub generator: Generator,
     /// Counters of the embedded target, when the run used it.
@@ -106,6 +112,61 @@ impl ConnectErrors {
 pub struct Messages {
     pub sent: u64,
     pub received: u64,
+    /// Sequenced-stream messages never received.
+    #[serde(default)]
+    pub lost: u64,
+    /// Sequenced-stream messages received more than once.
+    #[serde(default)]
+    pub duplicated: u64,
+    /// Sequenced-stream messages that arrived after a later one.
+    #[serde(default)]
+    pub out_of_order: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct GroupResults {
+    pub name: String,
+    pub totals: Totals,
+    pub latency_us: LatencyTable,
+    pub storm: Storm,
+}
+
+/// Storm figures. A *loss* is a connection that ended without the client wanting it (a close
+/// by the peer or the network, or a dead connection found by the heartbeat).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Storm {
+    pub losses: u64,
+    /// Losses followed by a new open before the end of the run.
+    pub recovered: u64,
+    /// Time from a loss until 50 / 95 / 99 % of the lost connections were open again; `null`
+    /// when that share never came back.
+    pub recovery_ms: Recovery,
+    /// Most connection attempts in one second (sliding over 100 ms intervals) and in one
+    /// 100 ms interval.
+    pub peak_attempts_per_s: u64,
+    pub peak_attempts_per_100ms: u64,
+    /// Attempts each client made over the run.
+    pub attempts_per_client: Counts,
+    pub gave_up: u64,
+    pub dead_detected: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Recovery {
+    pub p50: Option<f64>,
+    pub p95: Option<f64>,
+    pub p99: Option<f64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Counts {
+    pub count: u64,
+    pub min: u64,
+    pub mean: f64,
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub max: u64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -184,7 +245,61 @@ pub fn totals_from(c: &Counters, clients: u64, peak: u64, connected_at_end: u64)
         messages: Messages {
             sent: c.sent,
             received: c.received,
+            lost: c.lost,
+            duplicated: c.duplicated,
+            out_of_order: c.out_of_order,
         },
+    }
+}
+
+/// Storm figures from a group's (or the run's) counters, histograms and attempts per tick.
+pub fn storm_from(c: &Counters, h: &Hists, attempts_per_tick: &[u64]) -> Storm {
+    let losses = c.close_codes.values().sum::<u64>() + c.dead_detected;
+    let reconnects = h.get(Latency::Reconnect);
+    let recovered = reconnects.len().min(losses);
+    let at = |q: f64| -> Option<f64> {
+        // The k-th fastest recovery among all losses, counting the unrecovered as never.
+        let k = (q * losses as f64).ceil() as u64;
+        if k == 0 {
+            return Some(0.0);
+        }
+        if k > recovered {
+            return None;
+        }
+        let us = reconnects.value_at_quantile(k as f64 / reconnects.len() as f64);
+        Some((us as f64 / 100.0).round() / 10.0)
+    };
+    let per_s = attempts_per_tick
+        .windows(10)
+        .map(|w| w.iter().sum::<u64>())
+        .max()
+        .unwrap_or_else(|| attempts_per_tick.iter().sum());
+    let a = &h.attempts_per_client;
+    Storm {
+        losses,
+        recovered,
+        recovery_ms: Recovery {
+            p50: at(0.5),
+            p95: at(0.95),
+            p99: at(0.99),
+        },
+        peak_attempts_per_s: per_s,
+        peak_attempts_per_100ms: attempts_per_tick.iter().copied().max().unwrap_or(0),
+        attempts_per_client: if a.is_empty() {
+            Counts::default()
+        } else {
+            Counts {
+                count: a.len(),
+                min: a.min(),
+                mean: (a.mean() * 100.0).round() / 100.0,
+                p50: a.value_at_quantile(0.5),
+                p90: a.value_at_quantile(0.9),
+                p99: a.value_at_quantile(0.99),
+                max: a.max(),
+            }
+        },
+        gave_up: c.gave_up,
+        dead_detected: c.dead_detected,
     }
 }
 

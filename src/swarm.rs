@@ -13,12 +13,14 @@ use tokio::time::{Instant, MissedTickBehavior, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::client::{self, GroupCtx, connect::TargetConn};
+use crate::client::connect::{EmbeddedInfo, TargetConn};
+use crate::client::{self, GroupCtx};
 use crate::metrics::generator::{fd_limit, raise_fd_limit};
 use crate::metrics::{Collector, Latency, Metrics, Snapshot, TICK, summarize};
 use crate::plan::{Plan, PlanTarget};
 use crate::results::{
-    self, EndReason, FiredAction, Generator, Results, Timeline, latency_from, totals_from,
+    self, EndReason, FiredAction, Generator, GroupResults, Results, Timeline, latency_from,
+    totals_from,
 };
 use crate::target::{EmbeddedServer, ServerHandle};
 
@@ -42,20 +44,26 @@ pub async fn run(
     snapshots: watch::Sender<Arc<Snapshot>>,
 ) -> Result<Results, SetupError> {
     raise_fd_limit();
-    let (server, url) = match &plan.target {
+    let (server, url, embedded) = match &plan.target {
         PlanTarget::Embedded { config, threads } => {
             let addr = config.listen.to_string();
-            let server = EmbeddedServer::start(config.clone(), *threads)
+            let server = EmbeddedServer::start((**config).clone(), *threads)
                 .await
                 .map_err(|source| SetupError::Target { addr, source })?;
             let url = server.handle.url();
-            (Some(server), url)
+            let info = EmbeddedInfo {
+                addr: Some(server.handle.local_addr()),
+                ca_pem: server.handle.ca_pem().map(str::to_string),
+            };
+            (Some(server), url, info)
         }
-        PlanTarget::External { url } => (None, url.clone()),
+        PlanTarget::External { url } => (None, url.clone(), EmbeddedInfo::default()),
     };
-    let target = Arc::new(TargetConn::new(&url, &plan.tls).map_err(SetupError::Connect)?);
+    let target = Arc::new(
+        TargetConn::with_embedded(&url, &plan.tls, &embedded).map_err(SetupError::Connect)?,
+    );
 
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::new(plan.groups.len()));
     let started_at = SystemTime::now();
     let epoch = Instant::now();
     let collector = Arc::new(Mutex::new(Collector::new(
@@ -74,6 +82,7 @@ pub async fn run(
 
     for group in &plan.groups {
         let ctx = Arc::new(GroupCtx {
+            group: group.index as u16,
             behaviour: group.behaviour.clone(),
             target: target.clone(),
             metrics: metrics.clone(),
@@ -111,7 +120,16 @@ pub async fn run(
     };
     let duration = epoch.elapsed();
     // Exactly what was open at the end: every open/close so far is in the shards.
-    let connected_at_end = lock(&collector).tick().totals.connected();
+    let (connected_at_end, group_connected_at_end): (u64, Vec<u64>) = {
+        let mut c = lock(&collector);
+        let snap = c.tick();
+        let groups = c
+            .groups
+            .iter()
+            .map(|g| g.data.counters.connected())
+            .collect();
+        (snap.totals.connected(), groups)
+    };
 
     clients_stop.cancel();
     tracker.close();
@@ -138,6 +156,26 @@ pub async fn run(
         c.peak_connected,
         connected_at_end,
     );
+    let attempts_series: Vec<u64> = c.points.iter().map(|p| p.attempts).collect();
+    let storm = results::storm_from(&c.totals, &c.hists, &attempts_series);
+    let groups = plan
+        .groups
+        .iter()
+        .zip(&c.groups)
+        .zip(&c.group_attempts)
+        .zip(&group_connected_at_end)
+        .map(|(((g, t), series), at_end)| GroupResults {
+            name: g.name.clone(),
+            totals: totals_from(
+                &t.data.counters,
+                u64::from(g.clients),
+                t.peak_connected,
+                *at_end,
+            ),
+            latency_us: latency_from(&t.data.hists),
+            storm: results::storm_from(&t.data.counters, &t.data.hists, series),
+        })
+        .collect();
     let lag = summarize(c.hists.get(Latency::ScheduleLag), true);
     let (cpu_user_s, cpu_sys_s) = crate::metrics::generator::cpu_times();
     let (fd_soft, _) = fd_limit();
@@ -167,6 +205,8 @@ pub async fn run(
             warnings,
         },
         totals,
+        storm,
+        groups,
         server: server_summary,
         profile: plan.profile_yaml.clone(),
     })

@@ -4,16 +4,12 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpSocket;
 use tokio::time::{Instant, timeout};
 use tokio_rustls::TlsConnector;
-use tokio_rustls::client::TlsStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{Uri, header};
@@ -22,60 +18,8 @@ use tokio_tungstenite::tungstenite::{self, Error as WsError};
 
 use super::GroupCtx;
 use crate::metrics::ConnectError;
-use crate::profile::TlsSettings;
-
-/// The socket under a WebSocket: plain TCP, or TLS over TCP (boxed: it is large and rarer).
-pub enum Transport {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-}
-
-impl Transport {
-    pub fn tcp(&self) -> &TcpStream {
-        match self {
-            Transport::Plain(s) => s,
-            Transport::Tls(s) => s.get_ref().0,
-        }
-    }
-}
-
-impl AsyncRead for Transport {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Transport::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Transport::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Transport {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Transport::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Transport::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Transport::Plain(s) => Pin::new(s).poll_flush(cx),
-            Transport::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Transport::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Transport::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
-}
+use crate::profile::{TlsSettings, TokenPlace};
+pub use crate::transport::Transport;
 
 pub type Ws = WebSocketStream<Transport>;
 
@@ -90,8 +34,25 @@ pub struct TargetConn {
     addr: OnceLock<SocketAddr>,
 }
 
+/// What the embedded target tells its clients beyond the URL.
+#[derive(Clone, Debug, Default)]
+pub struct EmbeddedInfo {
+    /// Connect here, without DNS (a TLS URL names `localhost`, which may resolve to ::1).
+    pub addr: Option<SocketAddr>,
+    /// The CA of the target's generated certificate.
+    pub ca_pem: Option<String>,
+}
+
 impl TargetConn {
     pub fn new(url: &str, tls: &TlsSettings) -> Result<TargetConn, String> {
+        Self::with_embedded(url, tls, &EmbeddedInfo::default())
+    }
+
+    pub fn with_embedded(
+        url: &str,
+        tls: &TlsSettings,
+        embedded: &EmbeddedInfo,
+    ) -> Result<TargetConn, String> {
         let uri: Uri = url
             .parse()
             .map_err(|e| format!("`{url}` is not a valid URL: {e}"))?;
@@ -107,7 +68,8 @@ impl TargetConn {
             .to_string();
         let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
         let tls = if secure {
-            let config = super::tls::client_config(tls)?;
+            let extra_ca = embedded.ca_pem.as_deref().filter(|_| tls.trust_embedded_ca);
+            let config = super::tls::client_config(tls, extra_ca)?;
             let name = super::tls::server_name(tls.server_name.as_deref().unwrap_or(&host))?;
             Some((TlsConnector::from(Arc::new(config)), name))
         } else {
@@ -119,7 +81,7 @@ impl TargetConn {
             host,
             port,
             tls,
-            addr: OnceLock::new(),
+            addr: embedded.addr.map(OnceLock::from).unwrap_or_default(),
         })
     }
 
@@ -163,8 +125,17 @@ pub enum Attempt {
     },
 }
 
+/// What differs between one client's attempts.
+#[derive(Default)]
+pub struct AttemptExtras<'a> {
+    /// An auth token, sent as the behaviour says.
+    pub token: Option<&'a str>,
+    pub subscribe: bool,
+    pub resume_after: Option<u64>,
+}
+
 /// Make one attempt. Cancellation is the caller's business (it drops this future).
-pub async fn attempt(ctx: &GroupCtx) -> Attempt {
+pub async fn attempt(ctx: &GroupCtx, extras: &AttemptExtras<'_>) -> Attempt {
     let b = &ctx.behaviour;
     let target = &ctx.target;
     let addr = match target.resolve().await {
@@ -193,18 +164,46 @@ pub async fn attempt(ctx: &GroupCtx) -> Attempt {
         Some((connector, name)) => {
             let t1 = Instant::now();
             match timeout(b.handshake_timeout, connector.connect(name.clone(), tcp)).await {
-                Ok(Ok(s)) => (Transport::Tls(Box::new(s)), Some(t1.elapsed())),
+                Ok(Ok(s)) => (Transport::Tls(Box::new(s.into())), Some(t1.elapsed())),
                 Ok(Err(e)) => return Attempt::Failed(classify_tls(&e)),
                 Err(_) => return Attempt::Failed(ConnectError::Timeout),
             }
         }
     };
 
-    let mut request = match target.uri.clone().into_client_request() {
+    let mut query: Vec<String> = Vec::new();
+    if extras.subscribe {
+        query.push("subscribe=1".into());
+    }
+    if let Some(n) = extras.resume_after {
+        query.push(format!("resume={n}"));
+    }
+    let token_in_query = b
+        .auth
+        .as_ref()
+        .is_some_and(|a| a.place == TokenPlace::Query);
+    if let (Some(t), true) = (extras.token, token_in_query) {
+        query.push(format!("token={t}"));
+    }
+    let uri = if query.is_empty() {
+        target.uri.clone()
+    } else {
+        let sep = if target.url.contains('?') { '&' } else { '?' };
+        match format!("{}{sep}{}", target.url, query.join("&")).parse::<Uri>() {
+            Ok(u) => u,
+            Err(_) => return Attempt::Failed(ConnectError::Other),
+        }
+    };
+    let mut request = match uri.into_client_request() {
         Ok(r) => r,
         Err(_) => return Attempt::Failed(ConnectError::Other),
     };
     let headers = request.headers_mut();
+    if let (Some(t), false) = (extras.token, token_in_query)
+        && let Ok(v) = format!("Bearer {t}").parse()
+    {
+        headers.insert(header::AUTHORIZATION, v);
+    }
     for (k, v) in &b.headers {
         headers.insert(k.clone(), v.clone());
     }

@@ -10,8 +10,10 @@
 //! learns goes to the metrics shards. What a connection did is data ([`SessionEnd`],
 //! [`connect::Attempt`]), never an error.
 
+pub mod abuse;
 pub mod connect;
 mod session;
+pub mod stream;
 pub mod tls;
 
 use std::sync::Arc;
@@ -22,14 +24,16 @@ use rand::rngs::Xoshiro128PlusPlus;
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::{Closed, ConnectError, Metrics, OpenTimings};
+use crate::metrics::{Closed, ConnectError, Metrics, OpenTimings, Who};
 use crate::plan::{ClientBehaviour, client_seed};
 use crate::profile::Decision;
-use connect::{Attempt, TargetConn};
+use connect::{Attempt, AttemptExtras, TargetConn};
 pub use session::SessionEnd;
+use stream::StreamTracker;
 
 /// What every client of a group shares.
 pub struct GroupCtx {
+    pub group: u16,
     pub behaviour: Arc<ClientBehaviour>,
     pub target: Arc<TargetConn>,
     pub metrics: Arc<Metrics>,
@@ -51,107 +55,195 @@ impl GroupCtx {
     }
 }
 
+/// One client's state between connections.
+struct Client {
+    ctx: Arc<GroupCtx>,
+    who: Who,
+    rng: Xoshiro128PlusPlus,
+    attempts: u32,
+    /// Consecutive failed attempts (for max_attempts).
+    failures: u32,
+    /// Retries since the last open: the backoff's attempt number.
+    retries: u32,
+    previous_delay: Duration,
+    lost_at: Option<Instant>,
+    /// The auth token and its expiry (unix ms).
+    token: Option<(String, u64)>,
+    stream: Option<Box<StreamTracker>>,
+}
+
 /// Run client `id` from its first intended attempt until the run ends or it gives up.
 pub async fn run(ctx: Arc<GroupCtx>, id: u32, first_attempt: Instant) {
-    let mut rng = Xoshiro128PlusPlus::seed_from_u64(client_seed(ctx.seed, id));
-    let b = &ctx.behaviour;
-    let m = &ctx.metrics;
-    let mut intended = first_attempt;
-    // Consecutive failed attempts (for max_attempts) and retries since the last open (the
-    // backoff's attempt number).
-    let mut failures = 0u32;
-    let mut retries = 0u32;
-    let mut previous_delay = Duration::ZERO;
-    let mut lost_at: Option<Instant> = None;
-    let mut in_backoff = false;
+    let who = Who {
+        client: id,
+        group: ctx.group,
+    };
+    let mut c = Client {
+        rng: Xoshiro128PlusPlus::seed_from_u64(client_seed(ctx.seed, id)),
+        stream: ctx
+            .behaviour
+            .subscribe
+            .map(|s| Box::new(StreamTracker::new(s.checkpoint_every))),
+        ctx,
+        who,
+        attempts: 0,
+        failures: 0,
+        retries: 0,
+        previous_delay: Duration::ZERO,
+        lost_at: None,
+        token: None,
+    };
+    c.run(first_attempt).await;
+    let lost = c.stream.as_ref().map_or(0, |s| s.lost());
+    c.ctx.metrics.client_done(who, c.attempts, lost);
+}
 
-    loop {
-        let woke = tokio::select! {
-            _ = ctx.cancel.cancelled() => false,
-            _ = sleep_until(intended) => true,
-        };
-        if std::mem::take(&mut in_backoff) {
-            m.backoff(id, false);
-        }
-        if !woke {
-            return;
-        }
-        m.attempt(id, Instant::now().saturating_duration_since(intended));
-        // Boxed: the handshake future is large and only lives while connecting; an idle
-        // connected client should not carry its space.
-        let attempt = Box::pin(connect::attempt(&ctx));
-        let attempt = tokio::select! {
-            a = attempt => a,
-            _ = ctx.cancel.cancelled() => {
-                m.connect_error(id, ConnectError::Cancelled);
+impl Client {
+    async fn run(&mut self, first_attempt: Instant) {
+        let ctx = self.ctx.clone();
+        let (b, m, who) = (&ctx.behaviour, &ctx.metrics, self.who);
+        let mut intended = first_attempt;
+        let mut in_backoff = false;
+        loop {
+            let woke = tokio::select! {
+                _ = ctx.cancel.cancelled() => false,
+                _ = sleep_until(intended) => true,
+            };
+            if std::mem::take(&mut in_backoff) {
+                m.backoff(who, false);
+            }
+            if !woke {
                 return;
             }
-        };
-        let mut retry_after = None;
-        let decision = match attempt {
-            Attempt::Open(mut ws, t) => {
-                m.opened(
-                    id,
-                    OpenTimings {
-                        connect: t.connect,
-                        tls: t.tls,
-                        handshake: t.handshake,
-                        reconnect: lost_at.map(|l| l.elapsed()),
-                    },
-                );
-                failures = 0;
-                retries = 0;
-                previous_delay = Duration::ZERO;
-                let end = session::run(&ctx, id, &mut ws, &mut rng).await;
-                drop(ws);
-                lost_at = Some(Instant::now());
-                match end {
-                    SessionEnd::Stopped => {
-                        m.closed(id, Closed::ByClient);
-                        return;
-                    }
-                    SessionEnd::Peer(code) => {
-                        m.closed(id, Closed::ByPeer(code));
-                        b.on_close.decide(code)
-                    }
-                    SessionEnd::Dead { silent_for } => {
-                        m.closed(id, Closed::Dead { silent_for });
-                        b.on_close.decide(1006)
+            self.attempts += 1;
+            m.attempt(who, Instant::now().saturating_duration_since(intended));
+            self.prepare_token(false);
+            let extras = AttemptExtras {
+                token: self.token.as_ref().map(|(t, _)| t.as_str()),
+                subscribe: b.subscribe.is_some(),
+                resume_after: b
+                    .subscribe
+                    .filter(|s| s.resume)
+                    .and_then(|_| self.stream.as_ref()?.resume_from()),
+            };
+            // Boxed: the handshake future is large and only lives while connecting; an idle
+            // connected client should not carry its space.
+            let attempt = Box::pin(connect::attempt(&ctx, &extras));
+            let attempt = tokio::select! {
+                a = attempt => a,
+                _ = ctx.cancel.cancelled() => {
+                    m.connect_error(who, ConnectError::Cancelled);
+                    return;
+                }
+            };
+            let mut retry_after = None;
+            let decision = match attempt {
+                Attempt::Open(mut ws, t) => {
+                    m.opened(
+                        who,
+                        OpenTimings {
+                            connect: t.connect,
+                            tls: t.tls,
+                            handshake: t.handshake,
+                            reconnect: self.lost_at.map(|l| l.elapsed()),
+                        },
+                    );
+                    self.failures = 0;
+                    self.retries = 0;
+                    self.previous_delay = Duration::ZERO;
+                    let end = session::run(
+                        &ctx,
+                        who,
+                        &mut ws,
+                        &mut self.rng,
+                        self.stream.as_deref_mut(),
+                    )
+                    .await;
+                    drop(ws);
+                    self.lost_at = Some(Instant::now());
+                    match end {
+                        SessionEnd::Stopped => {
+                            m.closed(who, Closed::ByClient);
+                            return;
+                        }
+                        SessionEnd::Peer(code) => {
+                            m.closed(who, Closed::ByPeer(code));
+                            b.on_close.decide(code)
+                        }
+                        SessionEnd::Dead { silent_for } => {
+                            m.closed(who, Closed::Dead { silent_for });
+                            b.on_close.decide(1006)
+                        }
                     }
                 }
+                Attempt::Failed(e) => {
+                    m.connect_error(who, e);
+                    self.failures += 1;
+                    Decision::Retry
+                }
+                Attempt::Status {
+                    code,
+                    retry_after: ra,
+                } => {
+                    m.handshake_status(who, code);
+                    self.failures += 1;
+                    retry_after = ra;
+                    b.on_status.decide(code)
+                }
+            };
+            if ctx.cancel.is_cancelled() {
+                return;
             }
-            Attempt::Failed(e) => {
-                m.connect_error(id, e);
-                failures += 1;
-                Decision::Retry
+            if decision == Decision::Stop || !b.backoff.allows(self.failures) {
+                m.gave_up(who);
+                return;
             }
-            Attempt::Status {
-                code,
-                retry_after: ra,
-            } => {
-                m.handshake_status(id, code);
-                failures += 1;
-                retry_after = ra;
-                b.on_status.decide(code)
+            let mut delay = match decision {
+                Decision::RetryAfter(d) => d.0,
+                _ => b
+                    .backoff
+                    .delay(self.retries, self.previous_delay, &mut self.rng),
+            };
+            if decision == Decision::RefreshAuth {
+                self.prepare_token(true);
             }
-        };
-        if decision == Decision::Stop || !b.backoff.allows(failures) || ctx.cancel.is_cancelled() {
-            if !ctx.cancel.is_cancelled() {
-                m.gave_up(id);
+            if let Some(ra) = retry_after {
+                // A server that says when to come back is obeyed (429/503 with Retry-After).
+                delay = delay.max(ra);
             }
-            return;
+            self.retries = self.retries.saturating_add(1);
+            self.previous_delay = delay;
+            intended = Instant::now() + delay;
+            if let Some(align) = b.align {
+                intended = align_up(ctx.epoch, intended, align);
+            }
+            m.backoff(who, true);
+            in_backoff = true;
         }
-        let mut delay = b.backoff.delay(retries, previous_delay, &mut rng);
-        if let Some(ra) = retry_after {
-            // A server that says when to come back is obeyed (429/503 with Retry-After).
-            delay = delay.max(ra);
-        }
-        retries = retries.saturating_add(1);
-        previous_delay = delay;
-        intended = Instant::now() + delay;
-        m.backoff(id, true);
-        in_backoff = true;
     }
+
+    /// Get a token if the client has none, or (refreshing clients, or when `force`d by a
+    /// refresh-auth decision) if it has expired.
+    fn prepare_token(&mut self, force: bool) {
+        let Some(auth) = &self.ctx.behaviour.auth else {
+            return;
+        };
+        let expired = self
+            .token
+            .as_ref()
+            .is_some_and(|(_, exp)| *exp <= crate::auth::now_ms());
+        if self.token.is_none() || force || (auth.refresh && expired) {
+            self.token = Some(auth.signer.mint(self.who.client, auth.lifetime));
+        }
+    }
+}
+
+/// The first multiple of `align` since `epoch` at or after `t`.
+fn align_up(epoch: Instant, t: Instant, align: Duration) -> Instant {
+    let since = t.saturating_duration_since(epoch).as_nanos();
+    let step = align.as_nanos().max(1);
+    let aligned = since.div_ceil(step) * step;
+    epoch + Duration::from_nanos(aligned.min(u128::from(u64::MAX)) as u64)
 }
 
 #[cfg(test)]
@@ -183,9 +275,10 @@ groups:
             .unwrap();
         let _guard = rt.enter();
         let ctx = Arc::new(GroupCtx {
+            group: 0,
             behaviour: plan.groups[0].behaviour.clone(),
             target: Arc::new(TargetConn::new("ws://127.0.0.1:9/ws", &plan.tls).unwrap()),
-            metrics: Arc::new(Metrics::new()),
+            metrics: Arc::new(Metrics::new(1)),
             epoch: Instant::now(),
             cancel: CancellationToken::new(),
             grace: Duration::from_secs(1),
@@ -195,5 +288,14 @@ groups:
         let size = std::mem::size_of_val(&fut);
         println!("client future: {size} bytes");
         assert!(size <= 2048, "client future grew to {size} bytes");
+    }
+
+    #[test]
+    fn align_rounds_up_to_the_grid() {
+        let e = Instant::now();
+        let s = Duration::from_secs(1);
+        assert_eq!(align_up(e, e + Duration::from_millis(1), s), e + s);
+        assert_eq!(align_up(e, e + s, s), e + s);
+        assert_eq!(align_up(e, e + Duration::from_millis(2300), s), e + 3 * s);
     }
 }

@@ -1,11 +1,14 @@
-//! An open connection: send echo messages on schedule, ping and watch for pongs, read whatever
-//! arrives, and report how the connection ended as a [`SessionEnd`].
+//! An open connection: send echo messages on schedule, ping and watch for pongs, read what
+//! arrives (all of it, or at most a rate for a slow consumer), freeze for a while if the
+//! behaviour says the client sleeps, send an abusive frame if asked, and report how the
+//! connection ended as a [`SessionEnd`].
 
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use rand::RngExt;
 use rand::rngs::Xoshiro128PlusPlus;
+use tokio::io::AsyncWriteExt;
 use tokio::time::{Instant, Interval, MissedTickBehavior, interval_at, sleep_until};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -13,10 +16,13 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::GroupCtx;
 use super::connect::Ws;
+use super::stream::{Arrival, StreamTracker};
+use crate::metrics::Who;
+use crate::target::stream::parse_seq;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SessionEnd {
-    /// The run ended (or a policy stopped the client): it closed with 1000.
+    /// The run ended: the client closed with 1000.
     Stopped,
     /// The peer closed with this code; 1006 when the connection ended without a close frame,
     /// 1005 when the close frame carried no code.
@@ -25,19 +31,19 @@ pub enum SessionEnd {
     Dead { silent_for: Duration },
 }
 
-/// Echo payload: `wsstorm <client:8 hex> <seq:8 hex> <intended send time µs:16 hex> ` then
-/// padding. Fixed-width fields make the echo cheap to parse; any echo server returns it as is.
+/// Echo payload: `wsstorm <client:8 hex> <seq:8 hex> <send time µs:16 hex> ` then padding.
+/// Fixed-width fields make the echo cheap to parse; any echo server returns it as is.
 const TAG: &[u8] = b"wsstorm ";
 const HEADER_LEN: usize = TAG.len() + 8 + 1 + 8 + 1 + 16 + 1;
 
-fn payload(client: u32, seq: u32, intended_us: u64, len: usize) -> String {
-    let mut s = format!("wsstorm {client:08x} {seq:08x} {intended_us:016x} ");
+fn payload(client: u32, seq: u32, stamp_us: u64, len: usize) -> String {
+    let mut s = format!("wsstorm {client:08x} {seq:08x} {stamp_us:016x} ");
     debug_assert_eq!(s.len(), HEADER_LEN);
     s.extend(std::iter::repeat_n('.', len.saturating_sub(HEADER_LEN)));
     s
 }
 
-/// The intended send time carried by one of our own echoes, if it is one.
+/// The send time carried by one of our own echoes, if it is one.
 fn echoed_send_time(client: u32, data: &[u8]) -> Option<u64> {
     if data.len() < HEADER_LEN || !data.starts_with(TAG) {
         return None;
@@ -81,7 +87,13 @@ async fn sleep_opt(at: Option<Instant>) {
     }
 }
 
-pub async fn run(ctx: &GroupCtx, id: u32, ws: &mut Ws, rng: &mut Xoshiro128PlusPlus) -> SessionEnd {
+pub async fn run(
+    ctx: &GroupCtx,
+    who: Who,
+    ws: &mut Ws,
+    rng: &mut Xoshiro128PlusPlus,
+    mut stream: Option<&mut StreamTracker>,
+) -> SessionEnd {
     let b = &ctx.behaviour;
     let opened = Instant::now();
     // A random phase per connection, so a thousand clients that opened together do not send
@@ -97,20 +109,45 @@ pub async fn run(ctx: &GroupCtx, id: u32, ws: &mut Ws, rng: &mut Xoshiro128PlusP
     let mut ping_seq: u64 = 0;
     let mut last_inbound = opened;
     let mut seq: u32 = 0;
-    let mut close_code: Option<u16> = None;
+    // Slow consumer: the next message may be read at this instant.
+    let mut read_at = opened;
+    let read_gap = b.read_rate.map(|r| Duration::from_secs_f64(1.0 / r));
+    // Sleeping client: when it freezes, and while frozen, when it wakes.
+    let mut sleep_at = b.sleep.map(|s| opened + s.after);
+    let mut wake_at: Option<Instant> = None;
+    let mut abuse_at = b.abuse.map(|a| opened + a.after);
 
     loop {
+        let awake = wake_at.is_none();
+        let now = Instant::now();
+        let may_read = awake && read_gap.is_none_or(|_| now >= read_at);
+        // One timer for every one-shot deadline: each Sleep future is ~100 bytes of every
+        // client's task, and only the earliest matters.
+        let next_deadline = [
+            pong_deadline.filter(|_| awake),
+            sleep_at,
+            wake_at,
+            abuse_at.filter(|_| awake),
+            (awake && !may_read).then_some(read_at),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         tokio::select! {
             biased;
             _ = ctx.cancel.cancelled() => {
-                close_gracefully(ctx, id, ws).await;
+                // Rare paths are boxed so their futures do not widen every client's task.
+                Box::pin(close_gracefully(ctx, who, ws, stream)).await;
                 return SessionEnd::Stopped;
             }
-            msg = ws.next() => {
+            msg = ws.next(), if may_read => {
                 last_inbound = Instant::now();
+                if let Some(gap) = read_gap {
+                    read_at = read_at.max(last_inbound) + gap;
+                }
                 match msg {
                     Some(Ok(msg @ (Message::Text(_) | Message::Binary(_)))) => {
-                        record_data(ctx, id, &msg);
+                        record_data(ctx, who, &msg, stream.as_deref_mut());
                     }
                     Some(Ok(Message::Pong(p))) => {
                         if p.as_ref() == ping_seq.to_be_bytes() {
@@ -119,28 +156,28 @@ pub async fn run(ctx: &GroupCtx, id: u32, ws: &mut Ws, rng: &mut Xoshiro128PlusP
                     }
                     Some(Ok(Message::Close(frame))) => {
                         // tungstenite answers the close; keep reading until the stream ends.
-                        close_code = Some(frame.map(|f| u16::from(f.code)).unwrap_or(1005));
-                        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                        let code = frame.map(|f| u16::from(f.code)).unwrap_or(1005);
+                        let _ = Box::pin(tokio::time::timeout(Duration::from_secs(1), async {
                             while let Some(Ok(_)) = ws.next().await {}
-                        })
+                        }))
                         .await;
-                        return SessionEnd::Peer(close_code.unwrap_or(1005));
+                        return SessionEnd::Peer(code);
                     }
                     Some(Ok(_)) => {}
-                    Some(Err(_)) | None => return SessionEnd::Peer(close_code.unwrap_or(1006)),
+                    Some(Err(_)) | None => return SessionEnd::Peer(1006),
                 }
             }
-            intended = tick_opt(&mut sender) => {
+            intended = tick_opt(&mut sender), if awake => {
                 let now = Instant::now();
                 let lag = now.saturating_duration_since(intended);
                 let stamp_us = ctx.us_since_epoch(now.min(intended + TIMER_SLACK));
                 seq = seq.wrapping_add(1);
-                ctx.metrics.sent(id, lag);
-                if ws.send(Message::text(payload(id, seq, stamp_us, bytes))).await.is_err() {
+                ctx.metrics.sent(who, lag);
+                if ws.send(Message::text(payload(who.client, seq, stamp_us, bytes))).await.is_err() {
                     return SessionEnd::Peer(1006);
                 }
             }
-            _ = tick_opt(&mut pinger) => {
+            _ = tick_opt(&mut pinger), if awake => {
                 // One ping in flight at a time: the deadline belongs to the oldest unanswered.
                 if pong_deadline.is_none() {
                     ping_seq += 1;
@@ -151,16 +188,55 @@ pub async fn run(ctx: &GroupCtx, id: u32, ws: &mut Ws, rng: &mut Xoshiro128PlusP
                     }
                 }
             }
-            _ = sleep_opt(pong_deadline) => {
-                return SessionEnd::Dead { silent_for: last_inbound.elapsed() };
+            _ = sleep_opt(next_deadline) => {
+                let now = Instant::now();
+                let due = |t: Option<Instant>| t.is_some_and(|t| t <= now);
+                if awake && due(pong_deadline) {
+                    return SessionEnd::Dead { silent_for: last_inbound.elapsed() };
+                }
+                if due(sleep_at) {
+                    // Frozen: nothing is read (so no pongs go out), sent or timed until it wakes.
+                    sleep_at = None;
+                    wake_at = b.sleep.map(|s| now + s.duration);
+                    pong_deadline = None;
+                } else if due(wake_at) {
+                    wake_at = None;
+                    // A woken app does not replay what it missed while frozen.
+                    if let Some(s) = &mut sender {
+                        s.reset();
+                    }
+                    if let Some(p) = &mut pinger {
+                        p.reset();
+                    }
+                    read_at = now;
+                }
+                if awake && due(abuse_at) {
+                    abuse_at = None;
+                    if let Some(a) = b.abuse {
+                        let frame = super::abuse::frame(a.kind, a.bytes, rng);
+                        let raw = ws.get_mut();
+                        // The server may cut us off mid-write; what it answers is read above.
+                        let _ = Box::pin(async {
+                            raw.write_all(&frame).await?;
+                            raw.flush().await
+                        })
+                        .await;
+                    }
+                }
+                // A slow consumer's read slot needs nothing: `may_read` is recomputed above.
             }
         }
     }
 }
 
 /// Close with 1000 and wait (up to the grace period) for the server's answer, as a well-behaved
-/// client does. Echoes still in flight arrive first and are counted like any other.
-async fn close_gracefully(ctx: &GroupCtx, id: u32, ws: &mut Ws) {
+/// client does. Messages still in flight arrive first and are counted like any other.
+async fn close_gracefully(
+    ctx: &GroupCtx,
+    who: Who,
+    ws: &mut Ws,
+    mut stream: Option<&mut StreamTracker>,
+) {
     let frame = CloseFrame {
         code: CloseCode::Normal,
         reason: "".into(),
@@ -168,23 +244,35 @@ async fn close_gracefully(ctx: &GroupCtx, id: u32, ws: &mut Ws) {
     let _ = tokio::time::timeout(ctx.grace, async {
         if ws.close(Some(frame)).await.is_ok() {
             while let Some(Ok(msg)) = ws.next().await {
-                record_data(ctx, id, &msg);
+                record_data(ctx, who, &msg, stream.as_deref_mut());
             }
         }
     })
     .await;
 }
 
-/// Count a text or binary message, with its round trip if it is one of our echoes.
-fn record_data(ctx: &GroupCtx, id: u32, msg: &Message) {
+/// Count a text or binary message: its round trip if it is one of our echoes, its sequence if
+/// it is a stream message.
+fn record_data(ctx: &GroupCtx, who: Who, msg: &Message, stream: Option<&mut StreamTracker>) {
     let data: &[u8] = match msg {
         Message::Text(t) => t.as_bytes(),
         Message::Binary(b) => b,
         _ => return,
     };
-    let rtt = echoed_send_time(id, data)
+    if let Some(tracker) = stream
+        && let Some(seq) = parse_seq(data)
+    {
+        match tracker.on_seq(seq) {
+            Arrival::InOrder => {}
+            Arrival::Duplicate => ctx.metrics.stream_anomaly(who, true, false),
+            Arrival::OutOfOrder => ctx.metrics.stream_anomaly(who, false, true),
+        }
+        ctx.metrics.received(who, None);
+        return;
+    }
+    let rtt = echoed_send_time(who.client, data)
         .map(|sent_us| Duration::from_micros(ctx.now_us().saturating_sub(sent_us)));
-    ctx.metrics.received(id, rtt);
+    ctx.metrics.received(who, rtt);
 }
 
 #[cfg(test)]

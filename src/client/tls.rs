@@ -11,7 +11,11 @@ use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme
 
 use crate::profile::TlsSettings;
 
-pub fn client_config(settings: &TlsSettings) -> Result<ClientConfig, String> {
+/// `extra_ca_pem`: a CA to trust besides the configured ones (the embedded target's).
+pub fn client_config(
+    settings: &TlsSettings,
+    extra_ca_pem: Option<&str>,
+) -> Result<ClientConfig, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -38,7 +42,18 @@ pub fn client_config(settings: &TlsSettings) -> Result<ClientConfig, String> {
                         .map_err(|e| format!("{path}: unusable CA certificate: {e}"))?;
                 }
             }
-            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+            None if extra_ca_pem.is_none() => {
+                roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned())
+            }
+            None => {}
+        }
+        if let Some(pem) = extra_ca_pem {
+            for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+                let cert = cert.map_err(|e| format!("the embedded target's CA: {e}"))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("the embedded target's CA: {e}"))?;
+            }
         }
         builder.with_root_certificates(roots).with_no_client_auth()
     };

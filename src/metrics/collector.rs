@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::generator::{GeneratorSample, Sampler};
-use super::{Counters, Hists, Latency, LatencySummary, Metrics, TICK, summarize};
+use super::{Counters, GroupData, Hists, Latency, LatencySummary, Metrics, TICK, summarize};
 
 /// One timeline interval. Counts are events in the interval; `connected` and `in_backoff` are
 /// the gauges at its end.
@@ -56,10 +56,22 @@ const RECENT_TICKS: usize = (1000 / TICK.as_millis()) as usize;
 /// Generator samples are taken every this many ticks (once a second).
 const SAMPLE_EVERY: u64 = RECENT_TICKS as u64;
 
+/// Run totals of one group.
+#[derive(Clone, Debug, Default)]
+pub struct GroupTotals {
+    pub data: GroupData,
+    pub peak_connected: u64,
+}
+
 pub struct Collector {
     metrics: Arc<Metrics>,
     epoch: Instant,
     spare: Hists,
+    /// Scratch for one interval, one entry per group; reused every tick.
+    interval: Vec<GroupData>,
+    pub groups: Vec<GroupTotals>,
+    /// Attempts per tick, per group (the timeline's `attempts`, split by group).
+    pub group_attempts: Vec<Vec<u64>>,
     pub totals: Counters,
     pub hists: Hists,
     recent: VecDeque<(Counters, Hists)>,
@@ -72,10 +84,14 @@ pub struct Collector {
 
 impl Collector {
     pub fn new(metrics: Arc<Metrics>, epoch: Instant) -> Collector {
+        let groups = metrics.groups();
         Collector {
             metrics,
             epoch,
             spare: Hists::default(),
+            interval: vec![GroupData::default(); groups],
+            groups: vec![GroupTotals::default(); groups],
+            group_attempts: vec![Vec::new(); groups],
             totals: Counters::default(),
             hists: Hists::default(),
             recent: VecDeque::with_capacity(RECENT_TICKS + 1),
@@ -100,8 +116,23 @@ impl Collector {
             _ => Hists::default(),
         };
         let mut counters = Counters::default();
-        self.metrics
-            .drain_into(&mut counters, &mut hists, &mut self.spare);
+        for g in &mut self.interval {
+            g.counters = Counters::default();
+            g.hists.reset();
+        }
+        self.metrics.drain_into(&mut self.interval, &mut self.spare);
+        for ((total, interval), series) in self
+            .groups
+            .iter_mut()
+            .zip(&self.interval)
+            .zip(&mut self.group_attempts)
+        {
+            series.push(interval.counters.attempts);
+            total.data.add(interval);
+            total.peak_connected = total.peak_connected.max(total.data.counters.connected());
+            counters.add(&interval.counters);
+            hists.add(&interval.hists);
+        }
         self.totals.add(&counters);
         self.hists.add(&hists);
         let connected = self.totals.connected();
@@ -157,12 +188,19 @@ impl Collector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::{Closed, ConnectError, OpenTimings};
+    use crate::metrics::{Closed, ConnectError, OpenTimings, Who};
+
+    fn who(client: u32) -> Who {
+        Who {
+            client,
+            group: (client % 2) as u16,
+        }
+    }
 
     fn open(m: &Metrics, c: u32) {
-        m.attempt(c, Duration::ZERO);
+        m.attempt(who(c), Duration::ZERO);
         m.opened(
-            c,
+            who(c),
             OpenTimings {
                 connect: Duration::from_micros(50),
                 tls: None,
@@ -174,7 +212,7 @@ mod tests {
 
     #[test]
     fn ticks_build_totals_points_and_windows() {
-        let m = Arc::new(Metrics::new());
+        let m = Arc::new(Metrics::new(2));
         let mut c = Collector::new(m.clone(), Instant::now());
         for id in 0..10 {
             open(&m, id);
@@ -183,10 +221,10 @@ mod tests {
         assert_eq!(s1.point.opened, 10);
         assert_eq!(s1.point.connected, 10);
         for id in 0..4 {
-            m.closed(id, Closed::ByPeer(1006));
+            m.closed(who(id), Closed::ByPeer(1006));
         }
-        m.attempt(99, Duration::ZERO);
-        m.connect_error(99, ConnectError::Refused);
+        m.attempt(who(99), Duration::ZERO);
+        m.connect_error(who(99), ConnectError::Refused);
         let s2 = c.tick();
         assert_eq!(s2.point.opened, 0);
         assert_eq!(s2.point.closed, 4);
@@ -197,6 +235,12 @@ mod tests {
         assert_eq!(s2.last_second.opened, 10);
         assert_eq!(s2.latency(Latency::Connect).count, 10);
         assert_eq!(c.points.len(), 2);
+        // Per group: ids 0..4 closed are 0, 2 (even) and 1, 3 (odd).
+        assert_eq!(c.groups[0].data.counters.opened, 5);
+        assert_eq!(c.groups[0].data.counters.connected(), 3);
+        assert_eq!(c.groups[1].data.counters.connected(), 3);
+        assert_eq!(c.groups[1].peak_connected, 5);
+        assert_eq!(c.groups[1].data.counters.failed_attempts(), 1);
         // After a second of quiet ticks the recent window forgets the opens.
         let mut last = s2;
         for _ in 0..RECENT_TICKS {

@@ -142,6 +142,10 @@ pub struct Counters {
     pub dead_detected: u64,
     pub sent: u64,
     pub received: u64,
+    /// Sequenced-stream messages never received.
+    pub lost: u64,
+    pub duplicated: u64,
+    pub out_of_order: u64,
     pub backoff_started: u64,
     pub backoff_ended: u64,
     pub connect_errors: [u64; ConnectError::COUNT],
@@ -159,6 +163,9 @@ impl Counters {
         self.dead_detected += o.dead_detected;
         self.sent += o.sent;
         self.received += o.received;
+        self.lost += o.lost;
+        self.duplicated += o.duplicated;
+        self.out_of_order += o.out_of_order;
         self.backoff_started += o.backoff_started;
         self.backoff_ended += o.backoff_ended;
         for (a, b) in self.connect_errors.iter_mut().zip(o.connect_errors) {
@@ -191,53 +198,82 @@ impl Counters {
     }
 }
 
-/// One histogram per [`Latency`]. Created small and auto-resizing, so an idle shard costs
-/// little; 3 significant figures.
+/// One histogram per [`Latency`], plus how many attempts each client made over the run.
+/// Created small and auto-resizing, so an idle shard costs little; 3 significant figures.
 #[derive(Clone, Debug)]
-pub struct Hists(pub [Histogram<u64>; Latency::COUNT]);
+pub struct Hists {
+    latency: [Histogram<u64>; Latency::COUNT],
+    /// Attempts per client, recorded once when the client's task ends (a count, not a time).
+    pub attempts_per_client: Histogram<u64>,
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new(3).expect("3 significant figures is valid")
+}
 
 impl Default for Hists {
     fn default() -> Self {
-        Hists(std::array::from_fn(|_| {
-            Histogram::new(3).expect("3 significant figures is valid")
-        }))
+        Hists {
+            latency: std::array::from_fn(|_| histogram()),
+            attempts_per_client: histogram(),
+        }
     }
 }
 
 impl Hists {
     pub fn get(&self, l: Latency) -> &Histogram<u64> {
-        &self.0[l as usize]
+        &self.latency[l as usize]
     }
 
     fn record(&mut self, l: Latency, d: Duration) {
         // Zero is not representable in a histogram with lowest value 1; a sub-µs sample is 1µs.
         let us = (d.as_micros() as u64).max(1);
-        let _ = self.0[l as usize].record(us);
+        let _ = self.latency[l as usize].record(us);
     }
 
     pub fn add(&mut self, o: &Hists) {
-        for (a, b) in self.0.iter_mut().zip(&o.0) {
+        for (a, b) in self.latency.iter_mut().zip(&o.latency) {
             let _ = a.add(b);
         }
+        let _ = self.attempts_per_client.add(&o.attempts_per_client);
     }
 
-    fn reset(&mut self) {
-        for h in &mut self.0 {
+    pub fn reset(&mut self) {
+        for h in &mut self.latency {
             h.reset();
         }
+        self.attempts_per_client.reset();
     }
 }
 
-#[derive(Default)]
+/// What one group recorded: counts and distributions.
+#[derive(Clone, Debug, Default)]
+pub struct GroupData {
+    pub counters: Counters,
+    pub hists: Hists,
+}
+
+impl GroupData {
+    pub fn add(&mut self, o: &GroupData) {
+        self.counters.add(&o.counters);
+        self.hists.add(&o.hists);
+    }
+}
+
 struct ShardData {
-    counters: Counters,
-    hists: Hists,
+    groups: Vec<GroupData>,
 }
 
 /// Padded so two shards never share a cache line.
 #[repr(align(128))]
-#[derive(Default)]
 struct Shard(Mutex<ShardData>);
+
+/// Who records: a client and its group (figures are kept per group).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Who {
+    pub client: u32,
+    pub group: u16,
+}
 
 /// Timings of one successful attempt.
 #[derive(Clone, Copy, Debug)]
@@ -251,35 +287,50 @@ pub struct OpenTimings {
 
 pub struct Metrics {
     shards: Box<[Shard]>,
+    groups: usize,
 }
 
 impl Metrics {
-    pub fn new() -> Metrics {
+    /// Metrics for a swarm of `groups` groups.
+    pub fn new(groups: usize) -> Metrics {
         let n = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2)
             .saturating_mul(4)
             .next_power_of_two()
             .max(8);
+        let groups = groups.max(1);
         Metrics {
-            shards: (0..n).map(|_| Shard::default()).collect(),
+            shards: (0..n)
+                .map(|_| {
+                    Shard(Mutex::new(ShardData {
+                        groups: vec![GroupData::default(); groups],
+                    }))
+                })
+                .collect(),
+            groups,
         }
     }
 
-    fn with(&self, client: u32, f: impl FnOnce(&mut ShardData)) {
-        let shard = &self.shards[client as usize & (self.shards.len() - 1)];
-        f(&mut shard.0.lock().unwrap_or_else(PoisonError::into_inner));
+    pub fn groups(&self) -> usize {
+        self.groups
     }
 
-    pub fn attempt(&self, client: u32, lag: Duration) {
-        self.with(client, |s| {
+    fn with(&self, who: Who, f: impl FnOnce(&mut GroupData)) {
+        let shard = &self.shards[who.client as usize & (self.shards.len() - 1)];
+        let mut data = shard.0.lock().unwrap_or_else(PoisonError::into_inner);
+        f(&mut data.groups[usize::from(who.group)]);
+    }
+
+    pub fn attempt(&self, who: Who, lag: Duration) {
+        self.with(who, |s| {
             s.counters.attempts += 1;
             s.hists.record(Latency::ScheduleLag, lag);
         });
     }
 
-    pub fn opened(&self, client: u32, t: OpenTimings) {
-        self.with(client, |s| {
+    pub fn opened(&self, who: Who, t: OpenTimings) {
+        self.with(who, |s| {
             s.counters.opened += 1;
             s.hists.record(Latency::Connect, t.connect);
             if let Some(tls) = t.tls {
@@ -292,18 +343,18 @@ impl Metrics {
         });
     }
 
-    pub fn connect_error(&self, client: u32, e: ConnectError) {
-        self.with(client, |s| s.counters.connect_errors[e.index()] += 1);
+    pub fn connect_error(&self, who: Who, e: ConnectError) {
+        self.with(who, |s| s.counters.connect_errors[e.index()] += 1);
     }
 
-    pub fn handshake_status(&self, client: u32, status: u16) {
-        self.with(client, |s| {
+    pub fn handshake_status(&self, who: Who, status: u16) {
+        self.with(who, |s| {
             *s.counters.handshake_status.entry(status).or_default() += 1
         });
     }
 
-    pub fn closed(&self, client: u32, how: Closed) {
-        self.with(client, |s| {
+    pub fn closed(&self, who: Who, how: Closed) {
+        self.with(who, |s| {
             s.counters.closed += 1;
             match how {
                 Closed::ByPeer(code) => *s.counters.close_codes.entry(code).or_default() += 1,
@@ -317,12 +368,12 @@ impl Metrics {
         });
     }
 
-    pub fn gave_up(&self, client: u32) {
-        self.with(client, |s| s.counters.gave_up += 1);
+    pub fn gave_up(&self, who: Who) {
+        self.with(who, |s| s.counters.gave_up += 1);
     }
 
-    pub fn backoff(&self, client: u32, entering: bool) {
-        self.with(client, |s| {
+    pub fn backoff(&self, who: Who, entering: bool) {
+        self.with(who, |s| {
             if entering {
                 s.counters.backoff_started += 1
             } else {
@@ -331,15 +382,15 @@ impl Metrics {
         });
     }
 
-    pub fn sent(&self, client: u32, lag: Duration) {
-        self.with(client, |s| {
+    pub fn sent(&self, who: Who, lag: Duration) {
+        self.with(who, |s| {
             s.counters.sent += 1;
             s.hists.record(Latency::ScheduleLag, lag);
         });
     }
 
-    pub fn received(&self, client: u32, rtt: Option<Duration>) {
-        self.with(client, |s| {
+    pub fn received(&self, who: Who, rtt: Option<Duration>) {
+        self.with(who, |s| {
             s.counters.received += 1;
             if let Some(rtt) = rtt {
                 s.hists.record(Latency::Rtt, rtt);
@@ -347,26 +398,43 @@ impl Metrics {
         });
     }
 
-    /// Move every shard's interval data into `counters`/`hists`, leaving the shards empty.
-    /// `spare` is swapped in so no shard ever allocates on the hot path after warm-up.
-    fn drain_into(&self, counters: &mut Counters, hists: &mut Hists, spare: &mut Hists) {
-        for shard in self.shards.iter() {
-            let taken_counters;
-            {
-                let mut s = shard.0.lock().unwrap_or_else(PoisonError::into_inner);
-                taken_counters = std::mem::take(&mut s.counters);
-                std::mem::swap(&mut s.hists, spare);
-            }
-            counters.add(&taken_counters);
-            hists.add(spare);
-            spare.reset();
-        }
+    /// A client's task ended after `attempts` attempts; `lost` is the number of stream
+    /// messages it never received (final only now: a late arrival can still fill a gap).
+    pub fn client_done(&self, who: Who, attempts: u32, lost: u64) {
+        self.with(who, |s| {
+            let _ = s
+                .hists
+                .attempts_per_client
+                .record(u64::from(attempts.max(1)));
+            s.counters.lost += lost;
+        });
     }
-}
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
+    /// A sequenced-stream message that was a duplicate, or that arrived after a later one.
+    pub fn stream_anomaly(&self, who: Who, duplicated: bool, out_of_order: bool) {
+        self.with(who, |s| {
+            s.counters.duplicated += u64::from(duplicated);
+            s.counters.out_of_order += u64::from(out_of_order);
+        });
+    }
+
+    /// Move every shard's interval data into `out` (one entry per group), leaving the shards
+    /// empty. `spare` is swapped in so no shard allocates on the hot path after warm-up.
+    fn drain_into(&self, out: &mut [GroupData], spare: &mut Hists) {
+        for shard in self.shards.iter() {
+            for (g, acc) in out.iter_mut().enumerate() {
+                let taken_counters;
+                {
+                    let mut s = shard.0.lock().unwrap_or_else(PoisonError::into_inner);
+                    let data = &mut s.groups[g];
+                    taken_counters = std::mem::take(&mut data.counters);
+                    std::mem::swap(&mut data.hists, spare);
+                }
+                acc.counters.add(&taken_counters);
+                acc.hists.add(spare);
+                spare.reset();
+            }
+        }
     }
 }
 
@@ -374,16 +442,23 @@ impl Default for Metrics {
 mod tests {
     use super::*;
 
+    fn who(client: u32) -> Who {
+        Who {
+            client,
+            group: (client % 2) as u16,
+        }
+    }
+
     #[test]
-    fn shards_drain_exactly() {
-        let m = Metrics::new();
+    fn shards_drain_exactly_per_group() {
+        let m = Metrics::new(2);
         for c in 0..1000u32 {
-            m.attempt(c, Duration::from_micros(5));
+            m.attempt(who(c), Duration::from_micros(5));
             if c % 10 == 0 {
-                m.connect_error(c, ConnectError::Refused);
+                m.connect_error(who(c), ConnectError::Refused);
             } else {
                 m.opened(
-                    c,
+                    who(c),
                     OpenTimings {
                         connect: Duration::from_micros(100 + u64::from(c)),
                         tls: None,
@@ -393,30 +468,45 @@ mod tests {
                 );
             }
         }
-        m.closed(3, Closed::ByPeer(1006));
-        m.closed(4, Closed::ByPeer(1006));
+        m.closed(who(3), Closed::ByPeer(1006));
+        m.closed(who(5), Closed::ByPeer(1006));
         m.closed(
-            5,
+            who(4),
             Closed::Dead {
                 silent_for: Duration::from_secs(3),
             },
         );
-        let (mut c, mut h, mut spare) = (Counters::default(), Hists::default(), Hists::default());
-        m.drain_into(&mut c, &mut h, &mut spare);
-        assert_eq!(c.attempts, 1000);
-        assert_eq!(c.opened, 900);
-        assert_eq!(c.connect_error(ConnectError::Refused), 100);
-        assert_eq!(c.failed_attempts(), 100);
-        assert_eq!(c.close_codes[&1006], 2);
-        assert_eq!(c.dead_detected, 1);
-        assert_eq!(c.client_closes, 1);
-        assert_eq!(c.connected(), 897);
-        assert_eq!(h.get(Latency::Connect).len(), 900);
-        assert_eq!(h.get(Latency::ScheduleLag).len(), 1000);
+        m.client_done(who(7), 3, 10);
+        m.stream_anomaly(who(7), true, false);
+        let mut out = vec![GroupData::default(); 2];
+        let mut spare = Hists::default();
+        m.drain_into(&mut out, &mut spare);
+        let (even, odd) = (&out[0].counters, &out[1].counters);
+        assert_eq!(even.attempts + odd.attempts, 1000);
+        assert_eq!(even.attempts, 500);
+        assert_eq!(even.opened + odd.opened, 900);
+        assert_eq!(
+            even.connect_error(ConnectError::Refused),
+            100,
+            "c % 10 == 0 is even"
+        );
+        assert_eq!(odd.connect_error(ConnectError::Refused), 0);
+        assert_eq!(odd.close_codes[&1006], 2);
+        assert_eq!(even.dead_detected, 1);
+        assert_eq!(even.client_closes, 1);
+        assert_eq!(odd.lost, 10);
+        assert_eq!(odd.duplicated, 1);
+        assert_eq!(out[1].hists.attempts_per_client.len(), 1);
+        assert_eq!(out[1].hists.attempts_per_client.max(), 3);
+        assert_eq!(
+            out[0].hists.get(Latency::Connect).len() + out[1].hists.get(Latency::Connect).len(),
+            900
+        );
+        assert_eq!(out[0].hists.get(Latency::ScheduleLag).len(), 500);
         // Drained: a second drain adds nothing.
-        let (mut c2, mut h2) = (Counters::default(), Hists::default());
-        m.drain_into(&mut c2, &mut h2, &mut spare);
-        assert_eq!(c2, Counters::default());
-        assert_eq!(h2.get(Latency::Connect).len(), 0);
+        let mut again = vec![GroupData::default(); 2];
+        m.drain_into(&mut again, &mut spare);
+        assert_eq!(again[0].counters, Counters::default());
+        assert_eq!(again[1].hists.get(Latency::Connect).len(), 0);
     }
 }

@@ -112,6 +112,153 @@ pub struct ServerSettings {
     pub backlog: u32,
     /// Worker threads of the embedded server's own runtime when it runs inside `wsstorm run`.
     pub threads: usize,
+    /// Largest message (and frame) accepted; bigger ones are closed with 1009.
+    pub max_message: ByteSize,
+    /// Per-connection limit on messages received.
+    pub rate_limit: Option<RateLimit>,
+    /// The server pings its clients and drops those that do not answer.
+    pub heartbeat: Option<Heartbeat>,
+    /// Connections that receive nothing for a while are dropped (like a load balancer or NAT).
+    pub idle_timeout: Option<IdleTimeout>,
+    /// Handshakes cost server time: the capacity model that turns storms metastable.
+    pub handshake: Option<HandshakeCost>,
+    /// HMAC-signed tokens checked at the handshake and during the session.
+    pub auth: Option<ServerAuth>,
+    /// A sequenced stream published to every subscribed client.
+    pub stream: Option<StreamSettings>,
+    /// What the server does with a client that reads slower than it is sent to.
+    pub backpressure: Backpressure,
+    /// Serve wss:// with a certificate generated at start.
+    pub tls: Option<ServerTls>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub max: Rate,
+    /// `close` (1008 policy violation) or `error` (an error message; the message is dropped).
+    #[serde(default)]
+    pub action: RateLimitAction,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RateLimitAction {
+    #[default]
+    Close,
+    Error,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdleTimeout {
+    pub after: Dur,
+    /// `silent`: stop answering without closing (a NAT entry that expired: nobody is told);
+    /// `close`: close the TCP connection (a load balancer that cuts idle connections).
+    #[serde(default)]
+    pub mode: IdleMode,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IdleMode {
+    #[default]
+    Silent,
+    Close,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HandshakeCost {
+    /// Server time one handshake costs.
+    pub service_time: Dur,
+    /// Handshakes served at once.
+    #[serde(default = "one")]
+    pub workers: u32,
+    /// Handshakes that may wait; beyond it the server answers 503 at once.
+    pub queue: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerAuth {
+    /// Shared HMAC-SHA256 secret; clients of a run against the embedded target use it too.
+    #[serde(default = "default_secret")]
+    pub secret: String,
+}
+
+pub fn default_secret() -> String {
+    "wsstorm-demo-secret".into()
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamSettings {
+    /// Messages published per second to every subscriber.
+    pub rate: Rate,
+    #[serde(default = "default_message_bytes")]
+    pub bytes: ByteSize,
+    /// How many recent messages are kept for clients that resume.
+    #[serde(default = "default_history")]
+    pub history: u32,
+}
+
+fn default_history() -> u32 {
+    10_000
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Backpressure {
+    /// Bytes queued for one client before the policy applies.
+    pub buffer: ByteSize,
+    pub on_full: OnFull,
+}
+
+impl Default for Backpressure {
+    fn default() -> Self {
+        Backpressure {
+            buffer: ByteSize(256 * 1024),
+            on_full: OnFull::Drop,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnFull {
+    /// Drop new messages for that client (counted).
+    #[default]
+    Drop,
+    /// Close with 1008 (policy violation).
+    #[serde(rename = "close-1008")]
+    Close1008,
+    /// Close with 1009 (message too big: the backlog is).
+    #[serde(rename = "close-1009")]
+    Close1009,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTls {
+    pub certificate: CertKind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CertKind {
+    /// Signed by a CA generated for the run; clients with `trust_embedded_ca` connect.
+    Valid,
+    /// Signed by itself: no client trusts it.
+    SelfSigned,
+    /// Signed by the run's CA but expired yesterday.
+    Expired,
+    /// Signed by the run's CA for another host name.
+    WrongHost,
 }
 
 impl Default for ServerSettings {
@@ -124,6 +271,15 @@ impl Default for ServerSettings {
             retry_after: Dur(std::time::Duration::from_secs(1)),
             backlog: 4096,
             threads: 1,
+            max_message: ByteSize(64 * 1024),
+            rate_limit: None,
+            heartbeat: None,
+            idle_timeout: None,
+            handshake: None,
+            auth: None,
+            stream: None,
+            backpressure: Backpressure::default(),
+            tls: None,
         }
     }
 }
@@ -138,6 +294,8 @@ pub struct TlsSettings {
     pub insecure_skip_verify: bool,
     /// The name to verify the certificate against (default: the URL's host).
     pub server_name: Option<String>,
+    /// Trust the CA the embedded target generated for this run (embedded wss:// only).
+    pub trust_embedded_ca: bool,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -201,8 +359,106 @@ pub struct Behaviour {
     pub send: Option<Send>,
     #[serde(default)]
     pub heartbeat: Option<Heartbeat>,
+    /// Slow consumer: read at most this many messages per second.
+    #[serde(default)]
+    pub read: Option<Read>,
+    /// Half-open client: freeze (no reads, no pongs, no sends) for a while, then wake.
+    #[serde(default)]
+    pub sleep: Option<Sleep>,
+    /// Connect with an HMAC token that expires.
+    #[serde(default)]
+    pub auth: Option<ClientAuth>,
+    /// Subscribe to the target's sequenced stream and count lost/duplicated messages.
+    #[serde(default)]
+    pub subscribe: Option<Subscribe>,
+    /// Send one malformed frame after the connection opens.
+    #[serde(default)]
+    pub abuse: Option<Abuse>,
     #[serde(default)]
     pub reconnect: Reconnect,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Read {
+    pub max_rate: Rate,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sleep {
+    /// Time after each open before the client freezes.
+    pub after: Dur,
+    /// How long it stays frozen.
+    pub duration: Dur,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientAuth {
+    /// Lifetime of each token the client obtains.
+    pub lifetime: Dur,
+    /// `refresh`: get a new token before reconnecting when it has expired, and after a
+    /// 401/4001; `naive`: keep reconnecting with the token it has.
+    pub on_expiry: Expiry,
+    /// Where the token goes: `header` (Authorization: Bearer) or `query` (?token=).
+    #[serde(default)]
+    pub send_as: TokenPlace,
+    /// HMAC secret (default: the embedded target's).
+    #[serde(default)]
+    pub secret: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Expiry {
+    Refresh,
+    Naive,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TokenPlace {
+    #[default]
+    Header,
+    Query,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Subscribe {
+    /// Ask to resume after a reconnect from the last position saved.
+    #[serde(default)]
+    pub resume: bool,
+    /// Save the position only every N messages (at-least-once: resuming replays the rest);
+    /// default: every message.
+    #[serde(default)]
+    pub checkpoint_every: Option<u32>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Abuse {
+    pub kind: AbuseKind,
+    /// Time after the open when the frame is sent.
+    #[serde(default)]
+    pub after: Dur,
+    /// Declared size of the `oversized` frame (default 1MiB).
+    #[serde(default)]
+    pub bytes: Option<ByteSize>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AbuseKind {
+    /// A text frame whose payload is not UTF-8 (expect 1007).
+    InvalidUtf8,
+    /// A frame larger than the server accepts (expect 1009).
+    Oversized,
+    /// A frame with reserved opcode 0x3 (expect 1002).
+    ReservedOpcode,
+    /// A client frame without a mask (expect 1002).
+    Unmasked,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -239,11 +495,18 @@ pub struct Reconnect {
     pub on_status: BTreeMap<String, Decision>,
 }
 
+/// What a client does after a close or a refused handshake.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Decision {
+    /// Reconnect after the backoff delay.
     Retry,
+    /// Give up (counted in gave_up).
     Stop,
+    /// Get a new token, then reconnect after the backoff delay.
+    RefreshAuth,
+    /// Reconnect after this delay (politely, e.g. after 1001 going away), not the backoff.
+    RetryAfter(Dur),
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -259,6 +522,10 @@ pub struct BackoffSettings {
     /// Consecutive failed attempts before the client gives up (counted in `gave_up`).
     #[serde(default)]
     pub max_attempts: Option<u32>,
+    /// Round every retry up to the next multiple of this since the run start: clients that
+    /// retry "on the next full second" (synchronized by the clock, not by the failure).
+    #[serde(default)]
+    pub align: Option<Dur>,
 }
 
 fn default_base() -> Dur {
@@ -279,6 +546,7 @@ impl Default for BackoffSettings {
             cap: default_cap(),
             multiplier: default_multiplier(),
             max_attempts: None,
+            align: None,
         }
     }
 }
@@ -310,6 +578,9 @@ pub enum ActionKind {
     DropAll,
     /// The embedded server drops everything and refuses connections for `down_for`.
     Restart,
+    /// The embedded server stops answering a share of its connections without closing them
+    /// (a hung process, a dead peer): only heartbeats can tell.
+    Blackhole,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]

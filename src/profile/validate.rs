@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue, Uri};
 
-use super::{ActionKind, DropMode, Profile};
+use super::{AbuseKind, ActionKind, Decision, DropMode, Profile};
 use crate::backoff::Strategy;
 
 /// Smallest echo message: the header that carries client id, sequence and send time.
@@ -130,8 +130,85 @@ pub fn validate(p: &Profile) -> Vec<(String, String)> {
                 );
             }
         }
+        let server = p.target.is_embedded().then_some(&p.target.server);
+        if let Some(s) = &b.sleep {
+            for (field, d) in [("after", s.after), ("duration", s.duration)] {
+                if d.0.is_zero() && field == "duration" {
+                    bad(
+                        at(&format!("behaviour.sleep.{field}")),
+                        "must be longer than 0s".into(),
+                    );
+                }
+            }
+        }
+        if let Some(a) = &b.auth {
+            if a.lifetime.0.is_zero() {
+                bad(
+                    at("behaviour.auth.lifetime"),
+                    "must be longer than 0s".into(),
+                );
+            }
+            if a.secret.is_none() && server.is_none_or(|s| s.auth.is_none()) {
+                bad(
+                    at("behaviour.auth"),
+                    "needs a `secret`, or an embedded target with `server.auth`".into(),
+                );
+            }
+        }
+        if let Some(sub) = &b.subscribe {
+            if let Some(s) = server
+                && s.stream.is_none()
+            {
+                bad(
+                    at("behaviour.subscribe"),
+                    "the embedded target publishes no stream: add `target.server.stream`".into(),
+                );
+            }
+            if let Some(n) = sub.checkpoint_every
+                && !(1..=1000).contains(&n)
+            {
+                bad(
+                    at("behaviour.subscribe.checkpoint_every"),
+                    "must be between 1 and 1000".into(),
+                );
+            }
+        }
+        if let Some(a) = &b.abuse
+            && a.kind == AbuseKind::Oversized
+            && let (Some(s), Some(size)) = (server, a.bytes)
+            && size.0 <= s.max_message.0
+        {
+            bad(
+                at("behaviour.abuse.bytes"),
+                format!(
+                    "{} is not over the target's max_message ({})",
+                    size, s.max_message
+                ),
+            );
+        }
         let r = &b.reconnect;
+        for (table, map) in [("on_close", &r.on_close), ("on_status", &r.on_status)] {
+            for (key, d) in map {
+                match d {
+                    Decision::RefreshAuth if b.auth.is_none() => bad(
+                        at(&format!("behaviour.reconnect.{table}.{key}")),
+                        "refresh-auth needs `behaviour.auth`".into(),
+                    ),
+                    Decision::RetryAfter(d) if d.0.is_zero() => bad(
+                        at(&format!("behaviour.reconnect.{table}.{key}")),
+                        "retry-after must be longer than 0s".into(),
+                    ),
+                    _ => {}
+                }
+            }
+        }
         let bo = &r.backoff;
+        if bo.align.is_some_and(|a| a.0.is_zero()) {
+            bad(
+                at("behaviour.reconnect.backoff.align"),
+                "must be longer than 0s".into(),
+            );
+        }
         if bo.strategy != Strategy::None && bo.base.0.is_zero() {
             bad(
                 at("behaviour.reconnect.backoff.base"),
@@ -225,6 +302,20 @@ pub fn validate(p: &Profile) -> Vec<(String, String)> {
                     _ => {}
                 }
             }
+            ActionKind::Blackhole => {
+                for (field, set) in [
+                    ("mode", e.mode.is_some()),
+                    ("code", e.code.is_some()),
+                    ("down_for", e.down_for.is_some()),
+                ] {
+                    if set {
+                        bad(
+                            at(field),
+                            format!("blackhole does not take `{field}` (only `share`)"),
+                        );
+                    }
+                }
+            }
             ActionKind::Restart => {
                 match e.down_for {
                     None => bad(
@@ -290,7 +381,89 @@ fn check_target(p: &Profile, bad: &mut impl FnMut(String, String)) {
                 "must be at least 1".into(),
             );
         }
+        if !(128..=(1 << 30)).contains(&s.max_message.0) {
+            bad(
+                "target.server.max_message".into(),
+                "must be between 128B and 1GiB".into(),
+            );
+        }
+        if let Some(h) = &s.heartbeat
+            && (h.ping_every.0.is_zero() || h.timeout.0.is_zero())
+        {
+            bad(
+                "target.server.heartbeat".into(),
+                "ping_every and timeout must be longer than 0s".into(),
+            );
+        }
+        if let Some(i) = &s.idle_timeout
+            && i.after.0.is_zero()
+        {
+            bad(
+                "target.server.idle_timeout.after".into(),
+                "must be longer than 0s".into(),
+            );
+        }
+        if let Some(h) = &s.handshake {
+            if h.service_time.0.is_zero() {
+                bad(
+                    "target.server.handshake.service_time".into(),
+                    "must be longer than 0s".into(),
+                );
+            }
+            if h.workers == 0 {
+                bad(
+                    "target.server.handshake.workers".into(),
+                    "must be at least 1".into(),
+                );
+            }
+            if h.queue == 0 {
+                bad(
+                    "target.server.handshake.queue".into(),
+                    "must be at least 1".into(),
+                );
+            }
+        }
+        if let Some(a) = &s.auth
+            && a.secret.is_empty()
+        {
+            bad(
+                "target.server.auth.secret".into(),
+                "must not be empty".into(),
+            );
+        }
+        if let Some(st) = &s.stream {
+            if !(MIN_MESSAGE_BYTES..=MAX_MESSAGE_BYTES).contains(&st.bytes.0) {
+                bad(
+                    "target.server.stream.bytes".into(),
+                    format!("must be between {MIN_MESSAGE_BYTES}B and 16MiB"),
+                );
+            }
+            if st.history == 0 {
+                bad(
+                    "target.server.stream.history".into(),
+                    "must be at least 1".into(),
+                );
+            }
+        }
+        if s.backpressure.buffer.0 < 1024 {
+            bad(
+                "target.server.backpressure.buffer".into(),
+                "must be at least 1KiB".into(),
+            );
+        }
+        if t.tls.trust_embedded_ca && s.tls.is_none() {
+            bad(
+                "target.tls.trust_embedded_ca".into(),
+                "the embedded target serves no TLS: add `target.server.tls`".into(),
+            );
+        }
         return;
+    }
+    if t.tls.trust_embedded_ca {
+        bad(
+            "target.tls.trust_embedded_ca".into(),
+            "only an embedded target has a generated CA".into(),
+        );
     }
     match t.url.parse::<Uri>() {
         Ok(u) => {
@@ -324,6 +497,7 @@ fn action_name(a: ActionKind) -> &'static str {
     match a {
         ActionKind::DropAll => "drop-all",
         ActionKind::Restart => "restart",
+        ActionKind::Blackhole => "blackhole",
     }
 }
 

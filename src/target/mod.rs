@@ -1,30 +1,43 @@
-//! The embedded target: a WebSocket echo server with the faults a timeline can fire.
+//! The embedded target: a WebSocket server with the behaviours and faults that make the
+//! article's failure modes reproducible — echo, a sequenced stream with resume, HMAC auth with
+//! expiry, limits (size, UTF-8, protocol, rate), backpressure for slow clients, heartbeats, idle
+//! timeouts, a handshake capacity model, generated TLS certificates, and timeline faults.
 //!
 //! Shape follows mini-redis: the caller binds ([`Server::bind`]), then [`Server::run`] accepts
-//! until the shutdown token fires. One accept loop owns the listener and the admission decision
-//! (the accept-rate token bucket), so admission needs no lock. Each connection is one task that
-//! echoes and watches the order channel; a [`ServerHandle`] publishes orders (`drop-all`,
-//! `restart`) that every connection task sees.
+//! until the shutdown token fires. One accept loop owns the listener and the accept-rate token
+//! bucket, so admission needs no lock. Each connection is one task ([`connection`]) that watches
+//! the order channel; a [`ServerHandle`] publishes orders (drop-all, restart, blackhole).
 //!
 //! Inside `wsstorm run` the server gets its own runtime and threads ([`EmbeddedServer::start`])
-//! so that the clients' runtime and the server's do not steal each other's time slices silently.
+//! so the clients' runtime and the server's do not silently share worker threads.
 
+mod connection;
+pub mod stream;
+pub mod tls;
+
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
-use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_util::sync::CancellationToken;
+
+use crate::auth::Signer;
+use crate::profile::{CertKind, IdleMode, OnFull, RateLimitAction, ServerSettings};
+
+/// The handshake capacity model: `workers` handshakes at a time, `service_time` each, at most
+/// `queue` waiting.
+#[derive(Clone, Copy, Debug)]
+pub struct HandshakeCost {
+    pub service_time: Duration,
+    pub workers: u32,
+    pub queue: u32,
+}
 
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -36,18 +49,54 @@ pub struct ServerConfig {
     pub retry_after: Duration,
     pub backlog: u32,
     pub read_buffer: usize,
+    pub max_message: usize,
+    pub rate_limit: Option<(f64, RateLimitAction)>,
+    /// (ping every, pong timeout)
+    pub heartbeat: Option<(Duration, Duration)>,
+    pub idle_timeout: Option<(Duration, IdleMode)>,
+    pub handshake: Option<HandshakeCost>,
+    pub auth_secret: Option<String>,
+    /// (messages per second, bytes per message, messages kept for resume)
+    pub stream: Option<(f64, usize, usize)>,
+    pub backpressure: (usize, OnFull),
+    pub tls: Option<CertKind>,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
+        ServerConfig::from_settings(&ServerSettings::default())
+    }
+}
+
+impl ServerConfig {
+    pub fn from_settings(s: &ServerSettings) -> ServerConfig {
         ServerConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            path: "/ws".into(),
-            accept_rate: None,
-            accept_burst: None,
-            retry_after: Duration::from_secs(1),
-            backlog: 4096,
+            listen: s
+                .listen
+                .parse()
+                .unwrap_or_else(|_| "127.0.0.1:0".parse().expect("literal")),
+            path: s.path.clone(),
+            accept_rate: s.accept_rate.map(|r| r.0),
+            accept_burst: s.accept_burst,
+            retry_after: s.retry_after.0,
+            backlog: s.backlog,
             read_buffer: 4096,
+            max_message: s.max_message.0 as usize,
+            rate_limit: s.rate_limit.as_ref().map(|r| (r.max.0, r.action)),
+            heartbeat: s.heartbeat.as_ref().map(|h| (h.ping_every.0, h.timeout.0)),
+            idle_timeout: s.idle_timeout.as_ref().map(|i| (i.after.0, i.mode)),
+            handshake: s.handshake.as_ref().map(|h| HandshakeCost {
+                service_time: h.service_time.0,
+                workers: h.workers,
+                queue: h.queue,
+            }),
+            auth_secret: s.auth.as_ref().map(|a| a.secret.clone()),
+            stream: s
+                .stream
+                .as_ref()
+                .map(|st| (st.rate.0, st.bytes.0 as usize, st.history as usize)),
+            backpressure: (s.backpressure.buffer.0 as usize, s.backpressure.on_full),
+            tls: s.tls.as_ref().map(|t| t.certificate),
         }
     }
 }
@@ -59,6 +108,8 @@ pub enum Action {
     DropAll { mode: DropMode, share: f64 },
     /// Drop every connection abruptly and refuse new ones (closed listener) for `down_for`.
     Restart { down_for: Duration },
+    /// Stop serving a share of the open connections without closing them.
+    Blackhole { share: f64 },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,21 +124,29 @@ pub enum DropMode {
 
 impl std::fmt::Display for Action {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        let share = |f: &mut std::fmt::Formatter, share: f64| {
+            if share < 1.0 {
+                write!(f, " share {}%", share * 100.0)
+            } else {
+                Ok(())
+            }
+        };
         match self {
-            Action::DropAll { mode, share } => {
+            Action::DropAll { mode, share: s } => {
                 write!(f, "drop-all ")?;
                 match mode {
                     DropMode::Abrupt => write!(f, "abrupt")?,
                     DropMode::Reset => write!(f, "reset")?,
                     DropMode::Close(c) => write!(f, "close {c}")?,
                 }
-                if *share < 1.0 {
-                    write!(f, " share {}%", share * 100.0)?;
-                }
-                Ok(())
+                share(f, *s)
             }
             Action::Restart { down_for } => {
                 write!(f, "restart down_for {}", crate::units::Dur(*down_for))
+            }
+            Action::Blackhole { share: s } => {
+                write!(f, "blackhole")?;
+                share(f, *s)
             }
         }
     }
@@ -100,49 +159,90 @@ struct Order {
     action: Option<Action>,
 }
 
-/// Server-side counters. Each is touched once per connection event by the server, which is one
-/// process serving everyone anyway; the client side never shares counters like this.
-#[derive(Debug, Default)]
-pub struct ServerStats {
-    pub accepted: AtomicU64,
-    pub upgraded: AtomicU64,
-    pub rejected_503: AtomicU64,
-    pub rejected_404: AtomicU64,
-    pub failed_handshakes: AtomicU64,
-    pub open: AtomicU64,
-    pub messages_echoed: AtomicU64,
-    pub dropped_by_action: AtomicU64,
-    pub accept_errors: AtomicU64,
+/// Declares the server's counters once: the atomic struct the server updates and the plain
+/// struct that goes into results.json.
+macro_rules! server_counters {
+    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
+        /// Server-side counters. The server is one process serving everyone, so plain atomics
+        /// are right here; the client side never shares counters like this.
+        #[derive(Debug, Default)]
+        pub struct ServerStats {
+            $(pub $name: AtomicU64,)*
+            /// Close frames the server sent, by code.
+            pub closes_sent: Mutex<BTreeMap<u16, u64>>,
+        }
+
+        /// The embedded target's counters at the end of a run.
+        #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+        pub struct ServerSummary {
+            $($(#[$doc])* #[serde(default)] pub $name: u64,)*
+            #[serde(default)]
+            pub closes_sent: BTreeMap<String, u64>,
+        }
+
+        impl ServerStats {
+            pub fn summary(&self) -> ServerSummary {
+                ServerSummary {
+                    $($name: self.$name.load(Ordering::Relaxed),)*
+                    closes_sent: self
+                        .closes_sent
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), *v))
+                        .collect(),
+                }
+            }
+        }
+    };
 }
 
-/// A copy of [`ServerStats`] for results.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct ServerSummary {
-    pub accepted: u64,
-    pub upgraded: u64,
-    pub rejected_503: u64,
-    pub rejected_404: u64,
-    pub failed_handshakes: u64,
-    pub open: u64,
-    pub messages_echoed: u64,
-    pub dropped_by_action: u64,
-    pub accept_errors: u64,
+server_counters! {
+    /// TCP connections accepted.
+    accepted,
+    /// Upgrades completed (101 sent).
+    upgraded,
+    /// 503 answers: accept-rate capacity or a full handshake queue.
+    rejected_503,
+    rejected_404,
+    /// 401 answers: missing, forged or expired token.
+    rejected_401,
+    /// Upgrades that failed for other reasons (bad request, client gone, timeout).
+    failed_handshakes,
+    /// Handshakes the server paid service time for, whose client had already left.
+    handshakes_wasted,
+    /// Most handshakes waiting at once (capacity model).
+    handshake_queue_peak,
+    /// Connections open now.
+    open,
+    messages_echoed,
+    dropped_by_action,
+    blackholed,
+    /// Connections the server's heartbeat found dead.
+    dead_detected,
+    idle_timeouts,
+    rate_limited,
+    /// Sessions closed with 4001 when their token expired.
+    auth_expired,
+    stream_published,
+    /// Stream messages sent (live and replayed).
+    stream_sent,
+    stream_replayed,
+    /// Messages dropped for clients that did not keep up (backpressure `drop`).
+    backpressure_dropped,
+    /// Clients closed for not keeping up (backpressure `close-1008`/`close-1009`).
+    backpressure_closed,
+    accept_errors,
 }
 
 impl ServerStats {
-    pub fn summary(&self) -> ServerSummary {
-        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        ServerSummary {
-            accepted: g(&self.accepted),
-            upgraded: g(&self.upgraded),
-            rejected_503: g(&self.rejected_503),
-            rejected_404: g(&self.rejected_404),
-            failed_handshakes: g(&self.failed_handshakes),
-            open: g(&self.open),
-            messages_echoed: g(&self.messages_echoed),
-            dropped_by_action: g(&self.dropped_by_action),
-            accept_errors: g(&self.accept_errors),
-        }
+    fn count_close(&self, code: u16) {
+        *self
+            .closes_sent
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(code)
+            .or_default() += 1;
     }
 }
 
@@ -151,6 +251,8 @@ impl ServerStats {
 pub struct ServerHandle {
     addr: SocketAddr,
     path: String,
+    tls: bool,
+    ca_pem: Option<String>,
     orders: Arc<watch::Sender<Order>>,
     pub stats: Arc<ServerStats>,
 }
@@ -160,8 +262,19 @@ impl ServerHandle {
         self.addr
     }
 
+    /// The URL clients use. With TLS the host is the certificate's name (`localhost`); clients
+    /// of a run connect to [`Self::local_addr`] directly.
     pub fn url(&self) -> String {
-        format!("ws://{}{}", self.addr, self.path)
+        if self.tls {
+            format!("wss://{}:{}{}", tls::HOST, self.addr.port(), self.path)
+        } else {
+            format!("ws://{}{}", self.addr, self.path)
+        }
+    }
+
+    /// PEM of the CA that signed the server's certificate (TLS only).
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.ca_pem.as_deref()
     }
 
     /// Fire an action; returns how many connections were open when it fired.
@@ -175,30 +288,62 @@ impl ServerHandle {
     }
 }
 
+/// What every connection task shares.
+struct Shared {
+    config: ServerConfig,
+    stats: Arc<ServerStats>,
+    orders: Arc<watch::Sender<Order>>,
+    signer: Option<Signer>,
+    stream: Option<Arc<stream::Stream>>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Capacity model: workers and the number of handshakes waiting.
+    workers: Option<Semaphore>,
+    queued: AtomicU64,
+}
+
 pub struct Server {
     listener: TcpListener,
-    config: Arc<ServerConfig>,
+    shared: Arc<Shared>,
     handle: ServerHandle,
 }
 
 impl Server {
-    /// Bind the listening socket (backlog from the config, SO_REUSEADDR so a restart can rebind).
+    /// Bind the listening socket (backlog from the config, SO_REUSEADDR so a restart can
+    /// rebind) and prepare what the config asks for (certificates, stream).
     pub async fn bind(config: ServerConfig) -> std::io::Result<Server> {
         let listener = listen(config.listen, config.backlog)?;
         let addr = listener.local_addr()?;
+        let generated = match config.tls {
+            Some(kind) => Some(tls::generate(kind).map_err(std::io::Error::other)?),
+            None => None,
+        };
         let (tx, _) = watch::channel(Order {
             seq: 0,
             action: None,
         });
+        let orders = Arc::new(tx);
+        let stats = Arc::new(ServerStats::default());
         let handle = ServerHandle {
             addr,
             path: config.path.clone(),
-            orders: Arc::new(tx),
-            stats: Arc::new(ServerStats::default()),
+            tls: generated.is_some(),
+            ca_pem: generated.as_ref().map(|g| g.ca_pem.clone()),
+            orders: orders.clone(),
+            stats: stats.clone(),
         };
+        let shared = Arc::new(Shared {
+            signer: config.auth_secret.as_deref().map(Signer::new),
+            stream: config.stream.map(|(_, _, keep)| stream::Stream::new(keep)),
+            tls: generated.map(|g| g.acceptor),
+            workers: config.handshake.map(|h| Semaphore::new(h.workers as usize)),
+            queued: AtomicU64::new(0),
+            config,
+            stats,
+            orders,
+        });
         Ok(Server {
             listener,
-            config: Arc::new(config),
+            shared,
             handle,
         })
     }
@@ -211,11 +356,20 @@ impl Server {
     pub async fn run(self, shutdown: CancellationToken) {
         let Server {
             listener,
-            config,
+            shared,
             handle,
         } = self;
+        let config = &shared.config;
+        if let (Some(stream), Some((rate, bytes, _))) = (&shared.stream, config.stream) {
+            tokio::spawn(stream.clone().publish(
+                rate,
+                bytes,
+                shared.stats.clone(),
+                shutdown.clone(),
+            ));
+        }
         let mut listener = Some(listener);
-        let mut orders = handle.orders.subscribe();
+        let mut orders = shared.orders.subscribe();
         let mut bucket = config.accept_rate.map(|rate| {
             TokenBucket::new(
                 rate,
@@ -247,28 +401,27 @@ impl Server {
                     match listen(handle.addr, config.backlog) {
                         Ok(l) => listener = Some(l),
                         Err(e) => {
-                            eprintln!("wsstorm serve: cannot listen again on {} after restart: {e}", handle.addr);
+                            eprintln!("wsstorm: the target cannot listen again on {} after restart: {e}", handle.addr);
                             break;
                         }
                     }
                 }
                 accepted = accept_opt(&listener) => match accepted {
                     Ok((stream, _peer)) => {
-                        handle.stats.accepted.fetch_add(1, Ordering::Relaxed);
+                        shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
                         let admitted = bucket.as_mut().is_none_or(|b| b.take(Instant::now()));
                         next_id += 1;
-                        conns.spawn(serve_connection(
+                        conns.spawn(connection::serve(
                             stream,
                             next_id,
                             admitted,
-                            config.clone(),
-                            handle.clone(),
-                            handle.orders.subscribe(),
+                            shared.clone(),
+                            shared.orders.subscribe(),
                             shutdown.clone(),
                         ));
                     }
                     Err(e) => {
-                        handle.stats.accept_errors.fetch_add(1, Ordering::Relaxed);
+                        shared.stats.accept_errors.fetch_add(1, Ordering::Relaxed);
                         // EMFILE and friends: back off briefly instead of spinning; the server
                         // keeps serving what it has.
                         if !is_transient_accept_error(&e) {
@@ -318,7 +471,8 @@ fn listen(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
-/// Admission control for the accept-rate capacity: `rate` tokens per second, at most `burst`.
+/// `rate` tokens per second, at most `burst`: the accept-rate capacity and per-connection
+/// message rate limits.
 struct TokenBucket {
     rate: f64,
     burst: f64,
@@ -350,116 +504,6 @@ impl TokenBucket {
     }
 }
 
-/// Time a client has to finish its upgrade request; slowloris clients are cut after it.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-async fn serve_connection(
-    stream: TcpStream,
-    id: u64,
-    admitted: bool,
-    config: Arc<ServerConfig>,
-    handle: ServerHandle,
-    mut orders: watch::Receiver<Order>,
-    shutdown: CancellationToken,
-) {
-    let _ = stream.set_nodelay(true);
-    let stats = &handle.stats;
-    let mut refusal: Option<u16> = None;
-    // The error type is tungstenite's; its size is not ours to choose.
-    #[allow(clippy::result_large_err)]
-    let callback = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
-        if req.uri().path() != config.path {
-            refusal = Some(404);
-            return Err(error_response(StatusCode::NOT_FOUND, None));
-        }
-        if !admitted {
-            refusal = Some(503);
-            return Err(error_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                Some(config.retry_after),
-            ));
-        }
-        Ok(resp)
-    };
-    let ws_config = WebSocketConfig::default()
-        .read_buffer_size(config.read_buffer)
-        .write_buffer_size(0);
-    let upgrade =
-        tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(ws_config));
-    let mut ws = tokio::select! {
-        r = tokio::time::timeout(HANDSHAKE_TIMEOUT, upgrade) => match r {
-            Ok(Ok(ws)) => ws,
-            _ => {
-                match refusal {
-                    Some(404) => stats.rejected_404.fetch_add(1, Ordering::Relaxed),
-                    Some(_) => stats.rejected_503.fetch_add(1, Ordering::Relaxed),
-                    None => stats.failed_handshakes.fetch_add(1, Ordering::Relaxed),
-                };
-                return;
-            }
-        },
-        _ = shutdown.cancelled() => return,
-    };
-    stats.upgraded.fetch_add(1, Ordering::Relaxed);
-    stats.open.fetch_add(1, Ordering::Relaxed);
-    // Orders published before this connection existed do not apply to it.
-    orders.borrow_and_update();
-    loop {
-        tokio::select! {
-            msg = ws.next() => match msg {
-                Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => {
-                    if ws.send(m).await.is_err() {
-                        break;
-                    }
-                    stats.messages_echoed.fetch_add(1, Ordering::Relaxed);
-                }
-                // Pings are answered by tungstenite; a close is answered and then ends the stream.
-                Some(Ok(_)) => {}
-                Some(Err(_)) | None => break,
-            },
-            changed = orders.changed() => {
-                if changed.is_err() {
-                    break;
-                }
-                let order = *orders.borrow_and_update();
-                let mode = match order.action {
-                    Some(Action::DropAll { mode, share }) if selected(id, order.seq, share) => mode,
-                    Some(Action::Restart { .. }) => DropMode::Abrupt,
-                    _ => continue,
-                };
-                stats.dropped_by_action.fetch_add(1, Ordering::Relaxed);
-                match mode {
-                    DropMode::Abrupt => {}
-                    DropMode::Reset => {
-                        let _ = socket2::SockRef::from(ws.get_ref()).set_linger(Some(Duration::ZERO));
-                    }
-                    DropMode::Close(code) => close_politely(&mut ws, code).await,
-                }
-                break;
-            }
-            _ = shutdown.cancelled() => {
-                close_politely(&mut ws, 1001).await;
-                break;
-            }
-        }
-    }
-    stats.open.fetch_sub(1, Ordering::Relaxed);
-}
-
-/// Send a close frame and give the peer a moment to answer, as a real server would.
-async fn close_politely(ws: &mut tokio_tungstenite::WebSocketStream<TcpStream>, code: u16) {
-    let frame = CloseFrame {
-        code: CloseCode::from(code),
-        reason: "".into(),
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        if ws.close(Some(frame)).await.is_ok() {
-            while let Some(Ok(_)) = ws.next().await {}
-        }
-    })
-    .await;
-}
-
 /// Whether connection `id` is in the `share` picked by order `seq`; a different order picks a
 /// different subset, and the same run picks the same one.
 fn selected(id: u64, seq: u64, share: f64) -> bool {
@@ -468,19 +512,6 @@ fn selected(id: u64, seq: u64, share: f64) -> bool {
     }
     let h = crate::plan::mix(seq, id);
     (h as f64 / u64::MAX as f64) < share
-}
-
-fn error_response(status: StatusCode, retry_after: Option<Duration>) -> ErrorResponse {
-    let mut resp = ErrorResponse::new(None);
-    *resp.status_mut() = status;
-    if let Some(d) = retry_after {
-        let secs = d.as_secs_f64().ceil().max(1.0) as u64;
-        resp.headers_mut().insert(
-            "Retry-After",
-            HeaderValue::from_str(&secs.to_string()).expect("digits"),
-        );
-    }
-    resp
 }
 
 /// The embedded server on its own runtime and threads, for `wsstorm run`.

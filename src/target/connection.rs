@@ -1,0 +1,539 @@
+//! One connection of the embedded target: admission (handshake capacity model, accept rate,
+//! path, token), the upgrade, then the session — echo, stream fan-out with backpressure,
+//! limits, heartbeat, idle timeout, token expiry, and the timeline's orders.
+//!
+//! Writes never block the loop: everything the server sends goes through an [`Outbox`] that is
+//! drained only as fast as the socket takes it, so a client that does not read fills *its*
+//! outbox (and meets the backpressure policy) instead of stalling the server.
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::{Sink, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::{broadcast, watch};
+use tokio::time::{Instant, sleep_until, timeout};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode, header};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_util::sync::CancellationToken;
+
+use super::stream::StreamItem;
+use super::{Action, DropMode, Order, Shared, TokenBucket, selected};
+use crate::auth::{TokenError, now_ms};
+use crate::profile::{IdleMode, OnFull, RateLimitAction};
+use crate::transport::Transport;
+
+type Ws = WebSocketStream<Transport>;
+
+/// Time a client has to finish TLS and its upgrade request; slowloris clients are cut after it.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the upgrade request asked for.
+#[derive(Default)]
+struct Upgrade {
+    /// Token expiry (unix ms), when auth is on.
+    token_expires_ms: Option<u64>,
+    subscribe: bool,
+    resume_after: Option<u64>,
+}
+
+pub(super) async fn serve(
+    tcp: TcpStream,
+    id: u64,
+    admitted: bool,
+    shared: Arc<Shared>,
+    orders: watch::Receiver<Order>,
+    shutdown: CancellationToken,
+) {
+    let _ = tcp.set_nodelay(true);
+    let stats = &shared.stats;
+    let config = &shared.config;
+
+    // The capacity model: wait for a worker and pay the service time *before* looking at the
+    // request. A client that gave up meanwhile is not noticed: the server pays anyway.
+    let mut queue_full = false;
+    let mut paid = false;
+    if let (Some(cost), Some(workers)) = (config.handshake, &shared.workers) {
+        let waiting = shared.queued.fetch_add(1, Ordering::SeqCst) + 1;
+        stats
+            .handshake_queue_peak
+            .fetch_max(waiting, Ordering::Relaxed);
+        if waiting > u64::from(cost.queue) {
+            queue_full = true;
+        } else {
+            let served = tokio::select! {
+                permit = workers.acquire() => {
+                    tokio::time::sleep(cost.service_time).await;
+                    drop(permit);
+                    true
+                }
+                _ = shutdown.cancelled() => false,
+            };
+            if !served {
+                shared.queued.fetch_sub(1, Ordering::SeqCst);
+                return;
+            }
+            paid = true;
+        }
+        shared.queued.fetch_sub(1, Ordering::SeqCst);
+    }
+    let wasted = || {
+        if paid {
+            stats.handshakes_wasted.fetch_add(1, Ordering::Relaxed);
+        }
+    };
+
+    let transport = match &shared.tls {
+        None => Transport::Plain(tcp),
+        Some(acceptor) => match timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+            Ok(Ok(s)) => Transport::Tls(Box::new(s.into())),
+            _ => {
+                stats.failed_handshakes.fetch_add(1, Ordering::Relaxed);
+                wasted();
+                return;
+            }
+        },
+    };
+
+    let mut refusal: Option<u16> = None;
+    let mut upgrade = Upgrade::default();
+    // The error type is tungstenite's; its size is not ours to choose.
+    #[allow(clippy::result_large_err)]
+    let callback = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
+        if req.uri().path() != config.path {
+            refusal = Some(404);
+            return Err(error_response(StatusCode::NOT_FOUND, None, None));
+        }
+        if !admitted || queue_full {
+            refusal = Some(503);
+            return Err(error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some(config.retry_after),
+                None,
+            ));
+        }
+        let query = req.uri().query().unwrap_or("");
+        if let Some(signer) = &shared.signer {
+            let token = req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .or_else(|| query_param(query, "token"));
+            match token
+                .ok_or(TokenError::Missing)
+                .and_then(|t| signer.verify(t, now_ms()))
+            {
+                Ok(expires) => upgrade.token_expires_ms = Some(expires),
+                Err(e) => {
+                    refusal = Some(401);
+                    let why = match e {
+                        TokenError::Missing => "token missing",
+                        TokenError::Malformed => "token malformed",
+                        TokenError::Forged => "token signature invalid",
+                        TokenError::Expired => "token expired",
+                    };
+                    return Err(error_response(StatusCode::UNAUTHORIZED, None, Some(why)));
+                }
+            }
+        }
+        upgrade.subscribe = query_param(query, "subscribe").is_some_and(|v| v == "1");
+        upgrade.resume_after = query_param(query, "resume").and_then(|v| v.parse().ok());
+        Ok(resp)
+    };
+    let ws_config = WebSocketConfig::default()
+        .read_buffer_size(config.read_buffer)
+        .write_buffer_size(0)
+        .max_message_size(Some(config.max_message))
+        .max_frame_size(Some(config.max_message));
+    let accept =
+        tokio_tungstenite::accept_hdr_async_with_config(transport, callback, Some(ws_config));
+    let ws = tokio::select! {
+        r = timeout(HANDSHAKE_TIMEOUT, accept) => match r {
+            Ok(Ok(ws)) => ws,
+            _ => {
+                match refusal {
+                    Some(404) => stats.rejected_404.fetch_add(1, Ordering::Relaxed),
+                    Some(401) => stats.rejected_401.fetch_add(1, Ordering::Relaxed),
+                    Some(_) => stats.rejected_503.fetch_add(1, Ordering::Relaxed),
+                    None => {
+                        wasted();
+                        stats.failed_handshakes.fetch_add(1, Ordering::Relaxed)
+                    }
+                };
+                return;
+            }
+        },
+        _ = shutdown.cancelled() => return,
+    };
+    stats.upgraded.fetch_add(1, Ordering::Relaxed);
+    stats.open.fetch_add(1, Ordering::Relaxed);
+    session(ws, id, upgrade, &shared, orders, shutdown).await;
+    stats.open.fetch_sub(1, Ordering::Relaxed);
+}
+
+fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v)
+}
+
+fn error_response(
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    body: Option<&str>,
+) -> ErrorResponse {
+    let mut resp = ErrorResponse::new(body.map(str::to_string));
+    *resp.status_mut() = status;
+    if let Some(d) = retry_after {
+        let secs = d.as_secs_f64().ceil().max(1.0) as u64;
+        resp.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from_str(&secs.to_string()).expect("digits"),
+        );
+    }
+    resp
+}
+
+/// What the server has to send one client, drained as fast as the socket takes it.
+struct Outbox {
+    queue: VecDeque<Message>,
+    bytes: usize,
+    limit: usize,
+    on_full: OnFull,
+}
+
+enum Pushed {
+    Queued,
+    /// Over the limit and the policy drops.
+    Dropped,
+    /// Over the limit and the policy closes with this code.
+    Overflow(u16),
+}
+
+impl Outbox {
+    fn push(&mut self, m: Message) -> Pushed {
+        let len = m.len();
+        if self.bytes + len > self.limit && !self.queue.is_empty() {
+            return match self.on_full {
+                OnFull::Drop => Pushed::Dropped,
+                OnFull::Close1008 => Pushed::Overflow(1008),
+                OnFull::Close1009 => Pushed::Overflow(1009),
+            };
+        }
+        self.bytes += len;
+        self.queue.push_back(m);
+        Pushed::Queued
+    }
+
+    fn pop(&mut self) -> Option<Message> {
+        let m = self.queue.pop_front()?;
+        self.bytes -= m.len();
+        Some(m)
+    }
+}
+
+/// Write what the socket takes from the outbox, then read. Holds no message across polls, so
+/// dropping it (another select branch won) loses nothing.
+fn poll_io(
+    ws: &mut Ws,
+    out: &mut Outbox,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Message, WsError>>> {
+    let mut wrote = false;
+    while !out.queue.is_empty() {
+        match Pin::new(&mut *ws).poll_ready(cx) {
+            Poll::Ready(Ok(())) => {
+                let m = out.pop().expect("non-empty");
+                if let Err(e) = Pin::new(&mut *ws).start_send(m) {
+                    return Poll::Ready(Some(Err(e)));
+                }
+                wrote = true;
+            }
+            Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(e))),
+            Poll::Pending => break,
+        }
+    }
+    if wrote && let Poll::Ready(Err(e)) = Pin::new(&mut *ws).poll_flush(cx) {
+        return Poll::Ready(Some(Err(e)));
+    }
+    ws.poll_next_unpin(cx)
+}
+
+async fn recv_opt(
+    rx: &mut Option<broadcast::Receiver<StreamItem>>,
+) -> Result<StreamItem, broadcast::error::RecvError> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_opt(at: Option<Instant>) {
+    match at {
+        Some(t) => sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn tick_opt(i: &mut Option<tokio::time::Interval>) {
+    match i {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// The close code a read error earns (RFC 6455 §7.4.1), if the peer is still there to hear it.
+fn close_code_for(e: &WsError) -> Option<u16> {
+    match e {
+        WsError::Capacity(_) => Some(1009),
+        WsError::Utf8(_) => Some(1007),
+        WsError::Protocol(
+            ProtocolError::ResetWithoutClosingHandshake
+            | ProtocolError::SendAfterClosing
+            | ProtocolError::ReceivedAfterClosing,
+        ) => None,
+        WsError::Protocol(_) => Some(1002),
+        _ => None,
+    }
+}
+
+async fn session(
+    mut ws: Ws,
+    id: u64,
+    upgrade: Upgrade,
+    shared: &Shared,
+    mut orders: watch::Receiver<Order>,
+    shutdown: CancellationToken,
+) {
+    let config = &shared.config;
+    let stats = &shared.stats;
+    // Orders published before this connection existed do not apply to it.
+    orders.borrow_and_update();
+    let mut out = Outbox {
+        queue: VecDeque::new(),
+        bytes: 0,
+        limit: config.backpressure.0,
+        on_full: config.backpressure.1,
+    };
+    let (mut rx, mut skip_through) = match (&shared.stream, upgrade.subscribe) {
+        (Some(stream), true) => {
+            let (rx, replay) = stream.subscribe(upgrade.resume_after);
+            let skip = replay
+                .last()
+                .map(|i| i.seq)
+                .or(upgrade.resume_after)
+                .unwrap_or(0);
+            for item in replay {
+                match out.push(item.msg) {
+                    Pushed::Queued => {
+                        stats.stream_replayed.fetch_add(1, Ordering::Relaxed);
+                        stats.stream_sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {
+                        stats.backpressure_dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            (Some(rx), skip)
+        }
+        _ => (None, 0),
+    };
+    let mut pinger = config.heartbeat.map(|(every, _)| {
+        let mut i = tokio::time::interval_at(Instant::now() + every, every);
+        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        i
+    });
+    let mut ping_seq = 0u64;
+    let mut pong_deadline: Option<Instant> = None;
+    let mut last_inbound = Instant::now();
+    let mut limiter = config
+        .rate_limit
+        .map(|(rate, action)| (TokenBucket::new(rate, rate.max(1.0)), action));
+    let token_expiry = upgrade
+        .token_expires_ms
+        .map(|exp| Instant::now() + Duration::from_millis(exp.saturating_sub(now_ms())));
+    let mut blackholed = false;
+
+    // Each branch below ends the session by `break`ing with what to do with the socket.
+    let end = loop {
+        let idle_at = match config.idle_timeout {
+            Some((after, _)) if !blackholed => Some(last_inbound + after),
+            _ => None,
+        };
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break End::Close(1001),
+            changed = orders.changed() => {
+                if changed.is_err() {
+                    break End::Abrupt;
+                }
+                let order = *orders.borrow_and_update();
+                match order.action {
+                    Some(Action::DropAll { mode, share }) if selected(id, order.seq, share) => {
+                        stats.dropped_by_action.fetch_add(1, Ordering::Relaxed);
+                        break match mode {
+                            DropMode::Abrupt => End::Abrupt,
+                            DropMode::Reset => End::Reset,
+                            DropMode::Close(code) => End::Close(code),
+                        };
+                    }
+                    Some(Action::Restart { .. }) => {
+                        stats.dropped_by_action.fetch_add(1, Ordering::Relaxed);
+                        break End::Abrupt;
+                    }
+                    Some(Action::Blackhole { share }) if !blackholed && selected(id, order.seq, share) => {
+                        stats.blackholed.fetch_add(1, Ordering::Relaxed);
+                        blackholed = true;
+                    }
+                    _ => {}
+                }
+            }
+            msg = poll_fn(|cx| poll_io(&mut ws, &mut out, cx)), if !blackholed => {
+                last_inbound = Instant::now();
+                match msg {
+                    Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => {
+                        if let Some((bucket, action)) = &mut limiter
+                            && !bucket.take(Instant::now())
+                        {
+                            stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+                            match action {
+                                RateLimitAction::Close => break End::Close(1008),
+                                RateLimitAction::Error => {
+                                    let _ = out.push(Message::text(r#"{"error":"rate limited"}"#));
+                                    continue;
+                                }
+                            }
+                        }
+                        match out.push(m) {
+                            Pushed::Queued => {
+                                stats.messages_echoed.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Pushed::Dropped => {
+                                stats.backpressure_dropped.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Pushed::Overflow(code) => {
+                                stats.backpressure_closed.fetch_add(1, Ordering::Relaxed);
+                                break End::Close(code);
+                            }
+                        }
+                    }
+                    Some(Ok(Message::Pong(p))) => {
+                        if p.as_ref() == ping_seq.to_be_bytes() {
+                            pong_deadline = None;
+                        }
+                    }
+                    // Pings are answered by tungstenite; a close is answered and then ends the
+                    // stream.
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => match close_code_for(&e) {
+                        Some(code) => break End::Close(code),
+                        None => break End::Gone,
+                    },
+                    None => break End::Gone,
+                }
+            }
+            item = recv_opt(&mut rx), if !blackholed => match item {
+                Ok(item) if item.seq <= skip_through => {}
+                Ok(item) => {
+                    skip_through = item.seq;
+                    match out.push(item.msg) {
+                        Pushed::Queued => {
+                            stats.stream_sent.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Pushed::Dropped => {
+                            stats.backpressure_dropped.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Pushed::Overflow(code) => {
+                            stats.backpressure_closed.fetch_add(1, Ordering::Relaxed);
+                            break End::Close(code);
+                        }
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    stats.backpressure_dropped.fetch_add(n, Ordering::Relaxed);
+                }
+                Err(broadcast::error::RecvError::Closed) => rx = None,
+            },
+            _ = tick_opt(&mut pinger), if !blackholed => {
+                if pong_deadline.is_none() {
+                    ping_seq += 1;
+                    let wait = config.heartbeat.map(|(_, t)| t).unwrap_or_default();
+                    pong_deadline = Some(Instant::now() + wait);
+                    // Control frames are not held to the backpressure limit.
+                    out.queue.push_back(Message::Ping(ping_seq.to_be_bytes().to_vec().into()));
+                }
+            }
+            _ = sleep_opt(pong_deadline), if !blackholed => {
+                stats.dead_detected.fetch_add(1, Ordering::Relaxed);
+                break End::Abrupt;
+            }
+            _ = sleep_opt(idle_at) => {
+                stats.idle_timeouts.fetch_add(1, Ordering::Relaxed);
+                match config.idle_timeout.map(|(_, mode)| mode) {
+                    Some(IdleMode::Close) => break End::Abrupt,
+                    _ => blackholed = true,
+                }
+            }
+            _ = sleep_opt(token_expiry), if !blackholed => {
+                stats.auth_expired.fetch_add(1, Ordering::Relaxed);
+                break End::Close(4001);
+            }
+        }
+    };
+    match end {
+        End::Gone | End::Abrupt => {}
+        End::Reset => {
+            let _ = socket2::SockRef::from(ws.get_ref().tcp()).set_linger(Some(Duration::ZERO));
+        }
+        End::Close(code) => {
+            stats.count_close(code);
+            close_politely(&mut ws, code).await;
+        }
+    }
+}
+
+/// How a session ends, for the socket.
+enum End {
+    /// The peer closed or the connection broke.
+    Gone,
+    /// Close the TCP connection without a close frame.
+    Abrupt,
+    /// Reset the TCP connection.
+    Reset,
+    /// Send a close frame with this code.
+    Close(u16),
+}
+
+/// Send a close frame and give the peer a moment to answer, as a real server would. A peer that
+/// does not read (a slow consumer) cannot answer: after the wait its connection is reset, so it
+/// learns at once rather than after draining a backlog it will never get through.
+async fn close_politely(ws: &mut Ws, code: u16) {
+    let frame = CloseFrame {
+        code: CloseCode::from(code),
+        reason: "".into(),
+    };
+    let answered = timeout(Duration::from_secs(1), async {
+        if ws.close(Some(frame)).await.is_ok() {
+            while let Some(Ok(_)) = ws.next().await {}
+        }
+    })
+    .await;
+    if answered.is_err() {
+        let _ = socket2::SockRef::from(ws.get_ref().tcp()).set_linger(Some(Duration::ZERO));
+    }
+}
