@@ -67,6 +67,7 @@ pub struct ClientBehaviour {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub subprotocols: Option<HeaderValue>,
     pub read_buffer: usize,
+    pub socket_recv_buffer: Option<u32>,
     pub send: Option<SendPlan>,
     pub heartbeat: Option<HeartbeatPlan>,
     pub backoff: Backoff,
@@ -329,6 +330,9 @@ impl Plan {
                         HeaderValue::from_str(&g.subprotocols.join(", ")).expect("validated")
                     }),
                     read_buffer: g.read_buffer.0 as usize,
+                    socket_recv_buffer: g
+                        .socket_recv_buffer
+                        .map(|b| b.0.min(u64::from(u32::MAX)) as u32),
                     send: b.send.as_ref().map(|s| SendPlan {
                         every: s.every.0,
                         bytes: s.bytes.0 as usize,

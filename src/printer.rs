@@ -171,12 +171,22 @@ pub fn summary(r: &Results) -> String {
         t.client_closes, t.dead_detected
     );
     if t.messages.sent > 0 || t.messages.received > 0 {
-        let _ = writeln!(
+        let m = &t.messages;
+        let _ = write!(
             o,
             "  messages     {:>9} sent, {} received",
-            t.messages.sent, t.messages.received
+            m.sent, m.received
         );
+        if m.lost + m.duplicated + m.out_of_order > 0 {
+            let _ = write!(
+                o,
+                "; stream: {} lost, {} duplicated, {} out of order",
+                m.lost, m.duplicated, m.out_of_order
+            );
+        }
+        o.push('\n');
     }
+    storm_line(&mut o, &r.storm);
     let _ = writeln!(
         o,
         "  latency (ms)     count       p50       p90       p99     p99.9       max"
@@ -191,6 +201,41 @@ pub fn summary(r: &Results) -> String {
     latency_row(&mut o, "reconnect", &l.reconnect);
     if l.dead_detect.count > 0 {
         latency_row(&mut o, "dead detect", &l.dead_detect);
+    }
+    if r.groups.len() > 1 {
+        for g in &r.groups {
+            group_line(&mut o, g);
+        }
+    }
+    if let Some(s) = &r.server {
+        let mut parts = vec![format!("upgraded {}", s.upgraded)];
+        for (name, n) in [
+            ("503", s.rejected_503),
+            ("401", s.rejected_401),
+            ("404", s.rejected_404),
+            ("wasted handshakes", s.handshakes_wasted),
+            ("dead detected", s.dead_detected),
+            ("idle timeouts", s.idle_timeouts),
+            ("rate limited", s.rate_limited),
+            ("tokens expired", s.auth_expired),
+            ("blackholed", s.blackholed),
+            ("backpressure drops", s.backpressure_dropped),
+            ("backpressure closes", s.backpressure_closed),
+            ("stream published", s.stream_published),
+        ] {
+            if n > 0 {
+                parts.push(format!("{name} {n}"));
+            }
+        }
+        if !s.closes_sent.is_empty() {
+            let closes: Vec<String> = s
+                .closes_sent
+                .iter()
+                .map(|(k, v)| format!("{k}×{v}"))
+                .collect();
+            parts.push(format!("closes sent {}", closes.join(" ")));
+        }
+        let _ = writeln!(o, "  target       {}", parts.join(", "));
     }
     for a in &r.timeline.actions {
         let _ = writeln!(
@@ -214,6 +259,81 @@ pub fn summary(r: &Results) -> String {
         let _ = writeln!(o, "  WARNING      {w}");
     }
     o
+}
+
+fn storm_line(o: &mut String, s: &crate::results::Storm) {
+    let pct = |v: Option<f64>| v.map_or("never".to_string(), |ms| format!("{ms:.0} ms"));
+    if s.losses > 0 {
+        let _ = writeln!(
+            o,
+            "  storm        {} lost, {} back: 50% in {}, 95% in {}, 99% in {}",
+            s.losses,
+            s.recovered,
+            pct(s.recovery_ms.p50),
+            pct(s.recovery_ms.p95),
+            pct(s.recovery_ms.p99)
+        );
+    }
+    let a = &s.attempts_per_client;
+    let _ = writeln!(
+        o,
+        "  retries      peak {} attempts/s ({} in 100 ms); attempts per client p50 {} p99 {} max {}",
+        s.peak_attempts_per_s, s.peak_attempts_per_100ms, a.p50, a.p99, a.max
+    );
+}
+
+fn group_line(o: &mut String, g: &crate::results::GroupResults) {
+    let t = &g.totals;
+    let mut line = format!(
+        "  group {:<8} {} clients, opened {}, connected at end {}, gave up {}",
+        g.name, t.clients, t.opened, t.connected_at_end, t.gave_up
+    );
+    if !t.close_codes.is_empty() {
+        let codes: Vec<String> = t
+            .close_codes
+            .iter()
+            .map(|(k, v)| format!("{k}×{v}"))
+            .collect();
+        let _ = write!(line, ", closes {}", codes.join(" "));
+    }
+    let statuses: u64 = t.handshake_status.values().sum();
+    if statuses > 0 {
+        let s: Vec<String> = t
+            .handshake_status
+            .iter()
+            .map(|(k, v)| format!("{k}×{v}"))
+            .collect();
+        let _ = write!(line, ", HTTP {}", s.join(" "));
+    }
+    if t.connect_errors.total() > 0 {
+        let _ = write!(line, ", connect errors {}", t.connect_errors.total());
+    }
+    if g.latency_us.rtt.count > 0 {
+        let _ = write!(line, ", rtt p99 {} ms", ms(g.latency_us.rtt.p99));
+    }
+    if t.dead_detected > 0 {
+        let _ = write!(line, ", dead {}", t.dead_detected);
+    }
+    let st = &g.storm;
+    if st.losses > 0 {
+        let pct = |v: Option<f64>| v.map_or("never".to_string(), |ms| format!("{ms:.0}ms"));
+        let _ = write!(
+            line,
+            ", back p50 {} p99 {}",
+            pct(st.recovery_ms.p50),
+            pct(st.recovery_ms.p99)
+        );
+    }
+    let _ = write!(line, ", peak {}/100ms", st.peak_attempts_per_100ms);
+    let m = &t.messages;
+    if m.lost + m.duplicated + m.out_of_order > 0 {
+        let _ = write!(
+            line,
+            ", stream lost {} dup {} ooo {}",
+            m.lost, m.duplicated, m.out_of_order
+        );
+    }
+    let _ = writeln!(o, "{line}");
 }
 
 #[cfg(test)]

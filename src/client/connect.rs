@@ -150,6 +150,9 @@ pub async fn attempt(ctx: &GroupCtx, extras: &AttemptExtras<'_>) -> Attempt {
         Ok(s) => s,
         Err(e) => return Attempt::Failed(classify_io(&e)),
     };
+    if let Some(n) = b.socket_recv_buffer {
+        let _ = socket.set_recv_buffer_size(n);
+    }
     let t0 = Instant::now();
     let tcp = match timeout(b.connect_timeout, socket.connect(addr)).await {
         Ok(Ok(s)) => s,

@@ -128,6 +128,8 @@ pub struct ServerSettings {
     pub stream: Option<StreamSettings>,
     /// What the server does with a client that reads slower than it is sent to.
     pub backpressure: Backpressure,
+    /// Kernel send buffer (SO_SNDBUF) of each server socket; default: the kernel's.
+    pub socket_send_buffer: Option<ByteSize>,
     /// Serve wss:// with a certificate generated at start.
     pub tls: Option<ServerTls>,
 }
@@ -279,6 +281,7 @@ impl Default for ServerSettings {
             auth: None,
             stream: None,
             backpressure: Backpressure::default(),
+            socket_send_buffer: None,
             tls: None,
         }
     }
@@ -317,6 +320,10 @@ pub struct Group {
     /// Per-connection read buffer (tungstenite's default of 128 KiB would cost 12 GiB at 100k).
     #[serde(default = "default_read_buffer")]
     pub read_buffer: ByteSize,
+    /// Kernel receive buffer (SO_RCVBUF) of each client socket; default: the kernel's, which
+    /// grows to megabytes on loopback. Small values model constrained (mobile, IoT) clients.
+    #[serde(default)]
+    pub socket_recv_buffer: Option<ByteSize>,
     #[serde(default)]
     pub behaviour: Behaviour,
 }
@@ -495,8 +502,9 @@ pub struct Reconnect {
     pub on_status: BTreeMap<String, Decision>,
 }
 
-/// What a client does after a close or a refused handshake.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+/// What a client does after a close or a refused handshake. Written `retry`, `stop`,
+/// `refresh-auth`, or `{ retry-after: 2s }`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Decision {
     /// Reconnect after the backoff delay.
@@ -507,6 +515,50 @@ pub enum Decision {
     RefreshAuth,
     /// Reconnect after this delay (politely, e.g. after 1001 going away), not the backoff.
     RetryAfter(Dur),
+}
+
+impl<'de> Deserialize<'de> for Decision {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        const EXPECTED: &str = "`retry`, `stop`, `refresh-auth` or `{ retry-after: <duration> }`";
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Decision;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(EXPECTED)
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Decision, E> {
+                match v {
+                    "retry" => Ok(Decision::Retry),
+                    "stop" => Ok(Decision::Stop),
+                    "refresh-auth" => Ok(Decision::RefreshAuth),
+                    _ => Err(E::custom(format!(
+                        "unknown decision `{v}`, expected {EXPECTED}"
+                    ))),
+                }
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Decision, A::Error> {
+                let key: String = map
+                    .next_key()?
+                    .ok_or_else(|| serde::de::Error::custom(format!("expected {EXPECTED}")))?;
+                if key != "retry-after" {
+                    return Err(serde::de::Error::custom(format!(
+                        "unknown decision `{key}`, expected {EXPECTED}"
+                    )));
+                }
+                let d: Dur = map.next_value()?;
+                if map.next_key::<String>()?.is_some() {
+                    return Err(serde::de::Error::custom(
+                        "`retry-after` takes no other keys",
+                    ));
+                }
+                Ok(Decision::RetryAfter(d))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]

@@ -58,6 +58,9 @@ pub(super) async fn serve(
     let _ = tcp.set_nodelay(true);
     let stats = &shared.stats;
     let config = &shared.config;
+    if let Some(n) = config.socket_send_buffer {
+        let _ = socket2::SockRef::from(&tcp).set_send_buffer_size(n);
+    }
 
     // The capacity model: wait for a worker and pay the service time *before* looking at the
     // request. A client that gave up meanwhile is not noticed: the server pays anyway.
@@ -92,6 +95,14 @@ pub(super) async fn serve(
             stats.handshakes_wasted.fetch_add(1, Ordering::Relaxed);
         }
     };
+    // The client may have given up while the server was busy: its upgrade request is still in
+    // the socket buffer, so the upgrade would "succeed" on a half-closed connection. The TCP
+    // state tells: the work was wasted.
+    if paid && peer_closed(&tcp) {
+        wasted();
+        stats.failed_handshakes.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
 
     let transport = match &shared.tls {
         None => Transport::Plain(tcp),
@@ -180,6 +191,25 @@ pub(super) async fn serve(
     stats.open.fetch_add(1, Ordering::Relaxed);
     session(ws, id, upgrade, &shared, orders, shutdown).await;
     stats.open.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Whether the peer has closed or reset the connection (TCP_INFO state CLOSE_WAIT or CLOSE).
+fn peer_closed(tcp: &TcpStream) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: tcp_info is plain old data; getsockopt writes at most `len` bytes into it.
+    unsafe {
+        let mut info: libc::tcp_info = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        let rc = libc::getsockopt(
+            tcp.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        );
+        // Linux TCP states: 7 = CLOSE, 8 = CLOSE_WAIT.
+        rc == 0 && matches!(info.tcpi_state, 7 | 8)
+    }
 }
 
 fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {

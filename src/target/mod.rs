@@ -59,6 +59,7 @@ pub struct ServerConfig {
     /// (messages per second, bytes per message, messages kept for resume)
     pub stream: Option<(f64, usize, usize)>,
     pub backpressure: (usize, OnFull),
+    pub socket_send_buffer: Option<usize>,
     pub tls: Option<CertKind>,
 }
 
@@ -96,6 +97,7 @@ impl ServerConfig {
                 .as_ref()
                 .map(|st| (st.rate.0, st.bytes.0 as usize, st.history as usize)),
             backpressure: (s.backpressure.buffer.0 as usize, s.backpressure.on_full),
+            socket_send_buffer: s.socket_send_buffer.map(|b| b.0 as usize),
             tls: s.tls.as_ref().map(|t| t.certificate),
         }
     }

@@ -1,0 +1,403 @@
+//! Every failure-mode profile in profiles/ is run here, at small scale, and the phenomenon it
+//! names must show in the numbers — and, where a good client policy exists, the good policy
+//! must avoid it. The shipped profile file is what runs; a test only shrinks it or swaps in
+//! the good policy.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use wsstorm::backoff::Strategy;
+use wsstorm::metrics::Snapshot;
+use wsstorm::plan::{Overrides, Plan};
+use wsstorm::profile::{CertKind, OnFull, Profile};
+use wsstorm::results::{GroupResults, Results};
+use wsstorm::units::Dur;
+
+fn load(name: &str) -> (Profile, String) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("profiles")
+        .join(format!("{name}.yaml"));
+    wsstorm::profile::load(&path).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Run profile `name` with `clients` clients in all (None: as shipped), after `edit`.
+fn run(name: &str, clients: Option<u32>, edit: impl FnOnce(&mut Profile)) -> Results {
+    let (mut profile, text) = load(name);
+    Overrides {
+        clients,
+        ..Default::default()
+    }
+    .apply(&mut profile);
+    edit(&mut profile);
+    let problems = wsstorm::profile::validate(&profile);
+    assert!(problems.is_empty(), "{problems:?}");
+    let plan = Plan::new(&profile, text);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (tx, _rx) = watch::channel(Arc::new(Snapshot::default()));
+    rt.block_on(wsstorm::swarm::run(&plan, CancellationToken::new(), tx))
+        .expect("run starts")
+}
+
+fn group<'a>(r: &'a Results, name: &str) -> &'a GroupResults {
+    r.groups
+        .iter()
+        .find(|g| g.name == name)
+        .unwrap_or_else(|| panic!("no group {name}"))
+}
+
+fn code(g: &GroupResults, c: &str) -> u64 {
+    g.totals.close_codes.get(c).copied().unwrap_or(0)
+}
+
+fn status(g: &GroupResults, s: &str) -> u64 {
+    g.totals.handshake_status.get(s).copied().unwrap_or(0)
+}
+
+fn secs(s: f64) -> Dur {
+    Dur(Duration::from_secs_f64(s))
+}
+
+/// Attempts per 100 ms after `after_ms`, grouped into waves separated by empty intervals.
+fn waves(r: &Results, after_ms: u64) -> Vec<Vec<u64>> {
+    let mut waves: Vec<Vec<u64>> = Vec::new();
+    let mut current: Vec<u64> = Vec::new();
+    for p in r.timeline.points.iter().filter(|p| p.t_ms > after_ms) {
+        if p.attempts > 0 {
+            current.push(p.attempts);
+        } else if !current.is_empty() {
+            waves.push(std::mem::take(&mut current));
+        }
+    }
+    if !current.is_empty() {
+        waves.push(current);
+    }
+    waves
+}
+
+#[test]
+fn mass_drop_reconnect() {
+    let r = run("mass-drop-reconnect", Some(300), |p| p.duration = secs(8.0));
+    let t = &r.totals;
+    assert_eq!(t.close_codes.get("1006"), Some(&300), "{:?}", t.close_codes);
+    assert_eq!(r.storm.losses, 300);
+    assert_eq!(r.storm.recovered, 300);
+    let p99 = r.storm.recovery_ms.p99.expect("everyone came back");
+    assert!(p99 <= 5000.0, "{p99}");
+    assert!(r.storm.recovery_ms.p50.unwrap() <= p99);
+    assert!(
+        r.storm.peak_attempts_per_s >= 300,
+        "{}",
+        r.storm.peak_attempts_per_s
+    );
+    assert_eq!(t.connected_at_end, 300);
+    assert_eq!(r.storm.attempts_per_client.max, 2);
+}
+
+#[test]
+fn synchronized_retry_piles_into_narrow_windows_and_jitter_spreads_it() {
+    let r = run("synchronized-retry", Some(300), |p| p.duration = secs(9.0));
+    let w = waves(&r, 3000);
+    assert!(w.len() >= 3, "{w:?}");
+    for wave in &w {
+        let total: u64 = wave.iter().sum();
+        let busiest = *wave.iter().max().unwrap();
+        assert!(
+            busiest * 10 >= total * 9,
+            "lock-step: >= 90% of each wave in its busiest 100 ms: {w:?}"
+        );
+    }
+    assert_eq!(r.totals.connected_at_end, 300);
+
+    let jitter = run("synchronized-retry", Some(300), |p| {
+        p.groups[0].behaviour.reconnect.backoff.strategy = Strategy::FullJitter;
+        p.duration = secs(9.0);
+    });
+    // No 100 ms interval holds more than a quarter of the attempts made in the second
+    // around it (lock-step: each wave is all in one interval).
+    let attempts: Vec<u64> = jitter
+        .timeline
+        .points
+        .iter()
+        .filter(|p| p.t_ms > 3000)
+        .map(|p| p.attempts)
+        .collect();
+    for i in 0..attempts.len() {
+        let window: u64 = attempts[i.saturating_sub(5)..(i + 5).min(attempts.len())]
+            .iter()
+            .sum();
+        assert!(
+            attempts[i] * 4 <= window.max(20),
+            "full jitter spreads retries: {} of {window} at interval {i}: {attempts:?}",
+            attempts[i]
+        );
+    }
+    assert_eq!(jitter.totals.connected_at_end, 300);
+}
+
+#[test]
+fn backoff_jitter_compares_policies() {
+    let r = run("backoff-jitter", Some(300), |p| p.duration = secs(12.0));
+    let exp = group(&r, "exponential");
+    let full = group(&r, "full-jitter");
+    let dec = group(&r, "decorrelated");
+    assert!(
+        exp.storm.peak_attempts_per_100ms >= 90,
+        "exponential keeps the herd together: {}",
+        exp.storm.peak_attempts_per_100ms
+    );
+    for g in [full, dec] {
+        assert!(
+            g.storm.peak_attempts_per_100ms <= 45,
+            "{} spreads retries: {}",
+            g.name,
+            g.storm.peak_attempts_per_100ms
+        );
+    }
+    for g in [exp, full, dec] {
+        assert_eq!(g.totals.connected_at_end, 100, "{}", g.name);
+        assert_eq!(g.storm.losses, 100);
+        assert!(g.totals.connect_errors.refused > 0);
+    }
+}
+
+#[test]
+fn slow_consumers_meet_the_backpressure_policy() {
+    // Drop policy: the server drops the slow clients' messages; the fast ones lose nothing
+    // and their round trips stay fast (stated bound: p99 under 50 ms).
+    let r = run("slow-consumers", None, |p| p.duration = secs(6.0));
+    let server = r.server.as_ref().unwrap();
+    let fast = group(&r, "fast");
+    let slow = group(&r, "slow");
+    assert!(server.backpressure_dropped > 0);
+    assert_eq!(server.backpressure_closed, 0);
+    assert!(slow.totals.messages.lost > 0);
+    assert_eq!(fast.totals.messages.lost, 0);
+    assert_eq!(fast.totals.messages.duplicated, 0);
+    assert!(fast.latency_us.rtt.count > 0);
+    assert!(
+        fast.latency_us.rtt.p99 < 50_000,
+        "fast rtt p99 {} us",
+        fast.latency_us.rtt.p99
+    );
+    assert_eq!(r.totals.connected_at_end, 60);
+
+    // Close policy: the slow clients are cut with 1008 (they may only see the reset that
+    // follows, as 1006, when the close frame is stuck behind their backlog).
+    let r = run("slow-consumers", None, |p| {
+        p.duration = secs(6.0);
+        p.target.server.backpressure.on_full = OnFull::Close1008;
+    });
+    let server = r.server.as_ref().unwrap();
+    let fast = group(&r, "fast");
+    let slow = group(&r, "slow");
+    assert!(server.backpressure_closed >= 10, "{server:?}");
+    assert!(server.closes_sent.get("1008").copied().unwrap_or(0) >= 10);
+    assert!(
+        code(slow, "1006") + code(slow, "1008") >= 10,
+        "{:?}",
+        slow.totals.close_codes
+    );
+    assert!(fast.totals.close_codes.is_empty());
+    assert!(fast.latency_us.rtt.p99 < 50_000);
+}
+
+#[test]
+fn idle_timeout_is_silent_without_heartbeats() {
+    let r = run("idle-timeout-silent-failure", Some(100), |_| {});
+    let none = group(&r, "no-heartbeat");
+    let hb = group(&r, "heartbeat");
+    let server = r.server.as_ref().unwrap();
+    // Without heartbeats: silently abandoned by the server, never noticed by the client.
+    assert_eq!(server.idle_timeouts, 50);
+    assert_eq!(none.totals.dead_detected, 0);
+    assert_eq!(none.totals.opened, 50);
+    assert_eq!(
+        none.totals.connected_at_end, 50,
+        "they still think they are connected"
+    );
+    // With heartbeats: kept alive past the idle timeout, and the server hang at 5s is found
+    // within ping interval + timeout (1s + 2s), then they reconnect.
+    assert_eq!(hb.totals.dead_detected, 50);
+    let d = &hb.latency_us.dead_detect;
+    assert!(d.min >= 2_000_000, "{d:?}");
+    assert!(d.max <= 3_300_000, "{d:?}");
+    assert_eq!(hb.storm.recovered, 50);
+    assert_eq!(hb.totals.connected_at_end, 50);
+}
+
+#[test]
+fn token_expiry_naive_loops_refresh_recovers() {
+    let r = run("token-expiry-reconnect-loop", Some(100), |p| {
+        p.duration = secs(6.0)
+    });
+    let naive = group(&r, "naive");
+    let refresh = group(&r, "refresh");
+    let forged = group(&r, "forged");
+    let n = naive.totals.clients;
+    assert_eq!(code(naive, "4001"), n);
+    assert_eq!(status(naive, "401"), 5 * n, "401 until max_attempts (5)");
+    assert_eq!(naive.totals.gave_up, n);
+    assert_eq!(naive.totals.connected_at_end, 0);
+
+    let m = refresh.totals.clients;
+    assert!(code(refresh, "4001") >= m);
+    assert_eq!(status(refresh, "401"), 0);
+    assert_eq!(refresh.totals.gave_up, 0);
+    assert_eq!(refresh.totals.connected_at_end, m);
+
+    let f = forged.totals.clients;
+    assert_eq!(status(forged, "401"), f);
+    assert_eq!(forged.totals.opened, 0);
+    assert_eq!(forged.totals.gave_up, f);
+    assert_eq!(
+        r.server.as_ref().unwrap().rejected_401,
+        status(naive, "401") + f
+    );
+}
+
+#[test]
+fn resume_loses_nothing_and_checkpoints_duplicate() {
+    let r = run("resume-after-reconnect", Some(150), |p| {
+        p.duration = secs(8.0)
+    });
+    let resume = group(&r, "resume");
+    let none = group(&r, "no-resume");
+    let alo = group(&r, "at-least-once");
+    for g in [resume, none, alo] {
+        assert_eq!(code(g, "1006"), 50, "{}", g.name);
+        assert_eq!(g.storm.recovered, 50, "{}", g.name);
+        assert_eq!(g.totals.messages.out_of_order, 0, "{}", g.name);
+    }
+    assert_eq!(resume.totals.messages.lost, 0);
+    assert_eq!(resume.totals.messages.duplicated, 0);
+    assert!(none.totals.messages.lost > 0);
+    assert_eq!(none.totals.messages.duplicated, 0);
+    assert!(alo.totals.messages.duplicated > 0);
+    assert_eq!(alo.totals.messages.lost, 0);
+    assert_eq!(
+        r.totals.messages.lost, none.totals.messages.lost,
+        "totals add up"
+    );
+}
+
+#[test]
+fn protocol_abuse_gets_its_close_code() {
+    let r = run("protocol-errors", None, |_| {});
+    for (name, expect) in [
+        ("invalid-utf8", "1007"),
+        ("oversized", "1009"),
+        ("reserved-opcode", "1002"),
+        ("unmasked", "1002"),
+        ("flooder", "1008"),
+    ] {
+        let g = group(&r, name);
+        assert_eq!(
+            g.totals.close_codes.get(expect),
+            Some(&10),
+            "{name}: {:?}",
+            g.totals.close_codes
+        );
+        assert_eq!(g.totals.close_codes.len(), 1, "{name}");
+        assert_eq!(g.totals.gave_up, 10, "{name} stops on its code");
+        assert_eq!(g.totals.connect_attempts, 10, "{name} never retries");
+    }
+    assert_eq!(r.server.as_ref().unwrap().rate_limited, 10);
+}
+
+#[test]
+fn fail_fast_vs_retry_and_close_code_awareness() {
+    let r = run("fail-fast-vs-retry", None, |_| {});
+    let fast = group(&r, "fail-fast");
+    let retry = group(&r, "retry-everything");
+    let aware = group(&r, "code-aware");
+    assert_eq!(fast.totals.connect_attempts, 50);
+    assert_eq!(status(fast, "401"), 50);
+    assert_eq!(fast.totals.gave_up, 50);
+
+    assert!(
+        status(retry, "401") >= 5 * 50,
+        "a reconnect loop: {}",
+        status(retry, "401")
+    );
+    assert_eq!(retry.totals.gave_up, 0);
+    assert!(retry.storm.attempts_per_client.p50 >= 5);
+
+    assert_eq!(code(aware, "1012"), 100);
+    assert_eq!(code(aware, "1001"), 100);
+    assert_eq!(aware.totals.connected_at_end, 100);
+    assert_eq!(aware.storm.recovered, 200);
+    let rc = &aware.latency_us.reconnect;
+    assert!(
+        rc.p50 < 2_000_000,
+        "1012: retried with backoff at once: {rc:?}"
+    );
+    assert!(
+        rc.max >= 2_000_000,
+        "1001: retried politely after 2s: {rc:?}"
+    );
+}
+
+#[test]
+fn metastable_storm_stays_down_and_jitter_recovers() {
+    let shrink = |p: &mut Profile| {
+        p.duration = secs(14.0);
+    };
+    let r = run("metastable-retry-storm", Some(400), shrink);
+    let server = r.server.as_ref().unwrap();
+    assert_eq!(r.totals.close_codes.get("1006"), Some(&400));
+    assert!(
+        r.totals.connected_at_end * 10 < 400 * 3,
+        "long after the trigger, under 30% are connected: {}",
+        r.totals.connected_at_end
+    );
+    assert!(server.handshakes_wasted > 400, "{server:?}");
+    assert!(r.totals.connect_errors.timeout > 400);
+
+    let r = run("metastable-retry-storm", Some(400), |p| {
+        shrink(p);
+        let g = &mut p.groups[0];
+        g.handshake_timeout = secs(10.0);
+        let b = &mut g.behaviour.reconnect.backoff;
+        b.strategy = Strategy::FullJitter;
+        b.base = secs(1.0);
+        b.cap = secs(10.0);
+    });
+    assert_eq!(
+        r.totals.connected_at_end, 400,
+        "jitter and patience recover"
+    );
+    assert_eq!(r.storm.recovered, 400);
+}
+
+#[test]
+fn tls_certificate_errors_are_counted() {
+    for (kind, ok) in [
+        (CertKind::Valid, true),
+        (CertKind::SelfSigned, false),
+        (CertKind::Expired, false),
+        (CertKind::WrongHost, false),
+    ] {
+        let r = run("tls-certificate-errors", Some(20), |p| {
+            p.duration = secs(2.0);
+            p.target.server.tls.as_mut().unwrap().certificate = kind;
+        });
+        let t = &r.totals;
+        if ok {
+            assert_eq!(t.opened, 20, "{kind:?}: {:?}", t.connect_errors);
+            assert_eq!(t.connect_errors.tls, 0);
+            assert_eq!(r.latency_us.tls.count, 20);
+            assert!(r.latency_us.rtt.count > 0);
+        } else {
+            assert_eq!(t.opened, 0, "{kind:?}");
+            assert_eq!(t.connect_errors.tls, 60, "{kind:?}: 3 attempts each");
+            assert_eq!(t.gave_up, 20);
+        }
+    }
+}
