@@ -129,6 +129,15 @@ pub struct GroupResults {
     pub totals: Totals,
     pub latency_us: LatencyTable,
     pub storm: Storm,
+    /// The group's share of the run's timeline, one entry per point of `timeline.points`.
+    #[serde(default)]
+    pub timeline: GroupTimeline,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct GroupTimeline {
+    pub attempts: Vec<u64>,
+    pub connected: Vec<u64>,
 }
 
 /// Storm figures. A *loss* is a connection that ended without the client wanting it (a close

@@ -19,8 +19,8 @@ use crate::metrics::generator::{fd_limit, raise_fd_limit};
 use crate::metrics::{Collector, Latency, Metrics, Snapshot, TICK, summarize};
 use crate::plan::{Plan, PlanTarget};
 use crate::results::{
-    self, EndReason, FiredAction, Generator, GroupResults, Results, Timeline, latency_from,
-    totals_from,
+    self, EndReason, FiredAction, Generator, GroupResults, GroupTimeline, Results, Timeline,
+    latency_from, totals_from,
 };
 use crate::target::{EmbeddedServer, ServerHandle};
 
@@ -163,8 +163,9 @@ pub async fn run(
         .iter()
         .zip(&c.groups)
         .zip(&c.group_attempts)
+        .zip(&c.group_connected)
         .zip(&group_connected_at_end)
-        .map(|(((g, t), series), at_end)| GroupResults {
+        .map(|((((g, t), series), connected), at_end)| GroupResults {
             name: g.name.clone(),
             totals: totals_from(
                 &t.data.counters,
@@ -174,6 +175,10 @@ pub async fn run(
             ),
             latency_us: latency_from(&t.data.hists),
             storm: results::storm_from(&t.data.counters, &t.data.hists, series),
+            timeline: GroupTimeline {
+                attempts: series.clone(),
+                connected: connected.clone(),
+            },
         })
         .collect();
     let lag = summarize(c.hists.get(Latency::ScheduleLag), true);

@@ -60,17 +60,41 @@ fn status(g: &GroupResults, s: &str) -> u64 {
     g.totals.handshake_status.get(s).copied().unwrap_or(0)
 }
 
+/// Lock-step: at least 90% of every wave falls in its busiest 100 ms — or, when the wave
+/// straddles an interval boundary (a busy machine can shift it by a few ms), in its busiest
+/// two adjacent intervals.
+fn assert_lockstep(waves: &[Vec<u64>]) {
+    for wave in waves {
+        let total: u64 = wave.iter().sum();
+        let busiest = wave
+            .windows(2)
+            .map(|w| w[0] + w[1])
+            .chain(wave.iter().copied())
+            .max()
+            .unwrap();
+        assert!(
+            busiest * 10 >= total * 9,
+            "lock-step: >= 90% of each wave together: {waves:?}"
+        );
+    }
+}
+
 fn secs(s: f64) -> Dur {
     Dur(Duration::from_secs_f64(s))
 }
 
-/// Attempts per 100 ms after `after_ms`, grouped into waves separated by empty intervals.
-fn waves(r: &Results, after_ms: u64) -> Vec<Vec<u64>> {
+/// A group's attempts per 100 ms after `after_ms`, grouped into waves separated by empty
+/// intervals.
+fn waves(r: &Results, group: usize, after_ms: u64) -> Vec<Vec<u64>> {
     let mut waves: Vec<Vec<u64>> = Vec::new();
     let mut current: Vec<u64> = Vec::new();
-    for p in r.timeline.points.iter().filter(|p| p.t_ms > after_ms) {
-        if p.attempts > 0 {
-            current.push(p.attempts);
+    let attempts = &r.groups[group].timeline.attempts;
+    for (p, &n) in r.timeline.points.iter().zip(attempts) {
+        if p.t_ms <= after_ms {
+            continue;
+        }
+        if n > 0 {
+            current.push(n);
         } else if !current.is_empty() {
             waves.push(std::mem::take(&mut current));
         }
@@ -103,16 +127,10 @@ fn mass_drop_reconnect() {
 #[test]
 fn synchronized_retry_piles_into_narrow_windows_and_jitter_spreads_it() {
     let r = run("synchronized-retry", Some(300), |p| p.duration = secs(9.0));
-    let w = waves(&r, 3000);
+    let w = waves(&r, 0, 3000);
     assert!(w.len() >= 3, "{w:?}");
-    for wave in &w {
-        let total: u64 = wave.iter().sum();
-        let busiest = *wave.iter().max().unwrap();
-        assert!(
-            busiest * 10 >= total * 9,
-            "lock-step: >= 90% of each wave in its busiest 100 ms: {w:?}"
-        );
-    }
+    assert_lockstep(&w);
+    assert_eq!(r.groups[0].timeline.attempts.len(), r.timeline.points.len());
     assert_eq!(r.totals.connected_at_end, 300);
 
     let jitter = run("synchronized-retry", Some(300), |p| {
@@ -147,11 +165,10 @@ fn backoff_jitter_compares_policies() {
     let exp = group(&r, "exponential");
     let full = group(&r, "full-jitter");
     let dec = group(&r, "decorrelated");
-    assert!(
-        exp.storm.peak_attempts_per_100ms >= 90,
-        "exponential keeps the herd together: {}",
-        exp.storm.peak_attempts_per_100ms
-    );
+    // Exponential backoff without jitter keeps the herd together, wave after wave.
+    let w = waves(&r, 0, 3000);
+    assert!(w.len() >= 3, "{w:?}");
+    assert_lockstep(&w);
     for g in [full, dec] {
         assert!(
             g.storm.peak_attempts_per_100ms <= 45,
@@ -171,7 +188,7 @@ fn backoff_jitter_compares_policies() {
 fn slow_consumers_meet_the_backpressure_policy() {
     // Drop policy: the server drops the slow clients' messages; the fast ones lose nothing
     // and their round trips stay fast (stated bound: p99 under 50 ms).
-    let r = run("slow-consumers", None, |p| p.duration = secs(6.0));
+    let r = run("slow-consumers", None, |p| p.duration = secs(8.0));
     let server = r.server.as_ref().unwrap();
     let fast = group(&r, "fast");
     let slow = group(&r, "slow");

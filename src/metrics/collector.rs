@@ -70,8 +70,10 @@ pub struct Collector {
     /// Scratch for one interval, one entry per group; reused every tick.
     interval: Vec<GroupData>,
     pub groups: Vec<GroupTotals>,
-    /// Attempts per tick, per group (the timeline's `attempts`, split by group).
+    /// Attempts per tick and connected at each tick's end, per group (the timeline, split
+    /// by group).
     pub group_attempts: Vec<Vec<u64>>,
+    pub group_connected: Vec<Vec<u64>>,
     pub totals: Counters,
     pub hists: Hists,
     recent: VecDeque<(Counters, Hists)>,
@@ -92,6 +94,7 @@ impl Collector {
             interval: vec![GroupData::default(); groups],
             groups: vec![GroupTotals::default(); groups],
             group_attempts: vec![Vec::new(); groups],
+            group_connected: vec![Vec::new(); groups],
             totals: Counters::default(),
             hists: Hists::default(),
             recent: VecDeque::with_capacity(RECENT_TICKS + 1),
@@ -121,14 +124,16 @@ impl Collector {
             g.hists.reset();
         }
         self.metrics.drain_into(&mut self.interval, &mut self.spare);
-        for ((total, interval), series) in self
+        for (((total, interval), attempts), connected) in self
             .groups
             .iter_mut()
             .zip(&self.interval)
             .zip(&mut self.group_attempts)
+            .zip(&mut self.group_connected)
         {
-            series.push(interval.counters.attempts);
+            attempts.push(interval.counters.attempts);
             total.data.add(interval);
+            connected.push(total.data.counters.connected());
             total.peak_connected = total.peak_connected.max(total.data.counters.connected());
             counters.add(&interval.counters);
             hists.add(&interval.hists);
