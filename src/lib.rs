@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod plan;
 pub mod printer;
 pub mod profile;
+pub mod proxy;
 pub mod results;
 pub mod swarm;
 pub mod target;

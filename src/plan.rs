@@ -405,7 +405,7 @@ impl Plan {
                     ActionKind::Restart => Action::Restart {
                         down_for: e.down_for.map(|d| d.0).unwrap_or_default(),
                     },
-                    ActionKind::Blackhole => Action::Blackhole {
+                    ActionKind::Hang => Action::Hang {
                         share: e.share.map(|s| s.0).unwrap_or(1.0),
                     },
                 },

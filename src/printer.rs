@@ -218,7 +218,7 @@ pub fn summary(r: &Results) -> String {
             ("idle timeouts", s.idle_timeouts),
             ("rate limited", s.rate_limited),
             ("tokens expired", s.auth_expired),
-            ("blackholed", s.blackholed),
+            ("hung", s.hung),
             ("backpressure drops", s.backpressure_dropped),
             ("backpressure closes", s.backpressure_closed),
             ("stream published", s.stream_published),

@@ -24,6 +24,10 @@ pub struct Rate(pub f64);
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ByteSize(pub u64);
 
+/// A bandwidth: `64KiB/s`, `1MB/s`, `500B/s`. Stored as bytes per second.
+#[derive(Clone, Copy, Debug, PartialEq, PartialOrd)]
+pub struct ByteRate(pub f64);
+
 /// A share written as a percentage `30%` (or `0.3`). Stored as a fraction in 0..=1.
 #[derive(Clone, Copy, Debug, PartialEq, PartialOrd)]
 pub struct Percent(pub f64);
@@ -131,6 +135,29 @@ impl FromStr for ByteSize {
     }
 }
 
+impl FromStr for ByteRate {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let expected = || {
+            format!(
+                "invalid bandwidth `{s}`, expected bytes per second such as `64KiB/s` or `1MB/s`"
+            )
+        };
+        let (size, per) = s.split_once('/').ok_or_else(expected)?;
+        let bytes = size.trim().parse::<ByteSize>().map_err(|_| expected())?.0 as f64;
+        let secs = match per.trim() {
+            "s" | "sec" => 1.0,
+            "ms" => 1e-3,
+            "m" | "min" => 60.0,
+            _ => return Err(expected()),
+        };
+        if bytes <= 0.0 {
+            return Err(format!("bandwidth `{s}` must be greater than zero"));
+        }
+        Ok(ByteRate(bytes / secs))
+    }
+}
+
 impl FromStr for Percent {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
@@ -199,6 +226,7 @@ serde_unit!(Dur, "a duration with a unit such as `250ms` or `30s`");
 serde_unit!(Rate, "a rate such as `2000/s`");
 serde_unit!(ByteSize, "a size such as `64`, `4KiB` or `1MiB`");
 serde_unit!(Percent, "a percentage such as `30%`");
+serde_unit!(ByteRate, "a bandwidth such as `64KiB/s`");
 
 impl fmt::Display for Dur {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -235,6 +263,12 @@ impl fmt::Display for ByteSize {
         } else {
             write!(f, "{b}B")
         }
+    }
+}
+
+impl fmt::Display for ByteRate {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "{}/s", ByteSize(self.0.round() as u64))
     }
 }
 
@@ -320,6 +354,16 @@ mod tests {
         assert!("1.5B".parse::<ByteSize>().is_err());
         assert!("4kib".parse::<ByteSize>().is_err());
         assert_eq!(ByteSize(4096).to_string(), "4KiB");
+    }
+
+    #[test]
+    fn byte_rates() {
+        assert_eq!("64KiB/s".parse::<ByteRate>().unwrap().0, 65536.0);
+        assert_eq!("1MB/s".parse::<ByteRate>().unwrap().0, 1e6);
+        assert_eq!("1KiB/ms".parse::<ByteRate>().unwrap().0, 1024e3);
+        assert!("64KiB".parse::<ByteRate>().is_err());
+        assert!("0B/s".parse::<ByteRate>().is_err());
+        assert_eq!(ByteRate(65536.0).to_string(), "64KiB/s");
     }
 
     #[test]

@@ -251,8 +251,10 @@ fn idle_timeout_is_silent_without_heartbeats() {
 
 #[test]
 fn token_expiry_naive_loops_refresh_recovers() {
+    // Tokens live 3s: the run ends at 5.5s, between the refreshing clients' first renewal
+    // (~3.3s) and their second expiry (~6.3s), after the naive ones ran out of attempts (~4.1s).
     let r = run("token-expiry-reconnect-loop", Some(100), |p| {
-        p.duration = secs(6.0)
+        p.duration = secs(5.5)
     });
     let naive = group(&r, "naive");
     let refresh = group(&r, "refresh");

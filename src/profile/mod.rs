@@ -632,7 +632,7 @@ pub enum ActionKind {
     Restart,
     /// The embedded server stops answering a share of its connections without closing them
     /// (a hung process, a dead peer): only heartbeats can tell.
-    Blackhole,
+    Hang,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]

@@ -302,7 +302,7 @@ pub fn validate(p: &Profile) -> Vec<(String, String)> {
                     _ => {}
                 }
             }
-            ActionKind::Blackhole => {
+            ActionKind::Hang => {
                 for (field, set) in [
                     ("mode", e.mode.is_some()),
                     ("code", e.code.is_some()),
@@ -311,7 +311,7 @@ pub fn validate(p: &Profile) -> Vec<(String, String)> {
                     if set {
                         bad(
                             at(field),
-                            format!("blackhole does not take `{field}` (only `share`)"),
+                            format!("hang does not take `{field}` (only `share`)"),
                         );
                     }
                 }
@@ -497,7 +497,7 @@ fn action_name(a: ActionKind) -> &'static str {
     match a {
         ActionKind::DropAll => "drop-all",
         ActionKind::Restart => "restart",
-        ActionKind::Blackhole => "blackhole",
+        ActionKind::Hang => "hang",
     }
 }
 

@@ -426,8 +426,8 @@ async fn session(
                         stats.dropped_by_action.fetch_add(1, Ordering::Relaxed);
                         break End::Abrupt;
                     }
-                    Some(Action::Blackhole { share }) if !blackholed && selected(id, order.seq, share) => {
-                        stats.blackholed.fetch_add(1, Ordering::Relaxed);
+                    Some(Action::Hang { share }) if !blackholed && selected(id, order.seq, share) => {
+                        stats.hung.fetch_add(1, Ordering::Relaxed);
                         blackholed = true;
                     }
                     _ => {}

@@ -6,7 +6,7 @@
 //! Shape follows mini-redis: the caller binds ([`Server::bind`]), then [`Server::run`] accepts
 //! until the shutdown token fires. One accept loop owns the listener and the accept-rate token
 //! bucket, so admission needs no lock. Each connection is one task ([`connection`]) that watches
-//! the order channel; a [`ServerHandle`] publishes orders (drop-all, restart, blackhole).
+//! the order channel; a [`ServerHandle`] publishes orders (drop-all, restart, hang).
 //!
 //! Inside `wsstorm run` the server gets its own runtime and threads ([`EmbeddedServer::start`])
 //! so the clients' runtime and the server's do not silently share worker threads.
@@ -111,7 +111,7 @@ pub enum Action {
     /// Drop every connection abruptly and refuse new ones (closed listener) for `down_for`.
     Restart { down_for: Duration },
     /// Stop serving a share of the open connections without closing them.
-    Blackhole { share: f64 },
+    Hang { share: f64 },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -146,8 +146,8 @@ impl std::fmt::Display for Action {
             Action::Restart { down_for } => {
                 write!(f, "restart down_for {}", crate::units::Dur(*down_for))
             }
-            Action::Blackhole { share: s } => {
-                write!(f, "blackhole")?;
+            Action::Hang { share: s } => {
+                write!(f, "hang")?;
                 share(f, *s)
             }
         }
@@ -219,7 +219,7 @@ server_counters! {
     open,
     messages_echoed,
     dropped_by_action,
-    blackholed,
+    hung,
     /// Connections the server's heartbeat found dead.
     dead_detected,
     idle_timeouts,
