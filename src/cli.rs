@@ -24,6 +24,7 @@ Examples:
   wsstorm serve --listen 127.0.0.1:9001
   wsstorm run profiles/quickstart.yaml --target ws://127.0.0.1:9001/ws
       (timeline actions of the embedded server need `target: embedded`)
+  wsstorm proxy --listen 127.0.0.1:9100 --upstream 127.0.0.1:9001
   wsstorm validate profiles/quickstart.yaml
 
 Exit codes: 0 ok, 2 bad profile or arguments, 3 could not run (target, output), 130 interrupted.";
@@ -47,6 +48,9 @@ pub enum Command {
     Run(RunArgs),
     /// Run the embedded target server on its own (echo, accept-rate capacity).
     Serve(ServeArgs),
+    /// Run the TCP fault proxy on its own, with an HTTP control API.
+    #[command(after_help = PROXY_HELP)]
+    Proxy(ProxyArgs),
     /// Check a profile and print its plan without running it.
     Validate {
         /// The YAML profile.
@@ -76,6 +80,36 @@ pub struct RunArgs {
     /// Print progress lines instead of the dashboard (the only mode for now).
     #[arg(long)]
     pub no_tui: bool,
+}
+
+const PROXY_HELP: &str = "\
+Control API (JSON over HTTP, loopback by default):
+  GET    /connections   open connections
+  GET    /faults        faults in force
+  POST   /faults        add one, e.g. {\"kind\":\"latency\",\"delay\":\"100ms\",\"jitter\":\"10ms\"}
+                        kinds: cut, blackhole, latency, bandwidth, slicer, idle-timeout,
+                        refuse, partition; common fields: share, direction, duration
+  DELETE /faults/ID     remove one;  DELETE /faults  remove all
+  GET    /stats         counters
+
+Example:
+  wsstorm proxy --listen 127.0.0.1:9100 --upstream 127.0.0.1:9001
+  curl -X POST localhost:9101/faults -d '{\"kind\":\"cut\",\"mode\":\"reset\",\"share\":\"30%\"}'";
+
+#[derive(Args, Debug)]
+pub struct ProxyArgs {
+    /// Address clients connect to.
+    #[arg(long, default_value = "127.0.0.1:9100", value_name = "ADDR")]
+    pub listen: std::net::SocketAddr,
+    /// Where connections are forwarded (host:port).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub upstream: String,
+    /// Address of the control API (default: the listen port + 1).
+    #[arg(long, value_name = "ADDR")]
+    pub control: Option<std::net::SocketAddr>,
+    /// Bytes read per chunk.
+    #[arg(long, default_value = "16KiB")]
+    pub buffer: crate::units::ByteSize,
 }
 
 #[derive(Args, Debug)]
@@ -137,6 +171,7 @@ pub fn main() -> Result<ExitCode, Failure> {
     match cli.command {
         Command::Run(args) => run(args),
         Command::Serve(args) => serve(args),
+        Command::Proxy(args) => proxy(args),
         Command::Validate { profile } => {
             let plan = load_plan(&profile, &Overrides::default())?;
             print!("{}", describe(&plan));
@@ -331,6 +366,64 @@ fn write_results(r: &Results, dir: &Path) -> Result<PathBuf, Failure> {
             }
         }
     }
+}
+
+fn proxy(args: ProxyArgs) -> Result<ExitCode, Failure> {
+    use crate::proxy::{Proxy, ProxyConfig, bind_control, serve_control};
+    crate::metrics::generator::raise_fd_limit();
+    let upstream = std::net::ToSocketAddrs::to_socket_addrs(&args.upstream)
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| {
+            Failure::usage(format!(
+                "--upstream `{}` is not a reachable host:port",
+                args.upstream
+            ))
+        })?;
+    if !(512..=16 << 20).contains(&args.buffer.0) {
+        return Err(Failure::usage("--buffer must be between 512B and 16MiB"));
+    }
+    let control = args.control.unwrap_or_else(|| {
+        let mut c = args.listen;
+        if c.port() != 0 {
+            c.set_port(c.port().wrapping_add(1));
+        }
+        c
+    });
+    let mut config = ProxyConfig::new(args.listen, upstream);
+    config.buffer = args.buffer.0 as usize;
+    let rt = runtime()?;
+    rt.block_on(async {
+        let proxy = Proxy::bind(config)
+            .await
+            .map_err(|e| Failure::runtime(format!("cannot listen on {}: {e}", args.listen)))?;
+        let control_listener = bind_control(control)
+            .await
+            .map_err(|e| Failure::runtime(format!("cannot listen on {control}: {e}")))?;
+        let handle = proxy.handle();
+        println!(
+            "wsstorm proxy: listening on {}, forwarding to {upstream}; control API on http://{}",
+            handle.local_addr(),
+            control_listener
+                .local_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_default()
+        );
+        let stop = CancellationToken::new();
+        tokio::spawn(stop_on_signal(stop.clone()));
+        tokio::spawn(serve_control(
+            control_listener,
+            handle.clone(),
+            stop.clone(),
+        ));
+        proxy.run(stop).await;
+        let s = handle.stats();
+        println!(
+            "wsstorm proxy: stopped; accepted {}, cut {}, idle timeouts {}, bytes up {}, down {}",
+            s.accepted, s.cut, s.idle_timeouts, s.bytes_upstream, s.bytes_downstream
+        );
+        Ok(ExitCode::SUCCESS)
+    })
 }
 
 fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {

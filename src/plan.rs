@@ -16,7 +16,9 @@ use crate::profile::{
     self, AbuseKind, ActionKind, ArrivalPattern, Decision, DropMode as ProfileDropMode, Expiry,
     Profile, TokenPlace,
 };
+use crate::proxy::{CutMode, Fault};
 use crate::target::{Action, DropMode, ServerConfig};
+use crate::units::{ByteRate, ByteSize, Percent};
 
 #[derive(Clone, Debug)]
 pub struct Plan {
@@ -30,6 +32,8 @@ pub struct Plan {
     pub tls: profile::TlsSettings,
     pub groups: Vec<PlanGroup>,
     pub timeline: Vec<PlannedAction>,
+    /// The fault proxy, when any group goes through it.
+    pub proxy: Option<ProxyPlan>,
     /// The profile as the user wrote it (plus command-line overrides), kept for the results.
     pub profile_yaml: String,
 }
@@ -56,6 +60,8 @@ pub struct PlanGroup {
     pub rate: f64,
     pub start: Duration,
     pub pattern: ArrivalPattern,
+    /// Connect through the fault proxy.
+    pub via_proxy: bool,
     pub behaviour: Arc<ClientBehaviour>,
 }
 
@@ -68,6 +74,8 @@ pub struct ClientBehaviour {
     pub subprotocols: Option<HeaderValue>,
     pub read_buffer: usize,
     pub socket_recv_buffer: Option<u32>,
+    /// Client `i` connects from `source_addrs[i % len]`.
+    pub source_addrs: Vec<std::net::IpAddr>,
     pub send: Option<SendPlan>,
     pub heartbeat: Option<HeartbeatPlan>,
     pub backoff: Backoff,
@@ -128,7 +136,33 @@ pub struct HeartbeatPlan {
 #[derive(Clone, Debug)]
 pub struct PlannedAction {
     pub at: Duration,
-    pub action: Action,
+    pub action: TimelineAction,
+}
+
+/// Who carries a timeline action out.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TimelineAction {
+    Server(Action),
+    Proxy(Fault),
+    /// Remove every proxy fault.
+    Heal,
+}
+
+impl std::fmt::Display for TimelineAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self {
+            TimelineAction::Server(a) => write!(f, "{a}"),
+            TimelineAction::Proxy(fault) => write!(f, "proxy {fault}"),
+            TimelineAction::Heal => write!(f, "proxy heal"),
+        }
+    }
+}
+
+/// The fault proxy a run starts.
+#[derive(Clone, Debug)]
+pub struct ProxyPlan {
+    pub listen: std::net::SocketAddr,
+    pub buffer: usize,
 }
 
 /// A set of close codes or HTTP statuses a rule applies to.
@@ -333,6 +367,11 @@ impl Plan {
                     socket_recv_buffer: g
                         .socket_recv_buffer
                         .map(|b| b.0.min(u64::from(u32::MAX)) as u32),
+                    source_addrs: g
+                        .source_addrs
+                        .iter()
+                        .flat_map(|a| parse_addr_range(a).unwrap_or_default())
+                        .collect(),
                     send: b.send.as_ref().map(|s| SendPlan {
                         every: s.every.0,
                         bytes: s.bytes.0 as usize,
@@ -382,6 +421,7 @@ impl Plan {
                     rate: g.arrival.rate.0,
                     start: g.arrival.start.0,
                     pattern: g.arrival.pattern,
+                    via_proxy: g.via_proxy.unwrap_or(p.target.via_proxy),
                     behaviour: Arc::new(behaviour),
                 };
                 next_id += g.clients;
@@ -393,22 +433,7 @@ impl Plan {
             .iter()
             .map(|e| PlannedAction {
                 at: e.at.0,
-                action: match e.action {
-                    ActionKind::DropAll => Action::DropAll {
-                        mode: match e.mode.unwrap_or(ProfileDropMode::Abrupt) {
-                            ProfileDropMode::Abrupt => DropMode::Abrupt,
-                            ProfileDropMode::Reset => DropMode::Reset,
-                            ProfileDropMode::Close => DropMode::Close(e.code.unwrap_or(1001)),
-                        },
-                        share: e.share.map(|s| s.0).unwrap_or(1.0),
-                    },
-                    ActionKind::Restart => Action::Restart {
-                        down_for: e.down_for.map(|d| d.0).unwrap_or_default(),
-                    },
-                    ActionKind::Hang => Action::Hang {
-                        share: e.share.map(|s| s.0).unwrap_or(1.0),
-                    },
-                },
+                action: timeline_action(e),
             })
             .collect();
         // Stable sort: actions at the same instant fire in the order written.
@@ -423,6 +448,17 @@ impl Plan {
             tls: p.target.tls.clone(),
             groups,
             timeline,
+            proxy: (p.target.via_proxy || p.groups.iter().any(|g| g.via_proxy == Some(true))).then(
+                || ProxyPlan {
+                    listen: p
+                        .target
+                        .proxy
+                        .listen
+                        .parse()
+                        .expect("validated proxy listen address"),
+                    buffer: p.target.proxy.buffer.0 as usize,
+                },
+            ),
             profile_yaml,
         }
     }
@@ -452,6 +488,105 @@ impl PlanGroup {
             start + Duration::from_secs_f64(secs)
         })
     }
+}
+
+fn timeline_action(e: &profile::TimelineEntry) -> TimelineAction {
+    let share = Percent(e.share.map(|s| s.0).unwrap_or(1.0));
+    let direction = e.direction.unwrap_or_default();
+    let duration = e.duration;
+    let cut_mode = match e.mode {
+        Some(ProfileDropMode::Abrupt) => CutMode::Fin,
+        _ => CutMode::Reset,
+    };
+    let server = |a| TimelineAction::Server(a);
+    let proxy = |f| TimelineAction::Proxy(f);
+    match e.action {
+        ActionKind::DropAll => server(Action::DropAll {
+            mode: match e.mode.unwrap_or(ProfileDropMode::Abrupt) {
+                ProfileDropMode::Abrupt => DropMode::Abrupt,
+                ProfileDropMode::Reset => DropMode::Reset,
+                ProfileDropMode::Close => DropMode::Close(e.code.unwrap_or(1001)),
+            },
+            share: share.0,
+        }),
+        ActionKind::Restart => server(Action::Restart {
+            down_for: e.down_for.map(|d| d.0).unwrap_or_default(),
+        }),
+        ActionKind::Hang => server(Action::Hang { share: share.0 }),
+        ActionKind::Cut => proxy(Fault::Cut {
+            mode: cut_mode,
+            share,
+        }),
+        ActionKind::Blackhole => proxy(Fault::Blackhole {
+            share,
+            direction,
+            duration,
+        }),
+        ActionKind::Latency => proxy(Fault::Latency {
+            delay: e.delay.unwrap_or_default(),
+            jitter: e.jitter.unwrap_or_default(),
+            share,
+            direction,
+            duration,
+        }),
+        ActionKind::Bandwidth => proxy(Fault::Bandwidth {
+            rate: e.rate.unwrap_or(ByteRate(1.0)),
+            share,
+            direction,
+            duration,
+        }),
+        ActionKind::Slicer => proxy(Fault::Slicer {
+            bytes: e.bytes.unwrap_or(ByteSize(1)),
+            delay: e.delay.unwrap_or_default(),
+            share,
+            direction,
+            duration,
+        }),
+        ActionKind::IdleTimeout => proxy(Fault::IdleTimeout {
+            after: e.after.unwrap_or_default(),
+            mode: cut_mode,
+            share,
+            duration,
+        }),
+        ActionKind::Refuse => proxy(Fault::Refuse {
+            cut_existing: e.cut_existing.unwrap_or(false),
+            duration,
+        }),
+        ActionKind::Partition => proxy(Fault::Partition { share, duration }),
+        ActionKind::Heal => TimelineAction::Heal,
+    }
+}
+
+/// Most addresses one `source_addrs` entry may expand to.
+pub const MAX_SOURCE_ADDRS: u32 = 65_536;
+
+/// `127.0.0.2` or an IPv4 range `127.0.0.2-127.0.0.101` (inclusive).
+pub fn parse_addr_range(s: &str) -> Result<Vec<std::net::IpAddr>, String> {
+    use std::net::{IpAddr, Ipv4Addr};
+    let s = s.trim();
+    if let Some((a, b)) = s.split_once('-') {
+        let a: Ipv4Addr = a
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{a}` is not an IPv4 address"))?;
+        let b: Ipv4Addr = b
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{b}` is not an IPv4 address"))?;
+        let (lo, hi) = (u32::from(a), u32::from(b));
+        if lo > hi {
+            return Err(format!("the range `{s}` runs backwards"));
+        }
+        if hi - lo >= MAX_SOURCE_ADDRS {
+            return Err(format!(
+                "the range `{s}` has more than {MAX_SOURCE_ADDRS} addresses"
+            ));
+        }
+        return Ok((lo..=hi).map(|v| IpAddr::V4(Ipv4Addr::from(v))).collect());
+    }
+    s.parse::<IpAddr>()
+        .map(|a| vec![a])
+        .map_err(|_| format!("`{s}` is not an IP address or a range like 127.0.0.2-127.0.0.101"))
 }
 
 /// Seed of one client's RNG: independent streams per client, reproducible per (seed, id).
@@ -517,13 +652,50 @@ timeline:
     fn timeline_is_sorted_and_resolved() {
         let p = plan(BASE);
         assert_eq!(p.timeline[0].at, Duration::from_secs(2));
-        assert!(matches!(
+        assert_eq!(
             p.timeline[0].action,
-            Action::DropAll { mode: DropMode::Close(1012), share } if share == 0.5
-        ));
-        assert!(
-            matches!(p.timeline[1].action, Action::Restart { down_for } if down_for == Duration::from_secs(1))
+            TimelineAction::Server(Action::DropAll {
+                mode: DropMode::Close(1012),
+                share: 0.5
+            })
         );
+        assert_eq!(
+            p.timeline[1].action,
+            TimelineAction::Server(Action::Restart {
+                down_for: Duration::from_secs(1)
+            })
+        );
+    }
+
+    #[test]
+    fn proxy_faults_are_planned() {
+        let yaml = "
+name: t
+duration: 10s
+target: { url: embedded, via_proxy: true }
+groups:
+  - { name: a, clients: 1, arrival: { rate: 1/s } }
+  - { name: b, clients: 1, arrival: { rate: 1/s }, via_proxy: false }
+timeline:
+  - { at: 1s, action: latency, delay: 100ms, jitter: 10ms, direction: downstream }
+  - { at: 2s, action: cut, mode: fin, share: 30% }
+  - { at: 3s, action: heal }
+";
+        let p = plan(yaml);
+        assert!(p.proxy.is_some());
+        assert!(p.groups[0].via_proxy && !p.groups[1].via_proxy);
+        assert_eq!(
+            p.timeline[0].action.to_string(),
+            "proxy latency 100ms ± 10ms downstream"
+        );
+        assert_eq!(
+            p.timeline[1].action,
+            TimelineAction::Proxy(Fault::Cut {
+                mode: CutMode::Fin,
+                share: Percent(0.3)
+            })
+        );
+        assert_eq!(p.timeline[2].action, TimelineAction::Heal);
     }
 
     #[test]

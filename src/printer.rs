@@ -237,6 +237,18 @@ pub fn summary(r: &Results) -> String {
         }
         let _ = writeln!(o, "  target       {}", parts.join(", "));
     }
+    if let Some(p) = &r.proxy {
+        let _ = writeln!(
+            o,
+            "  proxy        accepted {}, cut {}, idle timeouts {}, upstream errors {}, {} bytes up, {} down",
+            p.accepted,
+            p.cut,
+            p.idle_timeouts,
+            p.upstream_errors,
+            p.bytes_upstream,
+            p.bytes_downstream
+        );
+    }
     for a in &r.timeline.actions {
         let _ = writeln!(
             o,

@@ -39,6 +39,9 @@ pub struct Results {
     /// Counters of the embedded target, when the run used it.
     #[serde(default)]
     pub server: Option<ServerSummary>,
+    /// Counters of the fault proxy, when the run used it.
+    #[serde(default)]
+    pub proxy: Option<crate::proxy::ProxySummary>,
     /// The profile that ran, as YAML (command-line overrides included).
     pub profile: String,
 }

@@ -17,7 +17,8 @@ use crate::client::connect::{EmbeddedInfo, TargetConn};
 use crate::client::{self, GroupCtx};
 use crate::metrics::generator::{fd_limit, raise_fd_limit};
 use crate::metrics::{Collector, Latency, Metrics, Snapshot, TICK, summarize};
-use crate::plan::{Plan, PlanTarget};
+use crate::plan::{Plan, PlanTarget, TimelineAction};
+use crate::proxy::{EmbeddedProxy, ProxyConfig};
 use crate::results::{
     self, EndReason, FiredAction, Generator, GroupResults, GroupTimeline, Results, Timeline,
     latency_from, totals_from,
@@ -28,6 +29,12 @@ use crate::target::{EmbeddedServer, ServerHandle};
 pub enum SetupError {
     #[error("cannot start the embedded target on {addr}: {source}")]
     Target {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start the fault proxy on {addr}: {source}")]
+    Proxy {
         addr: String,
         #[source]
         source: std::io::Error,
@@ -59,9 +66,43 @@ pub async fn run(
         }
         PlanTarget::External { url } => (None, url.clone(), EmbeddedInfo::default()),
     };
-    let target = Arc::new(
+    let direct = Arc::new(
         TargetConn::with_embedded(&url, &plan.tls, &embedded).map_err(SetupError::Connect)?,
     );
+    // The proxy forwards to the target's address; clients that use it connect to the proxy
+    // but keep the target's URL (Host header, TLS name).
+    let proxy = match &plan.proxy {
+        Some(p) => {
+            let upstream = direct.resolve().await.map_err(|e| {
+                SetupError::Connect(format!("cannot resolve {url} for the proxy: {}", e.name()))
+            })?;
+            let mut config = ProxyConfig::new(p.listen, upstream);
+            config.buffer = p.buffer;
+            Some(
+                EmbeddedProxy::start(config)
+                    .await
+                    .map_err(|source| SetupError::Proxy {
+                        addr: p.listen.to_string(),
+                        source,
+                    })?,
+            )
+        }
+        None => None,
+    };
+    let proxied = match &proxy {
+        Some(p) => Some(Arc::new(
+            TargetConn::with_embedded(
+                &url,
+                &plan.tls,
+                &EmbeddedInfo {
+                    addr: Some(p.handle.local_addr()),
+                    ca_pem: embedded.ca_pem.clone(),
+                },
+            )
+            .map_err(SetupError::Connect)?,
+        )),
+        None => None,
+    };
 
     let metrics = Arc::new(Metrics::new(plan.groups.len()));
     let started_at = SystemTime::now();
@@ -84,7 +125,10 @@ pub async fn run(
         let ctx = Arc::new(GroupCtx {
             group: group.index as u16,
             behaviour: group.behaviour.clone(),
-            target: target.clone(),
+            target: match (&proxied, group.via_proxy) {
+                (Some(p), true) => p.clone(),
+                _ => direct.clone(),
+            },
             metrics: metrics.clone(),
             epoch,
             cancel: clients_stop.clone(),
@@ -107,9 +151,11 @@ pub async fn run(
         });
     }
 
+    let proxy = proxy.map(Arc::new);
     let fired = tokio::spawn(fire_timeline(
         plan.timeline.clone(),
         server.as_ref().map(|s| s.handle.clone()),
+        proxy.clone(),
         epoch,
         clients_stop.clone(),
     ));
@@ -142,6 +188,12 @@ pub async fn run(
     let _ = ticker.await;
     let fired = fired.await.unwrap_or_default();
     let server_summary = server.as_ref().map(|s| s.handle.stats.summary());
+    let proxy_summary = proxy.as_ref().map(|p| p.handle.stats());
+    if let Some(p) = proxy.and_then(|p| Arc::try_unwrap(p).ok()) {
+        tokio::task::spawn_blocking(move || p.stop())
+            .await
+            .unwrap_or(());
+    }
     if let Some(s) = server {
         tokio::task::spawn_blocking(move || s.stop())
             .await
@@ -213,6 +265,7 @@ pub async fn run(
         storm,
         groups,
         server: server_summary,
+        proxy: proxy_summary,
         profile: plan.profile_yaml.clone(),
     })
 }
@@ -248,6 +301,7 @@ async fn tick_loop(
 async fn fire_timeline(
     timeline: Vec<crate::plan::PlannedAction>,
     server: Option<ServerHandle>,
+    proxy: Option<Arc<EmbeddedProxy>>,
     epoch: Instant,
     stop: CancellationToken,
 ) -> Vec<FiredAction> {
@@ -257,10 +311,27 @@ async fn fire_timeline(
             _ = stop.cancelled() => break,
             _ = sleep_until(epoch + planned.at) => {}
         }
-        let connections = server
-            .as_ref()
-            .map(|s| s.apply(planned.action))
-            .unwrap_or(0);
+        // Validation made sure the server or proxy an action needs is there.
+        let connections = match &planned.action {
+            TimelineAction::Server(a) => server.as_ref().map(|s| s.apply(*a)).unwrap_or(0),
+            TimelineAction::Proxy(f) => match &proxy {
+                Some(p) => {
+                    let open = p.handle.open();
+                    if let Err(e) = p.apply(f.clone()) {
+                        eprintln!("wsstorm: proxy fault not applied: {e}");
+                    }
+                    open
+                }
+                None => 0,
+            },
+            TimelineAction::Heal => match &proxy {
+                Some(p) => {
+                    p.handle.heal();
+                    p.handle.open()
+                }
+                None => 0,
+            },
+        };
         fired.push(FiredAction {
             t_ms: epoch.elapsed().as_millis() as u64,
             action: planned.action.to_string(),

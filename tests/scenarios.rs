@@ -420,3 +420,53 @@ fn tls_certificate_errors_are_counted() {
         }
     }
 }
+
+#[test]
+fn load_balancer_idle_timeout_cuts_only_quiet_clients() {
+    let r = run("load-balancer-idle-timeout", Some(100), |p| {
+        p.duration = secs(7.0)
+    });
+    let quiet = group(&r, "no-heartbeat");
+    let hb = group(&r, "heartbeat");
+    // Cut at ~3s and ~6s: every quiet client twice, nobody else.
+    assert_eq!(code(quiet, "1006"), 100, "{:?}", quiet.totals.close_codes);
+    assert_eq!(quiet.storm.recovered, 100);
+    assert_eq!(quiet.storm.attempts_per_client.min, 3);
+    assert!(
+        hb.totals.close_codes.is_empty(),
+        "{:?}",
+        hb.totals.close_codes
+    );
+    assert_eq!(hb.totals.connect_attempts, 50);
+    assert_eq!(r.proxy.as_ref().unwrap().idle_timeouts, 100);
+    assert_eq!(r.totals.connected_at_end, 100);
+}
+
+#[test]
+fn network_partition_is_detected_and_heals() {
+    let r = run("network-partition", Some(200), |_| {});
+    let t = &r.totals;
+    // 30% of 100 source addresses; 2 clients per address.
+    assert!(
+        (30..=90).contains(&t.dead_detected),
+        "dead {}",
+        t.dead_detected
+    );
+    assert_eq!(t.dead_detected % 2, 0, "whole addresses are partitioned");
+    let d = &r.latency_us.dead_detect;
+    assert!(d.min >= 2_000_000 && d.max <= 3_300_000, "{d:?}");
+    assert!(
+        t.close_codes.is_empty(),
+        "a partition sends nothing: {:?}",
+        t.close_codes
+    );
+    assert!(
+        t.connect_errors.timeout > 0,
+        "reconnects stall while partitioned"
+    );
+    assert_eq!(
+        r.storm.recovered, t.dead_detected,
+        "all back after the heal"
+    );
+    assert_eq!(t.connected_at_end, 200);
+}

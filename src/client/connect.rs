@@ -135,7 +135,7 @@ pub struct AttemptExtras<'a> {
 }
 
 /// Make one attempt. Cancellation is the caller's business (it drops this future).
-pub async fn attempt(ctx: &GroupCtx, extras: &AttemptExtras<'_>) -> Attempt {
+pub async fn attempt(ctx: &GroupCtx, client: u32, extras: &AttemptExtras<'_>) -> Attempt {
     let b = &ctx.behaviour;
     let target = &ctx.target;
     let addr = match target.resolve().await {
@@ -152,6 +152,12 @@ pub async fn attempt(ctx: &GroupCtx, extras: &AttemptExtras<'_>) -> Attempt {
     };
     if let Some(n) = b.socket_recv_buffer {
         let _ = socket.set_recv_buffer_size(n);
+    }
+    if !b.source_addrs.is_empty() {
+        let source = b.source_addrs[client as usize % b.source_addrs.len()];
+        if let Err(e) = bind_source(&socket, source) {
+            return Attempt::Failed(classify_io(&e));
+        }
     }
     let t0 = Instant::now();
     let tcp = match timeout(b.connect_timeout, socket.connect(addr)).await {
@@ -240,6 +246,25 @@ pub async fn attempt(ctx: &GroupCtx, extras: &AttemptExtras<'_>) -> Attempt {
         Ok(Err(e)) => Attempt::Failed(classify_ws(&e)),
         Err(_) => Attempt::Failed(ConnectError::Timeout),
     }
+}
+
+/// Bind the socket to a local address, leaving the port to connect(): with
+/// IP_BIND_ADDRESS_NO_PORT the kernel picks a port per (source, destination) pair, so each
+/// source address gets its own ~28k ports instead of sharing them.
+fn bind_source(socket: &TcpSocket, ip: std::net::IpAddr) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: a valid socket fd and a c_int option value of the right size.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+    socket.bind(SocketAddr::new(ip, 0))
 }
 
 pub fn classify_io(e: &io::Error) -> ConnectError {

@@ -128,7 +128,7 @@ impl Client {
             };
             // Boxed: the handshake future is large and only lives while connecting; an idle
             // connected client should not carry its space.
-            let attempt = Box::pin(connect::attempt(&ctx, &extras));
+            let attempt = Box::pin(connect::attempt(&ctx, who.client, &extras));
             let attempt = tokio::select! {
                 a = attempt => a,
                 _ = ctx.cancel.cancelled() => {

@@ -19,7 +19,8 @@ use std::path::Path;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::backoff::Strategy;
-use crate::units::{ByteSize, Dur, Percent, Rate};
+use crate::proxy::Direction;
+use crate::units::{ByteRate, ByteSize, Dur, Percent, Rate};
 
 pub use locate::locate;
 pub use validate::{MIN_MESSAGE_BYTES, validate};
@@ -48,6 +49,9 @@ pub struct Target {
     pub url: String,
     pub server: ServerSettings,
     pub tls: TlsSettings,
+    /// Put the fault proxy between the clients and the target (groups may opt out).
+    pub via_proxy: bool,
+    pub proxy: ProxySettings,
 }
 
 #[derive(Deserialize)]
@@ -58,6 +62,28 @@ struct TargetMap {
     server: ServerSettings,
     #[serde(default)]
     tls: TlsSettings,
+    #[serde(default)]
+    via_proxy: bool,
+    #[serde(default)]
+    proxy: ProxySettings,
+}
+
+/// The fault proxy a run starts when `via_proxy` is set.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxySettings {
+    pub listen: String,
+    /// Bytes read per chunk (and queued per direction when nothing holds chunks back).
+    pub buffer: ByteSize,
+}
+
+impl Default for ProxySettings {
+    fn default() -> Self {
+        ProxySettings {
+            listen: "127.0.0.1:0".into(),
+            buffer: ByteSize(16 * 1024),
+        }
+    }
 }
 
 impl<'de> Deserialize<'de> for Target {
@@ -73,6 +99,8 @@ impl<'de> Deserialize<'de> for Target {
                     url: v.to_string(),
                     server: ServerSettings::default(),
                     tls: TlsSettings::default(),
+                    via_proxy: false,
+                    proxy: ProxySettings::default(),
                 })
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Target, A::Error> {
@@ -81,6 +109,8 @@ impl<'de> Deserialize<'de> for Target {
                     url: m.url,
                     server: m.server,
                     tls: m.tls,
+                    via_proxy: m.via_proxy,
+                    proxy: m.proxy,
                 })
             }
         }
@@ -324,6 +354,14 @@ pub struct Group {
     /// grows to megabytes on loopback. Small values model constrained (mobile, IoT) clients.
     #[serde(default)]
     pub socket_recv_buffer: Option<ByteSize>,
+    /// Go through the fault proxy (default: `target.via_proxy`).
+    #[serde(default)]
+    pub via_proxy: Option<bool>,
+    /// Local addresses to connect from, client by client in turn: `127.0.0.2`, or a range
+    /// `127.0.0.2-127.0.0.101`. Spreads clients over addresses (ports per address run out near
+    /// 28k) and gives a partition something to split.
+    #[serde(default)]
+    pub source_addrs: Vec<String>,
     #[serde(default)]
     pub behaviour: Behaviour,
 }
@@ -610,17 +648,42 @@ impl Default for BackoffSettings {
 pub struct TimelineEntry {
     pub at: Dur,
     pub action: ActionKind,
+    /// drop-all: abrupt, reset or close; cut and idle-timeout: reset or fin.
     #[serde(default)]
     pub mode: Option<DropMode>,
     /// Close code for `mode: close`.
     #[serde(default)]
     pub code: Option<u16>,
-    /// Share of the connections affected.
+    /// Share of the connections (partition: of the source addresses) affected.
     #[serde(default)]
     pub share: Option<Percent>,
     /// How long `restart` refuses new connections.
     #[serde(default)]
     pub down_for: Option<Dur>,
+    /// latency: added delay; slicer: time between pieces.
+    #[serde(default)]
+    pub delay: Option<Dur>,
+    /// latency: ± this much, uniformly.
+    #[serde(default)]
+    pub jitter: Option<Dur>,
+    /// bandwidth: bytes per second.
+    #[serde(default)]
+    pub rate: Option<ByteRate>,
+    /// slicer: piece size.
+    #[serde(default)]
+    pub bytes: Option<ByteSize>,
+    /// idle-timeout: how long a connection may carry nothing.
+    #[serde(default)]
+    pub after: Option<Dur>,
+    /// Proxy faults: how long the fault lasts (default: until `heal` or the end).
+    #[serde(default)]
+    pub duration: Option<Dur>,
+    /// Proxy faults: both (default), upstream (client to server) or downstream.
+    #[serde(default)]
+    pub direction: Option<Direction>,
+    /// refuse: also cut the connections already open.
+    #[serde(default)]
+    pub cut_existing: Option<bool>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
@@ -633,12 +696,58 @@ pub enum ActionKind {
     /// The embedded server stops answering a share of its connections without closing them
     /// (a hung process, a dead peer): only heartbeats can tell.
     Hang,
+    /// Proxy: close a share of the connections now (reset or fin).
+    Cut,
+    /// Proxy: stop forwarding without closing.
+    Blackhole,
+    /// Proxy: delay ± jitter.
+    Latency,
+    /// Proxy: limit bytes per second.
+    Bandwidth,
+    /// Proxy: forward in small pieces with pauses.
+    Slicer,
+    /// Proxy: close connections idle for `after`.
+    IdleTimeout,
+    /// Proxy: refuse new connections (for `duration`, or until `heal`).
+    Refuse,
+    /// Proxy: blackhole the clients of a share of source addresses.
+    Partition,
+    /// Proxy: remove every fault in force.
+    Heal,
+}
+
+impl ActionKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ActionKind::DropAll => "drop-all",
+            ActionKind::Restart => "restart",
+            ActionKind::Hang => "hang",
+            ActionKind::Cut => "cut",
+            ActionKind::Blackhole => "blackhole",
+            ActionKind::Latency => "latency",
+            ActionKind::Bandwidth => "bandwidth",
+            ActionKind::Slicer => "slicer",
+            ActionKind::IdleTimeout => "idle-timeout",
+            ActionKind::Refuse => "refuse",
+            ActionKind::Partition => "partition",
+            ActionKind::Heal => "heal",
+        }
+    }
+
+    /// Whether the fault proxy carries this action out (otherwise the embedded server does).
+    pub fn is_proxy(self) -> bool {
+        !matches!(
+            self,
+            ActionKind::DropAll | ActionKind::Restart | ActionKind::Hang
+        )
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum DropMode {
-    /// TCP closed with FIN and no close frame: clients see 1006.
+    /// TCP closed with FIN and no close frame: clients see 1006. (`fin` is the same.)
+    #[serde(alias = "fin")]
     Abrupt,
     /// TCP reset (RST): clients see 1006, usually as a reset.
     Reset,

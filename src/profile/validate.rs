@@ -8,6 +8,7 @@ use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue, Uri};
 
 use super::{AbuseKind, ActionKind, Decision, DropMode, Profile};
 use crate::backoff::Strategy;
+use crate::units::ByteSize;
 
 /// Smallest echo message: the header that carries client id, sequence and send time.
 pub const MIN_MESSAGE_BYTES: u64 = 48;
@@ -128,6 +129,11 @@ pub fn validate(p: &Profile) -> Vec<(String, String)> {
                     at("behaviour.heartbeat.timeout"),
                     "must be longer than 0s".into(),
                 );
+            }
+        }
+        for (j, a) in g.source_addrs.iter().enumerate() {
+            if let Err(e) = crate::plan::parse_addr_range(a) {
+                bad(at(&format!("source_addrs[{j}]")), e);
             }
         }
         let server = p.target.is_embedded().then_some(&p.target.server);
@@ -255,8 +261,10 @@ pub fn validate(p: &Profile) -> Vec<(String, String)> {
         }
     }
 
+    let proxied = p.target.via_proxy || p.groups.iter().any(|g| g.via_proxy == Some(true));
     for (i, e) in p.timeline.iter().enumerate() {
         let at = |field: &str| format!("timeline[{i}].{field}");
+        let name = e.action.name();
         if e.at.0 >= p.duration.0 {
             bad(
                 at("at"),
@@ -266,82 +274,122 @@ pub fn validate(p: &Profile) -> Vec<(String, String)> {
                 ),
             );
         }
-        if !p.target.is_embedded() {
+        if e.action.is_proxy() {
+            if !proxied {
+                bad(
+                    at("action"),
+                    format!(
+                        "`{name}` is a fault of the proxy: set `target.via_proxy: true`{}",
+                        if e.action == ActionKind::Blackhole {
+                            " (or use `hang` to make the embedded server stop answering)"
+                        } else {
+                            ""
+                        }
+                    ),
+                );
+            }
+        } else if !p.target.is_embedded() {
             bad(
                 at("action"),
                 format!(
-                    "`{}` is an action of the embedded target server; the target is {}",
-                    action_name(e.action),
+                    "`{name}` is an action of the embedded target server; the target is {}",
                     p.target.url
                 ),
             );
         }
-        match e.action {
-            ActionKind::DropAll => {
-                if e.down_for.is_some() {
-                    bad(
-                        at("down_for"),
-                        "drop-all does not take `down_for` (use `action: restart`)".into(),
-                    );
-                }
-                match (e.mode.unwrap_or(DropMode::Abrupt), e.code) {
-                    (DropMode::Close, None) => bad(
-                        at("mode"),
-                        "mode `close` needs a `code` (e.g. 1001 going away, 1012 service restart)"
-                            .into(),
-                    ),
-                    (DropMode::Close, Some(c)) if !sendable_close_code(c) => bad(
-                        at("code"),
+        let set: [(&str, bool); 12] = [
+            ("mode", e.mode.is_some()),
+            ("code", e.code.is_some()),
+            ("share", e.share.is_some()),
+            ("down_for", e.down_for.is_some()),
+            ("delay", e.delay.is_some()),
+            ("jitter", e.jitter.is_some()),
+            ("rate", e.rate.is_some()),
+            ("bytes", e.bytes.is_some()),
+            ("after", e.after.is_some()),
+            ("duration", e.duration.is_some()),
+            ("direction", e.direction.is_some()),
+            ("cut_existing", e.cut_existing.is_some()),
+        ];
+        let (takes, needs): (&[&str], &[&str]) = match e.action {
+            ActionKind::DropAll => (&["mode", "code", "share"], &[]),
+            ActionKind::Restart => (&["down_for"], &["down_for"]),
+            ActionKind::Hang => (&["share"], &[]),
+            ActionKind::Cut => (&["mode", "share"], &[]),
+            ActionKind::Blackhole => (&["share", "direction", "duration"], &[]),
+            ActionKind::Latency => (
+                &["delay", "jitter", "share", "direction", "duration"],
+                &["delay"],
+            ),
+            ActionKind::Bandwidth => (&["rate", "share", "direction", "duration"], &["rate"]),
+            ActionKind::Slicer => (
+                &["bytes", "delay", "share", "direction", "duration"],
+                &["bytes", "delay"],
+            ),
+            ActionKind::IdleTimeout => (&["after", "mode", "share", "duration"], &["after"]),
+            ActionKind::Refuse => (&["cut_existing", "duration"], &[]),
+            ActionKind::Partition => (&["share", "duration"], &["share"]),
+            ActionKind::Heal => (&[], &[]),
+        };
+        for (field, present) in set {
+            if present && !takes.contains(&field) {
+                bad(
+                    at(field),
+                    if takes.is_empty() {
+                        format!("{name} takes no `{field}`")
+                    } else {
                         format!(
-                            "{c} cannot be sent in a close frame: use 1000-1003, 1007-1014 or 3000-4999"
-                        ),
+                            "{name} does not take `{field}` (it takes: {})",
+                            takes.join(", ")
+                        )
+                    },
+                );
+            }
+            if !present && needs.contains(&field) {
+                bad(at("action"), format!("{name} needs `{field}`"));
+            }
+        }
+        for (field, d) in [
+            ("down_for", e.down_for),
+            ("delay", e.delay.filter(|_| e.action == ActionKind::Slicer)),
+            ("after", e.after),
+            ("duration", e.duration),
+        ] {
+            if d.is_some_and(|d| d.0.is_zero()) {
+                bad(at(field), "must be longer than 0s".into());
+            }
+        }
+        if let (Some(d), Some(j)) = (e.delay, e.jitter)
+            && j.0 > d.0
+        {
+            bad(at("jitter"), format!("{j} is larger than the delay ({d})"));
+        }
+        if e.bytes == Some(ByteSize(0)) {
+            bad(at("bytes"), "must be at least 1".into());
+        }
+        match (e.action, e.mode) {
+            (ActionKind::DropAll, mode) => match (mode.unwrap_or(DropMode::Abrupt), e.code) {
+                (DropMode::Close, None) => bad(
+                    at("mode"),
+                    "mode `close` needs a `code` (e.g. 1001 going away, 1012 service restart)"
+                        .into(),
+                ),
+                (DropMode::Close, Some(c)) if !sendable_close_code(c) => bad(
+                    at("code"),
+                    format!(
+                        "{c} cannot be sent in a close frame: use 1000-1003, 1007-1014 or 3000-4999"
                     ),
-                    (DropMode::Abrupt | DropMode::Reset, Some(_)) => {
-                        bad(at("code"), "only `mode: close` sends a close code".into())
-                    }
-                    _ => {}
+                ),
+                (DropMode::Abrupt | DropMode::Reset, Some(_)) => {
+                    bad(at("code"), "only `mode: close` sends a close code".into())
                 }
-            }
-            ActionKind::Hang => {
-                for (field, set) in [
-                    ("mode", e.mode.is_some()),
-                    ("code", e.code.is_some()),
-                    ("down_for", e.down_for.is_some()),
-                ] {
-                    if set {
-                        bad(
-                            at(field),
-                            format!("hang does not take `{field}` (only `share`)"),
-                        );
-                    }
-                }
-            }
-            ActionKind::Restart => {
-                match e.down_for {
-                    None => bad(
-                        at("action"),
-                        "restart needs `down_for` (how long new connections are refused)".into(),
-                    ),
-                    Some(d) if d.0.is_zero() => {
-                        bad(at("down_for"), "must be longer than 0s".into())
-                    }
-                    _ => {}
-                }
-                for (field, set) in [
-                    ("mode", e.mode.is_some()),
-                    ("code", e.code.is_some()),
-                    ("share", e.share.is_some()),
-                ] {
-                    if set {
-                        bad(
-                            at(field),
-                            format!(
-                                "restart does not take `{field}`: it drops every connection abruptly"
-                            ),
-                        );
-                    }
-                }
-            }
+                _ => {}
+            },
+            (ActionKind::Cut | ActionKind::IdleTimeout, Some(DropMode::Close)) => bad(
+                at("mode"),
+                format!("the proxy cannot send close frames: {name} takes `reset` or `fin`"),
+            ),
+            _ => {}
         }
     }
     out
@@ -349,6 +397,18 @@ pub fn validate(p: &Profile) -> Vec<(String, String)> {
 
 fn check_target(p: &Profile, bad: &mut impl FnMut(String, String)) {
     let t = &p.target;
+    if t.proxy.listen.parse::<SocketAddr>().is_err() {
+        bad(
+            "target.proxy.listen".into(),
+            format!("`{}` is not an address such as 127.0.0.1:0", t.proxy.listen),
+        );
+    }
+    if !(512..=(16 << 20)).contains(&t.proxy.buffer.0) {
+        bad(
+            "target.proxy.buffer".into(),
+            "must be between 512B and 16MiB".into(),
+        );
+    }
     if t.is_embedded() {
         let s = &t.server;
         if s.listen.parse::<SocketAddr>().is_err() {
@@ -490,14 +550,6 @@ fn check_target(p: &Profile, bad: &mut impl FnMut(String, String)) {
             "target.tls".into(),
             "set either `ca_file` or `insecure_skip_verify`, not both".into(),
         );
-    }
-}
-
-fn action_name(a: ActionKind) -> &'static str {
-    match a {
-        ActionKind::DropAll => "drop-all",
-        ActionKind::Restart => "restart",
-        ActionKind::Hang => "hang",
     }
 }
 

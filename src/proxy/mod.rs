@@ -24,6 +24,8 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::listener::{Reservation, listen};
+
 use crate::units::{ByteRate, ByteSize, Dur, Percent};
 
 pub use control::{bind_control, serve_control};
@@ -630,6 +632,7 @@ impl Proxy {
         let Proxy { listener, handle } = self;
         let shared = handle.shared.clone();
         let mut listener = Some(listener);
+        let mut reserved: Option<Reservation> = None;
         let mut table = shared.table.subscribe();
         let conns = tokio_util::task::TaskTracker::new();
         let mut next_id = 0u64;
@@ -642,10 +645,17 @@ impl Proxy {
                     }
                     let refusing = table.borrow_and_update().refusing();
                     if refusing && listener.is_some() {
-                        // A closed listener: the kernel answers new SYNs with RST (refused).
-                        listener = None;
+                        // No listener: the kernel answers new SYNs with RST (refused). The
+                        // port stays reserved for when the fault is healed.
+                        if let Some(l) = listener.take() {
+                            reserved = Reservation::take(l).ok();
+                        }
                     } else if !refusing && listener.is_none() {
-                        match listen(handle.addr, shared.config.backlog) {
+                        let reopened = match reserved.take() {
+                            Some(r) => r.release(handle.addr, shared.config.backlog),
+                            None => listen(handle.addr, shared.config.backlog),
+                        };
+                        match reopened {
                             Ok(l) => listener = Some(l),
                             Err(e) => {
                                 eprintln!("wsstorm: the proxy cannot listen again on {}: {e}", handle.addr);
@@ -720,19 +730,6 @@ async fn accept_opt(l: &Option<TcpListener>) -> std::io::Result<(TcpStream, Sock
         Some(l) => l.accept().await,
         None => std::future::pending().await,
     }
-}
-
-fn listen(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::STREAM,
-        Some(socket2::Protocol::TCP),
-    )?;
-    socket.set_reuse_address(true)?;
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(backlog.min(i32::MAX as u32) as i32)?;
-    TcpListener::from_std(socket.into())
 }
 
 /// The proxy on its own runtime and thread, for `wsstorm run` with `via_proxy`.

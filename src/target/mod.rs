@@ -27,6 +27,8 @@ use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::listener::{Reservation, listen};
+
 use crate::auth::Signer;
 use crate::profile::{CertKind, IdleMode, OnFull, RateLimitAction, ServerSettings};
 
@@ -371,6 +373,7 @@ impl Server {
             ));
         }
         let mut listener = Some(listener);
+        let mut reserved: Option<Reservation> = None;
         let mut orders = shared.orders.subscribe();
         let mut bucket = config.accept_rate.map(|rate| {
             TokenBucket::new(
@@ -392,15 +395,21 @@ impl Server {
                     if changed.is_err() { break; }
                     let order = *orders.borrow_and_update();
                     if let Some(Action::Restart { down_for }) = order.action {
-                        // Closing the listener makes the kernel refuse new SYNs (RST), which is
-                        // what clients see while a real server is down.
-                        listener = None;
+                        // No listener: the kernel refuses new SYNs (RST), which is what
+                        // clients see while a real server is down. The port stays reserved.
+                        if let Some(l) = listener.take() {
+                            reserved = Reservation::take(l).ok();
+                        }
                         down_until = Some(Instant::now() + down_for);
                     }
                 }
                 _ = sleep_until_opt(down_until) => {
                     down_until = None;
-                    match listen(handle.addr, config.backlog) {
+                    let reopened = match reserved.take() {
+                        Some(r) => r.release(handle.addr, config.backlog),
+                        None => listen(handle.addr, config.backlog),
+                    };
+                    match reopened {
                         Ok(l) => listener = Some(l),
                         Err(e) => {
                             eprintln!("wsstorm: the target cannot listen again on {} after restart: {e}", handle.addr);
@@ -458,19 +467,6 @@ fn is_transient_accept_error(e: &std::io::Error) -> bool {
         e.kind(),
         std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::ConnectionReset
     )
-}
-
-fn listen(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::STREAM,
-        Some(socket2::Protocol::TCP),
-    )?;
-    socket.set_reuse_address(true)?;
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(backlog.min(i32::MAX as u32) as i32)?;
-    TcpListener::from_std(socket.into())
 }
 
 /// `rate` tokens per second, at most `burst`: the accept-rate capacity and per-connection
