@@ -78,14 +78,15 @@ pub async fn run(
             })?;
             let mut config = ProxyConfig::new(p.listen, upstream);
             config.buffer = p.buffer;
-            Some(
-                EmbeddedProxy::start(config)
-                    .await
-                    .map_err(|source| SetupError::Proxy {
-                        addr: p.listen.to_string(),
-                        source,
-                    })?,
-            )
+            let started = match &server {
+                // In front of the embedded target: a sidecar on its runtime.
+                Some(s) => EmbeddedProxy::start_on(s.runtime.clone(), config).await,
+                None => EmbeddedProxy::start(config).await,
+            };
+            Some(started.map_err(|source| SetupError::Proxy {
+                addr: p.listen.to_string(),
+                source,
+            })?)
         }
         None => None,
     };

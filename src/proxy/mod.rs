@@ -742,6 +742,29 @@ pub struct EmbeddedProxy {
 }
 
 impl EmbeddedProxy {
+    /// Start on an existing runtime (the embedded target's: a sidecar shares its threads, so a
+    /// hop through it costs no extra thread wake-up).
+    pub async fn start_on(
+        runtime: tokio::runtime::Handle,
+        config: ProxyConfig,
+    ) -> std::io::Result<EmbeddedProxy> {
+        let shutdown = CancellationToken::new();
+        let token = shutdown.clone();
+        let proxy = runtime
+            .spawn(Proxy::bind(config))
+            .await
+            .map_err(|_| std::io::Error::other("the proxy task ended early"))??;
+        let handle = proxy.handle();
+        runtime.spawn(proxy.run(token));
+        Ok(EmbeddedProxy {
+            handle,
+            shutdown,
+            thread: None,
+            runtime,
+        })
+    }
+
+    /// Start on a runtime and thread of its own.
     pub async fn start(config: ProxyConfig) -> std::io::Result<EmbeddedProxy> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let shutdown = CancellationToken::new();
@@ -749,8 +772,9 @@ impl EmbeddedProxy {
         let thread = std::thread::Builder::new()
             .name("wsstorm-proxy".into())
             .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(1)
+                // One thread, no work stealing: a proxy's work is short and I/O bound, and
+                // cross-thread wake-ups would cost more than they spread.
+                let runtime = match tokio::runtime::Builder::new_current_thread()
                     .thread_name("wsstorm-proxy")
                     .enable_all()
                     .build()

@@ -515,6 +515,8 @@ fn selected(id: u64, seq: u64, share: f64) -> bool {
 /// The embedded server on its own runtime and threads, for `wsstorm run`.
 pub struct EmbeddedServer {
     pub handle: ServerHandle,
+    /// The server's runtime, so a proxy in front of it can share its threads.
+    pub runtime: tokio::runtime::Handle,
     shutdown: CancellationToken,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -548,15 +550,16 @@ impl EmbeddedServer {
                         return;
                     }
                 };
-                let _ = tx.send(Ok(server.handle()));
+                let _ = tx.send(Ok((server.handle(), runtime.handle().clone())));
                 runtime.block_on(server.run(token));
                 runtime.shutdown_timeout(Duration::from_secs(1));
             })?;
-        let handle = rx
+        let (handle, runtime) = rx
             .await
             .map_err(|_| std::io::Error::other("the target server thread ended early"))??;
         Ok(EmbeddedServer {
             handle,
+            runtime,
             shutdown,
             thread: Some(thread),
         })
