@@ -1,6 +1,7 @@
 //! Command line: raw arguments become a validated plan before anything runs, and every outcome
 //! maps to one exit code in `main`.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -27,7 +28,8 @@ Examples:
   wsstorm proxy --listen 127.0.0.1:9100 --upstream 127.0.0.1:9001
   wsstorm validate profiles/quickstart.yaml
 
-Exit codes: 0 ok, 2 bad profile or arguments, 3 could not run (target, output), 130 interrupted.";
+Exit codes: 0 ok (also stopped with q in the dashboard), 2 bad profile or arguments,
+3 could not run (target, output), 130 interrupted (Ctrl-C, SIGTERM).";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -77,7 +79,8 @@ pub struct RunArgs {
     /// Directory for results.json (default: reports/<name>-<time>/).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Print progress lines instead of the dashboard (the only mode for now).
+    /// Print progress lines instead of the live dashboard (also when stdout is not a
+    /// terminal).
     #[arg(long)]
     pub no_tui: bool,
 }
@@ -286,6 +289,39 @@ fn run(args: RunArgs) -> Result<ExitCode, Failure> {
     let rt = runtime()?;
     let stop = CancellationToken::new();
     let (tx, mut rx) = watch::channel(Arc::new(crate::metrics::Snapshot::default()));
+    // The dashboard when a person is watching; progress lines for logs and pipes.
+    let ui = if !args.no_tui && std::io::stdout().is_terminal() {
+        let info = crate::dashboard::RunInfo {
+            name: plan.name.clone(),
+            target: match &plan.target {
+                crate::plan::PlanTarget::Embedded { .. } => "embedded target".into(),
+                crate::plan::PlanTarget::External { url } => url.clone(),
+            } + if plan.proxy.is_some() {
+                " via proxy"
+            } else {
+                ""
+            },
+            seed: plan.seed,
+            duration: plan.duration,
+            clients: plan.total_clients(),
+            timeline: plan
+                .timeline
+                .iter()
+                .map(|a| (a.at, a.action.to_string()))
+                .collect(),
+            fd_limit: crate::metrics::generator::raise_fd_limit(),
+        };
+        match crate::dashboard::Ui::start(info, rx.clone(), stop.clone()) {
+            Ok(ui) => Some(ui),
+            Err(e) => {
+                eprintln!("wsstorm: no dashboard ({e}); printing progress lines");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let lines = ui.is_none();
     let results = rt.block_on(async {
         tokio::spawn(stop_on_signal(stop.clone()));
         let (duration, clients) = (plan.duration, plan.total_clients());
@@ -293,7 +329,7 @@ fn run(args: RunArgs) -> Result<ExitCode, Failure> {
             let mut next = Duration::from_secs(1);
             while rx.changed().await.is_ok() {
                 let snap = rx.borrow_and_update().clone();
-                if snap.elapsed >= next {
+                if lines && snap.elapsed >= next {
                     eprintln!(
                         "{}",
                         crate::printer::progress_line(&snap, duration, clients)
@@ -307,6 +343,20 @@ fn run(args: RunArgs) -> Result<ExitCode, Failure> {
         r
     });
     rt.shutdown_timeout(Duration::from_secs(1));
+    // Give the terminal back before anything is printed.
+    let mut results = results;
+    if let Some(ui) = ui {
+        let exit = ui.exit.clone();
+        if let Err(e) = ui.finish() {
+            eprintln!("wsstorm: the dashboard failed: {e}");
+        }
+        if let Ok(r) = &mut results
+            && exit.stopped()
+            && !exit.interrupted()
+        {
+            r.end_reason = EndReason::Stopped;
+        }
+    }
     let results = results.map_err(|e| Failure::runtime(e.to_string()))?;
     print!("{}", crate::printer::summary(&results));
     let dir = args
@@ -316,7 +366,7 @@ fn run(args: RunArgs) -> Result<ExitCode, Failure> {
     let path = write_results(&results, &dir)?;
     println!("  results      {}", path.display());
     Ok(match results.end_reason {
-        EndReason::Completed => ExitCode::SUCCESS,
+        EndReason::Completed | EndReason::Stopped => ExitCode::SUCCESS,
         EndReason::Interrupted => ExitCode::from(130),
     })
 }

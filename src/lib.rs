@@ -9,6 +9,7 @@ pub mod auth;
 pub mod backoff;
 pub mod cli;
 pub mod client;
+pub mod dashboard;
 pub mod listener;
 pub mod metrics;
 pub mod plan;

@@ -101,6 +101,7 @@ pub fn summary(r: &Results) -> String {
         match r.end_reason {
             crate::results::EndReason::Completed => "completed",
             crate::results::EndReason::Interrupted => "INTERRUPTED",
+            crate::results::EndReason::Stopped => "stopped",
         },
         r.duration_ms as f64 / 1000.0,
         r.seed,

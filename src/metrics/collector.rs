@@ -41,6 +41,8 @@ pub struct Snapshot {
     pub latency_recent: Vec<LatencySummary>,
     pub point: Point,
     pub generator: Option<GeneratorSample>,
+    /// Recovery, retry pressure and give-ups so far.
+    pub storm: super::storm::Storm,
 }
 
 impl Snapshot {
@@ -78,6 +80,8 @@ pub struct Collector {
     pub hists: Hists,
     recent: VecDeque<(Counters, Hists)>,
     pub points: Vec<Point>,
+    /// `points[].attempts`, kept apart for the storm figures of each snapshot.
+    attempt_series: Vec<u64>,
     pub peak_connected: u64,
     pub samples: Vec<GeneratorSample>,
     sampler: Sampler,
@@ -99,6 +103,7 @@ impl Collector {
             hists: Hists::default(),
             recent: VecDeque::with_capacity(RECENT_TICKS + 1),
             points: Vec::new(),
+            attempt_series: Vec::new(),
             peak_connected: 0,
             samples: Vec::new(),
             sampler: Sampler::new(),
@@ -154,6 +159,7 @@ impl Collector {
             in_backoff: self.totals.in_backoff(),
         };
         self.points.push(point);
+        self.attempt_series.push(point.attempts);
         self.recent.push_back((counters, hists));
         self.ticks += 1;
 
@@ -186,6 +192,7 @@ impl Collector {
                 .collect(),
             point,
             generator,
+            storm: super::storm::storm_from(&self.totals, &self.hists, &self.attempt_series),
         }
     }
 }

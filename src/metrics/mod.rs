@@ -9,6 +9,7 @@
 
 mod collector;
 pub mod generator;
+pub mod storm;
 mod summary;
 
 use std::collections::BTreeMap;

@@ -1,0 +1,606 @@
+//! Drawing the dashboard: a pure function of its state, so tests draw into ratatui's
+//! TestBackend and read the buffer.
+
+use ratatui::Frame;
+use ratatui::layout::{Alignment, Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style, Stylize};
+use ratatui::symbols::Marker;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{
+    Axis, Block, Cell, Chart, Clear, Dataset, Gauge, GraphType, Paragraph, Row, Table, Wrap,
+};
+
+use super::Dashboard;
+use crate::metrics::{Latency, LatencySummary};
+use crate::printer::close_code_name;
+
+/// Below this the panels cannot be laid out readably.
+pub const MIN_WIDTH: u16 = 60;
+pub const MIN_HEIGHT: u16 = 20;
+
+pub fn render(app: &Dashboard, f: &mut Frame) {
+    let area = f.area();
+    if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
+        let msg = format!(
+            "wsstorm: the terminal is {}x{}; the dashboard needs {MIN_WIDTH}x{MIN_HEIGHT}. The run goes on; q stops it.",
+            area.width, area.height
+        );
+        f.render_widget(Paragraph::new(msg).wrap(Wrap { trim: true }), area);
+        return;
+    }
+    let [header, charts, middle, bottom, footer] = Layout::vertical([
+        Constraint::Length(3),
+        Constraint::Min(6),
+        Constraint::Length(7),
+        Constraint::Length(6),
+        Constraint::Length(1),
+    ])
+    .areas(area);
+    render_header(app, f, header);
+    let [left, right] =
+        Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(charts);
+    render_chart(app, f, left, Series::Connected);
+    render_chart(app, f, right, Series::Attempts);
+    let [lat, codes] =
+        Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(middle);
+    render_latency(app, f, lat);
+    render_codes(app, f, codes);
+    let [storm, generator] =
+        Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(bottom);
+    render_storm(app, f, storm);
+    render_generator(app, f, generator);
+    f.render_widget(
+        Paragraph::new(" q stop · ? help · 1-4 or w: chart window · l: latency window ")
+            .style(Style::new().add_modifier(Modifier::DIM)),
+        footer,
+    );
+    if app.show_help {
+        render_help(f, area);
+    }
+}
+
+fn secs(d: std::time::Duration) -> String {
+    format!("{:.1}s", d.as_secs_f64())
+}
+
+fn render_header(app: &Dashboard, f: &mut Frame, area: Rect) {
+    let s = &app.snapshot;
+    let i = &app.info;
+    let title = format!(" wsstorm · {} · {} · seed {} ", i.name, i.target, i.seed);
+    let block = Block::bordered().title(title.bold());
+    let inner = block.inner(area);
+    f.render_widget(block, area);
+    let ratio = if i.duration.is_zero() {
+        0.0
+    } else {
+        (s.elapsed.as_secs_f64() / i.duration.as_secs_f64()).clamp(0.0, 1.0)
+    };
+    let phase = if s.elapsed >= i.duration && !i.duration.is_zero() {
+        "closing"
+    } else {
+        "running"
+    };
+    let label = format!(
+        "{phase} {} / {}  ·  connected {}/{} (peak {})  ·  window {}",
+        secs(s.elapsed),
+        secs(i.duration),
+        s.totals.connected(),
+        i.clients,
+        s.peak_connected,
+        app.window.label()
+    );
+    f.render_widget(
+        Gauge::default()
+            .gauge_style(Style::new().fg(Color::Blue))
+            .ratio(ratio)
+            .label(label),
+        inner,
+    );
+}
+
+#[derive(Clone, Copy)]
+enum Series {
+    Connected,
+    Attempts,
+}
+
+fn render_chart(app: &Dashboard, f: &mut Frame, area: Rect, series: Series) {
+    let visible = app.visible();
+    let points: Vec<(f64, f64)> = visible
+        .iter()
+        .map(|s| {
+            (
+                s.t,
+                match series {
+                    Series::Connected => s.connected,
+                    Series::Attempts => s.attempts_per_s,
+                },
+            )
+        })
+        .collect();
+    let (t0, t1) = match (visible.first(), visible.last()) {
+        (Some(a), Some(b)) if b.t > a.t => (a.t, b.t),
+        (Some(a), _) => (a.t, a.t + 1.0),
+        _ => (0.0, 1.0),
+    };
+    let t0 = match app.window.seconds() {
+        Some(w) => (t1 - w).max(0.0).min(t0),
+        None => t0,
+    };
+    let y_max = points
+        .iter()
+        .map(|p| p.1)
+        .fold(0.0f64, f64::max)
+        .max(match series {
+            Series::Connected => f64::from(app.info.clients),
+            Series::Attempts => 1.0,
+        })
+        * 1.1;
+    // The timeline's actions that have fired, as vertical lines.
+    let markers: Vec<Vec<(f64, f64)>> = app
+        .info
+        .timeline
+        .iter()
+        .map(|(at, _)| at.as_secs_f64())
+        .filter(|t| *t >= t0 && *t <= t1 && *t <= app.snapshot.elapsed.as_secs_f64())
+        .map(|t| vec![(t, 0.0), (t, y_max)])
+        .collect();
+    let mut datasets: Vec<Dataset> = markers
+        .iter()
+        .map(|m| {
+            Dataset::default()
+                .marker(Marker::Braille)
+                .graph_type(GraphType::Line)
+                .style(Style::new().fg(Color::Yellow))
+                .data(m)
+        })
+        .collect();
+    datasets.push(
+        Dataset::default()
+            .marker(Marker::Braille)
+            .graph_type(GraphType::Line)
+            .style(Style::new().fg(match series {
+                Series::Connected => Color::Green,
+                Series::Attempts => Color::Cyan,
+            }))
+            .data(&points),
+    );
+    let now = points.last().map(|p| p.1).unwrap_or(0.0);
+    let title = match series {
+        Series::Connected => format!(" connected clients: {now:.0} "),
+        Series::Attempts => format!(" connect attempts/s: {now:.0} "),
+    };
+    let chart = Chart::new(datasets)
+        .block(Block::bordered().title(title))
+        .x_axis(
+            Axis::default()
+                .bounds([t0, t1])
+                .labels([format!("{t0:.0}s"), format!("{t1:.0}s")]),
+        )
+        .y_axis(
+            Axis::default()
+                .bounds([0.0, y_max])
+                .labels(["0".to_string(), format!("{:.0}", y_max / 1.1)]),
+        );
+    f.render_widget(chart, area);
+}
+
+fn ms(us: u64) -> String {
+    let ms = us as f64 / 1000.0;
+    if ms >= 100.0 {
+        format!("{ms:.0}")
+    } else if ms >= 10.0 {
+        format!("{ms:.1}")
+    } else {
+        format!("{ms:.2}")
+    }
+}
+
+fn latency_row<'a>(name: &'a str, l: &LatencySummary) -> Row<'a> {
+    if l.count == 0 {
+        return Row::new(vec![Cell::from(name), Cell::from("-")]);
+    }
+    Row::new(vec![
+        Cell::from(name),
+        Cell::from(ms(l.p50)),
+        Cell::from(ms(l.p90)),
+        Cell::from(ms(l.p99)),
+        Cell::from(ms(l.p999)),
+        Cell::from(ms(l.max)),
+    ])
+}
+
+fn render_latency(app: &Dashboard, f: &mut Frame, area: Rect) {
+    let s = &app.snapshot;
+    let pick = |l: Latency| -> LatencySummary {
+        let v = if app.latency_whole_run {
+            &s.latency
+        } else {
+            &s.latency_recent
+        };
+        v.get(l as usize).cloned().unwrap_or_default()
+    };
+    let rows = vec![
+        latency_row("connect", &pick(Latency::Connect)),
+        latency_row("handshake", &pick(Latency::Handshake)),
+        latency_row("rtt", &pick(Latency::Rtt)),
+        latency_row("reconnect", &pick(Latency::Reconnect)),
+    ];
+    let title = if app.latency_whole_run {
+        " latency ms · whole run "
+    } else {
+        " latency ms · last 1s "
+    };
+    let table = Table::new(
+        rows,
+        [
+            Constraint::Length(9),
+            Constraint::Fill(1),
+            Constraint::Fill(1),
+            Constraint::Fill(1),
+            Constraint::Fill(1),
+            Constraint::Fill(1),
+        ],
+    )
+    .header(
+        Row::new(["", "p50", "p90", "p99", "p99.9", "max"])
+            .style(Style::new().add_modifier(Modifier::BOLD)),
+    )
+    .block(Block::bordered().title(title));
+    f.render_widget(table, area);
+}
+
+fn code_color(code: u16) -> Color {
+    match code {
+        1000 => Color::Green,
+        1001 | 1012 | 1013 => Color::Yellow,
+        4000..=4999 => Color::Magenta,
+        _ => Color::Red,
+    }
+}
+
+fn render_codes(app: &Dashboard, f: &mut Frame, area: Rect) {
+    let t = &app.snapshot.totals;
+    let block = Block::bordered().title(" close codes · handshakes · errors ");
+    let inner = block.inner(area);
+    f.render_widget(block, area);
+    let mut lines: Vec<Line> = Vec::new();
+    let mut codes: Vec<(u16, u64)> = t.close_codes.iter().map(|(k, v)| (*k, *v)).collect();
+    codes.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let max = codes.first().map(|c| c.1).unwrap_or(1).max(1);
+    let label_width = 24usize;
+    let bar_room = (inner.width as usize)
+        .saturating_sub(label_width + 8)
+        .max(1);
+    for (code, n) in &codes {
+        let bar = ((*n as f64 / max as f64) * bar_room as f64).ceil() as usize;
+        let label = format!("{code} {}", close_code_name(*code));
+        lines.push(Line::from(vec![
+            Span::raw(format!("{label:<label_width$.label_width$}")),
+            Span::styled("█".repeat(bar.max(1)), Style::new().fg(code_color(*code))),
+            Span::raw(format!(" {n}")),
+        ]));
+    }
+    if codes.is_empty() {
+        lines.push(Line::from("no closes by the server or network").dim());
+    }
+    let statuses: Vec<String> = t
+        .handshake_status
+        .iter()
+        .map(|(k, v)| format!("HTTP {k} ×{v}"))
+        .collect();
+    if !statuses.is_empty() {
+        lines.push(Line::from(statuses.join("  ")).yellow());
+    }
+    let errors: Vec<String> = crate::metrics::ConnectError::ALL
+        .iter()
+        .filter(|e| t.connect_error(**e) > 0)
+        .map(|e| format!("{} {}", e.name(), t.connect_error(*e)))
+        .collect();
+    if !errors.is_empty() {
+        lines.push(Line::from(format!("connect errors: {}", errors.join(", "))).red());
+    }
+    f.render_widget(Paragraph::new(lines), inner);
+}
+
+fn render_storm(app: &Dashboard, f: &mut Frame, area: Rect) {
+    let s = &app.snapshot;
+    let st = &s.storm;
+    let pct = |v: Option<f64>| v.map_or("—".to_string(), |ms| format!("{ms:.0}ms"));
+    let lines = vec![
+        Line::from(format!(
+            "backoff {}  gave up {}  dead {}",
+            s.totals.in_backoff(),
+            s.totals.gave_up,
+            s.totals.dead_detected
+        )),
+        Line::from(format!("lost {}  back {}", st.losses, st.recovered)),
+        Line::from(format!(
+            "back in: 50% {}  95% {}  99% {}",
+            pct(st.recovery_ms.p50),
+            pct(st.recovery_ms.p95),
+            pct(st.recovery_ms.p99)
+        )),
+        Line::from(format!(
+            "peak {} attempts/s ({} in 100ms)",
+            st.peak_attempts_per_s, st.peak_attempts_per_100ms
+        )),
+    ];
+    f.render_widget(
+        Paragraph::new(lines).block(Block::bordered().title(" storm ")),
+        area,
+    );
+}
+
+/// Reasons to distrust the figures because of the generator itself.
+pub fn generator_warnings(app: &Dashboard) -> Vec<String> {
+    let s = &app.snapshot;
+    let mut w = Vec::new();
+    let lag = s
+        .latency_recent
+        .get(Latency::ScheduleLag as usize)
+        .map(|l| l.p99)
+        .unwrap_or(0);
+    if lag > 100_000 {
+        w.push(format!("generator late by {} ms (p99)", ms(lag)));
+    }
+    if let Some(g) = &s.generator {
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1) as f64;
+        if g.cpu_percent > 90.0 * cores {
+            w.push("generator out of CPU".into());
+        }
+        if app.info.fd_limit > 0 && g.open_fds * 10 > app.info.fd_limit * 9 {
+            w.push("generator near its open-file limit".into());
+        }
+    }
+    let t = &s.totals;
+    if t.connect_error(crate::metrics::ConnectError::FdLimit) > 0 {
+        w.push("generator ran out of file descriptors".into());
+    }
+    if t.connect_error(crate::metrics::ConnectError::AddrUnavailable) > 0 {
+        w.push("generator ran out of local ports".into());
+    }
+    w
+}
+
+fn render_generator(app: &Dashboard, f: &mut Frame, area: Rect) {
+    let s = &app.snapshot;
+    let lag = s
+        .latency_recent
+        .get(Latency::ScheduleLag as usize)
+        .map(|l| l.p99)
+        .unwrap_or(0);
+    let mut lines = match &s.generator {
+        Some(g) => vec![
+            Line::from(format!(
+                "cpu {:.0}%  rss {:.1} MiB",
+                g.cpu_percent,
+                g.rss_bytes as f64 / (1 << 20) as f64
+            )),
+            Line::from(format!(
+                "files {}/{}  lag p99 {}ms",
+                g.open_fds,
+                app.info.fd_limit,
+                ms(lag)
+            )),
+        ],
+        None => vec![Line::from("measuring…").dim()],
+    };
+    let warnings = generator_warnings(app);
+    if warnings.is_empty() {
+        lines.push(Line::from("generator ok: figures undistorted").green());
+    } else {
+        lines.push(
+            Line::from(format!(
+                "⚠ {}: figures may be distorted",
+                warnings.join("; ")
+            ))
+            .red()
+            .bold(),
+        );
+    }
+    f.render_widget(
+        Paragraph::new(lines)
+            .wrap(Wrap { trim: true })
+            .block(Block::bordered().title(" generator ")),
+        area,
+    );
+}
+
+fn render_help(f: &mut Frame, area: Rect) {
+    let w = 52.min(area.width);
+    let h = 13.min(area.height);
+    let popup = Rect::new(
+        area.x + (area.width - w) / 2,
+        area.y + (area.height - h) / 2,
+        w,
+        h,
+    );
+    let text = vec![
+        Line::from("q, Esc     stop the run; results are written"),
+        Line::from("Ctrl-C     interrupt (the same, exit code 130)"),
+        Line::from("?, h       this help"),
+        Line::from("1 2 3 4    charts: last 30s, 2m, 10m, all"),
+        Line::from("w, Tab     next chart window"),
+        Line::from("l          latency: last second / whole run"),
+        Line::from(""),
+        Line::from("Yellow lines in the charts: timeline actions."),
+        Line::from("Close codes: 1006 = ended without a close frame."),
+    ];
+    f.render_widget(Clear, popup);
+    f.render_widget(
+        Paragraph::new(text)
+            .alignment(Alignment::Left)
+            .block(Block::bordered().title(" keys ")),
+        popup,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use ratatui::Terminal;
+    use ratatui::backend::TestBackend;
+
+    use super::*;
+    use crate::dashboard::{Dashboard, RunInfo, Window};
+    use crate::metrics::generator::GeneratorSample;
+    use crate::metrics::{Counters, Snapshot};
+
+    fn summary(p50: u64) -> LatencySummary {
+        LatencySummary {
+            count: 10,
+            min: p50 / 2,
+            mean: p50 as f64,
+            p50,
+            p90: p50 * 2,
+            p99: p50 * 3,
+            p999: p50 * 4,
+            max: p50 * 5,
+            hdr: String::new(),
+        }
+    }
+
+    fn dashboard() -> Dashboard {
+        let mut d = Dashboard::new(RunInfo {
+            name: "quickstart".into(),
+            target: "ws://127.0.0.1:9001/ws".into(),
+            seed: 42,
+            duration: Duration::from_secs(30),
+            clients: 1000,
+            timeline: vec![(Duration::from_secs(10), "drop-all abrupt".into())],
+            fd_limit: 20_000,
+        });
+        let mut close_codes = std::collections::BTreeMap::new();
+        close_codes.insert(1006, 1000);
+        close_codes.insert(1012, 250);
+        let mut handshake_status = std::collections::BTreeMap::new();
+        handshake_status.insert(503, 12);
+        for i in 1..=150u64 {
+            let mut connect_errors = [0; crate::metrics::ConnectError::COUNT];
+            connect_errors[0] = 3;
+            let opened = if i < 100 { 1000 } else { 1990 };
+            let closed = if i < 100 { 0 } else { 1000 };
+            let latency: Vec<LatencySummary> = (0..Latency::COUNT)
+                .map(|k| summary(1000 * (k as u64 + 1)))
+                .collect();
+            d.on_snapshot(Arc::new(Snapshot {
+                elapsed: Duration::from_millis(i * 100),
+                totals: Counters {
+                    attempts: opened + 15,
+                    opened,
+                    closed,
+                    gave_up: 2,
+                    close_codes: close_codes.clone(),
+                    handshake_status: handshake_status.clone(),
+                    connect_errors,
+                    ..Default::default()
+                },
+                peak_connected: 1000,
+                latency: latency.clone(),
+                latency_recent: latency,
+                generator: Some(GeneratorSample {
+                    t_ms: i * 100,
+                    rss_bytes: 25 << 20,
+                    cpu_percent: 42.0,
+                    open_fds: 1012,
+                    connected: 990,
+                }),
+                ..Default::default()
+            }));
+        }
+        d
+    }
+
+    fn draw(d: &Dashboard, w: u16, h: u16) -> String {
+        let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
+        t.draw(|f| render(d, f)).unwrap();
+        let buf = t.backend().buffer();
+        let mut out = String::new();
+        for y in 0..h {
+            for x in 0..w {
+                out.push_str(buf[(x, y)].symbol());
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    #[test]
+    fn all_panels_at_80x24() {
+        let screen = draw(&dashboard(), 80, 24);
+        for expect in [
+            "wsstorm · quickstart · ws://127.0.0.1:9001/ws · seed 42",
+            "running 15.0s / 30.0s",
+            "connected 990/1000 (peak 1000)",
+            "connected clients: 990",
+            "connect attempts/s",
+            "latency ms · last 1s",
+            "handshake",
+            "reconnect",
+            "1006 abnormal closure",
+            "1012 service restart",
+            "HTTP 503 ×12",
+            "connect errors: refused 3",
+            "backoff 0  gave up 2  dead 0",
+            "files 1012/20000",
+            "generator ok",
+            "q stop · ? help",
+        ] {
+            assert!(screen.contains(expect), "missing `{expect}` in:\n{screen}");
+        }
+        // rtt is the 4th latency: p50 4000 us = 4.00 ms.
+        assert!(screen.contains("rtt       4.00"), "{screen}");
+    }
+
+    #[test]
+    fn wider_and_taller_terminals_get_bigger_charts() {
+        let d = dashboard();
+        let screen = draw(&d, 160, 48);
+        assert!(screen.contains("1006 abnormal closure"));
+        assert!(screen.contains("connected clients: 990"));
+        let chart_rows = screen
+            .lines()
+            .filter(|l| l.contains('⣿') || l.contains('⠀') || l.contains('⡇'))
+            .count();
+        assert!(chart_rows > 10, "charts grow with the terminal:\n{screen}");
+    }
+
+    #[test]
+    fn help_overlay_and_toggles() {
+        let mut d = dashboard();
+        d.show_help = true;
+        d.latency_whole_run = true;
+        d.window = Window::All;
+        let screen = draw(&d, 80, 24);
+        assert!(screen.contains(" keys "), "{screen}");
+        assert!(screen.contains("stop the run; results are written"));
+        assert!(screen.contains("window all"));
+    }
+
+    #[test]
+    fn warnings_show_when_the_generator_struggles() {
+        let mut d = dashboard();
+        let mut s = (*d.snapshot).clone();
+        s.elapsed += Duration::from_millis(100);
+        if let Some(g) = &mut s.generator {
+            g.open_fds = 19_500;
+        }
+        s.totals.connect_errors[crate::metrics::ConnectError::FdLimit as usize] = 7;
+        d.on_snapshot(Arc::new(s));
+        let screen = draw(&d, 100, 30);
+        assert!(screen.contains("near its open-file limit"), "{screen}");
+        assert!(generator_warnings(&d).len() >= 2);
+    }
+
+    #[test]
+    fn a_tiny_terminal_gets_a_message_not_a_panic() {
+        let screen = draw(&dashboard(), 40, 10);
+        assert!(screen.contains("needs 60x20"), "{screen}");
+        draw(&Dashboard::default(), 80, 24);
+    }
+}

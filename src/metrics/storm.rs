@@ -1,0 +1,95 @@
+//! Storm figures: how a swarm weathered losing connections. Computed every tick for the
+//! dashboard and once at the end for results.json, from the same counters and histograms.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Counters, Hists, Latency};
+
+/// Storm figures. A *loss* is a connection that ended without the client wanting it (a close
+/// by the peer or the network, or a dead connection found by the heartbeat).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Storm {
+    pub losses: u64,
+    /// Losses followed by a new open before the end of the run.
+    pub recovered: u64,
+    /// Time from a loss until 50 / 95 / 99 % of the lost connections were open again; `null`
+    /// when that share never came back.
+    pub recovery_ms: Recovery,
+    /// Most connection attempts in one second (sliding over 100 ms intervals) and in one
+    /// 100 ms interval.
+    pub peak_attempts_per_s: u64,
+    pub peak_attempts_per_100ms: u64,
+    /// Attempts each client made over the run.
+    pub attempts_per_client: Counts,
+    pub gave_up: u64,
+    pub dead_detected: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Recovery {
+    pub p50: Option<f64>,
+    pub p95: Option<f64>,
+    pub p99: Option<f64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Counts {
+    pub count: u64,
+    pub min: u64,
+    pub mean: f64,
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub max: u64,
+}
+
+/// Storm figures from a group's (or the run's) counters, histograms and attempts per tick.
+pub fn storm_from(c: &Counters, h: &Hists, attempts_per_tick: &[u64]) -> Storm {
+    let losses = c.close_codes.values().sum::<u64>() + c.dead_detected;
+    let reconnects = h.get(Latency::Reconnect);
+    let recovered = reconnects.len().min(losses);
+    let at = |q: f64| -> Option<f64> {
+        // The k-th fastest recovery among all losses, counting the unrecovered as never.
+        let k = (q * losses as f64).ceil() as u64;
+        if k == 0 {
+            return Some(0.0);
+        }
+        if k > recovered {
+            return None;
+        }
+        let us = reconnects.value_at_quantile(k as f64 / reconnects.len() as f64);
+        Some((us as f64 / 100.0).round() / 10.0)
+    };
+    let per_s = attempts_per_tick
+        .windows(10)
+        .map(|w| w.iter().sum::<u64>())
+        .max()
+        .unwrap_or_else(|| attempts_per_tick.iter().sum());
+    let a = &h.attempts_per_client;
+    Storm {
+        losses,
+        recovered,
+        recovery_ms: Recovery {
+            p50: at(0.5),
+            p95: at(0.95),
+            p99: at(0.99),
+        },
+        peak_attempts_per_s: per_s,
+        peak_attempts_per_100ms: attempts_per_tick.iter().copied().max().unwrap_or(0),
+        attempts_per_client: if a.is_empty() {
+            Counts::default()
+        } else {
+            Counts {
+                count: a.len(),
+                min: a.min(),
+                mean: (a.mean() * 100.0).round() / 100.0,
+                p50: a.value_at_quantile(0.5),
+                p90: a.value_at_quantile(0.9),
+                p99: a.value_at_quantile(0.99),
+                max: a.max(),
+            }
+        },
+        gave_up: c.gave_up,
+        dead_detected: c.dead_detected,
+    }
+}
