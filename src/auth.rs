@@ -51,7 +51,9 @@ impl Signer {
         let (body, sig) = token.rsplit_once('.').ok_or(TokenError::Malformed)?;
         let (_, expires) = body.split_once('.').ok_or(TokenError::Malformed)?;
         let expires: u64 = expires.parse().map_err(|_| TokenError::Malformed)?;
-        if sig.len() % 2 != 0 {
+        // Hex digits only: anything else (including multi-byte UTF-8 from a query string)
+        // is malformed, and never sliced.
+        if sig.len() % 2 != 0 || !sig.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(TokenError::Malformed);
         }
         let bytes: Vec<u8> = (0..sig.len())
@@ -85,5 +87,7 @@ mod tests {
         let tampered = t.replacen("7.", "8.", 1);
         assert_eq!(s.verify(&tampered, now_ms()), Err(TokenError::Forged));
         assert_eq!(s.verify("garbage", now_ms()), Err(TokenError::Malformed));
+        assert_eq!(s.verify("x.1.aéb", now_ms()), Err(TokenError::Malformed));
+        assert_eq!(s.verify("x.1.é", now_ms()), Err(TokenError::Malformed));
     }
 }

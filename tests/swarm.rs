@@ -310,3 +310,130 @@ groups:
     assert_eq!(r.totals.connected_at_end, 50);
     assert_books_balance(&r);
 }
+
+#[test]
+fn stuck_sends_do_not_hide_a_hung_server() {
+    // The server hangs (reads nothing) while each client pushes 25 MB/s: the socket buffers
+    // (~10 MB on loopback) are full well before the next ping is due, so the clients sit in a
+    // blocked send with no ping in flight. The heartbeat must still find every connection dead
+    // (nothing arrived for ping interval + timeout), and the run must end on time. The server
+    // must also let go of the hung sockets once the clients have.
+    let started = std::time::Instant::now();
+    let r = run("
+name: stuck
+duration: 6s
+target: { url: embedded, server: { max_message: 1MiB } }
+groups:
+  - name: g
+    clients: 3
+    arrival: { rate: 1000/s }
+    behaviour:
+      send: { every: 10ms, bytes: 256KiB }
+      heartbeat: { ping_every: 1s, timeout: 2s }
+      reconnect: { on_close: { default: stop } }
+timeline:
+  - { at: 1s, action: hang }
+");
+    assert!(started.elapsed() < std::time::Duration::from_secs(11));
+    assert_eq!(r.totals.dead_detected, 3, "{:?}", r.totals);
+    assert_eq!(r.server.as_ref().unwrap().hung, 3);
+    assert!(
+        r.latency_us.dead_detect.max <= 3_300_000,
+        "{:?}",
+        r.latency_us.dead_detect
+    );
+    assert_eq!(r.server.as_ref().unwrap().open, 0, "hung sockets released");
+    assert_books_balance(&r);
+}
+
+#[test]
+fn server_heartbeat_keeps_answering_clients() {
+    // Server pings go through the outbox's byte count; a miscount would break the session.
+    let r = run("
+name: server-pings
+duration: 2s
+target:
+  url: embedded
+  server: { heartbeat: { ping_every: 100ms, timeout: 1s }, backpressure: { buffer: 4KiB } }
+groups:
+  - name: g
+    clients: 50
+    arrival: { rate: 1000/s }
+    behaviour:
+      send: { every: 50ms, bytes: 64 }
+");
+    assert!(
+        r.totals.close_codes.is_empty(),
+        "{:?}",
+        r.totals.close_codes
+    );
+    assert_eq!(r.totals.connected_at_end, 50);
+    let s = r.server.as_ref().unwrap();
+    assert_eq!(s.dead_detected, 0);
+    assert_eq!(s.backpressure_dropped, 0);
+    assert_eq!(s.messages_echoed, r.totals.messages.received);
+}
+
+#[test]
+fn actions_at_the_same_instant_all_arrive() {
+    let r = run("
+name: same-instant
+duration: 3s
+target: embedded
+groups:
+  - name: g
+    clients: 200
+    arrival: { rate: 2000/s }
+    behaviour:
+      reconnect: { backoff: { strategy: fixed, base: 100ms, cap: 100ms } }
+timeline:
+  - { at: 1s, action: drop-all, mode: close, code: 1001, share: 50% }
+  - { at: 1s, action: restart, down_for: 500ms }
+");
+    let t = &r.totals;
+    let going_away = t.close_codes.get("1001").copied().unwrap_or(0);
+    let abrupt = t.close_codes.get("1006").copied().unwrap_or(0);
+    assert!(going_away > 50 && abrupt > 50, "{:?}", t.close_codes);
+    assert_eq!(going_away + abrupt, 200);
+    assert!(t.connect_errors.refused > 0, "the restart happened too");
+    assert_eq!(t.connected_at_end, 200);
+    assert_books_balance(&r);
+}
+
+#[test]
+fn an_absurd_retry_after_does_not_crash_the_client() {
+    // A server that answers every upgrade with 503 and a Retry-After of u64::MAX seconds.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(
+                b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 18446744073709551615\r\ncontent-length: 0\r\n\r\n",
+            );
+        }
+    });
+    let started = std::time::Instant::now();
+    let r = run(&format!(
+        "
+name: retry-after
+duration: 2s
+target: ws://127.0.0.1:{port}/ws
+groups:
+  - name: g
+    clients: 10
+    arrival: {{ rate: 100/s }}
+"
+    ));
+    assert!(started.elapsed() < std::time::Duration::from_secs(6));
+    assert_eq!(r.totals.handshake_status.get("503"), Some(&10));
+    assert_eq!(
+        r.totals.connect_attempts, 10,
+        "each waits (an hour at most) after its 503"
+    );
+    assert_eq!(r.storm.attempts_per_client.max, 1);
+    assert_books_balance(&r);
+}

@@ -95,14 +95,22 @@ impl TargetConn {
             return Ok(*a);
         }
         let host = self.host.trim_start_matches('[').trim_end_matches(']');
-        let found = tokio::net::lookup_host((host, self.port))
-            .await
-            .map_err(|_| ConnectError::Dns)?
-            .next()
-            .ok_or(ConnectError::Dns)?;
+        // A resolver that hangs is a DNS failure, not a reason to wait forever.
+        let found = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::net::lookup_host((host, self.port)),
+        )
+        .await
+        .map_err(|_| ConnectError::Dns)?
+        .map_err(|_| ConnectError::Dns)?
+        .next()
+        .ok_or(ConnectError::Dns)?;
         Ok(*self.addr.get_or_init(|| found))
     }
 }
+
+/// The longest Retry-After a client honours.
+pub const MAX_RETRY_AFTER_SECS: u64 = 3600;
 
 /// Timings of a successful attempt, before the reconnect figure is known.
 #[derive(Clone, Copy, Debug)]
@@ -241,7 +249,8 @@ pub async fn attempt(ctx: &GroupCtx, client: u32, extras: &AttemptExtras<'_>) ->
                 .get(header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs),
+                // A server may say anything; an hour is as long as any client waits.
+                .map(|secs| Duration::from_secs(secs.min(MAX_RETRY_AFTER_SECS))),
         },
         Ok(Err(e)) => Attempt::Failed(classify_ws(&e)),
         Err(_) => Attempt::Failed(ConnectError::Timeout),

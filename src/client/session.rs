@@ -140,6 +140,31 @@ pub async fn run(
                 Box::pin(close_gracefully(ctx, who, ws, stream)).await;
                 return SessionEnd::Stopped;
             }
+            intended = tick_opt(&mut sender), if awake => {
+                let now = Instant::now();
+                let lag = now.saturating_duration_since(intended);
+                let stamp_us = ctx.us_since_epoch(now.min(intended + TIMER_SLACK));
+                seq = seq.wrapping_add(1);
+                ctx.metrics.sent(who, lag);
+                let msg = Message::text(payload(who.client, seq, stamp_us, bytes));
+                match send_or_give_up(ctx, ws, msg, pong_deadline, last_inbound).await {
+                    Sent::Ok => {}
+                    Sent::End(end) => return end,
+                }
+            }
+            _ = tick_opt(&mut pinger), if awake => {
+                // One ping in flight at a time: the deadline belongs to the oldest unanswered.
+                if pong_deadline.is_none() {
+                    ping_seq += 1;
+                    let timeout = b.heartbeat.map(|h| h.timeout).unwrap_or_default();
+                    pong_deadline = Some(Instant::now() + timeout);
+                    let ping = Message::Ping(ping_seq.to_be_bytes().to_vec().into());
+                    match send_or_give_up(ctx, ws, ping, pong_deadline, last_inbound).await {
+                        Sent::Ok => {}
+                        Sent::End(end) => return end,
+                    }
+                }
+            }
             msg = ws.next(), if may_read => {
                 last_inbound = Instant::now();
                 if let Some(gap) = read_gap {
@@ -165,27 +190,6 @@ pub async fn run(
                     }
                     Some(Ok(_)) => {}
                     Some(Err(_)) | None => return SessionEnd::Peer(1006),
-                }
-            }
-            intended = tick_opt(&mut sender), if awake => {
-                let now = Instant::now();
-                let lag = now.saturating_duration_since(intended);
-                let stamp_us = ctx.us_since_epoch(now.min(intended + TIMER_SLACK));
-                seq = seq.wrapping_add(1);
-                ctx.metrics.sent(who, lag);
-                if ws.send(Message::text(payload(who.client, seq, stamp_us, bytes))).await.is_err() {
-                    return SessionEnd::Peer(1006);
-                }
-            }
-            _ = tick_opt(&mut pinger), if awake => {
-                // One ping in flight at a time: the deadline belongs to the oldest unanswered.
-                if pong_deadline.is_none() {
-                    ping_seq += 1;
-                    let timeout = b.heartbeat.map(|h| h.timeout).unwrap_or_default();
-                    pong_deadline = Some(Instant::now() + timeout);
-                    if ws.send(Message::Ping(ping_seq.to_be_bytes().to_vec().into())).await.is_err() {
-                        return SessionEnd::Peer(1006);
-                    }
                 }
             }
             _ = sleep_opt(next_deadline) => {
@@ -215,17 +219,53 @@ pub async fn run(
                     if let Some(a) = b.abuse {
                         let frame = super::abuse::frame(a.kind, a.bytes, rng);
                         let raw = ws.get_mut();
-                        // The server may cut us off mid-write; what it answers is read above.
-                        let _ = Box::pin(async {
+                        // The server may cut us off mid-write, or stop reading; what it
+                        // answers is read above.
+                        let _ = Box::pin(tokio::time::timeout(Duration::from_secs(2), async {
                             raw.write_all(&frame).await?;
                             raw.flush().await
-                        })
+                        }))
                         .await;
                     }
                 }
                 // A slow consumer's read slot needs nothing: `may_read` is recomputed above.
             }
         }
+    }
+}
+
+enum Sent {
+    Ok,
+    End(SessionEnd),
+}
+
+/// Send one message, but do not wait on a peer that stopped reading longer than the run or
+/// the heartbeat allows: a full socket must not hide the end of the run or a dead connection.
+async fn send_or_give_up(
+    ctx: &GroupCtx,
+    ws: &mut Ws,
+    msg: Message,
+    pong_deadline: Option<Instant>,
+    last_inbound: Instant,
+) -> Sent {
+    // Stuck here, the client cannot send its next ping; with a heartbeat, a live peer would
+    // have answered within one ping interval plus the timeout of the last thing it sent.
+    let dead_at = pong_deadline.or_else(|| {
+        ctx.behaviour
+            .heartbeat
+            .map(|h| last_inbound + h.ping_every + h.timeout)
+    });
+    tokio::select! {
+        biased;
+        // Stuck writing: no graceful close is possible; the client closes the socket.
+        _ = ctx.cancel.cancelled() => Sent::End(SessionEnd::Stopped),
+        _ = sleep_opt(dead_at) => Sent::End(SessionEnd::Dead {
+            silent_for: last_inbound.elapsed(),
+        }),
+        r = ws.send(msg) => match r {
+            Ok(()) => Sent::Ok,
+            Err(_) => Sent::End(SessionEnd::Peer(1006)),
+        },
     }
 }
 

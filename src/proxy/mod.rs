@@ -297,13 +297,16 @@ pub struct ActiveFault {
     pub fault: Fault,
 }
 
-/// Everything in force, plus the last one-shot cut (connections compare its sequence number
-/// with the one they saw).
+/// Everything in force, plus the recent one-shot cuts (id, mode, share): a connection applies
+/// every cut newer than the last it saw, so two cuts in a row both reach it.
 #[derive(Clone, Debug, Default)]
 pub struct FaultTable {
     pub faults: Vec<ActiveFault>,
-    pub cut: Option<(u64, CutMode, f64)>,
+    pub cuts: Vec<(u64, CutMode, f64)>,
 }
+
+/// Cuts remembered for connections that have not looked at the table yet.
+const CUT_LOG: usize = 64;
 
 /// The faults that apply to one connection and direction.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -524,12 +527,18 @@ impl ProxyHandle {
         let duration = fault.duration();
         self.shared.table.send_modify(|t| {
             let mut next = (**t).clone();
+            let cut = |next: &mut FaultTable, c| {
+                if next.cuts.len() >= CUT_LOG {
+                    next.cuts.remove(0);
+                }
+                next.cuts.push(c);
+            };
             match &fault {
-                Fault::Cut { mode, share } => next.cut = Some((id, *mode, share.0)),
+                Fault::Cut { mode, share } => cut(&mut next, (id, *mode, share.0)),
                 Fault::Refuse {
                     cut_existing: true, ..
                 } => {
-                    next.cut = Some((id, CutMode::Reset, 1.0));
+                    cut(&mut next, (id, CutMode::Reset, 1.0));
                     next.faults.push(ActiveFault {
                         id,
                         fault: fault.clone(),
@@ -842,7 +851,7 @@ mod tests {
                     fault,
                 })
                 .collect(),
-            cut: None,
+            cuts: Vec::new(),
         }
     }
 

@@ -18,6 +18,7 @@ use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
 use super::{ConnInfo, CutMode, DirFaults, Shared, picked};
+use crate::transport::close_with_fin;
 
 /// Most bytes queued per direction while latency, bandwidth or slicing holds chunks back; a
 /// delay line must hold bandwidth × delay.
@@ -207,12 +208,18 @@ async fn sleep_opt(at: Option<Instant>) {
     }
 }
 
-fn close(client: &TcpStream, upstream: &TcpStream, mode: CutMode) {
-    if mode == CutMode::Reset {
-        let _ = socket2::SockRef::from(client).set_linger(Some(Duration::ZERO));
-        let _ = socket2::SockRef::from(upstream).set_linger(Some(Duration::ZERO));
+/// Close both sides: RST, or a clean FIN (see [`close_with_fin`]). The caller drops the
+/// streams afterwards.
+async fn close(client: &TcpStream, upstream: &TcpStream, mode: CutMode) {
+    match mode {
+        CutMode::Reset => {
+            let _ = socket2::SockRef::from(client).set_linger(Some(Duration::ZERO));
+            let _ = socket2::SockRef::from(upstream).set_linger(Some(Duration::ZERO));
+        }
+        CutMode::Fin => {
+            tokio::join!(close_with_fin(client), close_with_fin(upstream));
+        }
     }
-    // Dropping the streams (by the caller) closes them: RST with linger 0, FIN otherwise.
 }
 
 pub(super) async fn pump(
@@ -229,7 +236,7 @@ pub(super) async fn pump(
         let t = table.borrow_and_update();
         // A cut fired before this connection existed is not for it.
         (
-            t.cut.map(|c| c.0).unwrap_or(0),
+            t.cuts.last().map(|c| c.0).unwrap_or(0),
             t.effective(info.id, source),
         )
     };
@@ -249,21 +256,23 @@ pub(super) async fn pump(
                     return;
                 }
                 let t = table.borrow_and_update().clone();
-                if let Some((seq, mode, share)) = t.cut
-                    && seq > cut_seen
-                {
-                    cut_seen = seq;
-                    if picked(info.id, seq, share) {
-                        stats.cut.fetch_add(1, Ordering::Relaxed);
-                        close(&client, &upstream, mode);
-                        return;
-                    }
+                let cut = t
+                    .cuts
+                    .iter()
+                    .filter(|c| c.0 > cut_seen)
+                    .find(|(seq, _, share)| picked(info.id, *seq, *share))
+                    .copied();
+                cut_seen = t.cuts.last().map(|c| c.0).unwrap_or(cut_seen);
+                if let Some((_, mode, _)) = cut {
+                    stats.cut.fetch_add(1, Ordering::Relaxed);
+                    close(&client, &upstream, mode).await;
+                    return;
                 }
                 eff = t.effective(info.id, source);
             }
             r = client.readable(), if up.can_read(&eff.up, buffer) => {
                 if r.is_err() {
-                    close(&client, &upstream, CutMode::Reset);
+                    close(&client, &upstream, CutMode::Reset).await;
                     return;
                 }
                 match up.read(&client, &upstream, &eff.up, buffer, &mut rng) {
@@ -274,14 +283,14 @@ pub(super) async fn pump(
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(_) => {
-                        close(&client, &upstream, CutMode::Reset);
+                        close(&client, &upstream, CutMode::Reset).await;
                         return;
                     }
                 }
             }
             r = upstream.readable(), if down.can_read(&eff.down, buffer) => {
                 if r.is_err() {
-                    close(&client, &upstream, CutMode::Reset);
+                    close(&client, &upstream, CutMode::Reset).await;
                     return;
                 }
                 match down.read(&upstream, &client, &eff.down, buffer, &mut rng) {
@@ -292,7 +301,7 @@ pub(super) async fn pump(
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(_) => {
-                        close(&client, &upstream, CutMode::Reset);
+                        close(&client, &upstream, CutMode::Reset).await;
                         return;
                     }
                 }
@@ -303,7 +312,7 @@ pub(super) async fn pump(
                     stats.bytes_upstream.fetch_add(n as u64, Ordering::Relaxed);
                 }
                 Err(_) => {
-                    close(&client, &upstream, CutMode::Reset);
+                    close(&client, &upstream, CutMode::Reset).await;
                     return;
                 }
             },
@@ -313,13 +322,13 @@ pub(super) async fn pump(
                     stats.bytes_downstream.fetch_add(n as u64, Ordering::Relaxed);
                 }
                 Err(_) => {
-                    close(&client, &upstream, CutMode::Reset);
+                    close(&client, &upstream, CutMode::Reset).await;
                     return;
                 }
             },
             _ = sleep_opt(idle_at) => {
                 stats.idle_timeouts.fetch_add(1, Ordering::Relaxed);
-                close(&client, &upstream, eff.idle.map(|(_, m)| m).unwrap_or_default());
+                close(&client, &upstream, eff.idle.map(|(_, m)| m).unwrap_or_default()).await;
                 return;
             }
         }

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use futures_util::{Sink, StreamExt};
 use tokio::net::TcpStream;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::broadcast;
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
@@ -31,7 +31,7 @@ use super::stream::StreamItem;
 use super::{Action, DropMode, Order, Shared, TokenBucket, selected};
 use crate::auth::{TokenError, now_ms};
 use crate::profile::{IdleMode, OnFull, RateLimitAction};
-use crate::transport::Transport;
+use crate::transport::{Transport, close_with_fin};
 
 type Ws = WebSocketStream<Transport>;
 
@@ -52,7 +52,7 @@ pub(super) async fn serve(
     id: u64,
     admitted: bool,
     shared: Arc<Shared>,
-    orders: watch::Receiver<Order>,
+    orders: broadcast::Receiver<Order>,
     shutdown: CancellationToken,
 ) {
     let _ = tcp.set_nodelay(true);
@@ -268,6 +268,12 @@ impl Outbox {
         Pushed::Queued
     }
 
+    /// Queue a control frame regardless of the limit (it still counts toward it).
+    fn push_control(&mut self, m: Message) {
+        self.bytes += m.len();
+        self.queue.push_back(m);
+    }
+
     fn pop(&mut self) -> Option<Message> {
         let m = self.queue.pop_front()?;
         self.bytes -= m.len();
@@ -347,13 +353,13 @@ async fn session(
     id: u64,
     upgrade: Upgrade,
     shared: &Shared,
-    mut orders: watch::Receiver<Order>,
+    mut orders: broadcast::Receiver<Order>,
     shutdown: CancellationToken,
 ) {
     let config = &shared.config;
     let stats = &shared.stats;
-    // Orders published before this connection existed do not apply to it.
-    orders.borrow_and_update();
+    // Orders fired while this connection was being accepted (subscribed at accept) apply to
+    // it as soon as its session starts: a restart also kills handshakes in progress.
     let mut out = Outbox {
         queue: VecDeque::new(),
         bytes: 0,
@@ -398,6 +404,10 @@ async fn session(
         .token_expires_ms
         .map(|exp| Instant::now() + Duration::from_millis(exp.saturating_sub(now_ms())));
     let mut blackholed = false;
+    // A hung (or silently idle) session reads nothing, so it cannot see its client leave; it
+    // looks at the TCP state now and then instead, rather than hold the socket to the end.
+    let mut liveness = tokio::time::interval(Duration::from_secs(1));
+    liveness.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     // Each branch below ends the session by `break`ing with what to do with the socket.
     let end = loop {
@@ -408,13 +418,14 @@ async fn session(
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break End::Close(1001),
-            changed = orders.changed() => {
-                if changed.is_err() {
-                    break End::Abrupt;
-                }
-                let order = *orders.borrow_and_update();
+            order = orders.recv() => {
+                let order = match order {
+                    Ok(o) => o,
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => break End::Abrupt,
+                };
                 match order.action {
-                    Some(Action::DropAll { mode, share }) if selected(id, order.seq, share) => {
+                    Action::DropAll { mode, share } if selected(id, order.seq, share) => {
                         stats.dropped_by_action.fetch_add(1, Ordering::Relaxed);
                         break match mode {
                             DropMode::Abrupt => End::Abrupt,
@@ -422,11 +433,11 @@ async fn session(
                             DropMode::Close(code) => End::Close(code),
                         };
                     }
-                    Some(Action::Restart { .. }) => {
+                    Action::Restart { .. } => {
                         stats.dropped_by_action.fetch_add(1, Ordering::Relaxed);
                         break End::Abrupt;
                     }
-                    Some(Action::Hang { share }) if !blackholed && selected(id, order.seq, share) => {
+                    Action::Hang { share } if !blackholed && selected(id, order.seq, share) => {
                         stats.hung.fetch_add(1, Ordering::Relaxed);
                         blackholed = true;
                     }
@@ -505,7 +516,7 @@ async fn session(
                     let wait = config.heartbeat.map(|(_, t)| t).unwrap_or_default();
                     pong_deadline = Some(Instant::now() + wait);
                     // Control frames are not held to the backpressure limit.
-                    out.queue.push_back(Message::Ping(ping_seq.to_be_bytes().to_vec().into()));
+                    out.push_control(Message::Ping(ping_seq.to_be_bytes().to_vec().into()));
                 }
             }
             _ = sleep_opt(pong_deadline), if !blackholed => {
@@ -519,6 +530,11 @@ async fn session(
                     _ => blackholed = true,
                 }
             }
+            _ = liveness.tick(), if blackholed => {
+                if peer_closed(ws.get_ref().tcp()) {
+                    break End::Gone;
+                }
+            }
             _ = sleep_opt(token_expiry), if !blackholed => {
                 stats.auth_expired.fetch_add(1, Ordering::Relaxed);
                 break End::Close(4001);
@@ -526,7 +542,8 @@ async fn session(
         }
     };
     match end {
-        End::Gone | End::Abrupt => {}
+        End::Gone => {}
+        End::Abrupt => close_with_fin(ws.get_ref().tcp()).await,
         End::Reset => {
             let _ = socket2::SockRef::from(ws.get_ref().tcp()).set_linger(Some(Duration::ZERO));
         }

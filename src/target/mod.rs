@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Semaphore, broadcast};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -156,12 +156,18 @@ impl std::fmt::Display for Action {
     }
 }
 
-/// What the connection tasks are told; `seq` makes every order distinct.
+/// What the connection tasks are told; `seq` picks a different share for every order.
+/// Orders go out on a broadcast channel, not a watch: two actions fired at the same instant
+/// must both arrive.
 #[derive(Clone, Copy, Debug)]
 struct Order {
     seq: u64,
-    action: Option<Action>,
+    action: Action,
 }
+
+/// Orders queued for a connection that has not read them yet; more than this many fired
+/// faster than a connection task runs would be lost (and reported as lagged).
+const ORDER_BACKLOG: usize = 256;
 
 /// Declares the server's counters once: the atomic struct the server updates and the plain
 /// struct that goes into results.json.
@@ -257,7 +263,8 @@ pub struct ServerHandle {
     path: String,
     tls: bool,
     ca_pem: Option<String>,
-    orders: Arc<watch::Sender<Order>>,
+    orders: broadcast::Sender<Order>,
+    next_order: Arc<AtomicU64>,
     pub stats: Arc<ServerStats>,
 }
 
@@ -284,10 +291,9 @@ impl ServerHandle {
     /// Fire an action; returns how many connections were open when it fired.
     pub fn apply(&self, action: Action) -> u64 {
         let open = self.stats.open.load(Ordering::Relaxed);
-        self.orders.send_modify(|o| {
-            o.seq += 1;
-            o.action = Some(action);
-        });
+        let seq = self.next_order.fetch_add(1, Ordering::Relaxed) + 1;
+        // No receivers (no connection open, listener gone) is not an error.
+        let _ = self.orders.send(Order { seq, action });
         open
     }
 }
@@ -296,7 +302,7 @@ impl ServerHandle {
 struct Shared {
     config: ServerConfig,
     stats: Arc<ServerStats>,
-    orders: Arc<watch::Sender<Order>>,
+    orders: broadcast::Sender<Order>,
     signer: Option<Signer>,
     stream: Option<Arc<stream::Stream>>,
     tls: Option<tokio_rustls::TlsAcceptor>,
@@ -321,11 +327,7 @@ impl Server {
             Some(kind) => Some(tls::generate(kind).map_err(std::io::Error::other)?),
             None => None,
         };
-        let (tx, _) = watch::channel(Order {
-            seq: 0,
-            action: None,
-        });
-        let orders = Arc::new(tx);
+        let (orders, _) = broadcast::channel(ORDER_BACKLOG);
         let stats = Arc::new(ServerStats::default());
         let handle = ServerHandle {
             addr,
@@ -333,6 +335,7 @@ impl Server {
             tls: generated.is_some(),
             ca_pem: generated.as_ref().map(|g| g.ca_pem.clone()),
             orders: orders.clone(),
+            next_order: Arc::new(AtomicU64::new(0)),
             stats: stats.clone(),
         };
         let shared = Arc::new(Shared {
@@ -391,10 +394,13 @@ impl Server {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                changed = orders.changed() => {
-                    if changed.is_err() { break; }
-                    let order = *orders.borrow_and_update();
-                    if let Some(Action::Restart { down_for }) = order.action {
+                order = orders.recv() => {
+                    let order = match order {
+                        Ok(o) => o,
+                        Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(broadcast::error::RecvError::Closed) => break,
+                    };
+                    if let Action::Restart { down_for } = order.action {
                         // No listener: the kernel refuses new SYNs (RST), which is what
                         // clients see while a real server is down. The port stays reserved.
                         if let Some(l) = listener.take() {
