@@ -50,6 +50,28 @@ impl Strategy {
     }
 }
 
+impl std::str::FromStr for Strategy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Strategy, String> {
+        Strategy::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Strategy::ALL.iter().map(|k| k.name()).collect();
+                format!(
+                    "unknown strategy `{s}`, expected one of: {}",
+                    names.join(", ")
+                )
+            })
+    }
+}
+
+impl std::fmt::Display for Strategy {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// A validated backoff policy. `max_attempts` counts consecutive failed attempts; the counter
 /// resets when a connection opens.
 #[derive(Clone, Copy, Debug, PartialEq)]

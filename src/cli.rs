@@ -26,6 +26,8 @@ Examples:
   wsstorm run profiles/quickstart.yaml --target ws://127.0.0.1:9001/ws
       (timeline actions of the embedded server need `target: embedded`)
   wsstorm proxy --listen 127.0.0.1:9100 --upstream 127.0.0.1:9001
+  wsstorm compare profiles/backoff-jitter.yaml --strategy full-jitter --strategy exponential
+  wsstorm report reports/quickstart-20261125T220520Z/results.json
   wsstorm validate profiles/quickstart.yaml
 
 Exit codes: 0 ok (also stopped with q in the dashboard), 2 bad profile or arguments,
@@ -53,6 +55,17 @@ pub enum Command {
     /// Run the TCP fault proxy on its own, with an HTTP control API.
     #[command(after_help = PROXY_HELP)]
     Proxy(ProxyArgs),
+    /// Render report.html again from a results.json.
+    Report {
+        /// The results.json of a run.
+        results: PathBuf,
+        /// Where to write the report (default: report.html beside the results).
+        #[arg(short, long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Run a profile once per backoff strategy (same seed) and compare them.
+    #[command(after_help = COMPARE_HELP)]
+    Compare(CompareArgs),
     /// Check a profile and print its plan without running it.
     Validate {
         /// The YAML profile.
@@ -115,6 +128,35 @@ pub struct ProxyArgs {
     pub buffer: crate::units::ByteSize,
 }
 
+const COMPARE_HELP: &str = "\
+Every group's backoff strategy is replaced by each one in turn (base, cap and max_attempts
+stay as the profile has them). Without --strategy, the profile's `compare: { strategies: [...] }`
+is used. Writes <out>/<strategy>/{results.json,report.html}, <out>/compare.json and
+<out>/compare.html.
+
+Example:
+  wsstorm compare profiles/backoff-jitter.yaml --strategy full-jitter --strategy exponential --strategy fixed";
+
+#[derive(Args, Debug)]
+pub struct CompareArgs {
+    pub profile: PathBuf,
+    /// A backoff strategy to run (repeat it): none, fixed, exponential, full-jitter,
+    /// equal-jitter, decorrelated-jitter.
+    #[arg(long = "strategy", value_name = "NAME")]
+    pub strategies: Vec<crate::backoff::Strategy>,
+    #[arg(long, value_name = "URL")]
+    pub target: Option<String>,
+    #[arg(long, value_name = "N")]
+    pub clients: Option<u32>,
+    #[arg(long, value_name = "D")]
+    pub duration: Option<Dur>,
+    #[arg(long, value_name = "S")]
+    pub seed: Option<u64>,
+    /// Directory for the runs and the comparison (default: reports/<name>-compare-<time>/).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     /// Address to listen on.
@@ -175,6 +217,21 @@ pub fn main() -> Result<ExitCode, Failure> {
         Command::Run(args) => run(args),
         Command::Serve(args) => serve(args),
         Command::Proxy(args) => proxy(args),
+        Command::Report { results, out } => {
+            let r = Results::read(&results).map_err(|e| Failure::usage(e.to_string()))?;
+            let out = out.unwrap_or_else(|| {
+                results
+                    .parent()
+                    .unwrap_or(Path::new("."))
+                    .join("report.html")
+            });
+            std::fs::write(&out, crate::report::render(&r)).map_err(|e| {
+                Failure::runtime(format!("{}: cannot write the report: {e}", out.display()))
+            })?;
+            println!("{}", out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Compare(args) => compare(args),
         Command::Validate { profile } => {
             let plan = load_plan(&profile, &Overrides::default())?;
             print!("{}", describe(&plan));
@@ -186,9 +243,19 @@ pub fn main() -> Result<ExitCode, Failure> {
 /// Load, apply overrides, validate again (an override can make a profile invalid, e.g.
 /// `--target ws://…` with an embedded-server timeline action), and plan.
 pub fn load_plan(path: &Path, overrides: &Overrides) -> Result<Plan, Failure> {
+    let (p, text) = load_profile(path, overrides)?;
+    Ok(Plan::new(&p, text))
+}
+
+/// The profile with command-line overrides applied and checked again, and its text for the
+/// results (overrides noted at the end).
+pub fn load_profile(
+    path: &Path,
+    overrides: &Overrides,
+) -> Result<(profile::Profile, String), Failure> {
     let (mut p, text) = profile::load(path)?;
     if overrides.is_empty() {
-        return Ok(Plan::new(&p, text));
+        return Ok((p, text));
     }
     overrides.apply(&mut p);
     let file = path.display().to_string();
@@ -208,7 +275,7 @@ pub fn load_plan(path: &Path, overrides: &Overrides) -> Result<Plan, Failure> {
         "{text}\n# command-line overrides: target={:?} clients={:?} duration={:?} seed={:?}\n",
         overrides.target, overrides.clients, overrides.duration, overrides.seed
     );
-    Ok(Plan::new(&p, yaml))
+    Ok((p, yaml))
 }
 
 fn describe(plan: &Plan) -> String {
@@ -365,17 +432,104 @@ fn run(args: RunArgs) -> Result<ExitCode, Failure> {
         .unwrap_or_else(|| default_out_dir(&results));
     let path = write_results(&results, &dir)?;
     println!("  results      {}", path.display());
+    let dir = path.parent().unwrap_or(Path::new("."));
+    match crate::report::write(&results, dir) {
+        Ok(report) => println!("  report       {}", report.display()),
+        Err(e) => eprintln!("wsstorm: cannot write the report in {}: {e}", dir.display()),
+    }
     Ok(match results.end_reason {
         EndReason::Completed | EndReason::Stopped => ExitCode::SUCCESS,
         EndReason::Interrupted => ExitCode::from(130),
     })
 }
 
-/// `reports/<name>-<UTC time>/`, the name made safe for a directory.
-fn default_out_dir(r: &Results) -> PathBuf {
-    let safe: String = r
-        .name
-        .chars()
+fn compare(args: CompareArgs) -> Result<ExitCode, Failure> {
+    use crate::report::compare::{self as cmp, CompareRow, CompareRun, Comparison};
+    let overrides = Overrides {
+        target: args.target.clone(),
+        clients: args.clients,
+        duration: args.duration.map(|d| d.0),
+        seed: args.seed,
+    };
+    let (profile, text) = load_profile(&args.profile, &overrides)?;
+    let strategies = if !args.strategies.is_empty() {
+        args.strategies.clone()
+    } else if let Some(c) = &profile.compare {
+        c.strategies.clone()
+    } else {
+        return Err(Failure::usage(
+            "nothing to compare: give --strategy two or more times, or add `compare: { strategies: [...] }` to the profile",
+        ));
+    };
+    if strategies.len() < 2 {
+        return Err(Failure::usage("compare needs at least two strategies"));
+    }
+    let rt = runtime()?;
+    let stop = CancellationToken::new();
+    let started_at = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let dir = args.out.clone().unwrap_or_else(|| {
+        let stamp: String = started_at
+            .chars()
+            .filter(|c| c.is_ascii_digit() || *c == 'T')
+            .collect();
+        PathBuf::from("reports").join(format!("{}-compare-{stamp}Z", safe_name(&profile.name)))
+    });
+    let mut runs = Vec::new();
+    let mut all = Vec::new();
+    rt.block_on(async {
+        tokio::spawn(stop_on_signal(stop.clone()));
+    });
+    for strategy in &strategies {
+        if stop.is_cancelled() {
+            break;
+        }
+        let mut p = profile.clone();
+        for g in &mut p.groups {
+            g.behaviour.reconnect.backoff.strategy = *strategy;
+        }
+        let plan = Plan::new(
+            &p,
+            format!("{text}\n# compare: every group's backoff strategy = {strategy}\n"),
+        );
+        eprintln!("wsstorm compare: running {} with {strategy}", plan.name);
+        let (tx, _rx) = watch::channel(Arc::new(crate::metrics::Snapshot::default()));
+        let results = rt
+            .block_on(crate::swarm::run(&plan, stop.clone(), tx))
+            .map_err(|e| Failure::runtime(e.to_string()))?;
+        let run_dir = dir.join(strategy.name());
+        write_results(&results, &run_dir)?;
+        let _ = crate::report::write(&results, &run_dir);
+        runs.push(CompareRun {
+            strategy: strategy.name().to_string(),
+            results: format!("{}/results.json", strategy.name()),
+            row: CompareRow::from_results(&results),
+        });
+        all.push(results);
+    }
+    rt.shutdown_timeout(Duration::from_secs(1));
+    let comparison = Comparison {
+        schema: cmp::SCHEMA.to_string(),
+        name: profile.name.clone(),
+        seed: profile.seed.unwrap_or(crate::plan::DEFAULT_SEED),
+        started_at,
+        winners: cmp::winners(&runs),
+        runs,
+    };
+    let json = serde_json::to_string_pretty(&comparison).expect("comparison serializes");
+    std::fs::write(dir.join("compare.json"), json + "\n")
+        .and_then(|_| std::fs::write(dir.join("compare.html"), cmp::render(&comparison, &all)))
+        .map_err(|e| Failure::runtime(format!("{}: {e}", dir.display())))?;
+    print!("{}", crate::printer::comparison(&comparison));
+    println!("  comparison   {}", dir.join("compare.html").display());
+    Ok(if stop.is_cancelled() {
+        ExitCode::from(130)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn safe_name(name: &str) -> String {
+    name.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
                 c
@@ -383,7 +537,12 @@ fn default_out_dir(r: &Results) -> PathBuf {
                 '_'
             }
         })
-        .collect();
+        .collect()
+}
+
+/// `reports/<name>-<UTC time>/`, the name made safe for a directory.
+fn default_out_dir(r: &Results) -> PathBuf {
+    let safe = safe_name(&r.name);
     let stamp: String = r
         .started_at
         .chars()

@@ -16,6 +16,7 @@ pub mod plan;
 pub mod printer;
 pub mod profile;
 pub mod proxy;
+pub mod report;
 pub mod results;
 pub mod swarm;
 pub mod target;

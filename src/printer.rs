@@ -290,8 +290,8 @@ fn storm_line(o: &mut String, s: &crate::results::Storm) {
     let a = &s.attempts_per_client;
     let _ = writeln!(
         o,
-        "  retries      peak {} attempts/s ({} in 100 ms); attempts per client p50 {} p99 {} max {}",
-        s.peak_attempts_per_s, s.peak_attempts_per_100ms, a.p50, a.p99, a.max
+        "  retries      peak {}/s ({} in 100 ms); attempts per client p50 {} p99 {} max {}",
+        s.peak_retries_per_s, s.peak_retries_per_100ms, a.p50, a.p99, a.max
     );
 }
 
@@ -347,6 +347,36 @@ fn group_line(o: &mut String, g: &crate::results::GroupResults) {
         );
     }
     let _ = writeln!(o, "{line}");
+}
+
+/// The comparison table for the terminal.
+pub fn comparison(c: &crate::report::compare::Comparison) -> String {
+    use crate::report::compare::COLUMNS;
+    let mut o = format!("wsstorm compare: {} (seed {})\n", c.name, c.seed);
+    let _ = write!(o, "  {:<20}", "strategy");
+    for (_, h) in COLUMNS {
+        let _ = write!(o, " {h:>16}");
+    }
+    o.push('\n');
+    for run in &c.runs {
+        let _ = write!(o, "  {:<20}", run.strategy);
+        for (col, _) in COLUMNS {
+            let v = match run.row.value(col) {
+                None if col.starts_with("recovery") => "never".to_string(),
+                None => "-".to_string(),
+                Some(v) if col == "rtt_p99_us" => format!("{:.2}", v / 1000.0),
+                Some(v) => format!("{v:.0}"),
+            };
+            let win = c
+                .winners
+                .get(col)
+                .is_some_and(|w| w.contains(&run.strategy));
+            let _ = write!(o, " {:>16}", if win { format!("*{v}") } else { v });
+        }
+        o.push('\n');
+    }
+    o.push_str("  (* best in its column; lower is better)\n");
+    o
 }
 
 #[cfg(test)]

@@ -144,6 +144,8 @@ pub struct GroupResults {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct GroupTimeline {
     pub attempts: Vec<u64>,
+    #[serde(default)]
+    pub retries: Vec<u64>,
     pub connected: Vec<u64>,
 }
 
@@ -164,6 +166,9 @@ pub struct Timeline {
     /// Timeline actions as they fired.
     #[serde(default)]
     pub actions: Vec<FiredAction>,
+    /// Closes per interval for each close code seen, aligned with `points`.
+    #[serde(default)]
+    pub close_codes: BTreeMap<String, Vec<u64>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -210,29 +210,34 @@ pub async fn run(
         connected_at_end,
     );
     let attempts_series: Vec<u64> = c.points.iter().map(|p| p.attempts).collect();
-    let storm = results::storm_from(&c.totals, &c.hists, &attempts_series);
+    let retries_series: Vec<u64> = c.points.iter().map(|p| p.retries).collect();
+    let storm = results::storm_from(&c.totals, &c.hists, &attempts_series, &retries_series);
     let groups = plan
         .groups
         .iter()
         .zip(&c.groups)
         .zip(&c.group_attempts)
+        .zip(&c.group_retries)
         .zip(&c.group_connected)
         .zip(&group_connected_at_end)
-        .map(|((((g, t), series), connected), at_end)| GroupResults {
-            name: g.name.clone(),
-            totals: totals_from(
-                &t.data.counters,
-                u64::from(g.clients),
-                t.peak_connected,
-                *at_end,
-            ),
-            latency_us: latency_from(&t.data.hists),
-            storm: results::storm_from(&t.data.counters, &t.data.hists, series),
-            timeline: GroupTimeline {
-                attempts: series.clone(),
-                connected: connected.clone(),
+        .map(
+            |(((((g, t), series), retries), connected), at_end)| GroupResults {
+                name: g.name.clone(),
+                totals: totals_from(
+                    &t.data.counters,
+                    u64::from(g.clients),
+                    t.peak_connected,
+                    *at_end,
+                ),
+                latency_us: latency_from(&t.data.hists),
+                storm: results::storm_from(&t.data.counters, &t.data.hists, series, retries),
+                timeline: GroupTimeline {
+                    attempts: series.clone(),
+                    retries: retries.clone(),
+                    connected: connected.clone(),
+                },
             },
-        })
+        )
         .collect();
     let lag = summarize(c.hists.get(Latency::ScheduleLag), true);
     let (cpu_user_s, cpu_sys_s) = crate::metrics::generator::cpu_times();
@@ -252,6 +257,10 @@ pub async fn run(
             interval_ms: TICK.as_millis() as u64,
             points: std::mem::take(&mut c.points),
             actions: fired,
+            close_codes: std::mem::take(&mut c.close_series)
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
         },
         generator: Generator {
             cpu_user_s: round3(cpu_user_s),

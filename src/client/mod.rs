@@ -116,7 +116,11 @@ impl Client {
                 return;
             }
             self.attempts += 1;
-            m.attempt(who, Instant::now().saturating_duration_since(intended));
+            m.attempt(
+                who,
+                Instant::now().saturating_duration_since(intended),
+                self.attempts > 1,
+            );
             self.prepare_token(false);
             let extras = AttemptExtras {
                 token: self.token.as_ref().map(|(t, _)| t.as_str()),

@@ -17,6 +17,9 @@ pub struct Point {
     pub t_ms: u64,
     pub connected: u64,
     pub attempts: u64,
+    /// Attempts that were not a client's first.
+    #[serde(default)]
+    pub retries: u64,
     pub opened: u64,
     pub closed: u64,
     pub errors: u64,
@@ -75,6 +78,7 @@ pub struct Collector {
     /// Attempts per tick and connected at each tick's end, per group (the timeline, split
     /// by group).
     pub group_attempts: Vec<Vec<u64>>,
+    pub group_retries: Vec<Vec<u64>>,
     pub group_connected: Vec<Vec<u64>>,
     pub totals: Counters,
     pub hists: Hists,
@@ -82,6 +86,9 @@ pub struct Collector {
     pub points: Vec<Point>,
     /// `points[].attempts`, kept apart for the storm figures of each snapshot.
     attempt_series: Vec<u64>,
+    retry_series: Vec<u64>,
+    /// Closes per interval for each close code seen, aligned with `points`.
+    pub close_series: std::collections::BTreeMap<u16, Vec<u64>>,
     pub peak_connected: u64,
     pub samples: Vec<GeneratorSample>,
     sampler: Sampler,
@@ -98,12 +105,15 @@ impl Collector {
             interval: vec![GroupData::default(); groups],
             groups: vec![GroupTotals::default(); groups],
             group_attempts: vec![Vec::new(); groups],
+            group_retries: vec![Vec::new(); groups],
             group_connected: vec![Vec::new(); groups],
             totals: Counters::default(),
             hists: Hists::default(),
             recent: VecDeque::with_capacity(RECENT_TICKS + 1),
             points: Vec::new(),
             attempt_series: Vec::new(),
+            retry_series: Vec::new(),
+            close_series: std::collections::BTreeMap::new(),
             peak_connected: 0,
             samples: Vec::new(),
             sampler: Sampler::new(),
@@ -129,14 +139,16 @@ impl Collector {
             g.hists.reset();
         }
         self.metrics.drain_into(&mut self.interval, &mut self.spare);
-        for (((total, interval), attempts), connected) in self
+        for ((((total, interval), attempts), retries), connected) in self
             .groups
             .iter_mut()
             .zip(&self.interval)
             .zip(&mut self.group_attempts)
+            .zip(&mut self.group_retries)
             .zip(&mut self.group_connected)
         {
             attempts.push(interval.counters.attempts);
+            retries.push(interval.counters.retries);
             total.data.add(interval);
             connected.push(total.data.counters.connected());
             total.peak_connected = total.peak_connected.max(total.data.counters.connected());
@@ -151,6 +163,7 @@ impl Collector {
             t_ms: elapsed.as_millis() as u64,
             connected,
             attempts: counters.attempts,
+            retries: counters.retries,
             opened: counters.opened,
             closed: counters.closed,
             errors: counters.failed_attempts(),
@@ -160,6 +173,16 @@ impl Collector {
         };
         self.points.push(point);
         self.attempt_series.push(point.attempts);
+        self.retry_series.push(point.retries);
+        let n = self.points.len();
+        for (code, count) in &counters.close_codes {
+            let series = self.close_series.entry(*code).or_default();
+            series.resize(n - 1, 0);
+            series.push(*count);
+        }
+        for series in self.close_series.values_mut() {
+            series.resize(n, 0);
+        }
         self.recent.push_back((counters, hists));
         self.ticks += 1;
 
@@ -192,7 +215,12 @@ impl Collector {
                 .collect(),
             point,
             generator,
-            storm: super::storm::storm_from(&self.totals, &self.hists, &self.attempt_series),
+            storm: super::storm::storm_from(
+                &self.totals,
+                &self.hists,
+                &self.attempt_series,
+                &self.retry_series,
+            ),
         }
     }
 }
@@ -210,7 +238,7 @@ mod tests {
     }
 
     fn open(m: &Metrics, c: u32) {
-        m.attempt(who(c), Duration::ZERO);
+        m.attempt(who(c), Duration::ZERO, false);
         m.opened(
             who(c),
             OpenTimings {
@@ -235,7 +263,7 @@ mod tests {
         for id in 0..4 {
             m.closed(who(id), Closed::ByPeer(1006));
         }
-        m.attempt(who(99), Duration::ZERO);
+        m.attempt(who(99), Duration::ZERO, false);
         m.connect_error(who(99), ConnectError::Refused);
         let s2 = c.tick();
         assert_eq!(s2.point.opened, 0);

@@ -136,6 +136,8 @@ pub enum Closed {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Counters {
     pub attempts: u64,
+    /// Attempts that were not a client's first.
+    pub retries: u64,
     pub opened: u64,
     pub closed: u64,
     pub client_closes: u64,
@@ -157,6 +159,7 @@ pub struct Counters {
 impl Counters {
     pub fn add(&mut self, o: &Counters) {
         self.attempts += o.attempts;
+        self.retries += o.retries;
         self.opened += o.opened;
         self.closed += o.closed;
         self.client_closes += o.client_closes;
@@ -323,9 +326,12 @@ impl Metrics {
         f(&mut data.groups[usize::from(who.group)]);
     }
 
-    pub fn attempt(&self, who: Who, lag: Duration) {
+    /// An attempt starts, `lag` after its intended time; `retry` unless it is the client's
+    /// first.
+    pub fn attempt(&self, who: Who, lag: Duration, retry: bool) {
         self.with(who, |s| {
             s.counters.attempts += 1;
+            s.counters.retries += u64::from(retry);
             s.hists.record(Latency::ScheduleLag, lag);
         });
     }
@@ -454,7 +460,7 @@ mod tests {
     fn shards_drain_exactly_per_group() {
         let m = Metrics::new(2);
         for c in 0..1000u32 {
-            m.attempt(who(c), Duration::from_micros(5));
+            m.attempt(who(c), Duration::from_micros(5), false);
             if c % 10 == 0 {
                 m.connect_error(who(c), ConnectError::Refused);
             } else {

@@ -19,6 +19,12 @@ pub struct Storm {
     /// 100 ms interval.
     pub peak_attempts_per_s: u64,
     pub peak_attempts_per_100ms: u64,
+    /// The same for retries only (attempts after a client's first): the storm without the
+    /// initial arrival.
+    #[serde(default)]
+    pub peak_retries_per_s: u64,
+    #[serde(default)]
+    pub peak_retries_per_100ms: u64,
     /// Attempts each client made over the run.
     pub attempts_per_client: Counts,
     pub gave_up: u64,
@@ -44,7 +50,12 @@ pub struct Counts {
 }
 
 /// Storm figures from a group's (or the run's) counters, histograms and attempts per tick.
-pub fn storm_from(c: &Counters, h: &Hists, attempts_per_tick: &[u64]) -> Storm {
+pub fn storm_from(
+    c: &Counters,
+    h: &Hists,
+    attempts_per_tick: &[u64],
+    retries_per_tick: &[u64],
+) -> Storm {
     let losses = c.close_codes.values().sum::<u64>() + c.dead_detected;
     let reconnects = h.get(Latency::Reconnect);
     let recovered = reconnects.len().min(losses);
@@ -60,11 +71,13 @@ pub fn storm_from(c: &Counters, h: &Hists, attempts_per_tick: &[u64]) -> Storm {
         let us = reconnects.value_at_quantile(k as f64 / reconnects.len() as f64);
         Some((us as f64 / 100.0).round() / 10.0)
     };
-    let per_s = attempts_per_tick
-        .windows(10)
-        .map(|w| w.iter().sum::<u64>())
-        .max()
-        .unwrap_or_else(|| attempts_per_tick.iter().sum());
+    let per_s = |series: &[u64]| {
+        series
+            .windows(10)
+            .map(|w| w.iter().sum::<u64>())
+            .max()
+            .unwrap_or_else(|| series.iter().sum())
+    };
     let a = &h.attempts_per_client;
     Storm {
         losses,
@@ -74,8 +87,10 @@ pub fn storm_from(c: &Counters, h: &Hists, attempts_per_tick: &[u64]) -> Storm {
             p95: at(0.95),
             p99: at(0.99),
         },
-        peak_attempts_per_s: per_s,
+        peak_attempts_per_s: per_s(attempts_per_tick),
         peak_attempts_per_100ms: attempts_per_tick.iter().copied().max().unwrap_or(0),
+        peak_retries_per_s: per_s(retries_per_tick),
+        peak_retries_per_100ms: retries_per_tick.iter().copied().max().unwrap_or(0),
         attempts_per_client: if a.is_empty() {
             Counts::default()
         } else {

@@ -41,6 +41,16 @@ pub struct Profile {
     pub groups: Vec<Group>,
     #[serde(default)]
     pub timeline: Vec<TimelineEntry>,
+    /// What `wsstorm compare` runs when no `--strategy` is given.
+    #[serde(default)]
+    pub compare: Option<CompareSettings>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompareSettings {
+    /// Backoff strategies to run the profile with, one run each, every group alike.
+    pub strategies: Vec<Strategy>,
 }
 
 /// `target: embedded`, `target: ws://host:port/path`, or the long form with settings.

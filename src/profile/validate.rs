@@ -31,6 +31,14 @@ pub fn validate(p: &Profile) -> Vec<(String, String)> {
     }
 
     check_target(p, &mut bad);
+    if let Some(c) = &p.compare
+        && c.strategies.len() < 2
+    {
+        bad(
+            "compare.strategies".into(),
+            "needs at least two strategies to compare".into(),
+        );
+    }
 
     if p.groups.is_empty() {
         bad("groups".into(), "needs at least one group".into());
