@@ -66,6 +66,9 @@ pub enum Command {
     /// Run a profile once per backoff strategy (same seed) and compare them.
     #[command(after_help = COMPARE_HELP)]
     Compare(CompareArgs),
+    /// Run one shard of a plan for a coordinating `wsstorm run` (started by it, not by hand).
+    #[command(hide = true)]
+    Worker,
     /// Check a profile and print its plan without running it.
     Validate {
         /// The YAML profile.
@@ -232,6 +235,12 @@ pub fn main() -> Result<ExitCode, Failure> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Compare(args) => compare(args),
+        Command::Worker => {
+            let rt = runtime()?;
+            rt.block_on(crate::workers::worker_main())
+                .map_err(|e| Failure::runtime(format!("worker: {e}")))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Validate { profile } => {
             let plan = load_plan(&profile, &Overrides::default())?;
             print!("{}", describe(&plan));

@@ -22,3 +22,4 @@ pub mod swarm;
 pub mod target;
 pub mod transport;
 pub mod units;
+pub mod workers;

@@ -34,6 +34,12 @@ pub struct Plan {
     pub timeline: Vec<PlannedAction>,
     /// The fault proxy, when any group goes through it.
     pub proxy: Option<ProxyPlan>,
+    /// Client processes (1 = clients run in this process). Set by the budget check.
+    pub workers: usize,
+    /// The wsstorm executable worker processes are started from (default: this one).
+    pub worker_exe: Option<std::path::PathBuf>,
+    /// The checked profile (with command-line overrides): what worker processes are given.
+    pub profile: Profile,
     /// The profile as the user wrote it (plus command-line overrides), kept for the results.
     pub profile_yaml: String,
 }
@@ -459,6 +465,9 @@ impl Plan {
                     buffer: p.target.proxy.buffer.0 as usize,
                 },
             ),
+            workers: 1,
+            worker_exe: None,
+            profile: p.clone(),
             profile_yaml,
         }
     }

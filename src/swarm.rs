@@ -41,6 +41,102 @@ pub enum SetupError {
     },
     #[error("target: {0}")]
     Connect(String),
+    #[error("worker processes: {0}")]
+    Workers(String),
+}
+
+/// Where clients connect: the target's URL, what the embedded target tells them, and the
+/// proxy in front of it. Sent to worker processes as it is.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct Destination {
+    pub url: String,
+    pub embedded: EmbeddedInfo,
+    pub proxy: Option<std::net::SocketAddr>,
+}
+
+/// The connection targets of a run: direct, and through the proxy.
+pub struct Targets {
+    direct: Arc<TargetConn>,
+    proxied: Option<Arc<TargetConn>>,
+}
+
+impl Targets {
+    pub fn new(d: &Destination, tls: &crate::profile::TlsSettings) -> Result<Targets, String> {
+        let direct = Arc::new(TargetConn::with_embedded(&d.url, tls, &d.embedded)?);
+        let proxied = match d.proxy {
+            Some(addr) => Some(Arc::new(TargetConn::with_embedded(
+                &d.url,
+                tls,
+                &EmbeddedInfo {
+                    addr: Some(addr),
+                    ca_pem: d.embedded.ca_pem.clone(),
+                },
+            )?)),
+            None => None,
+        };
+        Ok(Targets { direct, proxied })
+    }
+}
+
+/// Which clients of each group this process runs: those whose index in the group is
+/// `index` modulo `count`. Every client keeps its arrival time and its RNG seed, so a run
+/// split over processes is the same run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Shard {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl Shard {
+    pub const ALL: Shard = Shard { index: 0, count: 1 };
+
+    fn has(self, i: u32) -> bool {
+        i % self.count == self.index
+    }
+}
+
+/// Spawn this shard's clients on their arrival schedule.
+pub fn spawn_clients(
+    plan: &Plan,
+    shard: Shard,
+    targets: &Targets,
+    metrics: &Arc<Metrics>,
+    epoch: Instant,
+    cancel: &CancellationToken,
+    tracker: &TaskTracker,
+) {
+    for group in &plan.groups {
+        let ctx = Arc::new(GroupCtx {
+            group: group.index as u16,
+            behaviour: group.behaviour.clone(),
+            target: match (&targets.proxied, group.via_proxy) {
+                (Some(p), true) => p.clone(),
+                _ => targets.direct.clone(),
+            },
+            metrics: metrics.clone(),
+            epoch,
+            cancel: cancel.clone(),
+            grace: plan.grace,
+            seed: plan.seed,
+        });
+        let arrivals = group.arrivals(plan.seed);
+        let first = group.first_client;
+        let stop = cancel.clone();
+        let spawner = tracker.clone();
+        tracker.spawn(async move {
+            for (i, offset) in arrivals.enumerate() {
+                if !shard.has(i as u32) {
+                    continue;
+                }
+                let at = epoch + offset;
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = sleep_until(at) => {}
+                }
+                spawner.spawn(client::run(ctx.clone(), first + i as u32, at));
+            }
+        });
+    }
 }
 
 /// Run the plan. `stop` ends the run early (Ctrl-C, a dashboard key); results still come back.
@@ -66,9 +162,8 @@ pub async fn run(
         }
         PlanTarget::External { url } => (None, url.clone(), EmbeddedInfo::default()),
     };
-    let direct = Arc::new(
-        TargetConn::with_embedded(&url, &plan.tls, &embedded).map_err(SetupError::Connect)?,
-    );
+    let direct =
+        TargetConn::with_embedded(&url, &plan.tls, &embedded).map_err(SetupError::Connect)?;
     // The proxy forwards to the target's address; clients that use it connect to the proxy
     // but keep the target's URL (Host header, TLS name).
     let proxy = match &plan.proxy {
@@ -90,20 +185,12 @@ pub async fn run(
         }
         None => None,
     };
-    let proxied = match &proxy {
-        Some(p) => Some(Arc::new(
-            TargetConn::with_embedded(
-                &url,
-                &plan.tls,
-                &EmbeddedInfo {
-                    addr: Some(p.handle.local_addr()),
-                    ca_pem: embedded.ca_pem.clone(),
-                },
-            )
-            .map_err(SetupError::Connect)?,
-        )),
-        None => None,
+    let where_to = Destination {
+        url: url.clone(),
+        embedded: embedded.clone(),
+        proxy: proxy.as_ref().map(|p| p.handle.local_addr()),
     };
+    let targets = Targets::new(&where_to, &plan.tls).map_err(SetupError::Connect)?;
 
     let metrics = Arc::new(Metrics::new(plan.groups.len()));
     let started_at = SystemTime::now();
@@ -122,35 +209,24 @@ pub async fn run(
         clients_stop.clone(),
     ));
 
-    for group in &plan.groups {
-        let ctx = Arc::new(GroupCtx {
-            group: group.index as u16,
-            behaviour: group.behaviour.clone(),
-            target: match (&proxied, group.via_proxy) {
-                (Some(p), true) => p.clone(),
-                _ => direct.clone(),
-            },
-            metrics: metrics.clone(),
+    let mut workers = if plan.workers > 1 {
+        Some(
+            crate::workers::Workers::start(plan, &where_to, &metrics, &collector)
+                .await
+                .map_err(SetupError::Workers)?,
+        )
+    } else {
+        spawn_clients(
+            plan,
+            Shard::ALL,
+            &targets,
+            &metrics,
             epoch,
-            cancel: clients_stop.clone(),
-            grace: plan.grace,
-            seed: plan.seed,
-        });
-        let arrivals = group.arrivals(plan.seed);
-        let first = group.first_client;
-        let stop = clients_stop.clone();
-        let spawner = tracker.clone();
-        tracker.spawn(async move {
-            for (i, offset) in arrivals.enumerate() {
-                let at = epoch + offset;
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = sleep_until(at) => {}
-                }
-                spawner.spawn(client::run(ctx.clone(), first + i as u32, at));
-            }
-        });
-    }
+            &clients_stop,
+            &tracker,
+        );
+        None
+    };
 
     let proxy = proxy.map(Arc::new);
     let fired = tokio::spawn(fire_timeline(
@@ -166,22 +242,36 @@ pub async fn run(
         _ = stop.cancelled() => EndReason::Interrupted,
     };
     let duration = epoch.elapsed();
-    // Exactly what was open at the end: every open/close so far is in the shards.
-    let (connected_at_end, group_connected_at_end): (u64, Vec<u64>) = {
-        let mut c = lock(&collector);
-        let snap = c.tick();
-        let groups = c
-            .groups
-            .iter()
-            .map(|g| g.data.counters.connected())
-            .collect();
-        (snap.totals.connected(), groups)
+    // Exactly what was open at the end: every open/close so far is in the shards (workers
+    // count their own at this moment).
+    let group_connected_at_end: Vec<u64> = match &mut workers {
+        Some(w) => w.connected_at_end(plan.groups.len()).await,
+        None => {
+            let mut c = lock(&collector);
+            c.tick();
+            c.groups
+                .iter()
+                .map(|g| g.data.counters.connected())
+                .collect()
+        }
     };
+    let connected_at_end = group_connected_at_end.iter().sum();
 
     clients_stop.cancel();
     tracker.close();
-    let drained = tokio::time::timeout(plan.grace + Duration::from_secs(2), tracker.wait()).await;
-    if drained.is_err() {
+    let mut worker_cpu = (0.0, 0.0);
+    let drained = match workers {
+        Some(w) => {
+            let cpu = w.cpu.clone();
+            let all = w.finish(plan.grace + Duration::from_secs(5)).await;
+            worker_cpu = *cpu.lock().unwrap_or_else(PoisonError::into_inner);
+            all
+        }
+        None => tokio::time::timeout(plan.grace + Duration::from_secs(2), tracker.wait())
+            .await
+            .is_ok(),
+    };
+    if !drained {
         eprintln!(
             "wsstorm: some clients did not finish closing within the grace period; their closes are not counted"
         );
@@ -241,6 +331,7 @@ pub async fn run(
         .collect();
     let lag = summarize(c.hists.get(Latency::ScheduleLag), true);
     let (cpu_user_s, cpu_sys_s) = crate::metrics::generator::cpu_times();
+    let (cpu_user_s, cpu_sys_s) = (cpu_user_s + worker_cpu.0, cpu_sys_s + worker_cpu.1);
     let (fd_soft, _) = fd_limit();
     let warnings = results::generator_warnings(&lag, &c.samples, fd_soft, &totals);
     Ok(Results {

@@ -437,3 +437,72 @@ groups:
     assert_eq!(r.storm.attempts_per_client.max, 1);
     assert_books_balance(&r);
 }
+
+fn run_with_workers(yaml: &str, workers: usize) -> Results {
+    let profile = wsstorm::profile::parse(yaml, "test.yaml").unwrap_or_else(|e| panic!("{e}"));
+    let mut plan = Plan::new(&profile, yaml.into());
+    plan.workers = workers;
+    plan.worker_exe = Some(env!("CARGO_BIN_EXE_wsstorm").into());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (tx, _rx) = watch::channel(Arc::new(Snapshot::default()));
+    rt.block_on(wsstorm::swarm::run(&plan, CancellationToken::new(), tx))
+        .expect("run starts")
+}
+
+#[test]
+fn two_worker_processes_give_the_same_totals_as_one() {
+    let yaml = "
+name: shards
+duration: 3s
+target: embedded
+groups:
+  - name: quitters
+    clients: 150
+    arrival: { rate: 1000/s }
+    behaviour:
+      send: { every: 300ms, bytes: 64 }
+      reconnect: { on_close: { 1001: stop } }
+  - name: stayers
+    clients: 151
+    arrival: { rate: 1000/s, pattern: poisson }
+    behaviour:
+      reconnect: { backoff: { strategy: full-jitter, base: 50ms, cap: 300ms } }
+timeline:
+  - { at: 1500ms, action: drop-all, mode: close, code: 1001 }
+";
+    let one = run_with_workers(yaml, 1);
+    let two = run_with_workers(yaml, 2);
+    for (r, label) in [(&one, "1 process"), (&two, "2 workers")] {
+        assert_books_balance(r);
+        assert_eq!(r.totals.connected_at_end, 151, "{label}");
+    }
+    let (a, b) = (&one.totals, &two.totals);
+    assert_eq!(a.clients, b.clients);
+    assert_eq!(a.connect_attempts, b.connect_attempts);
+    assert_eq!(a.opened, b.opened);
+    assert_eq!(a.close_codes, b.close_codes);
+    assert_eq!(a.gave_up, b.gave_up);
+    assert_eq!(a.client_closes, b.client_closes);
+    assert_eq!(a.connected_at_end, b.connected_at_end);
+    assert_eq!(a.connect_errors, b.connect_errors);
+    for (ga, gb) in one.groups.iter().zip(&two.groups) {
+        assert_eq!(ga.totals.opened, gb.totals.opened, "{}", ga.name);
+        assert_eq!(ga.totals.gave_up, gb.totals.gave_up, "{}", ga.name);
+        assert_eq!(ga.latency_us.connect.count, gb.latency_us.connect.count);
+    }
+    assert_eq!(
+        two.latency_us.reconnect.count, 151,
+        "histograms merged from both workers"
+    );
+    assert!(two.latency_us.rtt.count > 0);
+    assert!(
+        two.generator
+            .samples
+            .iter()
+            .any(|s| s.rss_bytes > one.generator.samples[0].rss_bytes)
+    );
+}

@@ -35,7 +35,7 @@ pub struct TargetConn {
 }
 
 /// What the embedded target tells its clients beyond the URL.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct EmbeddedInfo {
     /// Connect here, without DNS (a TLS URL names `localhost`, which may resolve to ::1).
     pub addr: Option<SocketAddr>,

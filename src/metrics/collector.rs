@@ -68,8 +68,12 @@ pub struct GroupTotals {
     pub peak_connected: u64,
 }
 
+/// Latest generator samples of other processes (worker processes), to add to this one's.
+pub type ExternalSamples = Box<dyn Fn() -> Vec<GeneratorSample> + Send>;
+
 pub struct Collector {
     metrics: Arc<Metrics>,
+    external: Option<ExternalSamples>,
     epoch: Instant,
     spare: Hists,
     /// Scratch for one interval, one entry per group; reused every tick.
@@ -100,6 +104,7 @@ impl Collector {
         let groups = metrics.groups();
         Collector {
             metrics,
+            external: None,
             epoch,
             spare: Hists::default(),
             interval: vec![GroupData::default(); groups],
@@ -119,6 +124,12 @@ impl Collector {
             sampler: Sampler::new(),
             ticks: 0,
         }
+    }
+
+    /// Report the generator as this process plus the processes `samples` describes: memory
+    /// and CPU add up; open files are per process, so the largest counts.
+    pub fn set_external_samples(&mut self, samples: ExternalSamples) {
+        self.external = Some(samples);
     }
 
     /// Close the current interval now.
@@ -187,7 +198,14 @@ impl Collector {
         self.ticks += 1;
 
         let generator = if self.ticks.is_multiple_of(SAMPLE_EVERY) {
-            let s = self.sampler.sample(point.t_ms, connected);
+            let mut s = self.sampler.sample(point.t_ms, connected);
+            if let Some(external) = &self.external {
+                for w in external() {
+                    s.rss_bytes += w.rss_bytes;
+                    s.cpu_percent = ((s.cpu_percent + w.cpu_percent) * 10.0).round() / 10.0;
+                    s.open_fds = s.open_fds.max(w.open_fds);
+                }
+            }
             self.samples.push(s);
             Some(s)
         } else {

@@ -133,7 +133,7 @@ pub enum Closed {
 }
 
 /// Event counts. Cumulative in totals, per interval in shards.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Counters {
     pub attempts: u64,
     /// Attempts that were not a client's first.
@@ -262,6 +262,53 @@ impl GroupData {
         self.counters.add(&o.counters);
         self.hists.add(&o.hists);
     }
+
+    /// For the pipe from a worker process: counters as they are, histograms encoded (empty
+    /// ones as empty strings, which is most of them in most intervals).
+    pub fn to_wire(&self) -> WireGroup {
+        let enc = |h: &Histogram<u64>| {
+            if h.is_empty() {
+                String::new()
+            } else {
+                encode_histogram(h)
+            }
+        };
+        WireGroup {
+            counters: self.counters.clone(),
+            hists: self
+                .hists
+                .latency
+                .iter()
+                .chain(std::iter::once(&self.hists.attempts_per_client))
+                .map(enc)
+                .collect(),
+        }
+    }
+
+    pub fn from_wire(w: &WireGroup) -> Result<GroupData, String> {
+        let mut hists = Hists::default();
+        let slots = hists
+            .latency
+            .iter_mut()
+            .chain(std::iter::once(&mut hists.attempts_per_client));
+        for (slot, enc) in slots.zip(&w.hists) {
+            if !enc.is_empty() {
+                *slot = decode_histogram(enc)?;
+            }
+        }
+        Ok(GroupData {
+            counters: w.counters.clone(),
+            hists,
+        })
+    }
+}
+
+/// One group's interval data as a worker process sends it.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct WireGroup {
+    pub counters: Counters,
+    /// Encoded histograms in [`Latency`] order, then attempts per client; "" when empty.
+    pub hists: Vec<String>,
 }
 
 struct ShardData {
@@ -425,9 +472,21 @@ impl Metrics {
         });
     }
 
+    /// Add what another process recorded (a worker's interval) as if it had been recorded
+    /// here; the collector's next tick takes it with the rest.
+    pub fn absorb(&self, group: usize, data: &GroupData) {
+        let mut s = self.shards[0]
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(g) = s.groups.get_mut(group) {
+            g.add(data);
+        }
+    }
+
     /// Move every shard's interval data into `out` (one entry per group), leaving the shards
     /// empty. `spare` is swapped in so no shard allocates on the hot path after warm-up.
-    fn drain_into(&self, out: &mut [GroupData], spare: &mut Hists) {
+    pub fn drain_into(&self, out: &mut [GroupData], spare: &mut Hists) {
         for shard in self.shards.iter() {
             for (g, acc) in out.iter_mut().enumerate() {
                 let taken_counters;
@@ -448,6 +507,28 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn group_data_survives_the_wire() {
+        let mut g = GroupData::default();
+        g.counters.attempts = 7;
+        g.counters.close_codes.insert(1006, 3);
+        g.hists.record(Latency::Rtt, Duration::from_micros(1500));
+        let _ = g.hists.attempts_per_client.record(4);
+        let w = g.to_wire();
+        assert_eq!(w.hists.iter().filter(|h| !h.is_empty()).count(), 2);
+        let json = serde_json::to_string(&w).unwrap();
+        let back = GroupData::from_wire(&serde_json::from_str(&json).unwrap()).unwrap();
+        assert_eq!(back.counters, g.counters);
+        assert_eq!(back.hists.get(Latency::Rtt).len(), 1);
+        assert_eq!(back.hists.attempts_per_client.max(), 4);
+        let m = Metrics::new(2);
+        m.absorb(1, &back);
+        let mut out = vec![GroupData::default(); 2];
+        m.drain_into(&mut out, &mut Hists::default());
+        assert_eq!(out[1].counters.attempts, 7);
+        assert_eq!(out[0].counters.attempts, 0);
+    }
 
     fn who(client: u32) -> Who {
         Who {
