@@ -69,6 +69,9 @@ pub enum Command {
     /// Run one shard of a plan for a coordinating `wsstorm run` (started by it, not by hand).
     #[command(hide = true)]
     Worker,
+    /// One process of a multi-process embedded target (started by `wsstorm run`).
+    #[command(hide = true)]
+    TargetWorker,
     /// Check a profile and print its plan without running it.
     Validate {
         /// The YAML profile.
@@ -235,6 +238,12 @@ pub fn main() -> Result<ExitCode, Failure> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Compare(args) => compare(args),
+        Command::TargetWorker => {
+            let rt = runtime()?;
+            rt.block_on(crate::target::processes::target_worker_main())
+                .map_err(|e| Failure::runtime(format!("target worker: {e}")))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Worker => {
             let rt = runtime()?;
             rt.block_on(crate::workers::worker_main())

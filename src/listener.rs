@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 
 use tokio::net::TcpListener;
 
-fn socket(addr: SocketAddr) -> std::io::Result<socket2::Socket> {
+fn socket(addr: SocketAddr, reuse_port: bool) -> std::io::Result<socket2::Socket> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::STREAM,
@@ -21,13 +21,26 @@ fn socket(addr: SocketAddr) -> std::io::Result<socket2::Socket> {
     // Both the listener and its reservation set SO_REUSEADDR so they can share the port
     // while neither listens, and so a restarted listener ignores TIME_WAIT leftovers.
     socket.set_reuse_address(true)?;
+    if reuse_port {
+        // Several target processes listen on one port; the kernel spreads connections.
+        socket.set_reuse_port(true)?;
+    }
     socket.set_nonblocking(true)?;
     Ok(socket)
 }
 
 /// Bind and listen with the given backlog (the kernel caps it at net.core.somaxconn).
 pub fn listen(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
-    let socket = socket(addr)?;
+    listen_shared(addr, backlog, false)
+}
+
+/// Like [`listen`]; with `reuse_port`, other processes may listen on the same port.
+pub fn listen_shared(
+    addr: SocketAddr,
+    backlog: u32,
+    reuse_port: bool,
+) -> std::io::Result<TcpListener> {
+    let socket = socket(addr, reuse_port)?;
     socket.bind(&addr.into())?;
     socket.listen(backlog.min(i32::MAX as u32) as i32)?;
     TcpListener::from_std(socket.into())
@@ -41,9 +54,9 @@ pub struct Reservation {
 
 impl Reservation {
     /// Replace `listener` by a reservation of its address (refusing starts now).
-    pub fn take(listener: TcpListener) -> std::io::Result<Reservation> {
+    pub fn take(listener: TcpListener, reuse_port: bool) -> std::io::Result<Reservation> {
         let addr = listener.local_addr()?;
-        let socket = socket(addr)?;
+        let socket = socket(addr, reuse_port)?;
         // A listening socket cannot share its port, so the port is free for the few
         // microseconds between these two lines.
         drop(listener);
@@ -52,8 +65,13 @@ impl Reservation {
     }
 
     /// Listen again on the reserved address (refusing ends).
-    pub fn release(self, addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
-        let listener = listen(addr, backlog)?;
+    pub fn release(
+        self,
+        addr: SocketAddr,
+        backlog: u32,
+        reuse_port: bool,
+    ) -> std::io::Result<TcpListener> {
+        let listener = listen_shared(addr, backlog, reuse_port)?;
         drop(self);
         Ok(listener)
     }
@@ -68,10 +86,10 @@ mod tests {
         let l = listen("127.0.0.1:0".parse().unwrap(), 16).unwrap();
         let addr = l.local_addr().unwrap();
         assert!(tokio::net::TcpStream::connect(addr).await.is_ok());
-        let r = Reservation::take(l).unwrap();
+        let r = Reservation::take(l, false).unwrap();
         let e = tokio::net::TcpStream::connect(addr).await.unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
-        let l = r.release(addr, 16).unwrap();
+        let l = r.release(addr, 16, false).unwrap();
         let (c, a) = tokio::join!(tokio::net::TcpStream::connect(addr), l.accept());
         assert!(c.is_ok() && a.is_ok());
     }

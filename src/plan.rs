@@ -36,6 +36,8 @@ pub struct Plan {
     pub proxy: Option<ProxyPlan>,
     /// Client processes (1 = clients run in this process). Set by the budget check.
     pub workers: usize,
+    /// Embedded target processes (1 = in this process). Set by the budget check.
+    pub target_processes: usize,
     /// The wsstorm executable worker processes are started from (default: this one).
     pub worker_exe: Option<std::path::PathBuf>,
     /// The checked profile (with command-line overrides): what worker processes are given.
@@ -466,6 +468,7 @@ impl Plan {
                 },
             ),
             workers: 1,
+            target_processes: 1,
             worker_exe: None,
             profile: p.clone(),
             profile_yaml,

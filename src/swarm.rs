@@ -23,7 +23,8 @@ use crate::results::{
     self, EndReason, FiredAction, Generator, GroupResults, GroupTimeline, Results, Timeline,
     latency_from, totals_from,
 };
-use crate::target::{EmbeddedServer, ServerHandle};
+use crate::target::EmbeddedServer;
+use crate::target::processes::TargetProcesses;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
@@ -43,6 +44,49 @@ pub enum SetupError {
     Connect(String),
     #[error("worker processes: {0}")]
     Workers(String),
+}
+
+/// The embedded target, in this process or in several.
+pub enum TargetServer {
+    InProcess(EmbeddedServer),
+    Processes(TargetProcesses),
+}
+
+impl TargetServer {
+    async fn apply(&mut self, a: crate::target::Action) -> u64 {
+        match self {
+            TargetServer::InProcess(s) => s.handle.apply(a),
+            TargetServer::Processes(p) => p.apply(a).await,
+        }
+    }
+
+    async fn summary(&mut self) -> crate::target::ServerSummary {
+        match self {
+            TargetServer::InProcess(s) => s.handle.stats.summary(),
+            TargetServer::Processes(p) => p.summary().await,
+        }
+    }
+
+    async fn stop(self) {
+        match self {
+            TargetServer::InProcess(s) => {
+                let _ = tokio::task::spawn_blocking(move || s.stop()).await;
+            }
+            TargetServer::Processes(p) => {
+                p.stop().await;
+            }
+        }
+    }
+}
+
+/// The wsstorm executable to start child processes from.
+fn worker_exe(plan: &Plan) -> Result<std::path::PathBuf, String> {
+    match &plan.worker_exe {
+        Some(p) => Ok(p.clone()),
+        None => {
+            std::env::current_exe().map_err(|e| format!("cannot find the wsstorm executable: {e}"))
+        }
+    }
 }
 
 /// Where clients connect: the target's URL, what the embedded target tells them, and the
@@ -148,6 +192,23 @@ pub async fn run(
 ) -> Result<Results, SetupError> {
     raise_fd_limit();
     let (server, url, embedded) = match &plan.target {
+        PlanTarget::Embedded { config, threads } if plan.target_processes > 1 => {
+            let procs = TargetProcesses::start(
+                &worker_exe(plan).map_err(SetupError::Workers)?,
+                &plan.profile.target.server,
+                config.listen,
+                plan.target_processes,
+                *threads,
+            )
+            .await
+            .map_err(SetupError::Workers)?;
+            let info = EmbeddedInfo {
+                addr: Some(procs.addr),
+                ca_pem: None,
+            };
+            let url = procs.url.clone();
+            (Some(TargetServer::Processes(procs)), url, info)
+        }
         PlanTarget::Embedded { config, threads } => {
             let addr = config.listen.to_string();
             let server = EmbeddedServer::start((**config).clone(), *threads)
@@ -158,7 +219,7 @@ pub async fn run(
                 addr: Some(server.handle.local_addr()),
                 ca_pem: server.handle.ca_pem().map(str::to_string),
             };
-            (Some(server), url, info)
+            (Some(TargetServer::InProcess(server)), url, info)
         }
         PlanTarget::External { url } => (None, url.clone(), EmbeddedInfo::default()),
     };
@@ -175,8 +236,10 @@ pub async fn run(
             config.buffer = p.buffer;
             let started = match &server {
                 // In front of the embedded target: a sidecar on its runtime.
-                Some(s) => EmbeddedProxy::start_on(s.runtime.clone(), config).await,
-                None => EmbeddedProxy::start(config).await,
+                Some(TargetServer::InProcess(s)) => {
+                    EmbeddedProxy::start_on(s.runtime.clone(), config).await
+                }
+                _ => EmbeddedProxy::start(config).await,
             };
             Some(started.map_err(|source| SetupError::Proxy {
                 addr: p.listen.to_string(),
@@ -229,9 +292,10 @@ pub async fn run(
     };
 
     let proxy = proxy.map(Arc::new);
+    let server = server.map(|s| Arc::new(tokio::sync::Mutex::new(s)));
     let fired = tokio::spawn(fire_timeline(
         plan.timeline.clone(),
-        server.as_ref().map(|s| s.handle.clone()),
+        server.clone(),
         proxy.clone(),
         epoch,
         clients_stop.clone(),
@@ -278,17 +342,18 @@ pub async fn run(
     }
     let _ = ticker.await;
     let fired = fired.await.unwrap_or_default();
-    let server_summary = server.as_ref().map(|s| s.handle.stats.summary());
+    let server_summary = match &server {
+        Some(s) => Some(s.lock().await.summary().await),
+        None => None,
+    };
     let proxy_summary = proxy.as_ref().map(|p| p.handle.stats());
     if let Some(p) = proxy.and_then(|p| Arc::try_unwrap(p).ok()) {
         tokio::task::spawn_blocking(move || p.stop())
             .await
             .unwrap_or(());
     }
-    if let Some(s) = server {
-        tokio::task::spawn_blocking(move || s.stop())
-            .await
-            .unwrap_or(());
+    if let Some(s) = server.and_then(|s| Arc::try_unwrap(s).ok()) {
+        s.into_inner().stop().await;
     }
 
     let mut c = lock(&collector);
@@ -401,7 +466,7 @@ async fn tick_loop(
 
 async fn fire_timeline(
     timeline: Vec<crate::plan::PlannedAction>,
-    server: Option<ServerHandle>,
+    server: Option<Arc<tokio::sync::Mutex<TargetServer>>>,
     proxy: Option<Arc<EmbeddedProxy>>,
     epoch: Instant,
     stop: CancellationToken,
@@ -414,7 +479,10 @@ async fn fire_timeline(
         }
         // Validation made sure the server or proxy an action needs is there.
         let connections = match &planned.action {
-            TimelineAction::Server(a) => server.as_ref().map(|s| s.apply(*a)).unwrap_or(0),
+            TimelineAction::Server(a) => match &server {
+                Some(s) => s.lock().await.apply(*a).await,
+                None => 0,
+            },
             TimelineAction::Proxy(f) => match &proxy {
                 Some(p) => {
                     let open = p.handle.open();

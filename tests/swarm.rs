@@ -506,3 +506,49 @@ timeline:
             .any(|s| s.rss_bytes > one.generator.samples[0].rss_bytes)
     );
 }
+
+#[test]
+fn a_target_over_two_processes_serves_and_drops_like_one() {
+    let yaml = "
+name: target-processes
+duration: 4s
+target: embedded
+groups:
+  - name: g
+    clients: 300
+    arrival: { rate: 2000/s }
+    behaviour:
+      send: { every: 250ms, bytes: 64 }
+      reconnect: { backoff: { strategy: full-jitter, base: 50ms, cap: 300ms } }
+timeline:
+  - { at: 1s, action: drop-all, mode: close, code: 1012 }
+  - { at: 2s, action: restart, down_for: 500ms }
+";
+    let profile = wsstorm::profile::parse(yaml, "test.yaml").unwrap();
+    let mut plan = Plan::new(&profile, yaml.into());
+    plan.target_processes = 2;
+    plan.workers = 2;
+    plan.worker_exe = Some(env!("CARGO_BIN_EXE_wsstorm").into());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (tx, _rx) = watch::channel(Arc::new(Snapshot::default()));
+    let r = rt
+        .block_on(wsstorm::swarm::run(&plan, CancellationToken::new(), tx))
+        .unwrap();
+    let t = &r.totals;
+    assert_eq!(t.close_codes.get("1012"), Some(&300), "{:?}", t.close_codes);
+    assert_eq!(
+        t.close_codes.get("1006"),
+        Some(&300),
+        "the restart reached both"
+    );
+    assert!(t.connect_errors.refused > 0);
+    assert_eq!(t.connected_at_end, 300);
+    let s = r.server.as_ref().unwrap();
+    assert_eq!(s.upgraded, t.opened, "counters summed over the processes");
+    assert_eq!(s.closes_sent.get("1012"), Some(&300));
+    // Echoes queued on a connection the timeline then cut are counted but never arrive.
+    assert!(s.messages_echoed >= t.messages.received);
+    assert!(s.messages_echoed - t.messages.received <= 20);
+    assert_eq!(r.timeline.actions[0].connections, 300);
+    assert_books_balance(&r);
+}

@@ -657,11 +657,11 @@ impl Proxy {
                         // No listener: the kernel answers new SYNs with RST (refused). The
                         // port stays reserved for when the fault is healed.
                         if let Some(l) = listener.take() {
-                            reserved = Reservation::take(l).ok();
+                            reserved = Reservation::take(l, false).ok();
                         }
                     } else if !refusing && listener.is_none() {
                         let reopened = match reserved.take() {
-                            Some(r) => r.release(handle.addr, shared.config.backlog),
+                            Some(r) => r.release(handle.addr, shared.config.backlog, false),
                             None => listen(handle.addr, shared.config.backlog),
                         };
                         match reopened {

@@ -12,6 +12,7 @@
 //! so the clients' runtime and the server's do not silently share worker threads.
 
 mod connection;
+pub mod processes;
 pub mod stream;
 pub mod tls;
 
@@ -27,7 +28,7 @@ use tokio::sync::{Semaphore, broadcast};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::listener::{Reservation, listen};
+use crate::listener::{Reservation, listen_shared};
 
 use crate::auth::Signer;
 use crate::profile::{CertKind, IdleMode, OnFull, RateLimitAction, ServerSettings};
@@ -63,6 +64,8 @@ pub struct ServerConfig {
     pub backpressure: (usize, OnFull),
     pub socket_send_buffer: Option<usize>,
     pub tls: Option<CertKind>,
+    /// Share the port with other target processes (SO_REUSEPORT).
+    pub reuse_port: bool,
 }
 
 impl Default for ServerConfig {
@@ -100,13 +103,14 @@ impl ServerConfig {
                 .map(|st| (st.rate.0, st.bytes.0 as usize, st.history as usize)),
             backpressure: (s.backpressure.buffer.0 as usize, s.backpressure.on_full),
             socket_send_buffer: s.socket_send_buffer.map(|b| b.0 as usize),
+            reuse_port: false,
             tls: s.tls.as_ref().map(|t| t.certificate),
         }
     }
 }
 
 /// A fault the timeline fires at the server.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Action {
     /// Drop a share of the open connections.
     DropAll { mode: DropMode, share: f64 },
@@ -116,7 +120,7 @@ pub enum Action {
     Hang { share: f64 },
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DropMode {
     /// Close the TCP connection (FIN) without a close frame.
     Abrupt,
@@ -188,6 +192,16 @@ macro_rules! server_counters {
             $($(#[$doc])* #[serde(default)] pub $name: u64,)*
             #[serde(default)]
             pub closes_sent: BTreeMap<String, u64>,
+        }
+
+        impl ServerSummary {
+            /// Add another process's counters (peaks add up too: they are per process).
+            pub fn add(&mut self, o: &ServerSummary) {
+                $(self.$name += o.$name;)*
+                for (k, v) in &o.closes_sent {
+                    *self.closes_sent.entry(k.clone()).or_default() += v;
+                }
+            }
         }
 
         impl ServerStats {
@@ -321,7 +335,7 @@ impl Server {
     /// Bind the listening socket (backlog from the config, SO_REUSEADDR so a restart can
     /// rebind) and prepare what the config asks for (certificates, stream).
     pub async fn bind(config: ServerConfig) -> std::io::Result<Server> {
-        let listener = listen(config.listen, config.backlog)?;
+        let listener = listen_shared(config.listen, config.backlog, config.reuse_port)?;
         let addr = listener.local_addr()?;
         let generated = match config.tls {
             Some(kind) => Some(tls::generate(kind).map_err(std::io::Error::other)?),
@@ -404,7 +418,7 @@ impl Server {
                         // No listener: the kernel refuses new SYNs (RST), which is what
                         // clients see while a real server is down. The port stays reserved.
                         if let Some(l) = listener.take() {
-                            reserved = Reservation::take(l).ok();
+                            reserved = Reservation::take(l, config.reuse_port).ok();
                         }
                         down_until = Some(Instant::now() + down_for);
                     }
@@ -412,8 +426,8 @@ impl Server {
                 _ = sleep_until_opt(down_until) => {
                     down_until = None;
                     let reopened = match reserved.take() {
-                        Some(r) => r.release(handle.addr, config.backlog),
-                        None => listen(handle.addr, config.backlog),
+                        Some(r) => r.release(handle.addr, config.backlog, config.reuse_port),
+                        None => listen_shared(handle.addr, config.backlog, config.reuse_port),
                     };
                     match reopened {
                         Ok(l) => listener = Some(l),
