@@ -98,6 +98,10 @@ pub struct RunArgs {
     /// Directory for results.json (default: reports/<name>-<time>/).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Client worker processes (default: as many as the open-file limit needs; 0 runs the
+    /// clients in this process).
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
     /// Print progress lines instead of the live dashboard (also when stdout is not a
     /// terminal).
     #[arg(long)]
@@ -161,6 +165,9 @@ pub struct CompareArgs {
     /// Directory for the runs and the comparison (default: reports/<name>-compare-<time>/).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Client worker processes (default: as many as the open-file limit needs).
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
 }
 
 #[derive(Args, Debug)]
@@ -263,6 +270,26 @@ pub fn main() -> Result<ExitCode, Failure> {
 pub fn load_plan(path: &Path, overrides: &Overrides) -> Result<Plan, Failure> {
     let (p, text) = load_profile(path, overrides)?;
     Ok(Plan::new(&p, text))
+}
+
+/// Check the run fits this machine (open files, ports) and lay it out over processes.
+fn fit_plan(
+    profile: &mut profile::Profile,
+    workers: Option<usize>,
+) -> Result<crate::budget::Fit, Failure> {
+    let fit = crate::budget::fit(profile, workers, &crate::budget::Limits::here())
+        .map_err(|e| Failure::usage(format!("this run does not fit: {e}")))?;
+    for note in &fit.notes {
+        eprintln!("wsstorm: {note}");
+    }
+    Ok(fit)
+}
+
+fn plan_with(profile: &profile::Profile, text: String, fit: &crate::budget::Fit) -> Plan {
+    let mut plan = Plan::new(profile, text);
+    plan.workers = fit.workers;
+    plan.target_processes = fit.target_processes;
+    plan
 }
 
 /// The profile with command-line overrides applied and checked again, and its text for the
@@ -370,7 +397,9 @@ fn run(args: RunArgs) -> Result<ExitCode, Failure> {
         duration: args.duration.map(|d| d.0),
         seed: args.seed,
     };
-    let plan = load_plan(&args.profile, &overrides)?;
+    let (mut profile, text) = load_profile(&args.profile, &overrides)?;
+    let fit = fit_plan(&mut profile, args.workers)?;
+    let plan = plan_with(&profile, text, &fit);
     let rt = runtime()?;
     let stop = CancellationToken::new();
     let (tx, mut rx) = watch::channel(Arc::new(crate::metrics::Snapshot::default()));
@@ -469,7 +498,8 @@ fn compare(args: CompareArgs) -> Result<ExitCode, Failure> {
         duration: args.duration.map(|d| d.0),
         seed: args.seed,
     };
-    let (profile, text) = load_profile(&args.profile, &overrides)?;
+    let (mut profile, text) = load_profile(&args.profile, &overrides)?;
+    let fit = fit_plan(&mut profile, args.workers)?;
     let strategies = if !args.strategies.is_empty() {
         args.strategies.clone()
     } else if let Some(c) = &profile.compare {
@@ -505,9 +535,10 @@ fn compare(args: CompareArgs) -> Result<ExitCode, Failure> {
         for g in &mut p.groups {
             g.behaviour.reconnect.backoff.strategy = *strategy;
         }
-        let plan = Plan::new(
+        let plan = plan_with(
             &p,
             format!("{text}\n# compare: every group's backoff strategy = {strategy}\n"),
+            &fit,
         );
         eprintln!("wsstorm compare: running {} with {strategy}", plan.name);
         let (tx, _rx) = watch::channel(Arc::new(crate::metrics::Snapshot::default()));

@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod backoff;
+pub mod budget;
 pub mod cli;
 pub mod client;
 pub mod dashboard;

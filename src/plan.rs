@@ -34,9 +34,9 @@ pub struct Plan {
     pub timeline: Vec<PlannedAction>,
     /// The fault proxy, when any group goes through it.
     pub proxy: Option<ProxyPlan>,
-    /// Client processes (1 = clients run in this process). Set by the budget check.
+    /// Client worker processes (0: clients run in this process). Set by the budget check.
     pub workers: usize,
-    /// Embedded target processes (1 = in this process). Set by the budget check.
+    /// Embedded target processes (0: in this process). Set by the budget check.
     pub target_processes: usize,
     /// The wsstorm executable worker processes are started from (default: this one).
     pub worker_exe: Option<std::path::PathBuf>,
@@ -467,8 +467,8 @@ impl Plan {
                     buffer: p.target.proxy.buffer.0 as usize,
                 },
             ),
-            workers: 1,
-            target_processes: 1,
+            workers: 0,
+            target_processes: 0,
             worker_exe: None,
             profile: p.clone(),
             profile_yaml,

@@ -192,7 +192,7 @@ pub async fn run(
 ) -> Result<Results, SetupError> {
     raise_fd_limit();
     let (server, url, embedded) = match &plan.target {
-        PlanTarget::Embedded { config, threads } if plan.target_processes > 1 => {
+        PlanTarget::Embedded { config, threads } if plan.target_processes > 0 => {
             let procs = TargetProcesses::start(
                 &worker_exe(plan).map_err(SetupError::Workers)?,
                 &plan.profile.target.server,
@@ -272,7 +272,7 @@ pub async fn run(
         clients_stop.clone(),
     ));
 
-    let mut workers = if plan.workers > 1 {
+    let mut workers = if plan.workers > 0 {
         Some(
             crate::workers::Workers::start(plan, &where_to, &metrics, &collector)
                 .await

@@ -339,3 +339,43 @@ fn ctrl_c_writes_the_results_gathered_so_far() {
     assert!(r.duration_ms < 30_000);
     assert_eq!(r.totals.client_closes, 100);
 }
+
+#[test]
+fn a_run_that_cannot_fit_is_refused_with_the_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("big.yaml");
+    std::fs::write(
+        &profile,
+        "
+name: big
+duration: 10s
+target: ws://10.9.8.7:9000/ws
+groups:
+  - name: g
+    clients: 100000
+    arrival: { rate: 1000/s }
+",
+    )
+    .unwrap();
+    // Too many clients for one source address towards one host.
+    let o = output(wsstorm().arg("run").arg(&profile).arg("--no-tui"));
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(err.contains("this run does not fit"), "{err}");
+    assert!(
+        err.contains("100000 clients connect to ws://10.9.8.7:9000/ws"),
+        "{err}"
+    );
+    assert!(err.contains("source_addrs"), "{err}");
+    // Too few worker processes for the open-file limit.
+    let o = output(
+        wsstorm()
+            .arg("run")
+            .arg(&profile)
+            .args(["--no-tui", "--workers", "2"]),
+    );
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(err.contains("50000 sockets per process"), "{err}");
+    assert!(err.contains("--workers"), "{err}");
+}

@@ -474,7 +474,7 @@ groups:
 timeline:
   - { at: 1500ms, action: drop-all, mode: close, code: 1001 }
 ";
-    let one = run_with_workers(yaml, 1);
+    let one = run_with_workers(yaml, 0);
     let two = run_with_workers(yaml, 2);
     for (r, label) in [(&one, "1 process"), (&two, "2 workers")] {
         assert_books_balance(r);

@@ -1,0 +1,333 @@
+//! Pre-flight: does the run fit this machine? Two walls decide it:
+//!
+//! - **open files per process** (20,000 here): a client socket, a target socket and two proxy
+//!   sockets per proxied connection each take one. Clients move to worker processes and the
+//!   embedded target to target processes when one process cannot hold them.
+//! - **ephemeral ports per (source address, destination)** (~28,000 here): clients beyond that
+//!   need more source addresses. On loopback any 127.x.y.z is local, so wsstorm spreads the
+//!   clients itself; towards another host the profile must say (`source_addrs`).
+//!
+//! A plan that cannot fit is refused before anything starts, with the numbers and the fix.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+
+use crate::profile::Profile;
+
+/// Open files a process keeps for itself (stdio, epoll, timers, listeners, /proc reads).
+pub const FD_RESERVE: u64 = 100;
+/// Share of the ephemeral port range a run may use per source address: the rest is slack for
+/// sockets still in TIME_WAIT and for other programs. Beyond it a run is refused.
+const PORT_SHARE: f64 = 0.9;
+/// Share of the range wsstorm fills per loopback address when it spreads clients itself. The
+/// kernel's search for a free ephemeral port slows down long before the range is full:
+/// measured here, 19,000 clients from one address cost 9.6 s of kernel CPU and 2.3 s of
+/// generator lag; from eight addresses, 4.4 s and 9 ms.
+const SPREAD_SHARE: f64 = 0.1;
+
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub fd_limit: u64,
+    pub ports_per_address: u64,
+}
+
+impl Limits {
+    /// This machine's limits (raising the soft open-file limit to the hard one first).
+    pub fn here() -> Limits {
+        let fd_limit = crate::metrics::generator::raise_fd_limit();
+        let ports_per_address = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|s| {
+                let mut it = s.split_whitespace().filter_map(|v| v.parse::<u64>().ok());
+                Some(it.next()?..=it.next()?)
+            })
+            .map(|r| r.end() - r.start() + 1)
+            .unwrap_or(28_232);
+        Limits {
+            fd_limit,
+            ports_per_address,
+        }
+    }
+
+    fn per_process(&self) -> u64 {
+        self.fd_limit.saturating_sub(FD_RESERVE).max(1)
+    }
+
+    fn per_address(&self) -> u64 {
+        ((self.ports_per_address as f64) * PORT_SHARE) as u64
+    }
+
+    fn spread_per_address(&self) -> u64 {
+        (((self.ports_per_address as f64) * SPREAD_SHARE) as u64).max(1)
+    }
+}
+
+/// How a run is laid out over processes and addresses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fit {
+    /// Client worker processes (0: clients run in the coordinating process).
+    pub workers: usize,
+    /// Embedded target processes (0: in the coordinating process).
+    pub target_processes: usize,
+    /// What was decided, for the user.
+    pub notes: Vec<String>,
+}
+
+fn is_loopback_target(p: &Profile) -> bool {
+    if p.target.is_embedded() {
+        return true;
+    }
+    let Ok(uri) = p
+        .target
+        .url
+        .parse::<tokio_tungstenite::tungstenite::http::Uri>()
+    else {
+        return false;
+    };
+    let host = uri.host().unwrap_or("");
+    host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Lay the run out, or say why it cannot be. May set `source_addrs` on groups that have none
+/// (loopback only). `workers`: what `--workers` asked for.
+pub fn fit(profile: &mut Profile, workers: Option<usize>, limits: &Limits) -> Result<Fit, String> {
+    let cap = limits.per_process();
+    let clients: u64 = profile.groups.iter().map(|g| u64::from(g.clients)).sum();
+    let proxied: u64 = profile
+        .groups
+        .iter()
+        .filter(|g| g.via_proxy.unwrap_or(profile.target.via_proxy))
+        .map(|g| u64::from(g.clients))
+        .sum();
+    let embedded = profile.target.is_embedded();
+    let server_fds = if embedded { clients } else { 0 };
+    let proxy_fds = 2 * proxied;
+    let mut notes = Vec::new();
+    let limit_note = format!(
+        "open-file limit {} per process, {} ephemeral ports per source address",
+        limits.fd_limit, limits.ports_per_address
+    );
+
+    // Clients.
+    let workers = match workers {
+        Some(n) => {
+            let per = clients.div_ceil(n.max(1) as u64);
+            if n > 0 && per > cap {
+                let need = clients.div_ceil(cap);
+                return Err(format!(
+                    "{clients} clients over --workers {n} is {per} sockets per process, but a process may hold {cap} ({limit_note}). Fix: --workers {need} or more, or leave --workers out"
+                ));
+            }
+            if n == 0 && clients + server_fds + proxy_fds > cap {
+                return Err(format!(
+                    "{clients} clients in one process need {} open files with the target and proxy, more than the {cap} a process may hold ({limit_note}). Fix: leave --workers out",
+                    clients + server_fds + proxy_fds
+                ));
+            }
+            n
+        }
+        None if clients + server_fds + proxy_fds <= cap => 0,
+        None => clients.div_ceil(cap).max(1) as usize,
+    };
+
+    // The target, and the proxy (which stays in this process).
+    let mut target_processes = 0;
+    if proxy_fds > cap {
+        return Err(format!(
+            "{proxied} clients through the proxy need {proxy_fds} open files in the proxy's process (two per connection), more than the {cap} a process may hold ({limit_note}). Fix: at most {} clients through the proxy",
+            cap / 2
+        ));
+    }
+    let local = if workers == 0 { clients } else { 0 } + proxy_fds;
+    if embedded && server_fds + local > cap {
+        let s = &profile.target.server;
+        target_processes = server_fds.div_ceil(cap).max(1) as usize;
+        if target_processes > 1 {
+            let why = if s.stream.is_some() {
+                Some("a sequenced stream (each process would number its own)")
+            } else if s.tls.is_some() {
+                Some("generated TLS certificates (each process would make its own CA)")
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                return Err(format!(
+                    "{clients} connections need {target_processes} embedded-target processes, but {why} needs one: at most {cap} clients with this target ({limit_note})"
+                ));
+            }
+        }
+    }
+
+    // Ports: clients per source address towards the one destination.
+    let per_address = limits.per_address();
+    let mut load: BTreeMap<Option<IpAddr>, u64> = BTreeMap::new();
+    for g in &profile.groups {
+        if g.source_addrs.is_empty() {
+            *load.entry(None).or_default() += u64::from(g.clients);
+        } else {
+            let addrs: Vec<IpAddr> = g
+                .source_addrs
+                .iter()
+                .flat_map(|a| crate::plan::parse_addr_range(a).unwrap_or_default())
+                .collect();
+            let n = addrs.len().max(1) as u64;
+            for (i, a) in addrs.iter().enumerate() {
+                // Client k of the group uses address k mod n.
+                let share =
+                    u64::from(g.clients) / n + u64::from((i as u64) < u64::from(g.clients) % n);
+                *load.entry(Some(*a)).or_default() += share;
+            }
+        }
+    }
+    let spread = limits.spread_per_address();
+    let loopback = is_loopback_target(profile);
+    for (addr, n) in &load {
+        if addr.is_none() && loopback && *n > spread {
+            // Any 127.x.y.z is local: spread the clients that gave no address, thinly.
+            let count = n.div_ceil(spread);
+            let first = Ipv4Addr::new(127, 0, 1, 1);
+            let last = Ipv4Addr::from(u32::from(first) + count as u32 - 1);
+            let range = format!("{first}-{last}");
+            for g in profile
+                .groups
+                .iter_mut()
+                .filter(|g| g.source_addrs.is_empty())
+            {
+                g.source_addrs = vec![range.clone()];
+            }
+            notes.push(format!(
+                "{n} clients from {count} loopback source addresses ({range}), about {spread} each: the kernel's port search slows down as an address's ports fill"
+            ));
+            continue;
+        }
+        if *n <= per_address {
+            continue;
+        }
+        match addr {
+            Some(a) => {
+                return Err(format!(
+                    "{n} clients connect from {a}, but one source address has about {per_address} usable ports towards one destination ({limit_note}). Fix: add addresses to source_addrs (at least {})",
+                    n.div_ceil(per_address)
+                ));
+            }
+            None => {
+                return Err(format!(
+                    "{n} clients connect to {} from one source address, which has about {per_address} usable ports ({limit_note}). Fix: give the groups `source_addrs` (at least {} addresses of this machine)",
+                    profile.target.url,
+                    n.div_ceil(per_address)
+                ));
+            }
+        }
+    }
+    if workers > 0 {
+        notes.push(format!(
+            "{clients} clients in {workers} worker processes ({limit_note})"
+        ));
+    }
+    if target_processes > 0 {
+        notes.push(format!(
+            "the embedded target in {target_processes} processes sharing one port"
+        ));
+    }
+    Ok(Fit {
+        workers,
+        target_processes,
+        notes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Limits = Limits {
+        fd_limit: 20_000,
+        ports_per_address: 28_232,
+    };
+
+    fn profile(clients: u32, target: &str, extra: &str) -> Profile {
+        crate::profile::parse(
+            &format!(
+                "name: t\nduration: 10s\ntarget: {target}\ngroups:\n  - name: g\n    clients: {clients}\n    arrival: {{ rate: 1000/s }}\n{extra}"
+            ),
+            "t.yaml",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn small_runs_stay_in_one_process() {
+        let mut p = profile(2_000, "embedded", "");
+        let f = fit(&mut p, None, &LIMITS).unwrap();
+        assert_eq!((f.workers, f.target_processes), (0, 0));
+        assert!(p.groups[0].source_addrs.is_empty());
+        // 5,000 still fit one process, but spread over two loopback addresses.
+        let mut p = profile(5_000, "embedded", "");
+        let f = fit(&mut p, None, &LIMITS).unwrap();
+        assert_eq!((f.workers, f.target_processes), (0, 0));
+        assert_eq!(p.groups[0].source_addrs, ["127.0.1.1-127.0.1.2"]);
+    }
+
+    #[test]
+    fn big_runs_spread_over_processes_and_addresses() {
+        let mut p = profile(250_000, "embedded", "");
+        let f = fit(&mut p, None, &LIMITS).unwrap();
+        assert_eq!(f.workers, 13, "250000 / 19900");
+        assert_eq!(f.target_processes, 13);
+        // 250000 / (28232 * 0.1) -> 89 addresses.
+        assert_eq!(p.groups[0].source_addrs, ["127.0.1.1-127.0.1.89"]);
+        assert_eq!(f.notes.len(), 3);
+    }
+
+    #[test]
+    fn refusals_name_the_numbers_and_the_fix() {
+        let e = fit(&mut profile(100_000, "embedded", ""), Some(2), &LIMITS).unwrap_err();
+        assert!(e.contains("50000 sockets per process"), "{e}");
+        assert!(e.contains("--workers 6"), "{e}");
+
+        let e = fit(
+            &mut profile(60_000, "ws://10.1.2.3:9000/ws", ""),
+            None,
+            &LIMITS,
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("60000 clients connect to ws://10.1.2.3:9000/ws"),
+            "{e}"
+        );
+        assert!(e.contains("source_addrs"), "{e}");
+
+        let e = fit(
+            &mut profile(60_000, "embedded", "    source_addrs: [127.0.0.2]\n"),
+            None,
+            &LIMITS,
+        )
+        .unwrap_err();
+        assert!(e.contains("60000 clients connect from 127.0.0.2"), "{e}");
+
+        let e = fit(
+            &mut profile(
+                40_000,
+                "{ url: embedded, server: { stream: { rate: 1/s } } }",
+                "",
+            ),
+            None,
+            &LIMITS,
+        )
+        .unwrap_err();
+        assert!(e.contains("sequenced stream"), "{e}");
+
+        let e = fit(
+            &mut profile(12_000, "{ url: embedded, via_proxy: true }", ""),
+            None,
+            &LIMITS,
+        )
+        .unwrap_err();
+        assert!(e.contains("through the proxy"), "{e}");
+    }
+}
