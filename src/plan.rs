@@ -131,7 +131,10 @@ pub struct AbusePlan {
 
 #[derive(Clone, Copy, Debug)]
 pub struct SendPlan {
-    pub every: Duration,
+    /// Open loop period; `None` for a closed loop.
+    pub every: Option<Duration>,
+    /// Closed loop: messages kept in flight.
+    pub in_flight: u32,
     pub bytes: usize,
 }
 
@@ -381,7 +384,8 @@ impl Plan {
                         .flat_map(|a| parse_addr_range(a).unwrap_or_default())
                         .collect(),
                     send: b.send.as_ref().map(|s| SendPlan {
-                        every: s.every.0,
+                        every: s.every.map(|e| e.0),
+                        in_flight: s.in_flight.unwrap_or(0),
                         bytes: s.bytes.0 as usize,
                     }),
                     heartbeat: b.heartbeat.as_ref().map(|h| HeartbeatPlan {

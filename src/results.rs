@@ -187,6 +187,10 @@ pub struct Generator {
     pub fd_limit: u64,
     /// How late attempts and sends started against their schedule.
     pub schedule_lag_us: LatencySummary,
+    /// How late retries started: the spread between the earliest and the p99 of a herd
+    /// scheduled for one instant is the generator's storm precision.
+    #[serde(default)]
+    pub retry_lag_us: LatencySummary,
     /// Once a second: memory, CPU, open files, open connections.
     pub samples: Vec<GeneratorSample>,
     /// When the generator itself may have distorted the figures.

@@ -424,6 +424,7 @@ pub async fn run(
             peak_rss_bytes: c.samples.iter().map(|s| s.rss_bytes).max().unwrap_or(0),
             fd_limit: fd_soft,
             schedule_lag_us: lag,
+            retry_lag_us: summarize(c.hists.get(Latency::RetryLag), true),
             samples: std::mem::take(&mut c.samples),
             warnings,
         },

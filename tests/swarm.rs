@@ -519,7 +519,8 @@ groups:
     arrival: { rate: 2000/s }
     behaviour:
       send: { every: 250ms, bytes: 64 }
-      reconnect: { backoff: { strategy: full-jitter, base: 50ms, cap: 300ms } }
+      # Not sooner than 100 ms: both processes restart within that.
+      reconnect: { backoff: { strategy: equal-jitter, base: 200ms, cap: 400ms } }
 timeline:
   - { at: 1s, action: drop-all, mode: close, code: 1012 }
   - { at: 2s, action: restart, down_for: 500ms }
@@ -550,5 +551,26 @@ timeline:
     assert!(s.messages_echoed >= t.messages.received);
     assert!(s.messages_echoed - t.messages.received <= 20);
     assert_eq!(r.timeline.actions[0].connections, 300);
+    assert_books_balance(&r);
+}
+
+#[test]
+fn closed_loop_keeps_a_window_of_messages_in_flight() {
+    let r = run("
+name: closed-loop
+duration: 2s
+target: embedded
+groups:
+  - name: g
+    clients: 20
+    arrival: { rate: 1000/s }
+    behaviour:
+      send: { in_flight: 2, bytes: 64 }
+");
+    let m = &r.totals.messages;
+    // Each echo sends the next: at most the window is unanswered when the run ends.
+    assert!(m.received > 20 * 50, "busy: {} round trips", m.received);
+    assert!(m.sent >= m.received && m.sent - m.received <= 40, "{m:?}");
+    assert_eq!(r.latency_us.rtt.count, m.received);
     assert_books_balance(&r);
 }

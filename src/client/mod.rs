@@ -268,7 +268,7 @@ groups:
     clients: 1
     arrival: { rate: 1/s }
     behaviour:
-      send: { every: 1s }
+      send: { every: 1s, bytes: 64 }
       heartbeat: { ping_every: 1s, timeout: 1s }
 ";
         let p = crate::profile::parse(yaml, "t").unwrap();

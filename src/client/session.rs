@@ -100,15 +100,28 @@ pub async fn run(
     // in lock-step forever.
     let mut sender = b
         .send
-        .map(|s| ticker(opened + s.every.mul_f64(rng.random::<f64>()), s.every));
+        .and_then(|s| s.every)
+        .map(|every| ticker(opened + every.mul_f64(rng.random::<f64>()), every));
     let bytes = b.send.map(|s| s.bytes).unwrap_or(0);
+    // Closed loop: the first window goes out at once; each echo sends the next message.
+    let closed_loop = b.send.is_some_and(|s| s.every.is_none());
+    let mut seq: u32 = 0;
+    if closed_loop {
+        for _ in 0..b.send.map(|s| s.in_flight).unwrap_or(0) {
+            seq = seq.wrapping_add(1);
+            ctx.metrics.sent(who, Duration::ZERO);
+            let msg = Message::text(payload(who.client, seq, ctx.now_us(), bytes));
+            if let Sent::End(end) = send_or_give_up(ctx, ws, msg, None, opened).await {
+                return end;
+            }
+        }
+    }
     let mut pinger = b
         .heartbeat
         .map(|h| ticker(opened + h.ping_every, h.ping_every));
     let mut pong_deadline: Option<Instant> = None;
     let mut ping_seq: u64 = 0;
     let mut last_inbound = opened;
-    let mut seq: u32 = 0;
     // Slow consumer: the next message may be read at this instant.
     let mut read_at = opened;
     let read_gap = b.read_rate.map(|r| Duration::from_secs_f64(1.0 / r));
@@ -172,7 +185,17 @@ pub async fn run(
                 }
                 match msg {
                     Some(Ok(msg @ (Message::Text(_) | Message::Binary(_)))) => {
-                        record_data(ctx, who, &msg, stream.as_deref_mut());
+                        let echo = record_data(ctx, who, &msg, stream.as_deref_mut());
+                        if closed_loop && echo {
+                            seq = seq.wrapping_add(1);
+                            ctx.metrics.sent(who, Duration::ZERO);
+                            let next = Message::text(payload(who.client, seq, ctx.now_us(), bytes));
+                            if let Sent::End(end) =
+                                send_or_give_up(ctx, ws, next, pong_deadline, last_inbound).await
+                            {
+                                return end;
+                            }
+                        }
                     }
                     Some(Ok(Message::Pong(p))) => {
                         if p.as_ref() == ping_seq.to_be_bytes() {
@@ -284,7 +307,7 @@ async fn close_gracefully(
     let _ = tokio::time::timeout(ctx.grace, async {
         if ws.close(Some(frame)).await.is_ok() {
             while let Some(Ok(msg)) = ws.next().await {
-                record_data(ctx, who, &msg, stream.as_deref_mut());
+                let _ = record_data(ctx, who, &msg, stream.as_deref_mut());
             }
         }
     })
@@ -292,12 +315,17 @@ async fn close_gracefully(
 }
 
 /// Count a text or binary message: its round trip if it is one of our echoes, its sequence if
-/// it is a stream message.
-fn record_data(ctx: &GroupCtx, who: Who, msg: &Message, stream: Option<&mut StreamTracker>) {
+/// it is a stream message. True if it was one of our echoes.
+fn record_data(
+    ctx: &GroupCtx,
+    who: Who,
+    msg: &Message,
+    stream: Option<&mut StreamTracker>,
+) -> bool {
     let data: &[u8] = match msg {
         Message::Text(t) => t.as_bytes(),
         Message::Binary(b) => b,
-        _ => return,
+        _ => return false,
     };
     if let Some(tracker) = stream
         && let Some(seq) = parse_seq(data)
@@ -308,11 +336,12 @@ fn record_data(ctx: &GroupCtx, who: Who, msg: &Message, stream: Option<&mut Stre
             Arrival::OutOfOrder => ctx.metrics.stream_anomaly(who, false, true),
         }
         ctx.metrics.received(who, None);
-        return;
+        return false;
     }
     let rtt = echoed_send_time(who.client, data)
         .map(|sent_us| Duration::from_micros(ctx.now_us().saturating_sub(sent_us)));
     ctx.metrics.received(who, rtt);
+    rtt.is_some()
 }
 
 #[cfg(test)]

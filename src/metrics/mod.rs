@@ -94,10 +94,13 @@ pub enum Latency {
     DeadDetect,
     /// Generator health: how late an attempt or a send started against its schedule.
     ScheduleLag,
+    /// How late each retry's connect started: for a herd told to retry at one instant, the
+    /// spread of this is the generator's storm precision.
+    RetryLag,
 }
 
 impl Latency {
-    pub const ALL: [Latency; 7] = [
+    pub const ALL: [Latency; 8] = [
         Latency::Connect,
         Latency::Tls,
         Latency::Handshake,
@@ -105,6 +108,7 @@ impl Latency {
         Latency::Reconnect,
         Latency::DeadDetect,
         Latency::ScheduleLag,
+        Latency::RetryLag,
     ];
     pub const COUNT: usize = Self::ALL.len();
 
@@ -117,6 +121,7 @@ impl Latency {
             Latency::Reconnect => "reconnect",
             Latency::DeadDetect => "dead_detect",
             Latency::ScheduleLag => "schedule_lag",
+            Latency::RetryLag => "retry_lag",
         }
     }
 }
@@ -380,6 +385,9 @@ impl Metrics {
             s.counters.attempts += 1;
             s.counters.retries += u64::from(retry);
             s.hists.record(Latency::ScheduleLag, lag);
+            if retry {
+                s.hists.record(Latency::RetryLag, lag);
+            }
         });
     }
 

@@ -357,7 +357,8 @@ pub struct Group {
     /// Offered in Sec-WebSocket-Protocol.
     #[serde(default)]
     pub subprotocols: Vec<String>,
-    /// Per-connection read buffer (tungstenite's default of 128 KiB would cost 12 GiB at 100k).
+    /// Per-connection read buffer (tungstenite's default of 128 KiB would cost 12 GiB at 100k;
+    /// default 1 KiB).
     #[serde(default = "default_read_buffer")]
     pub read_buffer: ByteSize,
     /// Kernel receive buffer (SO_RCVBUF) of each client socket; default: the kernel's, which
@@ -380,8 +381,10 @@ fn default_timeout() -> Dur {
     Dur(std::time::Duration::from_secs(5))
 }
 
+/// Small by default: a WebSocket message of a few hundred bytes needs no more, a bigger one
+/// grows the buffer, and every idle client keeps it (tungstenite allocates it up front).
 fn default_read_buffer() -> ByteSize {
-    ByteSize(4096)
+    ByteSize(1024)
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -519,7 +522,12 @@ pub enum AbuseKind {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Send {
-    pub every: Dur,
+    /// Open loop: a message every this often, whatever the replies do.
+    #[serde(default)]
+    pub every: Option<Dur>,
+    /// Closed loop: keep this many messages in flight, sending the next as an echo returns.
+    #[serde(default)]
+    pub in_flight: Option<u32>,
     #[serde(default = "default_message_bytes")]
     pub bytes: ByteSize,
 }

@@ -112,8 +112,19 @@ pub fn validate(p: &Profile) -> Vec<(String, String)> {
         }
         let b = &g.behaviour;
         if let Some(s) = &b.send {
-            if s.every.0.is_zero() {
-                bad(at("behaviour.send.every"), "must be longer than 0s".into());
+            match (s.every, s.in_flight) {
+                (Some(e), None) if e.0.is_zero() => {
+                    bad(at("behaviour.send.every"), "must be longer than 0s".into())
+                }
+                (None, Some(n)) if !(1..=1000).contains(&n) => bad(
+                    at("behaviour.send.in_flight"),
+                    "must be between 1 and 1000".into(),
+                ),
+                (Some(_), Some(_)) | (None, None) => bad(
+                    at("behaviour.send"),
+                    "needs either `every` (open loop) or `in_flight` (closed loop)".into(),
+                ),
+                _ => {}
             }
             if !(MIN_MESSAGE_BYTES..=MAX_MESSAGE_BYTES).contains(&s.bytes.0) {
                 bad(

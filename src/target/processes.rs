@@ -143,16 +143,24 @@ struct Proc {
 }
 
 impl Proc {
-    async fn ask(&mut self, order: &Order) -> Option<Reply> {
+    async fn tell(&mut self, order: &Order) -> Option<()> {
         let mut line = serde_json::to_string(order).expect("orders serialize");
         line.push('\n');
         self.stdin.write_all(line.as_bytes()).await.ok()?;
-        self.stdin.flush().await.ok()?;
+        self.stdin.flush().await.ok()
+    }
+
+    async fn reply(&mut self) -> Option<Reply> {
         let reply = tokio::time::timeout(Duration::from_secs(10), self.replies.next_line())
             .await
             .ok()?
             .ok()??;
         serde_json::from_str(&reply).ok()
+    }
+
+    async fn ask(&mut self, order: &Order) -> Option<Reply> {
+        self.tell(order).await?;
+        self.reply().await
     }
 }
 
@@ -223,11 +231,16 @@ impl TargetProcesses {
         Ok(TargetProcesses { procs, addr, url })
     }
 
-    /// Fire an action in every process; returns the connections open when it fired.
+    /// Fire an action in every process; returns the connections open when it fired. The
+    /// order goes to all before any reply is awaited, so the processes act together (a
+    /// client dropped by one must not find another still up).
     pub async fn apply(&mut self, action: Action) -> u64 {
+        for p in &mut self.procs {
+            let _ = p.tell(&Order::Apply(action)).await;
+        }
         let mut open = 0;
         for p in &mut self.procs {
-            if let Some(Reply::Applied { open: n }) = p.ask(&Order::Apply(action)).await {
+            if let Some(Reply::Applied { open: n }) = p.reply().await {
                 open += n;
             }
         }
