@@ -1,0 +1,218 @@
+#!/usr/bin/env python3
+"""Scale figures of wsstorm on this machine, one command each:
+
+  bench/scale.py hold        250,000 connections to the embedded target, held for 60 s
+  bench/scale.py memory      RSS per idle connection, clients and target, at 100k+
+  bench/scale.py handshakes  new WebSocket connections per second, sustained over >= 10 s
+  bench/scale.py storm       10,000 clients told to reconnect at one instant: connect() spread
+  bench/scale.py echo        echo round trips per second with 100 busy connections
+
+Each prints what it measured and the numbers it came from. Runs use the release build and
+bench/*.yaml; process memory is read from /proc for the processes the run started (workers
+and target processes), so client and target memory are told apart. Kernel socket memory is
+not in any RSS figure; /proc/net/sockstat is printed beside it.
+"""
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "target", "release", "wsstorm")
+
+
+def build():
+    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+
+
+def children(pid):
+    """All descendants of pid, with their command lines."""
+    found = {}
+    frontier = [pid]
+    while frontier:
+        parent = frontier.pop()
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                if ppid == parent and int(entry) not in found:
+                    with open(f"/proc/{entry}/cmdline") as f:
+                        found[int(entry)] = f.read().replace("\0", " ")
+                    frontier.append(int(entry))
+            except (OSError, ValueError, IndexError):
+                pass
+    return found
+
+
+def rss(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def rss_by_role(pid):
+    roles = {"coordinator": rss(pid), "workers": 0, "target": 0}
+    for child, cmd in children(pid).items():
+        if "target-worker" in cmd:
+            roles["target"] += rss(child)
+        elif " worker" in cmd:
+            roles["workers"] += rss(child)
+    return roles
+
+
+def sockstat():
+    with open("/proc/net/sockstat") as f:
+        return " | ".join(l.strip() for l in f if l.startswith(("TCP", "sockets")))
+
+
+def run(profile, args, watch=None):
+    """Run wsstorm; `watch(pid, elapsed)` is called about once a second while it runs."""
+    out = tempfile.mkdtemp(prefix="wsstorm-bench-")
+    cmd = [BIN, "run", os.path.join(ROOT, "bench", profile), "--no-tui", "--out", out] + args
+    started = time.time()
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while p.poll() is None:
+        if watch:
+            watch(p.pid, time.time() - started)
+        time.sleep(1)
+    stdout, stderr = p.communicate()
+    if p.returncode != 0:
+        sys.exit(f"wsstorm failed ({p.returncode}):\n{stderr[-3000:]}")
+    notes = [l for l in stderr.splitlines() if l.startswith("wsstorm:")]
+    with open(os.path.join(out, "results.json")) as f:
+        return json.load(f), notes, stdout
+
+
+def errors(t):
+    return sum(t["connect_errors"].values()) + sum(t["handshake_status"].values())
+
+
+def hold():
+    n, rate, hold_s = 250_000, 5000, 60
+    ramp = n // rate
+    peak = {}
+
+    def watch(pid, elapsed):
+        if elapsed > ramp + 10 and not peak:
+            peak.update(rss_by_role(pid))
+            peak["sockstat"] = sockstat()
+
+    r, notes, _ = run("idle.yaml", ["--clients", str(n), "--duration", f"{ramp + hold_s}s"], watch)
+    t = r["totals"]
+    for note in notes:
+        print(" ", note)
+    print(f"clients {t['clients']}, opened {t['opened']}, connected at end {t['connected_at_end']}, "
+          f"peak connected {t['peak_connected']}, errors {errors(t)}, close codes {t['close_codes']}")
+    print(f"held {hold_s} s after a {ramp} s ramp; run {r['duration_ms'] / 1000:.0f} s; "
+          f"connect p99 {r['latency_us']['connect']['p99'] / 1000:.2f} ms, "
+          f"handshake p99 {r['latency_us']['handshake']['p99'] / 1000:.2f} ms")
+    if peak:
+        print(f"memory while held: client workers {peak['workers'] / 2**20:.0f} MiB "
+              f"({peak['workers'] / n / 1024:.2f} KiB per connection), target {peak['target'] / 2**20:.0f} MiB "
+              f"({peak['target'] / n / 1024:.2f} KiB per connection), coordinator {peak['coordinator'] / 2**20:.0f} MiB")
+        print(f"kernel: {peak['sockstat']}")
+    for w in r["generator"]["warnings"]:
+        print("  generator warning:", w)
+    ok = t["connected_at_end"] == n and errors(t) == 0 and not t["close_codes"]
+    print("target: 250,000 held 60 s, no errors, all connected at the end:", "MET" if ok else "NOT MET")
+
+
+def memory():
+    sizes, rate = [50_000, 100_000, 150_000], 5000
+    points = []
+    for n in sizes:
+        ramp = n // rate
+        samples = []
+
+        def watch(pid, elapsed, samples=samples, ramp=ramp):
+            if ramp + 4 < elapsed < ramp + 14:
+                samples.append(rss_by_role(pid))
+
+        r, _, _ = run("idle.yaml", ["--clients", str(n), "--duration", f"{ramp + 16}s"], watch)
+        t = r["totals"]
+        if t["connected_at_end"] != n or not samples:
+            sys.exit(f"{n}: only {t['connected_at_end']} connected")
+        w = statistics.median(s["workers"] for s in samples)
+        tg = statistics.median(s["target"] for s in samples)
+        points.append((n, w, tg))
+        print(f"  {n:>7} idle connections: client workers {w / 2**20:7.1f} MiB, target {tg / 2**20:7.1f} MiB")
+
+    def slope(k):
+        xs = [p[0] for p in points]
+        ys = [p[k] for p in points]
+        mx, my = statistics.mean(xs), statistics.mean(ys)
+        return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+
+    c, s = slope(1), slope(2)
+    print(f"client RSS per idle connection (slope over {sizes}): {c / 1024:.2f} KiB  (target <= 4 KiB: "
+          f"{'MET' if c <= 4096 else 'NOT MET'})")
+    print(f"target RSS per connection:                         {s / 1024:.2f} KiB  (target <= 8 KiB: "
+          f"{'MET' if s <= 8192 else 'NOT MET'})")
+
+
+def handshakes(rate=None):
+    rates = [rate] if rate else [5000, 10000, 20000]
+    for rate in rates:
+        seconds = 12
+        n = rate * seconds
+        r, notes, _ = run("idle.yaml", ["--clients", str(n), "--duration", f"{seconds + 4}s"],)
+        pts = r["timeline"]["points"]
+        # Opens per second over the best 10 s window (100 ms points).
+        opened = [p["opened"] for p in pts]
+        best = max(sum(opened[i:i + 100]) for i in range(max(1, len(opened) - 99))) / 10.0
+        t = r["totals"]
+        lag = r["generator"]["schedule_lag_us"]
+        print(f"  asked {rate}/s for {seconds} s: opened {t['opened']} of {n}, best 10 s window "
+              f"{best:.0f} opens/s, errors {errors(t)}, handshake p99 "
+              f"{r['latency_us']['handshake']['p99'] / 1000:.1f} ms, generator lag p99 {lag['p99'] / 1000:.0f} ms")
+        for w in r["generator"]["warnings"]:
+            print("    generator warning:", w)
+
+
+def storm():
+    n = 10_000
+    r, notes, _ = run("storm-precision.yaml", ["--clients", str(n)])
+    lag = r["generator"]["retry_lag_us"]
+    t = r["totals"]
+    print(f"  {t['close_codes']} closes, {lag['count']} retries scheduled for one instant")
+    print(f"  lateness of connect() against the instant: min {lag['min'] / 1000:.1f} ms, p50 {lag['p50'] / 1000:.1f} ms, "
+          f"p99 {lag['p99'] / 1000:.1f} ms, max {lag['max'] / 1000:.1f} ms")
+    spread = (lag["p99"] - lag["min"]) / 1000
+    print(f"first-to-p99 spread: {spread:.0f} ms  (aim <= 300 ms: {'MET' if spread <= 300 else 'NOT MET'}); "
+          f"all back: {t['connected_at_end']} of {n}")
+
+
+def echo():
+    r, notes, _ = run("echo-throughput.yaml", [])
+    t = r["totals"]
+    secs = r["duration_ms"] / 1000
+    rtt = r["latency_us"]["rtt"]
+    cpu = r["generator"]["cpu_user_s"] + r["generator"]["cpu_sys_s"]
+    rps = t["messages"]["received"] / secs
+    print(f"  100 connections, closed loop: {t['messages']['received']} round trips in {secs:.1f} s = {rps:.0f}/s; "
+          f"rtt p50 {rtt['p50']} us p99 {rtt['p99']} us; client CPU {cpu:.1f} s "
+          f"({cpu / max(1, t['messages']['received']) * 1e6:.1f} us per round trip, target in the same process)")
+    print(f"target >= 150,000 round trips/s: {'MET' if rps >= 150_000 else 'NOT MET'}")
+
+
+if __name__ == "__main__":
+    what = sys.argv[1] if len(sys.argv) > 1 else ""
+    fns = {"hold": hold, "memory": memory, "handshakes": handshakes, "storm": storm, "echo": echo}
+    if what not in fns:
+        sys.exit(__doc__)
+    build()
+    if what == "handshakes" and len(sys.argv) > 2:
+        handshakes(int(sys.argv[2]))
+    else:
+        fns[what]()
