@@ -26,12 +26,17 @@ Examples:
   wsstorm run profiles/quickstart.yaml --target ws://127.0.0.1:9001/ws
       (timeline actions of the embedded server need `target: embedded`)
   wsstorm proxy --listen 127.0.0.1:9100 --upstream 127.0.0.1:9001
+  wsstorm run profiles/quickstart.yaml --threshold 'rtt.p99 < 50ms' --threshold 'gave_up == 0'
+      exit 1 when a threshold fails (CI gate)
+  wsstorm capacity profiles/capacity-connection-rate.yaml
+      step the load up until the profile's thresholds break
   wsstorm compare profiles/backoff-jitter.yaml --strategy full-jitter --strategy exponential
   wsstorm report reports/quickstart-20261125T220520Z/results.json
   wsstorm validate profiles/quickstart.yaml
 
-Exit codes: 0 ok (also stopped with q in the dashboard), 2 bad profile or arguments,
-3 could not run (target, output), 130 interrupted (Ctrl-C, SIGTERM).";
+Exit codes: 0 ok (also stopped with q in the dashboard), 1 a threshold failed (or a
+capacity search fell short of `expect`), 2 bad profile or arguments, 3 could not run
+(target, output), 130 interrupted (Ctrl-C, SIGTERM).";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -66,6 +71,9 @@ pub enum Command {
     /// Run a profile once per backoff strategy (same seed) and compare them.
     #[command(after_help = COMPARE_HELP)]
     Compare(CompareArgs),
+    /// Step the load up, one run per step, until the thresholds break; report the knee.
+    #[command(after_help = CAPACITY_HELP)]
+    Capacity(CapacityArgs),
     /// Run one shard of a plan for a coordinating `wsstorm run` (started by it, not by hand).
     #[command(hide = true)]
     Worker,
@@ -106,6 +114,47 @@ pub struct RunArgs {
     /// terminal).
     #[arg(long)]
     pub no_tui: bool,
+    /// A pass/fail condition, e.g. 'rtt.p99 < 50ms' or 'errors.rate < 1%' (repeat it; added
+    /// to the profile's `thresholds`). Any failure exits 1.
+    #[arg(long = "threshold", value_name = "EXPR")]
+    pub thresholds: Vec<String>,
+}
+
+const CAPACITY_HELP: &str = "\
+The profile's `capacity:` section says what to step and how far, its `thresholds:` (and any
+--threshold) are the SLO each step must meet:
+
+  capacity:
+    vary: connection-rate     # or connections (clients held), message-rate (msg/s)
+    start: 100                # first step's load
+    step: 100                 # added each step (or `factor: 2`)
+    max: 2000                 # ceiling
+    hold: 10s                 # each step holds its load this long
+    expect: 500               # optional: exit 1 when the last good step is below it
+  thresholds:
+    - errors.rate < 1%
+    - handshake.p99 < 200ms
+
+Each step is a fresh run written to <out>/step-NN-<load>/; <out>/capacity.json and
+<out>/capacity.html hold the per-step table, the last good and first bad step, which
+threshold broke and whether the limit was the server's or the generator's.";
+
+#[derive(Args, Debug)]
+pub struct CapacityArgs {
+    pub profile: PathBuf,
+    /// Add a threshold to the SLO (repeat it).
+    #[arg(long = "threshold", value_name = "EXPR")]
+    pub thresholds: Vec<String>,
+    #[arg(long, value_name = "URL")]
+    pub target: Option<String>,
+    #[arg(long, value_name = "S")]
+    pub seed: Option<u64>,
+    /// Directory for the steps and the summary (default: reports/<name>-capacity-<time>/).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Client worker processes (default: as many as the open-file limit needs).
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
 }
 
 const PROXY_HELP: &str = "\
@@ -245,6 +294,7 @@ pub fn main() -> Result<ExitCode, Failure> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Compare(args) => compare(args),
+        Command::Capacity(args) => capacity(args),
         Command::TargetWorker => {
             let rt = runtime()?;
             rt.block_on(crate::target::processes::target_worker_main())
@@ -397,9 +447,17 @@ fn run(args: RunArgs) -> Result<ExitCode, Failure> {
         duration: args.duration.map(|d| d.0),
         seed: args.seed,
     };
-    let (mut profile, text) = load_profile(&args.profile, &overrides)?;
+    let extra = parse_thresholds(&args.thresholds)?;
+    let (mut profile, mut text) = load_profile(&args.profile, &overrides)?;
     let fit = fit_plan(&mut profile, args.workers)?;
-    let plan = plan_with(&profile, text, &fit);
+    if !args.thresholds.is_empty() {
+        text.push_str(&format!(
+            "\n# command-line thresholds: {:?}\n",
+            args.thresholds
+        ));
+    }
+    let mut plan = plan_with(&profile, text, &fit);
+    plan.thresholds.extend(extra);
     let rt = runtime()?;
     let stop = CancellationToken::new();
     let (tx, mut rx) = watch::channel(Arc::new(crate::metrics::Snapshot::default()));
@@ -485,8 +543,157 @@ fn run(args: RunArgs) -> Result<ExitCode, Failure> {
         Err(e) => eprintln!("wsstorm: cannot write the report in {}: {e}", dir.display()),
     }
     Ok(match results.end_reason {
-        EndReason::Completed | EndReason::Stopped => ExitCode::SUCCESS,
         EndReason::Interrupted => ExitCode::from(130),
+        _ if results.thresholds_passed() == Some(false) => ExitCode::from(1),
+        EndReason::Aborted => ExitCode::from(1),
+        EndReason::Completed | EndReason::Stopped => ExitCode::SUCCESS,
+    })
+}
+
+/// `--threshold` expressions, or a usage error that points at the offending character.
+fn parse_thresholds(exprs: &[String]) -> Result<Vec<crate::threshold::Threshold>, Failure> {
+    exprs
+        .iter()
+        .map(|e| {
+            crate::threshold::Threshold::parse(e).map_err(|err| {
+                Failure::usage(format!(
+                    "--threshold `{e}`: {err}\n{}",
+                    crate::threshold::caret(e, &err)
+                ))
+            })
+        })
+        .collect()
+}
+
+fn capacity(args: CapacityArgs) -> Result<ExitCode, Failure> {
+    use crate::capacity::{self as cap, Capacity, CapacityStep};
+    let overrides = Overrides {
+        target: args.target.clone(),
+        seed: args.seed,
+        ..Overrides::default()
+    };
+    let extra = parse_thresholds(&args.thresholds)?;
+    let (profile, text) = load_profile(&args.profile, &overrides)?;
+    let Some(settings) = profile.capacity.clone() else {
+        return Err(Failure::usage(format!(
+            "{}: no `capacity:` section, so nothing says what to step (see `wsstorm capacity --help`)",
+            args.profile.display()
+        )));
+    };
+    if profile.thresholds.is_empty() && extra.is_empty() {
+        return Err(Failure::usage(format!(
+            "{}: a capacity search needs thresholds (the SLO each step must meet): add `thresholds:` to the profile or give --threshold, e.g. --threshold 'errors.rate < 1%'",
+            args.profile.display()
+        )));
+    }
+    let group = settings
+        .group
+        .clone()
+        .unwrap_or_else(|| profile.groups[0].name.clone());
+    let started_at = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let dir = args.out.clone().unwrap_or_else(|| {
+        let stamp: String = started_at
+            .chars()
+            .filter(|c| c.is_ascii_digit() || *c == 'T')
+            .collect();
+        PathBuf::from("reports").join(format!("{}-capacity-{stamp}Z", safe_name(&profile.name)))
+    });
+    let rt = runtime()?;
+    let stop = CancellationToken::new();
+    rt.block_on(async {
+        tokio::spawn(stop_on_signal(stop.clone()));
+    });
+    let loads = cap::steps(&settings);
+    let mut steps: Vec<CapacityStep> = Vec::new();
+    for (i, &load) in loads.iter().enumerate() {
+        if stop.is_cancelled() {
+            break;
+        }
+        let mut p = cap::step_profile(&profile, &settings, load);
+        let problems = profile::validate(&p);
+        if !problems.is_empty() {
+            return Err(Failure::usage(format!(
+                "{}: the step at {} {} is not a valid run: {}",
+                args.profile.display(),
+                cap::fmt_load(load),
+                settings.vary.unit(),
+                problems
+                    .iter()
+                    .map(|(path, m)| format!("{path}: {m}"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )));
+        }
+        let fit = fit_plan(&mut p, args.workers)?;
+        let mut plan = plan_with(
+            &p,
+            format!(
+                "{text}\n# capacity step {}: {} = {} {} (group {group}), duration {}\n",
+                i + 1,
+                settings.vary.name(),
+                cap::fmt_load(load),
+                settings.vary.unit(),
+                p.duration
+            ),
+            &fit,
+        );
+        plan.thresholds.extend(extra.iter().cloned());
+        eprintln!(
+            "wsstorm capacity: step {}/{}: {} {} for {}",
+            i + 1,
+            loads.len(),
+            cap::fmt_load(load),
+            settings.vary.unit(),
+            p.duration
+        );
+        let (tx, _rx) = watch::channel(Arc::new(crate::metrics::Snapshot::default()));
+        let results = rt
+            .block_on(crate::swarm::run(&plan, stop.clone(), tx))
+            .map_err(|e| Failure::runtime(e.to_string()))?;
+        let name = format!("step-{:02}-{}", i + 1, cap::fmt_load(load));
+        let run_dir = dir.join(&name);
+        write_results(&results, &run_dir)?;
+        let _ = crate::report::write(&results, &run_dir);
+        let step = CapacityStep::from_results(load, format!("{name}/results.json"), &results);
+        eprintln!(
+            "wsstorm capacity:   {} {}",
+            if step.passed { "pass" } else { "FAIL" },
+            if step.passed {
+                String::new()
+            } else {
+                step.why()
+            }
+        );
+        let passed = step.passed;
+        steps.push(step);
+        if !passed {
+            break;
+        }
+    }
+    rt.shutdown_timeout(Duration::from_secs(1));
+    let c = Capacity::conclude(
+        profile.name.clone(),
+        profile.seed.unwrap_or(crate::plan::DEFAULT_SEED),
+        started_at,
+        &settings,
+        group,
+        steps,
+        stop.is_cancelled(),
+    );
+    let json = serde_json::to_string_pretty(&c).expect("capacity serializes");
+    std::fs::create_dir_all(&dir)
+        .and_then(|_| std::fs::write(dir.join("capacity.json"), json + "\n"))
+        .and_then(|_| std::fs::write(dir.join("capacity.html"), cap::render(&c)))
+        .map_err(|e| Failure::runtime(format!("{}: {e}", dir.display())))?;
+    print!("{}", cap::summary(&c));
+    println!("  capacity     {}", dir.join("capacity.json").display());
+    println!("  report       {}", dir.join("capacity.html").display());
+    Ok(if stop.is_cancelled() {
+        ExitCode::from(130)
+    } else if c.expect_met == Some(false) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
     })
 }
 

@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod backoff;
 pub mod budget;
+pub mod capacity;
 pub mod cli;
 pub mod client;
 pub mod dashboard;
@@ -21,6 +22,7 @@ pub mod report;
 pub mod results;
 pub mod swarm;
 pub mod target;
+pub mod threshold;
 pub mod transport;
 pub mod units;
 pub mod workers;

@@ -44,6 +44,8 @@ pub struct Plan {
     pub profile: Profile,
     /// The profile as the user wrote it (plus command-line overrides), kept for the results.
     pub profile_yaml: String,
+    /// Checked at the end (and, with `abort_on_fail`, once a second during the run).
+    pub thresholds: Vec<crate::threshold::Threshold>,
 }
 
 #[derive(Clone, Debug)]
@@ -476,6 +478,8 @@ impl Plan {
             worker_exe: None,
             profile: p.clone(),
             profile_yaml,
+            // Validation parsed every one; an unparsable one cannot reach a plan.
+            thresholds: p.thresholds.iter().filter_map(|t| t.parse().ok()).collect(),
         }
     }
 

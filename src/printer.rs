@@ -102,6 +102,7 @@ pub fn summary(r: &Results) -> String {
             crate::results::EndReason::Completed => "completed",
             crate::results::EndReason::Interrupted => "INTERRUPTED",
             crate::results::EndReason::Stopped => "stopped",
+            crate::results::EndReason::Aborted => "ABORTED by a threshold",
         },
         r.duration_ms as f64 / 1000.0,
         r.seed,
@@ -270,6 +271,21 @@ pub fn summary(r: &Results) -> String {
     );
     for w in &g.warnings {
         let _ = writeln!(o, "  WARNING      {w}");
+    }
+    if let Some(passed) = r.thresholds_passed() {
+        let failed = r.thresholds.iter().filter(|t| !t.passed).count();
+        let _ = writeln!(
+            o,
+            "  thresholds   {}",
+            if passed {
+                format!("all {} passed", r.thresholds.len())
+            } else {
+                format!("{failed} of {} FAILED", r.thresholds.len())
+            }
+        );
+        for t in &r.thresholds {
+            let _ = writeln!(o, "    {t}");
+        }
     }
     o
 }

@@ -44,6 +44,10 @@ pub struct Results {
     /// Counters of the fault proxy, when the run used it.
     #[serde(default)]
     pub proxy: Option<crate::proxy::ProxySummary>,
+    /// Each threshold with its measured value and verdict, in the order given (profile
+    /// first, then `--threshold`). Empty when the run had none.
+    #[serde(default)]
+    pub thresholds: Vec<crate::threshold::ThresholdResult>,
     /// The profile that ran, as YAML (command-line overrides included).
     pub profile: String,
 }
@@ -57,6 +61,8 @@ pub enum EndReason {
     Interrupted,
     /// Stopped from the dashboard (`q`); figures cover the time that ran.
     Stopped,
+    /// Stopped by a failing threshold with `abort_on_fail`; figures cover the time that ran.
+    Aborted,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -312,6 +318,20 @@ pub enum ResultsError {
 }
 
 impl Results {
+    /// The figures thresholds read.
+    pub fn figures(&self) -> crate::threshold::Figures<'_> {
+        crate::threshold::Figures {
+            totals: &self.totals,
+            latency: &self.latency_us,
+            storm: &self.storm,
+        }
+    }
+
+    /// `Some(true)` when every threshold passed, `None` when there were none.
+    pub fn thresholds_passed(&self) -> Option<bool> {
+        (!self.thresholds.is_empty()).then(|| self.thresholds.iter().all(|t| t.passed))
+    }
+
     /// Write `results.json` into `dir` (created if needed); returns the file's path.
     pub fn write(&self, dir: &Path) -> Result<PathBuf, ResultsError> {
         let io = |path: &Path| {

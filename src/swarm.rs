@@ -265,6 +265,7 @@ pub async fn run(
     let clients_stop = CancellationToken::new();
     let tracker = TaskTracker::new();
 
+    let abort = abort_watch(plan, snapshots.subscribe());
     let ticker = tokio::spawn(tick_loop(
         collector.clone(),
         snapshots,
@@ -301,9 +302,14 @@ pub async fn run(
         clients_stop.clone(),
     ));
 
+    let mut aborted_by: Option<(usize, Duration)> = None;
     let end_reason = tokio::select! {
         _ = sleep_until(epoch + plan.duration) => EndReason::Completed,
         _ = stop.cancelled() => EndReason::Interrupted,
+        failed = abort => {
+            aborted_by = Some(failed);
+            EndReason::Aborted
+        }
     };
     let duration = epoch.elapsed();
     // Exactly what was open at the end: every open/close so far is in the shards (workers
@@ -399,7 +405,7 @@ pub async fn run(
     let (cpu_user_s, cpu_sys_s) = (cpu_user_s + worker_cpu.0, cpu_sys_s + worker_cpu.1);
     let (fd_soft, _) = fd_limit();
     let warnings = results::generator_warnings(&lag, &c.samples, fd_soft, &totals);
-    Ok(Results {
+    let mut results = Results {
         schema: results::SCHEMA.to_string(),
         name: plan.name.clone(),
         description: plan.description.clone(),
@@ -433,8 +439,71 @@ pub async fn run(
         groups,
         server: server_summary,
         proxy: proxy_summary,
+        thresholds: Vec::new(),
         profile: plan.profile_yaml.clone(),
-    })
+    };
+    results.thresholds = crate::threshold::evaluate_all(&plan.thresholds, &results.figures());
+    if let Some((i, at)) = aborted_by
+        && let Some(t) = results.thresholds.get_mut(i)
+    {
+        t.aborted_at_ms = Some(at.as_millis() as u64);
+        // The run stopped because this failed; later figures can drift back under the
+        // limit while the clients close, but the verdict is the one that stopped it.
+        t.passed = false;
+    }
+    Ok(results)
+}
+
+/// Resolves with the first `abort_on_fail` threshold that fails on the run's figures so far
+/// (its index, and when), checked once a second; never, when there are none.
+async fn abort_watch(
+    plan: &Plan,
+    mut snapshots: watch::Receiver<Arc<Snapshot>>,
+) -> (usize, Duration) {
+    let watched: Vec<(usize, &crate::threshold::Threshold)> = plan
+        .thresholds
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.abort_on_fail)
+        .collect();
+    if watched.is_empty() {
+        return std::future::pending().await;
+    }
+    let clients = u64::from(plan.total_clients());
+    let mut next = Duration::from_secs(1);
+    while snapshots.changed().await.is_ok() {
+        let snap = snapshots.borrow_and_update().clone();
+        if snap.elapsed < next {
+            continue;
+        }
+        next = snap.elapsed + Duration::from_secs(1);
+        let totals = results::totals_from(
+            &snap.totals,
+            clients,
+            snap.peak_connected,
+            snap.point.connected,
+        );
+        let l = |k: Latency| snap.latency.get(k as usize).cloned().unwrap_or_default();
+        let latency = results::LatencyTable {
+            connect: l(Latency::Connect),
+            tls: l(Latency::Tls),
+            handshake: l(Latency::Handshake),
+            rtt: l(Latency::Rtt),
+            reconnect: l(Latency::Reconnect),
+            dead_detect: l(Latency::DeadDetect),
+        };
+        let figures = crate::threshold::Figures {
+            totals: &totals,
+            latency: &latency,
+            storm: &snap.storm,
+        };
+        for (i, t) in &watched {
+            if snap.elapsed >= t.delay && t.fails_now(&figures).is_some() {
+                return (*i, snap.elapsed);
+            }
+        }
+    }
+    std::future::pending().await
 }
 
 fn round3(x: f64) -> f64 {

@@ -44,6 +44,69 @@ pub struct Profile {
     /// What `wsstorm compare` runs when no `--strategy` is given.
     #[serde(default)]
     pub compare: Option<CompareSettings>,
+    /// Pass/fail conditions on the run's figures (`rtt.p99 < 50ms`); any failure exits 1.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub thresholds: Vec<crate::threshold::ThresholdSpec>,
+    /// How `wsstorm capacity` steps the load up until the thresholds break.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<CapacitySettings>,
+}
+
+/// A capacity search: one run per step, the load raised each step, until a threshold fails or
+/// `max` is reached.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapacitySettings {
+    /// What grows from step to step.
+    pub vary: CapacityVary,
+    /// The group whose load is stepped (needed when the profile has several).
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Load of the first step: clients held, new connections per second, or messages per
+    /// second across the group, as `vary` says.
+    pub start: f64,
+    /// Added each step (default: `start`). Give `step` or `factor`, not both.
+    #[serde(default)]
+    pub step: Option<f64>,
+    /// Multiplied each step (e.g. 2 doubles the load).
+    #[serde(default)]
+    pub factor: Option<f64>,
+    /// The ceiling: no step goes above it.
+    pub max: f64,
+    /// How long each step holds its load (after the ramp, for `connections`).
+    pub hold: Dur,
+    /// A regression gate: exit 1 when the last good step is below this load.
+    #[serde(default)]
+    pub expect: Option<f64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CapacityVary {
+    /// Clients connected and held (arrival rate as the group says).
+    Connections,
+    /// New connections per second, arriving for the whole hold.
+    ConnectionRate,
+    /// Echo messages per second across the group (each client's `send.every` is set from it).
+    MessageRate,
+}
+
+impl CapacityVary {
+    pub fn name(self) -> &'static str {
+        match self {
+            CapacityVary::Connections => "connections",
+            CapacityVary::ConnectionRate => "connection-rate",
+            CapacityVary::MessageRate => "message-rate",
+        }
+    }
+    /// The unit a step's load is written in.
+    pub fn unit(self) -> &'static str {
+        match self {
+            CapacityVary::Connections => "clients",
+            CapacityVary::ConnectionRate => "connections/s",
+            CapacityVary::MessageRate => "messages/s",
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]

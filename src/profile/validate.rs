@@ -40,6 +40,19 @@ pub fn validate(p: &Profile) -> Vec<(String, String)> {
         );
     }
 
+    for (i, t) in p.thresholds.iter().enumerate() {
+        if let Err(e) = t.parse() {
+            let path = match t {
+                crate::threshold::ThresholdSpec::Expr(_) => format!("thresholds[{i}]"),
+                crate::threshold::ThresholdSpec::Full(_) => format!("thresholds[{i}].expr"),
+            };
+            bad(path, format!("`{}`: {e}", t.expr()));
+        }
+    }
+    if let Some(c) = &p.capacity {
+        check_capacity(p, c, &mut bad);
+    }
+
     if p.groups.is_empty() {
         bad("groups".into(), "needs at least one group".into());
     }
@@ -573,6 +586,86 @@ fn check_target(p: &Profile, bad: &mut impl FnMut(String, String)) {
 }
 
 /// RFC 6455 §7.4: 1004-1006 and 1015 are reserved and must never be sent on the wire.
+fn check_capacity(p: &Profile, c: &super::CapacitySettings, bad: &mut impl FnMut(String, String)) {
+    use super::CapacityVary;
+    if !(c.start > 0.0 && c.start.is_finite()) {
+        bad("capacity.start".into(), "must be more than 0".into());
+    }
+    if !(c.max >= c.start && c.max.is_finite()) {
+        bad(
+            "capacity.max".into(),
+            format!("must be at least `start` ({})", c.start),
+        );
+    }
+    match (c.step, c.factor) {
+        (Some(_), Some(_)) => bad(
+            "capacity.factor".into(),
+            "give `step` (added each step) or `factor` (multiplied each step), not both".into(),
+        ),
+        (Some(s), None) if !(s > 0.0 && s.is_finite()) => {
+            bad("capacity.step".into(), "must be more than 0".into())
+        }
+        (None, Some(f)) if !(f > 1.0 && f.is_finite()) => {
+            bad("capacity.factor".into(), "must be more than 1".into())
+        }
+        _ => {}
+    }
+    if c.hold.0 < Duration::from_secs(1) {
+        bad("capacity.hold".into(), "must be at least 1s".into());
+    }
+    let steps = crate::capacity::steps(c).len();
+    if steps > crate::capacity::MAX_STEPS {
+        bad(
+            "capacity".into(),
+            format!(
+                "{steps} steps from {} to {} is more than the {} allowed; use a bigger `step` or a `factor`",
+                c.start,
+                c.max,
+                crate::capacity::MAX_STEPS
+            ),
+        );
+    }
+    let group = match &c.group {
+        Some(name) => match p.groups.iter().find(|g| &g.name == name) {
+            Some(g) => Some(g),
+            None => {
+                bad(
+                    "capacity.group".into(),
+                    format!(
+                        "no group is named `{name}`; groups: {}",
+                        p.groups
+                            .iter()
+                            .map(|g| g.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                );
+                None
+            }
+        },
+        None if p.groups.len() > 1 => {
+            bad(
+                "capacity.group".into(),
+                "the profile has several groups: name the one whose load is stepped".into(),
+            );
+            None
+        }
+        None => p.groups.first(),
+    };
+    if c.vary == CapacityVary::MessageRate
+        && let Some(g) = group
+        && g.behaviour.send.as_ref().is_none_or(|s| s.every.is_none())
+    {
+        bad(
+            "capacity.vary".into(),
+            format!(
+                "message-rate steps set `send.every` of group `{}`: give it `behaviour.send: {{ every: …, bytes: … }}`",
+                g.name
+            ),
+        );
+    }
+}
+
 fn sendable_close_code(c: u16) -> bool {
     matches!(c, 1000..=1003 | 1007..=1014 | 3000..=4999)
 }

@@ -24,6 +24,7 @@ th:first-child, td:first-child { text-align: left; } th { background: #f6f6f6; f
 .meta td { text-align: left; } .muted { color: #666; } .warn { color: #b00020; font-weight: 600; }
 .verdict { padding: 8px 12px; border-left: 4px solid #999; background: #f7f7f7; }
 .pass { border-color: #2ca02c; } .fail { border-color: #d62728; }
+td.fail { color: #b00020; font-weight: 600; }
 .winner { font-weight: 700; background: #e8f5e9; }
 pre { background: #f7f7f7; padding: 10px; overflow-x: auto; font-size: 12px; }
 .charts { display: flex; flex-wrap: wrap; gap: 12px; }
@@ -250,11 +251,43 @@ pub fn render(r: &Results) -> String {
             crate::results::EndReason::Completed => "completed",
             crate::results::EndReason::Interrupted => "interrupted",
             crate::results::EndReason::Stopped => "stopped",
+            crate::results::EndReason::Aborted => "aborted by a threshold",
         },
     );
 
     o.push_str("<h2>Verdict</h2>");
-    o.push_str(r#"<div class="verdict">No thresholds were set for this run: the figures below are the result.</div>"#);
+    match r.thresholds_passed() {
+        None => o.push_str(r#"<div class="verdict">No thresholds were set for this run: the figures below are the result.</div>"#),
+        Some(passed) => {
+            let failed = r.thresholds.iter().filter(|t| !t.passed).count();
+            let _ = write!(
+                o,
+                r#"<div class="verdict {}" data-key="verdict">{}</div><table id="thresholds"><tr><th>threshold</th><th>measured</th><th>limit</th><th>result</th></tr>"#,
+                if passed { "pass" } else { "fail" },
+                if passed {
+                    format!("Passed: all {} thresholds held.", r.thresholds.len())
+                } else {
+                    format!("FAILED: {failed} of {} thresholds did not hold.", r.thresholds.len())
+                }
+            );
+            for (i, t) in r.thresholds.iter().enumerate() {
+                let _ = write!(
+                    o,
+                    r#"<tr><td>{}</td><td data-key="thresholds.{i}.measured">{}</td><td>{} {}</td><td class="{}">{}{}</td></tr>"#,
+                    esc(&t.expression),
+                    esc(&t.measured_text()),
+                    t.op,
+                    esc(&t.limit_text()),
+                    if t.passed { "pass" } else { "fail" },
+                    if t.passed { "pass" } else { "FAIL" },
+                    t.aborted_at_ms
+                        .map(|ms| format!(" — stopped the run at {:.1} s", ms as f64 / 1000.0))
+                        .unwrap_or_default()
+                );
+            }
+            o.push_str("</table>");
+        }
+    }
 
     o.push_str("<h2>Summary</h2>");
     o.push_str(&totals_table("totals.", t));
