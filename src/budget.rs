@@ -113,6 +113,10 @@ pub fn fit(profile: &mut Profile, workers: Option<usize>, limits: &Limits) -> Re
         limits.fd_limit, limits.ports_per_address
     );
 
+    // What automatic sizing fills a process to: room below the point where the generator
+    // warns that it is near its open-file limit (90 %), for reconnects and stray descriptors.
+    let comfortable = (cap * 85 / 100).max(1);
+
     // Clients.
     let workers = match workers {
         Some(n) => {
@@ -131,8 +135,8 @@ pub fn fit(profile: &mut Profile, workers: Option<usize>, limits: &Limits) -> Re
             }
             n
         }
-        None if clients + server_fds + proxy_fds <= cap => 0,
-        None => clients.div_ceil(cap).max(1) as usize,
+        None if clients + server_fds + proxy_fds <= comfortable => 0,
+        None => clients.div_ceil(comfortable).max(1) as usize,
     };
 
     // The target, and the proxy (which stays in this process).
@@ -144,9 +148,9 @@ pub fn fit(profile: &mut Profile, workers: Option<usize>, limits: &Limits) -> Re
         ));
     }
     let local = if workers == 0 { clients } else { 0 } + proxy_fds;
-    if embedded && server_fds + local > cap {
+    if embedded && server_fds + local > comfortable {
         let s = &profile.target.server;
-        target_processes = server_fds.div_ceil(cap).max(1) as usize;
+        target_processes = server_fds.div_ceil(comfortable).max(1) as usize;
         if target_processes > 1 {
             let why = if s.stream.is_some() {
                 Some("a sequenced stream (each process would number its own)")
@@ -277,8 +281,9 @@ mod tests {
     fn big_runs_spread_over_processes_and_addresses() {
         let mut p = profile(250_000, "embedded", "");
         let f = fit(&mut p, None, &LIMITS).unwrap();
-        assert_eq!(f.workers, 13, "250000 / 19900");
-        assert_eq!(f.target_processes, 13);
+        // Filled to 85 % of the 19,900 a process may hold: 16,915 each.
+        assert_eq!(f.workers, 15, "250000 / 16915");
+        assert_eq!(f.target_processes, 15);
         // 250000 / (28232 * 0.1) -> 89 addresses.
         assert_eq!(p.groups[0].source_addrs, ["127.0.1.1-127.0.1.89"]);
         assert_eq!(f.notes.len(), 3);
