@@ -11,10 +11,10 @@ use tokio::net::TcpSocket;
 use tokio::time::{Instant, timeout};
 use tokio_rustls::TlsConnector;
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{Uri, header};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::{self, Error as WsError};
 
 use super::GroupCtx;
 use crate::metrics::ConnectError;
@@ -232,9 +232,8 @@ pub async fn attempt(ctx: &GroupCtx, client: u32, extras: &AttemptExtras<'_>) ->
         // Write each message out at once: no per-connection write buffer to keep warm.
         .write_buffer_size(0);
     let t2 = Instant::now();
-    let upgrade = tokio_tungstenite::client_async_with_config(request, transport, Some(config));
-    match timeout(b.handshake_timeout, upgrade).await {
-        Ok(Ok((ws, _response))) => Attempt::Open(
+    match timeout(b.handshake_timeout, upgrade(request, transport, config)).await {
+        Ok(Ok(ws)) => Attempt::Open(
             ws,
             AttemptTimings {
                 connect,
@@ -242,18 +241,104 @@ pub async fn attempt(ctx: &GroupCtx, client: u32, extras: &AttemptExtras<'_>) ->
                 handshake: t2.elapsed(),
             },
         ),
-        Ok(Err(WsError::Http(resp))) => Attempt::Status {
-            code: resp.status().as_u16(),
-            retry_after: resp
-                .headers()
-                .get(header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                // A server may say anything; an hour is as long as any client waits.
-                .map(|secs| Duration::from_secs(secs.min(MAX_RETRY_AFTER_SECS))),
-        },
-        Ok(Err(e)) => Attempt::Failed(classify_ws(&e)),
+        Ok(Err(Upgrade::Status { code, retry_after })) => Attempt::Status { code, retry_after },
+        Ok(Err(Upgrade::Failed(e))) => Attempt::Failed(e),
         Err(_) => Attempt::Failed(ConnectError::Timeout),
+    }
+}
+
+enum Upgrade {
+    Status {
+        code: u16,
+        retry_after: Option<Duration>,
+    },
+    Failed(ConnectError),
+}
+
+/// The largest upgrade response a client reads before calling it broken.
+const MAX_RESPONSE: usize = 16 * 1024;
+
+/// The client side of the HTTP upgrade, done here rather than by tungstenite: tungstenite
+/// reads the response into a 4 KiB buffer and hands that same allocation to the connection as
+/// its read buffer, so every idle client would keep 4 KiB whatever `read_buffer` says. Here
+/// the response is read through a stack buffer and only the bytes after it (usually none) go
+/// to the connection.
+async fn upgrade(
+    request: tungstenite::handshake::client::Request,
+    mut transport: Transport,
+    config: WebSocketConfig,
+) -> Result<Ws, Upgrade> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let offered: Vec<String> = request
+        .headers()
+        .get(header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(',').map(|p| p.trim().to_string()).collect())
+        .unwrap_or_default();
+    let (bytes, key) = tungstenite::handshake::client::generate_request(request)
+        .map_err(|_| Upgrade::Failed(ConnectError::Other))?;
+    let io_failed = |e: io::Error| Upgrade::Failed(classify_io(&e));
+    transport.write_all(&bytes).await.map_err(io_failed)?;
+    transport.flush().await.map_err(io_failed)?;
+    drop(bytes);
+
+    let mut response: Vec<u8> = Vec::new();
+    let mut chunk = [0u8; 1024];
+    loop {
+        let n = transport.read(&mut chunk).await.map_err(io_failed)?;
+        if n == 0 {
+            // Closed before a complete response: the server went away mid-handshake.
+            return Err(Upgrade::Failed(ConnectError::Reset));
+        }
+        response.extend_from_slice(&chunk[..n]);
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut parsed = httparse::Response::new(&mut headers);
+        let len = match parsed.parse(&response) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) if response.len() < MAX_RESPONSE => continue,
+            _ => return Err(Upgrade::Failed(ConnectError::Other)),
+        };
+        let find = |name: &str| {
+            parsed
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case(name))
+                .and_then(|h| std::str::from_utf8(h.value).ok())
+                .map(str::trim)
+        };
+        let code = parsed.code.unwrap_or(0);
+        if code != 101 {
+            return Err(Upgrade::Status {
+                code,
+                retry_after: find("Retry-After")
+                    .and_then(|v| v.parse::<u64>().ok())
+                    // A server may say anything; an hour is as long as any client waits.
+                    .map(|secs| Duration::from_secs(secs.min(MAX_RETRY_AFTER_SECS))),
+            });
+        }
+        let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+        let upgraded = find("Upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+            && find("Connection").is_some_and(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
+            && find("Sec-WebSocket-Accept") == Some(accept.as_str());
+        // A subprotocol the client did not offer is a protocol error (RFC 6455 4.1).
+        let protocol_ok =
+            find("Sec-WebSocket-Protocol").is_none_or(|p| offered.iter().any(|o| o == p));
+        if !upgraded || !protocol_ok {
+            return Err(Upgrade::Failed(ConnectError::Other));
+        }
+        // Exactly the bytes that followed the response: the connection grows its own read
+        // buffer to `read_buffer` from there.
+        let tail = response[len..].to_vec();
+        return Ok(WebSocketStream::from_partially_read(
+            transport,
+            tail,
+            tungstenite::protocol::Role::Client,
+            Some(config),
+        )
+        .await);
     }
 }
 
@@ -303,20 +388,6 @@ fn classify_tls(e: &io::Error) -> ConnectError {
         ConnectError::Tls
     } else {
         classify_io(e)
-    }
-}
-
-fn classify_ws(e: &WsError) -> ConnectError {
-    match e {
-        WsError::Io(io) => classify_io(io),
-        WsError::Protocol(
-            tungstenite::error::ProtocolError::HandshakeIncomplete
-            | tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
-        )
-        | WsError::ConnectionClosed
-        | WsError::AlreadyClosed => ConnectError::Reset,
-        WsError::Tls(_) => ConnectError::Tls,
-        _ => ConnectError::Other,
     }
 }
 

@@ -421,7 +421,7 @@ pub struct Group {
     #[serde(default)]
     pub subprotocols: Vec<String>,
     /// Per-connection read buffer (tungstenite's default of 128 KiB would cost 12 GiB at 100k;
-    /// default 1 KiB).
+    /// default 512 B; it grows for bigger messages).
     #[serde(default = "default_read_buffer")]
     pub read_buffer: ByteSize,
     /// Kernel receive buffer (SO_RCVBUF) of each client socket; default: the kernel's, which
@@ -447,7 +447,7 @@ fn default_timeout() -> Dur {
 /// Small by default: a WebSocket message of a few hundred bytes needs no more, a bigger one
 /// grows the buffer, and every idle client keeps it (tungstenite allocates it up front).
 fn default_read_buffer() -> ByteSize {
-    ByteSize(1024)
+    ByteSize(512)
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]

@@ -36,7 +36,7 @@ fn one(yaml: &str) -> Problem {
 fn good_profile_parses() {
     let p = parse(GOOD, "p.yaml").unwrap();
     assert_eq!(p.groups[0].clients, 10);
-    assert_eq!(p.groups[0].read_buffer.0, 1024);
+    assert_eq!(p.groups[0].read_buffer.0, 512);
     assert_eq!(
         p.groups[0].behaviour.reconnect.backoff.strategy,
         Strategy::Exponential

@@ -167,8 +167,7 @@ pub(super) async fn serve(
         .write_buffer_size(0)
         .max_message_size(Some(config.max_message))
         .max_frame_size(Some(config.max_message));
-    let accept =
-        tokio_tungstenite::accept_hdr_async_with_config(transport, callback, Some(ws_config));
+    let accept = accept_upgrade(transport, callback, ws_config);
     let ws = tokio::select! {
         r = timeout(HANDSHAKE_TIMEOUT, accept) => match r {
             Ok(Ok(ws)) => ws,
@@ -191,6 +190,104 @@ pub(super) async fn serve(
     stats.open.fetch_add(1, Ordering::Relaxed);
     session(ws, id, upgrade, &shared, orders, shutdown).await;
     stats.open.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// The largest upgrade request the target reads before calling it broken.
+const MAX_REQUEST: usize = 16 * 1024;
+
+/// The server side of the HTTP upgrade, done here rather than by tungstenite: tungstenite reads
+/// the request into a 4 KiB buffer and hands that same allocation to the connection as its
+/// read buffer, so every idle connection would keep 4 KiB whatever `read_buffer` says. Here the
+/// request is read through a stack buffer and only the bytes after it go to the connection.
+/// `Err` when the upgrade did not happen (refused by `callback`, malformed, or the peer left).
+async fn accept_upgrade<F>(
+    mut transport: Transport,
+    callback: F,
+    config: WebSocketConfig,
+) -> Result<WebSocketStream<Transport>, ()>
+where
+    F: FnOnce(&Request, Response) -> Result<Response, ErrorResponse>,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_tungstenite::tungstenite::handshake::server::create_response;
+    let mut raw: Vec<u8> = Vec::new();
+    let mut chunk = [0u8; 1024];
+    let (request, len) = loop {
+        let n = transport.read(&mut chunk).await.map_err(|_| ())?;
+        if n == 0 {
+            return Err(());
+        }
+        raw.extend_from_slice(&chunk[..n]);
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut parsed = httparse::Request::new(&mut headers);
+        match parsed.parse(&raw) {
+            Ok(httparse::Status::Complete(len)) => {
+                let mut b = Request::builder()
+                    .method(parsed.method.unwrap_or("GET"))
+                    .uri(parsed.path.unwrap_or("/"))
+                    .version(match parsed.version {
+                        Some(0) => tokio_tungstenite::tungstenite::http::Version::HTTP_10,
+                        _ => tokio_tungstenite::tungstenite::http::Version::HTTP_11,
+                    });
+                for h in parsed.headers.iter() {
+                    b = b.header(h.name, h.value);
+                }
+                match b.body(()) {
+                    Ok(r) => break (r, len),
+                    Err(_) => return Err(()),
+                }
+            }
+            Ok(httparse::Status::Partial) if raw.len() < MAX_REQUEST => continue,
+            _ => return Err(()),
+        }
+    };
+    let response = match create_response(&request) {
+        Ok(r) => callback(&request, r),
+        Err(_) => {
+            let mut bad = ErrorResponse::new(Some("not a WebSocket upgrade".into()));
+            *bad.status_mut() = StatusCode::BAD_REQUEST;
+            Err(bad)
+        }
+    };
+    let (head, body, upgraded) = match response {
+        Ok(r) => (r.map(|_| None::<String>), None, true),
+        Err(e) => {
+            let body = e.body().clone();
+            (e, body, false)
+        }
+    };
+    let mut out = format!(
+        "HTTP/1.1 {} {}\r\n",
+        head.status().as_u16(),
+        head.status().canonical_reason().unwrap_or("")
+    );
+    for (name, value) in head.headers() {
+        out.push_str(name.as_str());
+        out.push_str(": ");
+        out.push_str(value.to_str().unwrap_or(""));
+        out.push_str("\r\n");
+    }
+    if let Some(b) = &body {
+        out.push_str(&format!("Content-Length: {}\r\n\r\n{b}", b.len()));
+    } else if !upgraded {
+        out.push_str("Content-Length: 0\r\n\r\n");
+    } else {
+        out.push_str("\r\n");
+    }
+    transport.write_all(out.as_bytes()).await.map_err(|_| ())?;
+    transport.flush().await.map_err(|_| ())?;
+    if !upgraded {
+        return Err(());
+    }
+    let tail = raw[len..].to_vec();
+    drop(raw);
+    Ok(WebSocketStream::from_partially_read(
+        transport,
+        tail,
+        tokio_tungstenite::tungstenite::protocol::Role::Server,
+        Some(config),
+    )
+    .await)
 }
 
 /// Whether the peer has closed or reset the connection (TCP_INFO state CLOSE_WAIT or CLOSE).

@@ -86,7 +86,9 @@ impl ServerConfig {
             accept_burst: s.accept_burst,
             retry_after: s.retry_after.0,
             backlog: s.backlog,
-            read_buffer: 4096,
+            // Where a connection's read buffer starts; it grows for bigger messages. Small, so
+            // a hundred thousand idle connections stay cheap.
+            read_buffer: 1024,
             max_message: s.max_message.0 as usize,
             rate_limit: s.rate_limit.as_ref().map(|r| (r.max.0, r.action)),
             heartbeat: s.heartbeat.as_ref().map(|h| (h.ping_every.0, h.timeout.0)),
