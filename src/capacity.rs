@@ -124,21 +124,14 @@ pub struct CapacityStep {
 impl CapacityStep {
     pub fn from_results(load: f64, results: String, r: &Results) -> CapacityStep {
         let t = &r.totals;
-        let e = &t.connect_errors;
-        let connect_errors: BTreeMap<String, u64> = [
-            ("refused", e.refused),
-            ("timeout", e.timeout),
-            ("reset", e.reset),
-            ("addr_unavailable", e.addr_unavailable),
-            ("dns", e.dns),
-            ("tls", e.tls),
-            ("fd_limit", e.fd_limit),
-            ("other", e.other),
-        ]
-        .into_iter()
-        .filter(|(_, n)| *n > 0)
-        .map(|(k, n)| (k.to_string(), n))
-        .collect();
+        // Attempts cut short by the end of the run are not errors of the step.
+        let connect_errors: BTreeMap<String, u64> = t
+            .connect_errors
+            .kinds()
+            .into_iter()
+            .filter(|(k, n)| *n > 0 && *k != "cancelled")
+            .map(|(k, n)| (k.to_string(), n))
+            .collect();
         let some = |s: &crate::metrics::LatencySummary| (s.count > 0).then_some(s.p99);
         CapacityStep {
             load,
@@ -552,49 +545,35 @@ mod tests {
     #[test]
     fn verdict_names_the_knee_and_whose_limit() {
         let s = settings(CapacityVary::ConnectionRate);
-        let c = Capacity::conclude(
-            "n".into(),
-            1,
-            "t".into(),
-            &s,
-            "g".into(),
-            vec![
-                step(100.0, true, vec![]),
-                step(200.0, true, vec![]),
-                step(300.0, false, vec![]),
-            ],
-            false,
-        );
+        let conclude =
+            |steps| Capacity::conclude("n".into(), 1, "t".into(), &s, "g".into(), steps, false);
+        let c = conclude(vec![
+            step(100.0, true, vec![]),
+            step(200.0, true, vec![]),
+            step(300.0, false, vec![]),
+        ]);
         assert_eq!((c.last_good, c.first_bad), (Some(200.0), Some(300.0)));
         assert_eq!(c.limit, Limit::Server);
         assert!(c.verdict.contains("7 × HTTP 503"), "{}", c.verdict);
         assert_eq!(c.expect_met, Some(true));
 
-        let c = Capacity::conclude(
-            "n".into(),
-            1,
-            "t".into(),
-            &s,
-            "g".into(),
-            vec![
-                step(100.0, true, vec![]),
-                step(200.0, false, vec!["late".into()]),
-            ],
-            false,
-        );
+        let c = conclude(vec![
+            step(100.0, true, vec![]),
+            step(200.0, false, vec!["late".into()]),
+        ]);
         assert_eq!(c.limit, Limit::Generator);
         assert_eq!(c.expect_met, Some(false));
 
-        let c = Capacity::conclude(
-            "n".into(),
-            1,
-            "t".into(),
-            &s,
-            "g".into(),
-            vec![step(100.0, true, vec![])],
-            false,
-        );
+        let c = conclude(vec![step(100.0, true, vec![])]);
         assert_eq!((c.limit, c.first_bad), (Limit::Ceiling, None));
-        assert!(render(&c).contains("capacity"));
+        assert!(
+            c.verdict
+                .contains("no step broke the thresholds up to the ceiling of 450"),
+            "{}",
+            c.verdict
+        );
+        let html = render(&c);
+        assert!(html.contains(r#"<td data-key="steps.0.load">"#), "{html}");
+        assert!(html.contains("no step broke the thresholds"), "{html}");
     }
 }

@@ -591,13 +591,10 @@ fn capacity(args: CapacityArgs) -> Result<ExitCode, Failure> {
         .clone()
         .unwrap_or_else(|| profile.groups[0].name.clone());
     let started_at = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-    let dir = args.out.clone().unwrap_or_else(|| {
-        let stamp: String = started_at
-            .chars()
-            .filter(|c| c.is_ascii_digit() || *c == 'T')
-            .collect();
-        PathBuf::from("reports").join(format!("{}-capacity-{stamp}Z", safe_name(&profile.name)))
-    });
+    let dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| stamped_dir(&profile.name, "-capacity", &started_at));
     let rt = runtime()?;
     let stop = CancellationToken::new();
     rt.block_on(async {
@@ -722,13 +719,10 @@ fn compare(args: CompareArgs) -> Result<ExitCode, Failure> {
     let rt = runtime()?;
     let stop = CancellationToken::new();
     let started_at = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-    let dir = args.out.clone().unwrap_or_else(|| {
-        let stamp: String = started_at
-            .chars()
-            .filter(|c| c.is_ascii_digit() || *c == 'T')
-            .collect();
-        PathBuf::from("reports").join(format!("{}-compare-{stamp}Z", safe_name(&profile.name)))
-    });
+    let dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| stamped_dir(&profile.name, "-compare", &started_at));
     let mut runs = Vec::new();
     let mut all = Vec::new();
     rt.block_on(async {
@@ -798,14 +792,17 @@ fn safe_name(name: &str) -> String {
 
 /// `reports/<name>-<UTC time>/`, the name made safe for a directory.
 fn default_out_dir(r: &Results) -> PathBuf {
-    let safe = safe_name(&r.name);
-    let stamp: String = r
-        .started_at
+    stamped_dir(&r.name, "", &r.started_at)
+}
+
+/// `reports/<name><kind>-<UTC time to the second>Z/` from an RFC 3339 start time.
+fn stamped_dir(name: &str, kind: &str, started_at: &str) -> PathBuf {
+    let stamp: String = started_at
         .chars()
         .take(19)
         .filter(|c| c.is_ascii_digit() || *c == 'T')
         .collect();
-    PathBuf::from("reports").join(format!("{safe}-{stamp}Z"))
+    PathBuf::from("reports").join(format!("{}{kind}-{stamp}Z", safe_name(name)))
 }
 
 /// Write results; if the chosen directory fails, keep them in the temp directory rather than

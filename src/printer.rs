@@ -119,22 +119,13 @@ pub fn summary(r: &Results) -> String {
         "  attempts     {:>9}   opened {}   failed {}",
         t.connect_attempts, t.opened, failed
     );
-    let e = &t.connect_errors;
-    let errors: Vec<String> = [
-        ("refused", e.refused),
-        ("timeout", e.timeout),
-        ("reset", e.reset),
-        ("addr_unavailable", e.addr_unavailable),
-        ("dns", e.dns),
-        ("tls", e.tls),
-        ("fd_limit", e.fd_limit),
-        ("other", e.other),
-        ("cancelled", e.cancelled),
-    ]
-    .iter()
-    .filter(|(_, n)| *n > 0)
-    .map(|(k, n)| format!("{k} {n}"))
-    .collect();
+    let errors: Vec<String> = t
+        .connect_errors
+        .kinds()
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
     let _ = writeln!(
         o,
         "  connect errs {:>9}",

@@ -108,6 +108,21 @@ pub struct ConnectErrors {
 }
 
 impl ConnectErrors {
+    /// Every kind with its count, in a fixed order; the names are the JSON field names.
+    pub fn kinds(&self) -> [(&'static str, u64); 9] {
+        [
+            ("refused", self.refused),
+            ("timeout", self.timeout),
+            ("reset", self.reset),
+            ("addr_unavailable", self.addr_unavailable),
+            ("dns", self.dns),
+            ("tls", self.tls),
+            ("fd_limit", self.fd_limit),
+            ("other", self.other),
+            ("cancelled", self.cancelled),
+        ]
+    }
+
     pub fn total(&self) -> u64 {
         self.refused
             + self.timeout

@@ -154,18 +154,6 @@ const TOTALS: [(&str, TotalName); 8] = [
     ("gave_up", TotalName::GaveUp),
     ("dead_detected", TotalName::DeadDetected),
 ];
-const CONNECT_ERRORS: [&str; 10] = [
-    "refused",
-    "timeout",
-    "reset",
-    "addr_unavailable",
-    "dns",
-    "tls",
-    "fd_limit",
-    "other",
-    "cancelled",
-    "total",
-];
 const MESSAGES: [&str; 5] = ["sent", "received", "lost", "duplicated", "out_of_order"];
 
 /// The metric names, for error messages and the README.
@@ -221,7 +209,13 @@ impl Metric {
             }
             ("errors", Some("rate")) => Metric::ErrorsRate,
             ("errors", Some("count")) => Metric::ErrorsCount,
-            ("connect_errors", Some(r)) if CONNECT_ERRORS.contains(&r) => {
+            ("connect_errors", Some(r))
+                if r == "total"
+                    || crate::results::ConnectErrors::default()
+                        .kinds()
+                        .iter()
+                        .any(|(k, _)| *k == r) =>
+            {
                 Metric::ConnectErrors(r.to_string())
             }
             ("handshake_status", Some(r)) => Metric::HandshakeStatus(code(head, r)?),
@@ -293,18 +287,15 @@ impl Metric {
             Metric::ErrorsCount => Some(errors(t) as f64),
             Metric::ConnectErrors(k) => {
                 let e = &t.connect_errors;
-                Some(match k.as_str() {
-                    "refused" => e.refused,
-                    "timeout" => e.timeout,
-                    "reset" => e.reset,
-                    "addr_unavailable" => e.addr_unavailable,
-                    "dns" => e.dns,
-                    "tls" => e.tls,
-                    "fd_limit" => e.fd_limit,
-                    "other" => e.other,
-                    "cancelled" => e.cancelled,
-                    _ => e.total(),
-                } as f64)
+                let n = match k.as_str() {
+                    "total" => e.total(),
+                    k => e
+                        .kinds()
+                        .iter()
+                        .find(|(name, _)| *name == k)
+                        .map_or(0, |(_, n)| *n),
+                };
+                Some(n as f64)
             }
             Metric::HandshakeStatus(code) => Some(by_code(&t.handshake_status, *code) as f64),
             Metric::CloseCodes(code) => Some(by_code(&t.close_codes, *code) as f64),

@@ -87,11 +87,35 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-async fn send<T: Serialize>(stdin: &mut ChildStdin, msg: &T) -> std::io::Result<()> {
+/// One message of the coordinator–child protocol: a JSON line, flushed.
+pub(crate) async fn send<W, T>(out: &mut W, msg: &T) -> std::io::Result<()>
+where
+    W: tokio::io::AsyncWrite + Unpin,
+    T: Serialize,
+{
     let mut line = serde_json::to_string(msg).expect("messages serialize");
     line.push('\n');
-    stdin.write_all(line.as_bytes()).await?;
-    stdin.flush().await
+    out.write_all(line.as_bytes()).await?;
+    out.flush().await
+}
+
+/// Start `exe SUBCOMMAND` as a child that is killed with its handle; its stdin and stdout carry
+/// the protocol, its stderr is ours.
+pub(crate) fn spawn_child(
+    exe: &std::path::Path,
+    subcommand: &str,
+) -> Result<(Child, ChildStdin, tokio::process::ChildStdout), String> {
+    let mut child = Command::new(exe)
+        .arg(subcommand)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
+    let stdin = child.stdin.take().expect("piped");
+    let stdout = child.stdout.take().expect("piped");
+    Ok((child, stdin, stdout))
 }
 
 impl Workers {
@@ -121,16 +145,7 @@ impl Workers {
         let mut done = Vec::new();
         let mut ready = Vec::new();
         for index in 0..n {
-            let mut child = Command::new(&exe)
-                .arg("worker")
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .kill_on_drop(true)
-                .spawn()
-                .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
-            let mut stdin = child.stdin.take().expect("piped");
-            let stdout = child.stdout.take().expect("piped");
+            let (child, mut stdin, stdout) = spawn_child(&exe, "worker")?;
             let job = Job {
                 profile: plan.profile.clone(),
                 shard: Shard {

@@ -2,14 +2,12 @@
 //! server no one here wrote (Python `websockets`, tests/peers/echo_server.py; `.ci/run`
 //! installs it). Each fault must show in the numbers the way the issue describes.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use wsstorm::metrics::Snapshot;
-use wsstorm::plan::Plan;
 use wsstorm::results::{GroupResults, Results};
 
 /// The Python echo server, killed when dropped.
@@ -56,16 +54,7 @@ impl Drop for PeerServer {
 }
 
 fn run(yaml: &str) -> Results {
-    let profile = wsstorm::profile::parse(yaml, "proxy.yaml").unwrap_or_else(|e| panic!("{e}"));
-    let plan = Plan::new(&profile, yaml.into());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let (tx, _rx) = watch::channel(Arc::new(Snapshot::default()));
-    rt.block_on(wsstorm::swarm::run(&plan, CancellationToken::new(), tx))
-        .expect("run starts")
+    common::run_yaml(yaml, "proxy.yaml")
 }
 
 /// Run the same scenario against the embedded target and against the Python server.

@@ -3,14 +3,12 @@
 //! must avoid it. The shipped profile file is what runs; a test only shrinks it or swaps in
 //! the good policy.
 
+mod common;
+
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 use wsstorm::backoff::Strategy;
-use wsstorm::metrics::Snapshot;
 use wsstorm::plan::{Overrides, Plan};
 use wsstorm::profile::{CertKind, OnFull, Profile};
 use wsstorm::results::{GroupResults, Results};
@@ -34,15 +32,7 @@ fn run(name: &str, clients: Option<u32>, edit: impl FnOnce(&mut Profile)) -> Res
     edit(&mut profile);
     let problems = wsstorm::profile::validate(&profile);
     assert!(problems.is_empty(), "{problems:?}");
-    let plan = Plan::new(&profile, text);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let (tx, _rx) = watch::channel(Arc::new(Snapshot::default()));
-    rt.block_on(wsstorm::swarm::run(&plan, CancellationToken::new(), tx))
-        .expect("run starts")
+    common::run_plan(&Plan::new(&profile, text))
 }
 
 fn group<'a>(r: &'a Results, name: &str) -> &'a GroupResults {

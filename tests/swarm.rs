@@ -1,6 +1,8 @@
 //! Whole runs in-process against the embedded target on 127.0.0.1:0: small swarms, a few
 //! seconds each, exact counts.
 
+mod common;
+
 use std::sync::Arc;
 
 use tokio::sync::watch;
@@ -10,16 +12,7 @@ use wsstorm::plan::Plan;
 use wsstorm::results::{EndReason, Results};
 
 fn run(yaml: &str) -> Results {
-    let profile = wsstorm::profile::parse(yaml, "test.yaml").unwrap_or_else(|e| panic!("{e}"));
-    let plan = Plan::new(&profile, yaml.into());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let (tx, _rx) = watch::channel(Arc::new(Snapshot::default()));
-    rt.block_on(wsstorm::swarm::run(&plan, CancellationToken::new(), tx))
-        .expect("run starts")
+    common::run_yaml(yaml, "test.yaml")
 }
 
 /// Every attempt ends in exactly one outcome, and every opened connection closes exactly once.
@@ -443,14 +436,7 @@ fn run_with_workers(yaml: &str, workers: usize) -> Results {
     let mut plan = Plan::new(&profile, yaml.into());
     plan.workers = workers;
     plan.worker_exe = Some(env!("CARGO_BIN_EXE_wsstorm").into());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let (tx, _rx) = watch::channel(Arc::new(Snapshot::default()));
-    rt.block_on(wsstorm::swarm::run(&plan, CancellationToken::new(), tx))
-        .expect("run starts")
+    common::run_plan(&plan)
 }
 
 #[test]

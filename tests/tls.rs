@@ -1,6 +1,8 @@
 //! wss:// targets: a TLS echo server with a certificate from a throwaway CA, and clients that
 //! trust it through `ca_file`, skip verification, or fail verification (connect_errors.tls).
 
+mod common;
+
 use std::sync::Arc;
 
 use futures_util::{SinkExt, StreamExt};
@@ -92,16 +94,7 @@ fn start_tls_echo(pki: &Pki) -> u16 {
 }
 
 fn run(yaml: &str) -> Results {
-    let profile = wsstorm::profile::parse(yaml, "tls.yaml").unwrap_or_else(|e| panic!("{e}"));
-    let plan = Plan::new(&profile, yaml.into());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let (tx, _rx) = watch::channel(Arc::new(Snapshot::default()));
-    rt.block_on(wsstorm::swarm::run(&plan, CancellationToken::new(), tx))
-        .expect("run starts")
+    common::run_yaml(yaml, "tls.yaml")
 }
 
 fn profile(url: &str, tls: &str) -> String {

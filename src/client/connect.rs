@@ -232,7 +232,12 @@ pub async fn attempt(ctx: &GroupCtx, client: u32, extras: &AttemptExtras<'_>) ->
         // Write each message out at once: no per-connection write buffer to keep warm.
         .write_buffer_size(0);
     let t2 = Instant::now();
-    match timeout(b.handshake_timeout, upgrade(request, transport, config)).await {
+    match timeout(
+        b.handshake_timeout,
+        upgrade(request, transport, config, b.subprotocols.as_ref()),
+    )
+    .await
+    {
         Ok(Ok(ws)) => Attempt::Open(
             ws,
             AttemptTimings {
@@ -267,14 +272,9 @@ async fn upgrade(
     request: tungstenite::handshake::client::Request,
     mut transport: Transport,
     config: WebSocketConfig,
+    offered: Option<&header::HeaderValue>,
 ) -> Result<Ws, Upgrade> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let offered: Vec<String> = request
-        .headers()
-        .get(header::SEC_WEBSOCKET_PROTOCOL)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(',').map(|p| p.trim().to_string()).collect())
-        .unwrap_or_default();
     let (bytes, key) = tungstenite::handshake::client::generate_request(request)
         .map_err(|_| Upgrade::Failed(ConnectError::Other))?;
     let io_failed = |e: io::Error| Upgrade::Failed(classify_io(&e));
@@ -324,8 +324,11 @@ async fn upgrade(
             })
             && find("Sec-WebSocket-Accept") == Some(accept.as_str());
         // A subprotocol the client did not offer is a protocol error (RFC 6455 4.1).
-        let protocol_ok =
-            find("Sec-WebSocket-Protocol").is_none_or(|p| offered.iter().any(|o| o == p));
+        let protocol_ok = find("Sec-WebSocket-Protocol").is_none_or(|p| {
+            offered
+                .and_then(|o| o.to_str().ok())
+                .is_some_and(|o| o.split(',').any(|o| o.trim() == p))
+        });
         if !upgraded || !protocol_ok {
             return Err(Upgrade::Failed(ConnectError::Other));
         }

@@ -408,18 +408,7 @@ pub fn render(r: &Results) -> String {
         o.push_str(r#"<tr><td class="muted" colspan="2">none</td></tr>"#);
     }
     o.push_str("</table><h3>Connect errors</h3><table><tr><th>kind</th><th>count</th></tr>");
-    let e = &t.connect_errors;
-    for (k, v) in [
-        ("refused", e.refused),
-        ("timeout", e.timeout),
-        ("reset", e.reset),
-        ("addr_unavailable", e.addr_unavailable),
-        ("dns", e.dns),
-        ("tls", e.tls),
-        ("fd_limit", e.fd_limit),
-        ("other", e.other),
-        ("cancelled", e.cancelled),
-    ] {
+    for (k, v) in t.connect_errors.kinds() {
         let _ = write!(
             o,
             "<tr><td>{k}</td>{}</tr>",

@@ -249,30 +249,28 @@ where
             Err(bad)
         }
     };
-    let (head, body, upgraded) = match response {
-        Ok(r) => (r.map(|_| None::<String>), None, true),
-        Err(e) => {
-            let body = e.body().clone();
-            (e, body, false)
-        }
-    };
+    // One shape for both answers: the 101, or a refusal with an optional body.
+    let (head, body) = match response {
+        Ok(r) => r.map(|()| None),
+        Err(e) => e,
+    }
+    .into_parts();
+    let upgraded = head.status == StatusCode::SWITCHING_PROTOCOLS;
     let mut out = format!(
         "HTTP/1.1 {} {}\r\n",
-        head.status().as_u16(),
-        head.status().canonical_reason().unwrap_or("")
+        head.status.as_u16(),
+        head.status.canonical_reason().unwrap_or("")
     );
-    for (name, value) in head.headers() {
+    for (name, value) in &head.headers {
         out.push_str(name.as_str());
         out.push_str(": ");
         out.push_str(value.to_str().unwrap_or(""));
         out.push_str("\r\n");
     }
-    if let Some(b) = &body {
-        out.push_str(&format!("Content-Length: {}\r\n\r\n{b}", b.len()));
-    } else if !upgraded {
-        out.push_str("Content-Length: 0\r\n\r\n");
-    } else {
-        out.push_str("\r\n");
+    match (&body, upgraded) {
+        (_, true) => out.push_str("\r\n"),
+        (Some(b), false) => out.push_str(&format!("Content-Length: {}\r\n\r\n{b}", b.len())),
+        (None, false) => out.push_str("Content-Length: 0\r\n\r\n"),
     }
     transport.write_all(out.as_bytes()).await.map_err(|_| ())?;
     transport.flush().await.map_err(|_| ())?;

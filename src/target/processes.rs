@@ -14,12 +14,11 @@
 //! handshake workers) are divided among the processes.
 
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout};
 use tokio_util::sync::CancellationToken;
 
 use super::{Action, Server, ServerConfig, ServerSummary};
@@ -70,10 +69,7 @@ fn config_of(s: &SetupConfig) -> ServerConfig {
 }
 
 async fn say(out: &mut tokio::io::Stdout, r: &Reply) -> std::io::Result<()> {
-    let mut line = serde_json::to_string(r).expect("replies serialize");
-    line.push('\n');
-    out.write_all(line.as_bytes()).await?;
-    out.flush().await
+    crate::workers::send(out, r).await
 }
 
 /// `wsstorm target-worker`: one process of a multi-process embedded target.
@@ -144,10 +140,7 @@ struct Proc {
 
 impl Proc {
     async fn tell(&mut self, order: &Order) -> Option<()> {
-        let mut line = serde_json::to_string(order).expect("orders serialize");
-        line.push('\n');
-        self.stdin.write_all(line.as_bytes()).await.ok()?;
-        self.stdin.flush().await.ok()
+        crate::workers::send(&mut self.stdin, order).await.ok()
     }
 
     async fn reply(&mut self) -> Option<Reply> {
@@ -183,16 +176,8 @@ impl TargetProcesses {
         let mut listen = listen;
         let mut found: Option<(SocketAddr, String)> = None;
         for i in 0..count {
-            let mut child = Command::new(exe)
-                .arg("target-worker")
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .kill_on_drop(true)
-                .spawn()
-                .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
-            let mut stdin = child.stdin.take().expect("piped");
-            let mut replies = BufReader::new(child.stdout.take().expect("piped")).lines();
+            let (child, mut stdin, stdout) = crate::workers::spawn_child(exe, "target-worker")?;
+            let mut replies = BufReader::new(stdout).lines();
             let setup = Setup {
                 config: SetupConfig {
                     settings: settings.clone(),
@@ -201,10 +186,7 @@ impl TargetProcesses {
                 },
                 threads,
             };
-            let mut line = serde_json::to_string(&setup).expect("setup serializes");
-            line.push('\n');
-            stdin
-                .write_all(line.as_bytes())
+            crate::workers::send(&mut stdin, &setup)
                 .await
                 .map_err(|e| format!("target process {i}: {e}"))?;
             let reply = tokio::time::timeout(Duration::from_secs(20), replies.next_line())

@@ -1,0 +1,29 @@
+//! What the integration tests share: running a plan in-process, as `wsstorm run` does.
+// Each test crate compiles this module and uses a part of it.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use wsstorm::metrics::Snapshot;
+use wsstorm::plan::Plan;
+use wsstorm::results::Results;
+
+/// Run `plan` to its end on a fresh two-thread runtime.
+pub fn run_plan(plan: &Plan) -> Results {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (tx, _rx) = watch::channel(Arc::new(Snapshot::default()));
+    rt.block_on(wsstorm::swarm::run(plan, CancellationToken::new(), tx))
+        .expect("run starts")
+}
+
+/// Parse `yaml` (named `file` in errors) and run it.
+pub fn run_yaml(yaml: &str, file: &str) -> Results {
+    let profile = wsstorm::profile::parse(yaml, file).unwrap_or_else(|e| panic!("{e}"));
+    run_plan(&Plan::new(&profile, yaml.into()))
+}
