@@ -163,6 +163,13 @@ impl Client {
                         self.stream.as_deref_mut(),
                     )
                     .await;
+                    if matches!(end, SessionEnd::Dead { .. }) {
+                        // Abort a connection found dead (RST): a FIN would queue behind data the
+                        // peer never read and leave an orphan socket holding the port, and the
+                        // peer would never learn that the client left.
+                        let _ = socket2::SockRef::from(ws.get_ref().tcp())
+                            .set_linger(Some(Duration::ZERO));
+                    }
                     drop(ws);
                     self.lost_at = Some(Instant::now());
                     match end {

@@ -37,10 +37,13 @@ const TAG: &[u8] = b"wsstorm ";
 const HEADER_LEN: usize = TAG.len() + 8 + 1 + 8 + 1 + 16 + 1;
 
 fn payload(client: u32, seq: u32, stamp_us: u64, len: usize) -> String {
-    let mut s = format!("wsstorm {client:08x} {seq:08x} {stamp_us:016x} ");
-    debug_assert_eq!(s.len(), HEADER_LEN);
-    s.extend(std::iter::repeat_n('.', len.saturating_sub(HEADER_LEN)));
-    s
+    let header = format!("wsstorm {client:08x} {seq:08x} {stamp_us:016x} ");
+    debug_assert_eq!(header.len(), HEADER_LEN);
+    // One fill of the whole message, then the header over its start: a memset rather than a
+    // character at a time, which matters for the 256 KiB messages of a flood.
+    let mut bytes = vec![b'.'; len.max(HEADER_LEN)];
+    bytes[..HEADER_LEN].copy_from_slice(header.as_bytes());
+    String::from_utf8(bytes).expect("ASCII")
 }
 
 /// The send time carried by one of our own echoes, if it is one.
@@ -133,6 +136,14 @@ pub async fn run(
     loop {
         let awake = wake_at.is_none();
         let now = Instant::now();
+        // Checked here as well as by the timer: a client whose sends never wait (a burst
+        // catching up, a flood) is not parked between messages, so tokio's timer wheel may
+        // not fire for a long while; the clock read above costs nothing extra.
+        if awake && pong_deadline.is_some_and(|d| now >= d) {
+            return SessionEnd::Dead {
+                silent_for: last_inbound.elapsed(),
+            };
+        }
         let may_read = awake && read_gap.is_none_or(|_| now >= read_at);
         // One timer for every one-shot deadline: each Sleep future is ~100 bytes of every
         // client's task, and only the earliest matters.
@@ -169,8 +180,13 @@ pub async fn run(
                 // One ping in flight at a time: the deadline belongs to the oldest unanswered.
                 if pong_deadline.is_none() {
                     ping_seq += 1;
-                    let timeout = b.heartbeat.map(|h| h.timeout).unwrap_or_default();
-                    pong_deadline = Some(Instant::now() + timeout);
+                    let (every, timeout) =
+                        b.heartbeat.map(|h| (h.ping_every, h.timeout)).unwrap_or_default();
+                    // A peer is dead once nothing arrived for a ping interval plus the timeout,
+                    // even when this ping goes out late (the client was stuck in a slow send):
+                    // lateness of our own must not stretch the time to detect a dead peer.
+                    pong_deadline =
+                        Some((Instant::now() + timeout).min(last_inbound + every + timeout));
                     let ping = Message::Ping(ping_seq.to_be_bytes().to_vec().into());
                     match send_or_give_up(ctx, ws, ping, pong_deadline, last_inbound).await {
                         Sent::Ok => {}
@@ -228,6 +244,9 @@ pub async fn run(
                     pong_deadline = None;
                 } else if due(wake_at) {
                     wake_at = None;
+                    // A frozen app heard nothing because it was not listening: the peer's
+                    // silence counts from the moment it can be heard again.
+                    last_inbound = now;
                     // A woken app does not replay what it missed while frozen.
                     if let Some(s) = &mut sender {
                         s.reset();
