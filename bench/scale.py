@@ -162,17 +162,24 @@ def memory():
           f"{'MET' if s <= 8192 else 'NOT MET'})")
 
 
+def with_text(profile, old, new):
+    """A copy of bench/PROFILE with one piece of text replaced, as a temporary file."""
+    with open(os.path.join(ROOT, "bench", profile)) as f:
+        text = f.read()
+    assert old in text, f"{old!r} not in {profile}"
+    fd, path = tempfile.mkstemp(suffix=".yaml", prefix="wsstorm-bench-")
+    with os.fdopen(fd, "w") as f:
+        f.write(text.replace(old, new))
+    return path
+
+
 def handshakes(rate=None):
     rates = [rate] if rate else [5000, 10000, 20000]
     for rate in rates:
         seconds = 12
         n = rate * seconds
         # bench/idle.yaml with the arrival rate asked for (there is no --rate flag).
-        with open(os.path.join(ROOT, "bench", "idle.yaml")) as f:
-            text = f.read().replace("rate: 5000/s", f"rate: {rate}/s")
-        fd, path = tempfile.mkstemp(suffix=".yaml", prefix="wsstorm-handshakes-")
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        path = with_text("idle.yaml", "rate: 5000/s", f"rate: {rate}/s")
         r, notes, _ = run(path, ["--clients", str(n), "--duration", f"{seconds + 4}s"],)
         os.unlink(path)
         pts = r["timeline"]["points"]
@@ -202,16 +209,25 @@ def storm():
 
 
 def echo():
-    r, notes, _ = run("echo-throughput.yaml", [])
-    t = r["totals"]
-    secs = r["duration_ms"] / 1000
-    rtt = r["latency_us"]["rtt"]
-    cpu = r["generator"]["cpu_user_s"] + r["generator"]["cpu_sys_s"]
-    rps = t["messages"]["received"] / secs
-    print(f"  100 connections, closed loop: {t['messages']['received']} round trips in {secs:.1f} s = {rps:.0f}/s; "
-          f"rtt p50 {rtt['p50']} us p99 {rtt['p99']} us; client CPU {cpu:.1f} s "
-          f"({cpu / max(1, t['messages']['received']) * 1e6:.1f} us per round trip, target in the same process)")
-    print(f"target >= 150,000 round trips/s: {'MET' if rps >= 150_000 else 'NOT MET'}")
+    # The figure is taken with bench/echo-throughput.yaml as it is (in_flight 4); 1 and 16
+    # say how it depends on the window.
+    for window in [1, 4, 16]:
+        path = with_text("echo-throughput.yaml", "in_flight: 4,", f"in_flight: {window},")
+        r, notes, _ = run(path, [])
+        os.unlink(path)
+        t = r["totals"]
+        secs = r["duration_ms"] / 1000
+        rtt = r["latency_us"]["rtt"]
+        cpu = r["generator"]["cpu_user_s"] + r["generator"]["cpu_sys_s"]
+        m = t["messages"]
+        rps = m["received"] / secs
+        print(f"  100 connections, closed loop, {window} in flight each: {m['received']} round trips "
+              f"in {secs:.1f} s = {rps:.0f}/s (sent {m['sent']}, lost {m['lost']}); rtt p50 {rtt['p50']} us "
+              f"p99 {rtt['p99']} us; CPU {cpu:.1f} s ({cpu / max(1, m['received']) * 1e6:.1f} us per "
+              f"round trip, client and target in one process)")
+        if window == 4:
+            verdict = f"target >= 150,000 round trips/s (in_flight 4): {'MET' if rps >= 150_000 else 'NOT MET'}"
+    print(verdict)
 
 
 if __name__ == "__main__":

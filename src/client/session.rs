@@ -3,16 +3,20 @@
 //! behaviour says the client sleeps, send an abusive frame if asked, and report how the
 //! connection ended as a [`SessionEnd`].
 
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::future::Either;
+use futures_util::{Sink, SinkExt, StreamExt};
 use rand::RngExt;
 use rand::rngs::Xoshiro128PlusPlus;
 use tokio::io::AsyncWriteExt;
 use tokio::time::{Instant, Interval, MissedTickBehavior, interval_at, sleep_until};
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::GroupCtx;
 use super::connect::Ws;
@@ -132,6 +136,10 @@ pub async fn run(
     let mut sleep_at = b.sleep.map(|s| opened + s.after);
     let mut wake_at: Option<Instant> = None;
     let mut abuse_at = b.abuse.map(|a| opened + a.after);
+    // Closed-loop messages fed to the write buffer but not yet written: they go out together
+    // when there is nothing more to read (one write for a whole batch of echoes), or here,
+    // before the loop waits on anything but a read.
+    let mut unflushed = false;
 
     loop {
         let awake = wake_at.is_none();
@@ -145,6 +153,14 @@ pub async fn run(
             };
         }
         let may_read = awake && read_gap.is_none_or(|_| now >= read_at);
+        if unflushed && !may_read {
+            unflushed = false;
+            // Rare (a closed-loop slow consumer or a freeze): boxed, like the other rare paths.
+            let flush = write_or_give_up(ctx, ws, Write::Flush, pong_deadline, last_inbound);
+            if let Sent::End(end) = Box::pin(flush).await {
+                return end;
+            }
+        }
         // One timer for every one-shot deadline: each Sleep future is ~100 bytes of every
         // client's task, and only the earliest matters.
         let next_deadline = [
@@ -194,7 +210,7 @@ pub async fn run(
                     }
                 }
             }
-            msg = ws.next(), if may_read => {
+            msg = poll_fn(|cx| next_flushing(ws, &mut unflushed, cx)), if may_read => {
                 last_inbound = Instant::now();
                 if let Some(gap) = read_gap {
                     read_at = read_at.max(last_inbound) + gap;
@@ -206,8 +222,10 @@ pub async fn run(
                             seq = seq.wrapping_add(1);
                             ctx.metrics.sent(who, Duration::ZERO);
                             let next = Message::text(payload(who.client, seq, ctx.now_us(), bytes));
+                            unflushed = true;
+                            let feed = Write::Feed(next);
                             if let Sent::End(end) =
-                                send_or_give_up(ctx, ws, next, pong_deadline, last_inbound).await
+                                write_or_give_up(ctx, ws, feed, pong_deadline, last_inbound).await
                             {
                                 return end;
                             }
@@ -281,12 +299,52 @@ enum Sent {
     End(SessionEnd),
 }
 
+/// What [`write_or_give_up`] does with the socket.
+enum Write {
+    /// Buffer a message (written once the buffer passes [`super::connect::WRITE_BATCH`]).
+    Feed(Message),
+    /// Write out what is buffered.
+    Flush,
+    /// Buffer a message and write out everything.
+    Send(Message),
+}
+
+/// The next message; before waiting for one, write out what was fed since the last flush.
+/// A flush the socket cannot take yet stays pending (woken when it is writable) while reads
+/// go on, so a peer that stopped reading cannot stall the heartbeat checks of the loop.
+fn next_flushing(
+    ws: &mut Ws,
+    unflushed: &mut bool,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Message, WsError>>> {
+    let next = ws.poll_next_unpin(cx);
+    if next.is_pending() && *unflushed {
+        match Pin::new(&mut *ws).poll_flush(cx) {
+            Poll::Ready(Ok(())) => *unflushed = false,
+            Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(e))),
+            Poll::Pending => {}
+        }
+    }
+    next
+}
+
 /// Send one message, but do not wait on a peer that stopped reading longer than the run or
 /// the heartbeat allows: a full socket must not hide the end of the run or a dead connection.
 async fn send_or_give_up(
     ctx: &GroupCtx,
     ws: &mut Ws,
     msg: Message,
+    pong_deadline: Option<Instant>,
+    last_inbound: Instant,
+) -> Sent {
+    write_or_give_up(ctx, ws, Write::Send(msg), pong_deadline, last_inbound).await
+}
+
+/// Feed, flush or send (both), giving up as [`send_or_give_up`] says.
+async fn write_or_give_up(
+    ctx: &GroupCtx,
+    ws: &mut Ws,
+    what: Write,
     pong_deadline: Option<Instant>,
     last_inbound: Instant,
 ) -> Sent {
@@ -297,6 +355,13 @@ async fn send_or_give_up(
             .heartbeat
             .map(|h| last_inbound + h.ping_every + h.timeout)
     });
+    // An enum of the three futures rather than an async block, which would keep `what` as
+    // well as the message inside the future: this sits in every client's task.
+    let io = match what {
+        Write::Feed(m) => Either::Left(ws.feed(m)),
+        Write::Send(m) => Either::Right(Either::Left(ws.send(m))),
+        Write::Flush => Either::Right(Either::Right(ws.flush())),
+    };
     tokio::select! {
         biased;
         // Stuck writing: no graceful close is possible; the client closes the socket.
@@ -304,7 +369,7 @@ async fn send_or_give_up(
         _ = sleep_opt(dead_at) => Sent::End(SessionEnd::Dead {
             silent_for: last_inbound.elapsed(),
         }),
-        r = ws.send(msg) => match r {
+        r = io => match r {
             Ok(()) => Sent::Ok,
             Err(_) => Sent::End(SessionEnd::Peer(1006)),
         },

@@ -35,6 +35,9 @@ use crate::transport::{Transport, close_with_fin};
 
 type Ws = WebSocketStream<Transport>;
 
+/// Most bytes of echoes a connection buffers before it writes them without a flush.
+const WRITE_BATCH: usize = 16 * 1024;
+
 /// Time a client has to finish TLS and its upgrade request; slowloris clients are cut after it.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -164,7 +167,9 @@ pub(super) async fn serve(
     };
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(config.read_buffer)
-        .write_buffer_size(0)
+        // Echoes are written out by `poll_io`'s flush, a batch at a time; past this many
+        // bytes a message is written at once. Idle connections never grow the buffer.
+        .write_buffer_size(WRITE_BATCH)
         .max_message_size(Some(config.max_message))
         .max_frame_size(Some(config.max_message));
     let accept = accept_upgrade(transport, callback, ws_config);
@@ -376,14 +381,16 @@ impl Outbox {
     }
 }
 
-/// Write what the socket takes from the outbox, then read. Holds no message across polls, so
-/// dropping it (another select branch won) loses nothing.
+/// Move what the socket takes from the outbox into the write buffer, then read; write the
+/// buffer out only when there is nothing more to read right now, so a batch of messages that
+/// arrived together is echoed with one write. Holds no message across polls, so dropping it
+/// (another select branch won) loses nothing: what is buffered is written by the next poll.
 fn poll_io(
     ws: &mut Ws,
     out: &mut Outbox,
+    unflushed: &mut bool,
     cx: &mut Context<'_>,
 ) -> Poll<Option<Result<Message, WsError>>> {
-    let mut wrote = false;
     while !out.queue.is_empty() {
         match Pin::new(&mut *ws).poll_ready(cx) {
             Poll::Ready(Ok(())) => {
@@ -391,16 +398,22 @@ fn poll_io(
                 if let Err(e) = Pin::new(&mut *ws).start_send(m) {
                     return Poll::Ready(Some(Err(e)));
                 }
-                wrote = true;
+                *unflushed = true;
             }
             Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(e))),
             Poll::Pending => break,
         }
     }
-    if wrote && let Poll::Ready(Err(e)) = Pin::new(&mut *ws).poll_flush(cx) {
-        return Poll::Ready(Some(Err(e)));
+    let next = ws.poll_next_unpin(cx);
+    if next.is_pending() && *unflushed {
+        match Pin::new(&mut *ws).poll_flush(cx) {
+            Poll::Ready(Ok(())) => *unflushed = false,
+            Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(e))),
+            // Woken when the socket takes more.
+            Poll::Pending => {}
+        }
     }
-    ws.poll_next_unpin(cx)
+    next
 }
 
 async fn recv_opt(
@@ -499,6 +512,8 @@ async fn session(
         .token_expires_ms
         .map(|exp| Instant::now() + Duration::from_millis(exp.saturating_sub(now_ms())));
     let mut blackholed = false;
+    // Messages in the write buffer not yet written (see `poll_io`).
+    let mut unflushed = false;
     // A hung (or silently idle) session reads nothing, so it cannot see its client leave; it
     // looks at the TCP state now and then instead, rather than hold the socket to the end.
     let mut liveness = tokio::time::interval(Duration::from_secs(1));
@@ -539,7 +554,7 @@ async fn session(
                     _ => {}
                 }
             }
-            msg = poll_fn(|cx| poll_io(&mut ws, &mut out, cx)), if !blackholed => {
+            msg = poll_fn(|cx| poll_io(&mut ws, &mut out, &mut unflushed, cx)), if !blackholed => {
                 last_inbound = Instant::now();
                 match msg {
                     Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => {
