@@ -196,16 +196,28 @@ def handshakes(rate=None):
 
 
 def storm():
+    # The spread varies from run to run by ~100 ms: three runs as the profile says (the
+    # embedded target at nice 19), their median as the figure, then one with the target at
+    # the clients' priority to show what sharing the cores evenly costs.
     n = 10_000
-    r, notes, _ = run("storm-precision.yaml", ["--clients", str(n)])
-    lag = r["generator"]["retry_lag_us"]
-    t = r["totals"]
-    print(f"  {t['close_codes']} closes, {lag['count']} retries scheduled for one instant")
-    print(f"  lateness of connect() against the instant: min {lag['min'] / 1000:.1f} ms, p50 {lag['p50'] / 1000:.1f} ms, "
-          f"p99 {lag['p99'] / 1000:.1f} ms, max {lag['max'] / 1000:.1f} ms")
-    spread = (lag["p99"] - lag["min"]) / 1000
-    print(f"first-to-p99 spread: {spread:.0f} ms  (aim <= 300 ms: {'MET' if spread <= 300 else 'NOT MET'}); "
-          f"all back: {t['connected_at_end']} of {n}")
+    runs = [("nice 19", "storm-precision.yaml")] * 3
+    runs.append(("nice 0", with_text("storm-precision.yaml", "nice: 19", "nice: 0")))
+    spreads = []
+    for label, profile in runs:
+        r, notes, _ = run(profile, ["--clients", str(n)])
+        lag = r["generator"]["retry_lag_us"]
+        t = r["totals"]
+        spread = (lag["p99"] - lag["min"]) / 1000
+        print(f"  target {label}: {lag['count']} retries scheduled for one instant; lateness of "
+              f"connect() min {lag['min'] / 1000:.1f} ms, p50 {lag['p50'] / 1000:.1f} ms, "
+              f"p99 {lag['p99'] / 1000:.1f} ms, max {lag['max'] / 1000:.1f} ms -> spread {spread:.0f} ms; "
+              f"all back: {t['connected_at_end']} of {n}")
+        if label == "nice 19":
+            spreads.append(spread)
+    os.unlink(runs[-1][1])
+    spread = statistics.median(spreads)
+    print(f"first-to-p99 spread, median of 3: {spread:.0f} ms  (aim <= 300 ms: "
+          f"{'MET' if spread <= 300 else 'NOT MET'})")
 
 
 def echo():

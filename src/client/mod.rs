@@ -104,6 +104,8 @@ impl Client {
         let (b, m, who) = (&ctx.behaviour, &ctx.metrics, self.who);
         let mut intended = first_attempt;
         let mut in_backoff = false;
+        // The next attempt's socket, made before a retry's sleep (see `prepare_socket`).
+        let mut prepared = None;
         loop {
             let woke = tokio::select! {
                 _ = ctx.cancel.cancelled() => false,
@@ -132,7 +134,7 @@ impl Client {
             };
             // Boxed: the handshake future is large and only lives while connecting; an idle
             // connected client should not carry its space.
-            let attempt = Box::pin(connect::attempt(&ctx, who.client, &extras));
+            let attempt = Box::pin(connect::attempt(&ctx, who.client, &extras, prepared.take()));
             let attempt = tokio::select! {
                 a = attempt => a,
                 _ = ctx.cancel.cancelled() => {
@@ -230,6 +232,7 @@ impl Client {
             }
             m.backoff(who, true);
             in_backoff = true;
+            prepared = connect::prepare_socket(&ctx, who.client);
         }
     }
 

@@ -61,6 +61,13 @@ pub fn rss_bytes() -> u64 {
 }
 
 pub fn open_fds() -> u64 {
+    // Since Linux 6.2 the size of /proc/self/fd is the number of open files: one stat rather
+    // than listing them, which at 20,000 sockets held a runtime thread for ~25 ms a second.
+    if let Ok(m) = std::fs::metadata("/proc/self/fd")
+        && m.len() > 0
+    {
+        return m.len();
+    }
     std::fs::read_dir("/proc/self/fd")
         .map(|d| d.count() as u64)
         .unwrap_or(0)

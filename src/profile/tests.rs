@@ -114,6 +114,14 @@ fn impossible_values_are_located() {
 
     let p = one(&GOOD.replace("bytes: 64", "bytes: 8"));
     assert!(p.message.contains("timing header"));
+
+    let p = one(&GOOD.replace(
+        "target: embedded",
+        "target: { url: embedded, server: { nice: 20 } }",
+    ));
+    assert_eq!(p.path, "target.server.nice");
+    assert_eq!(p.line, Some(3));
+    assert!(p.message.contains("0 to 19"), "{}", p.message);
 }
 
 #[test]

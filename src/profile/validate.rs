@@ -461,6 +461,16 @@ fn check_target(p: &Profile, bad: &mut impl FnMut(String, String)) {
         if s.backlog == 0 {
             bad("target.server.backlog".into(), "must be at least 1".into());
         }
+        if s.nice > 19 {
+            bad(
+                "target.server.nice".into(),
+                format!(
+                    "{} is out of range: 0 to 19 (only a lower priority than the clients' can be \
+                     asked for)",
+                    s.nice
+                ),
+            );
+        }
         if !(1..=64).contains(&s.threads) {
             bad(
                 "target.server.threads".into(),

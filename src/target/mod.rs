@@ -63,6 +63,8 @@ pub struct ServerConfig {
     pub stream: Option<(f64, usize, usize)>,
     pub backpressure: (usize, OnFull),
     pub socket_send_buffer: Option<usize>,
+    /// CPU priority (nice) of the server's threads inside `wsstorm run`.
+    pub nice: u8,
     pub tls: Option<CertKind>,
     /// Share the port with other target processes (SO_REUSEPORT).
     pub reuse_port: bool,
@@ -105,6 +107,7 @@ impl ServerConfig {
                 .map(|st| (st.rate.0, st.bytes.0 as usize, st.history as usize)),
             backpressure: (s.backpressure.buffer.0 as usize, s.backpressure.on_full),
             socket_send_buffer: s.socket_send_buffer.map(|b| b.0 as usize),
+            nice: s.nice,
             reuse_port: false,
             tls: s.tls.as_ref().map(|t| t.certificate),
         }
@@ -534,6 +537,25 @@ fn selected(id: u64, seq: u64, share: f64) -> bool {
     (h as f64 / u64::MAX as f64) < share
 }
 
+/// Give threads `tids` (0: the calling thread; threads it starts later inherit it) CPU
+/// priority `nice`. A failure is said and the run goes on at normal priority.
+pub(crate) fn lower_priority(tids: &[libc::id_t], nice: u8) {
+    if nice == 0 {
+        return;
+    }
+    for &tid in tids {
+        // SAFETY: setpriority takes plain integers. On Linux PRIO_PROCESS with a thread id
+        // sets that thread's nice value only.
+        if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, libc::c_int::from(nice)) } != 0 {
+            let e = std::io::Error::last_os_error();
+            eprintln!(
+                "wsstorm: cannot lower the embedded target's CPU priority to nice {nice}: {e}"
+            );
+            return;
+        }
+    }
+}
+
 /// The embedded server on its own runtime and threads, for `wsstorm run`.
 pub struct EmbeddedServer {
     pub handle: ServerHandle,
@@ -553,6 +575,8 @@ impl EmbeddedServer {
         let thread = std::thread::Builder::new()
             .name("wsstorm-target".into())
             .spawn(move || {
+                // Before the runtime starts: its threads inherit this thread's priority.
+                lower_priority(&[0], config.nice);
                 let runtime = match tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(threads.max(1))
                     .thread_name("wsstorm-target")
@@ -620,6 +644,44 @@ mod tests {
             }
         }
         assert_eq!(admitted, 100);
+    }
+
+    /// The nice value in a /proc/…/stat: field 19, counted from after the command name.
+    fn nice_in(stat: &str) -> Option<i64> {
+        let rest = &stat[stat.rfind(')')? + 2..];
+        rest.split_whitespace().nth(16)?.parse().ok()
+    }
+
+    /// The nice value of every thread of this process named `name`.
+    fn nice_of_threads(name: &str) -> Vec<i64> {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|t| {
+                let dir = t.ok()?.path();
+                let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
+                (comm.trim() == name).then_some(())?;
+                nice_in(&std::fs::read_to_string(dir.join("stat")).ok()?)
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn nice_lowers_the_embedded_target_only() {
+        let config = ServerConfig {
+            nice: 7,
+            ..ServerConfig::default()
+        };
+        let server = EmbeddedServer::start(config, 2).await.unwrap();
+        let target = nice_of_threads("wsstorm-target");
+        server.stop();
+        // The thread that runs the server and its two runtime workers.
+        assert_eq!(target, vec![7, 7, 7]);
+        let own = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        assert_eq!(
+            nice_in(&own),
+            Some(0),
+            "the thread that started it keeps its priority"
+        );
     }
 
     #[test]

@@ -83,6 +83,14 @@ pub async fn target_worker_main() -> Result<(), String> {
         .ok_or("no setup on stdin")?;
     let setup: Setup = serde_json::from_str(&first).map_err(|e| format!("bad setup: {e}"))?;
     crate::metrics::generator::raise_fd_limit();
+    // The whole process is target: every thread its runtime already started.
+    let threads: Vec<libc::id_t> = std::fs::read_dir("/proc/self/task")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    super::lower_priority(&threads, setup.config.settings.nice);
     let server = match Server::bind(config_of(&setup.config)).await {
         Ok(s) => s,
         Err(e) => {
