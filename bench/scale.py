@@ -3,7 +3,8 @@
 
   bench/scale.py hold        250,000 connections to the embedded target, held for 60 s
   bench/scale.py memory      RSS per idle connection, clients and target, at 100k+
-  bench/scale.py handshakes  new WebSocket connections per second, sustained over >= 10 s
+  bench/scale.py handshakes  new WebSocket connections per second, sustained over >= 10 s,
+                             and the machine's ceiling without wsstorm (bench/handshake_floor.rs)
   bench/scale.py storm       10,000 clients told to reconnect at one instant: connect() spread
   bench/scale.py echo        echo round trips per second with 100 busy connections
 
@@ -193,6 +194,12 @@ def handshakes(rate=None):
               f"{r['latency_us']['handshake']['p99'] / 1000:.1f} ms, generator lag p99 {lag['p99'] / 1000:.0f} ms")
         for w in r["generator"]["warnings"]:
             print("    generator warning:", w)
+    # The same machine's ceiling without wsstorm: the kernel's TCP work alone.
+    subprocess.run(["cargo", "build", "--release", "--quiet", "--example", "handshake-floor"],
+                   cwd=ROOT, check=True)
+    floor = subprocess.run([os.path.join(ROOT, "target", "release", "examples", "handshake-floor"), "10", "2"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    print(f"  machine ceiling (cargo run --release --example handshake-floor 10 2): {floor}")
 
 
 def storm():
