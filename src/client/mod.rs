@@ -301,7 +301,7 @@ groups:
         let fut = run(ctx, 0, Instant::now());
         let size = std::mem::size_of_val(&fut);
         println!("client future: {size} bytes");
-        assert!(size <= 2048, "client future grew to {size} bytes");
+        assert!(size <= 1952, "client future grew to {size} bytes");
     }
 
     #[test]

@@ -330,24 +330,26 @@ fn next_flushing(
 
 /// Send one message, but do not wait on a peer that stopped reading longer than the run or
 /// the heartbeat allows: a full socket must not hide the end of the run or a dead connection.
-async fn send_or_give_up(
-    ctx: &GroupCtx,
-    ws: &mut Ws,
+fn send_or_give_up<'a>(
+    ctx: &'a GroupCtx,
+    ws: &'a mut Ws,
     msg: Message,
     pong_deadline: Option<Instant>,
     last_inbound: Instant,
-) -> Sent {
-    write_or_give_up(ctx, ws, Write::Send(msg), pong_deadline, last_inbound).await
+) -> impl Future<Output = Sent> + 'a {
+    write_or_give_up(ctx, ws, Write::Send(msg), pong_deadline, last_inbound)
 }
 
-/// Feed, flush or send (both), giving up as [`send_or_give_up`] says.
-async fn write_or_give_up(
-    ctx: &GroupCtx,
-    ws: &mut Ws,
+/// Feed, flush or send (both), giving up as [`send_or_give_up`] says. Plain functions that
+/// return the future, not `async fn`s: an `async fn` keeps its arguments in its future, and
+/// this one sits in every client's task, so the message would be stored twice.
+fn write_or_give_up<'a>(
+    ctx: &'a GroupCtx,
+    ws: &'a mut Ws,
     what: Write,
     pong_deadline: Option<Instant>,
     last_inbound: Instant,
-) -> Sent {
+) -> impl Future<Output = Sent> + 'a {
     // Stuck here, the client cannot send its next ping; with a heartbeat, a live peer would
     // have answered within one ping interval plus the timeout of the last thing it sent.
     let dead_at = pong_deadline.or_else(|| {
@@ -355,24 +357,24 @@ async fn write_or_give_up(
             .heartbeat
             .map(|h| last_inbound + h.ping_every + h.timeout)
     });
-    // An enum of the three futures rather than an async block, which would keep `what` as
-    // well as the message inside the future: this sits in every client's task.
     let io = match what {
         Write::Feed(m) => Either::Left(ws.feed(m)),
         Write::Send(m) => Either::Right(Either::Left(ws.send(m))),
         Write::Flush => Either::Right(Either::Right(ws.flush())),
     };
-    tokio::select! {
-        biased;
-        // Stuck writing: no graceful close is possible; the client closes the socket.
-        _ = ctx.cancel.cancelled() => Sent::End(SessionEnd::Stopped),
-        _ = sleep_opt(dead_at) => Sent::End(SessionEnd::Dead {
-            silent_for: last_inbound.elapsed(),
-        }),
-        r = io => match r {
-            Ok(()) => Sent::Ok,
-            Err(_) => Sent::End(SessionEnd::Peer(1006)),
-        },
+    async move {
+        tokio::select! {
+            biased;
+            // Stuck writing: no graceful close is possible; the client closes the socket.
+            _ = ctx.cancel.cancelled() => Sent::End(SessionEnd::Stopped),
+            _ = sleep_opt(dead_at) => Sent::End(SessionEnd::Dead {
+                silent_for: last_inbound.elapsed(),
+            }),
+            r = io => match r {
+                Ok(()) => Sent::Ok,
+                Err(_) => Sent::End(SessionEnd::Peer(1006)),
+            },
+        }
     }
 }
 
