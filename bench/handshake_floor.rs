@@ -1,7 +1,7 @@
 //! The machine's ceiling for new connections per second, without wsstorm: what the kernel
 //! alone costs for the TCP part of a WebSocket handshake on loopback.
 //!
-//! `cargo run --release --example handshake-floor [SECONDS] [PAIRS]`
+//! `cargo run --release --example handshake-floor [SECONDS] [PAIRS] [pin]`
 //!
 //! PAIRS client processes (default 2) each connect, send a 200-byte request and read a
 //! 129-byte response, like an upgrade, and keep the connection; PAIRS server processes share
@@ -9,6 +9,10 @@
 //! sockets, no event loop, no parsing, no allocation per connection: whatever wsstorm reaches
 //! against the embedded target is below this figure, because it also runs the WebSocket work,
 //! the metrics and an event loop on the same cores. `bench/scale.py handshakes` prints both.
+//!
+//! With `pin`, client and server process i run on CPU i (mod the CPUs) and server i's listener
+//! asks for the connections whose packets that CPU handles (SO_INCOMING_CPU): each connection
+//! then stays on one CPU, with no cross-CPU wake-ups. That is the best case for this machine.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -23,9 +27,32 @@ const HOLD: usize = 15_000;
 const REQUEST: usize = 200;
 const RESPONSE: usize = 129;
 
-fn listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+/// Run this process on `cpu` only.
+fn pin_to(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET writes inside it; the call reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+fn listener(addr: SocketAddr, cpu: Option<usize>) -> std::io::Result<TcpListener> {
     let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
     s.set_reuse_port(true)?;
+    if let Some(cpu) = cpu {
+        let cpu = cpu as libc::c_int;
+        // SAFETY: a valid socket and a c_int option value of the right size.
+        unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_INCOMING_CPU,
+                (&cpu as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
     s.bind(&addr.into())?;
     s.listen(4096)?;
     Ok(s.into())
@@ -116,12 +143,19 @@ fn main() {
     match args.get(1).map(String::as_str) {
         Some("serve") => {
             let addr: SocketAddr = args[2].parse().expect("address");
-            serve(listener(addr).expect("listen on the shared port"));
+            let cpu: Option<usize> = args.get(3).and_then(|c| c.parse().ok());
+            if let Some(c) = cpu {
+                pin_to(c);
+            }
+            serve(listener(addr, cpu).expect("listen on the shared port"));
         }
         Some("client") => {
             let id: u8 = args[2].parse().expect("id");
             let to: SocketAddr = args[3].parse().expect("address");
             let seconds: f64 = args[4].parse().expect("seconds");
+            if let Some(c) = args.get(5).and_then(|c| c.parse().ok()) {
+                pin_to(c);
+            }
             let until = Instant::now() + Duration::from_secs_f64(seconds);
             println!("{}", client(id, to, until));
         }
@@ -136,24 +170,39 @@ fn coordinate(args: &[String]) {
         .and_then(|a| a.parse().ok())
         .unwrap_or(2)
         .clamp(1, 8);
+    let pin = args.get(3).is_some_and(|a| a == "pin");
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // The CPU argument of process i: none unless pinned.
+    let cpu_of = |i: u8| {
+        if pin {
+            (usize::from(i) % cpus).to_string()
+        } else {
+            String::new()
+        }
+    };
     let exe = std::env::current_exe().expect("own executable");
     // Bound here so the port is known; the servers bind it again with SO_REUSEPORT.
-    let probe = listener("127.0.0.1:0".parse().expect("literal")).expect("listen");
+    let probe = listener("127.0.0.1:0".parse().expect("literal"), None).expect("listen");
     let addr = probe.local_addr().expect("bound").to_string();
     let run = |a: &[&str]| {
         Command::new(&exe)
-            .args(a)
+            .args(a.iter().filter(|a| !a.is_empty()))
             .stdout(Stdio::piped())
             .spawn()
             .expect("start a child")
     };
-    let mut servers: Vec<_> = (0..pairs).map(|_| run(&["serve", &addr])).collect();
+    let mut servers: Vec<_> = (0..pairs)
+        .map(|i| run(&["serve", &addr, &cpu_of(i)]))
+        .collect();
     drop(probe);
     // Let the servers listen before the first connect.
     std::thread::sleep(Duration::from_millis(200));
     let started = Instant::now();
     let clients: Vec<_> = (0..pairs)
-        .map(|id| run(&["client", &id.to_string(), &addr, &seconds.to_string()]))
+        .map(|i| {
+            let (id, secs) = (i.to_string(), seconds.to_string());
+            run(&["client", &id, &addr, &secs, &cpu_of(i)])
+        })
         .collect();
     let total: u64 = clients
         .into_iter()
@@ -172,7 +221,12 @@ fn coordinate(args: &[String]) {
     }
     println!(
         "{total} connections (connect, {REQUEST} B request, {RESPONSE} B response, kept) in \
-         {elapsed:.1} s = {:.0}/s with {pairs} client and {pairs} server processes, blocking sockets",
-        total as f64 / elapsed
+         {elapsed:.1} s = {:.0}/s with {pairs} client and {pairs} server processes, blocking sockets{}",
+        total as f64 / elapsed,
+        if pin {
+            ", each pair pinned to one CPU"
+        } else {
+            ""
+        }
     );
 }

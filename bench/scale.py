@@ -197,9 +197,11 @@ def handshakes(rate=None):
     # The same machine's ceiling without wsstorm: the kernel's TCP work alone.
     subprocess.run(["cargo", "build", "--release", "--quiet", "--example", "handshake-floor"],
                    cwd=ROOT, check=True)
-    floor = subprocess.run([os.path.join(ROOT, "target", "release", "examples", "handshake-floor"), "10", "2"],
-                           capture_output=True, text=True, check=True).stdout.strip()
-    print(f"  machine ceiling (cargo run --release --example handshake-floor 10 2): {floor}")
+    for extra in [[], ["pin"]]:
+        args = ["10", "2"] + extra
+        floor = subprocess.run([os.path.join(ROOT, "target", "release", "examples", "handshake-floor")] + args,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        print(f"  machine ceiling (cargo run --release --example handshake-floor {' '.join(args)}): {floor}")
 
 
 def storm():
