@@ -22,18 +22,43 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-/// Connections each process keeps open before it resets them all: under the open-file limit.
+/// Connections each process keeps open before it resets them all, at most (see [`hold`]).
 const HOLD: usize = 15_000;
 const REQUEST: usize = 200;
 const RESPONSE: usize = 129;
 
+/// Raise the open-file limit to the hard limit and say how many connections to keep: HOLD, or
+/// fewer under a lower limit.
+fn hold() -> usize {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: r is a valid rlimit to read into and from.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 {
+            r.rlim_cur = r.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut r);
+        }
+    }
+    HOLD.min((r.rlim_cur as usize).saturating_sub(100)).max(1)
+}
+
 /// Run this process on `cpu` only.
 fn pin_to(cpu: usize) {
     // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET writes inside it; the call reads it.
-    unsafe {
+    let ok = unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
+    };
+    if !ok {
+        eprintln!(
+            "cannot pin to CPU {cpu}: {}",
+            std::io::Error::last_os_error()
+        );
+        std::process::exit(1);
     }
 }
 
@@ -59,11 +84,19 @@ fn listener(addr: SocketAddr, cpu: Option<usize>) -> std::io::Result<TcpListener
 }
 
 fn serve(l: TcpListener) {
-    let mut held = Vec::with_capacity(HOLD);
+    let hold = hold();
+    let mut held = Vec::with_capacity(hold);
     let mut buf = [0u8; 512];
     let answer = [b'r'; RESPONSE];
     loop {
-        let Ok((mut c, _)) = l.accept() else { continue };
+        let mut c = match l.accept() {
+            Ok((c, _)) => c,
+            Err(e) => {
+                eprintln!("server: accept: {e}");
+                return;
+            }
+        };
+        let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
         let mut got = 0;
         while got < REQUEST {
             match c.read(&mut buf) {
@@ -72,7 +105,7 @@ fn serve(l: TcpListener) {
             }
         }
         let _ = c.write_all(&answer);
-        if held.len() == HOLD {
+        if held.len() == hold {
             held.clear();
         }
         held.push(c);
@@ -100,7 +133,8 @@ fn connect(source: Ipv4Addr, to: SocketAddr) -> std::io::Result<TcpStream> {
 }
 
 fn client(id: u8, to: SocketAddr, until: Instant) -> u64 {
-    let mut held: Vec<TcpStream> = Vec::with_capacity(HOLD);
+    let hold = hold();
+    let mut held: Vec<TcpStream> = Vec::with_capacity(hold);
     let request = [b'q'; REQUEST];
     let mut buf = [0u8; 512];
     let mut done = 0u64;
@@ -114,6 +148,7 @@ fn client(id: u8, to: SocketAddr, until: Instant) -> u64 {
                 break;
             }
         };
+        let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
         let _ = c.write_all(&request);
         let mut got = 0;
         while got < RESPONSE {
@@ -122,7 +157,7 @@ fn client(id: u8, to: SocketAddr, until: Instant) -> u64 {
                 Ok(n) => got += n,
             }
         }
-        if held.len() == HOLD {
+        if held.len() == hold {
             // Reset rather than close: no TIME_WAIT left behind to slow the port search.
             for h in &held {
                 let _ = socket2::SockRef::from(h).set_linger(Some(Duration::ZERO));

@@ -5,9 +5,11 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use futures_util::{FutureExt, Sink, SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsStream;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 /// The socket under a WebSocket: plain TCP, or TLS over TCP (boxed: it is large and rarer).
 pub enum Transport {
@@ -84,10 +86,130 @@ pub async fn close_with_fin(tcp: &TcpStream) {
     .await;
 }
 
+/// A WebSocket over a [`Transport`], as both ends use it.
+pub type WsStream = tokio_tungstenite::WebSocketStream<Transport>;
+
+/// Bytes of messages a connection buffers before it writes them without a flush: both ends
+/// write a batch of messages that became due together with one write.
+pub const WRITE_BATCH: usize = 16 * 1024;
+
+/// Reads in a row after which buffered messages are written even though more input is ready,
+/// so a peer that never pauses cannot hold our answers back.
+const MAX_READS_PER_FLUSH: u8 = 16;
+
+/// Messages fed to a WebSocket's write buffer and not yet written out.
+#[derive(Debug, Default)]
+pub struct WriteBatch {
+    pending: bool,
+    reads: u8,
+}
+
+impl WriteBatch {
+    /// Something was fed since the last flush.
+    pub fn fed(&mut self) {
+        self.pending = true;
+    }
+
+    pub fn is_pending(&self) -> bool {
+        self.pending
+    }
+}
+
+/// The next message; write out what was fed since the last flush when there is nothing more
+/// to read right now (one write for a whole batch), or after [`MAX_READS_PER_FLUSH`] reads. A
+/// flush the socket cannot take yet stays pending (woken when it is writable) while reads go
+/// on, so a peer that stopped reading does not stall its connection's timers.
+pub fn poll_next_flushing(
+    ws: &mut WsStream,
+    batch: &mut WriteBatch,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Message, WsError>>> {
+    let next = ws.poll_next_unpin(cx);
+    if !batch.pending {
+        return next;
+    }
+    batch.reads = batch.reads.saturating_add(1);
+    if next.is_ready() && batch.reads < MAX_READS_PER_FLUSH {
+        return next;
+    }
+    match Pin::new(&mut *ws).poll_flush(cx) {
+        Poll::Ready(Ok(())) => *batch = WriteBatch::default(),
+        Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(e))),
+        Poll::Pending => {}
+    }
+    next
+}
+
+/// Write out what is buffered if the socket takes it now, without waiting: for a connection
+/// about to stop serving, so that answers already made still go out.
+pub fn flush_now(ws: &mut WsStream) {
+    let _ = ws.flush().now_or_never();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::future::poll_fn;
+    use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+
+    /// Two connected WebSockets, `a` with the batching write buffer both ends use.
+    async fn ws_pair() -> (WsStream, WsStream) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (s, _) = l.accept().await.unwrap();
+        let config = WebSocketConfig::default().write_buffer_size(WRITE_BATCH);
+        let a = WsStream::from_raw_socket(Transport::Plain(s), Role::Server, Some(config)).await;
+        let b = WsStream::from_raw_socket(Transport::Plain(c), Role::Client, None).await;
+        (a, b)
+    }
+
+    /// What `b` receives within 200 ms.
+    async fn received(b: &mut WsStream) -> Vec<String> {
+        let mut got = Vec::new();
+        while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_millis(200), b.next()).await
+        {
+            got.push(m.into_text().unwrap().to_string());
+        }
+        got
+    }
+
+    #[tokio::test]
+    async fn a_batch_goes_out_when_there_is_nothing_to_read() {
+        let (mut a, mut b) = ws_pair().await;
+        let mut batch = WriteBatch::default();
+        for i in 0..10 {
+            a.feed(Message::text(format!("m{i}"))).await.unwrap();
+            batch.fed();
+        }
+        assert!(received(&mut b).await.is_empty(), "fed, not yet written");
+        // Nothing to read: the read is pending, and the batch is written out.
+        let polled = poll_fn(|cx| Poll::Ready(poll_next_flushing(&mut a, &mut batch, cx))).await;
+        assert!(polled.is_pending());
+        assert!(!batch.is_pending());
+        let want: Vec<String> = (0..10).map(|i| format!("m{i}")).collect();
+        assert_eq!(received(&mut b).await, want);
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_never_pauses_does_not_hold_the_batch_back() {
+        let (mut a, mut b) = ws_pair().await;
+        for i in 0..40 {
+            b.send(Message::text(format!("in{i}"))).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut batch = WriteBatch::default();
+        a.feed(Message::text("answer")).await.unwrap();
+        batch.fed();
+        // Input is always ready; the answer goes out after MAX_READS_PER_FLUSH reads anyway.
+        for i in 0..MAX_READS_PER_FLUSH {
+            let m = poll_fn(|cx| poll_next_flushing(&mut a, &mut batch, cx)).await;
+            assert_eq!(m.unwrap().unwrap().into_text().unwrap(), format!("in{i}"));
+            assert_eq!(batch.is_pending(), i + 1 < MAX_READS_PER_FLUSH, "read {i}");
+        }
+        assert_eq!(received(&mut b).await, vec!["answer".to_string()]);
+    }
 
     /// With unread data in its receive buffer, a plainly dropped socket sends RST; the peer of
     /// `close_with_fin` must see a clean end of stream instead.

@@ -21,10 +21,7 @@ use crate::metrics::ConnectError;
 use crate::profile::{TlsSettings, TokenPlace};
 pub use crate::transport::Transport;
 
-pub type Ws = WebSocketStream<Transport>;
-
-/// Most bytes of messages a connection buffers before it writes them without a flush.
-pub const WRITE_BATCH: usize = 16 * 1024;
+pub type Ws = crate::transport::WsStream;
 
 /// Where the clients connect, resolved once and shared by all clients.
 pub struct TargetConn {
@@ -263,7 +260,7 @@ pub async fn attempt(
         // Sends are written out by an explicit flush, so a closed-loop client can answer a
         // whole batch of echoes with one write; past this many bytes a send writes at once.
         // The buffer only grows on connections that send, so idle clients do not pay for it.
-        .write_buffer_size(WRITE_BATCH);
+        .write_buffer_size(crate::transport::WRITE_BATCH);
     let t2 = Instant::now();
     match timeout(
         b.handshake_timeout,

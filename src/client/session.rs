@@ -4,25 +4,24 @@
 //! connection ended as a [`SessionEnd`].
 
 use std::future::poll_fn;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::future::Either;
-use futures_util::{Sink, SinkExt, StreamExt};
+use futures_util::{SinkExt, StreamExt};
 use rand::RngExt;
 use rand::rngs::Xoshiro128PlusPlus;
 use tokio::io::AsyncWriteExt;
 use tokio::time::{Instant, Interval, MissedTickBehavior, interval_at, sleep_until};
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::GroupCtx;
 use super::connect::Ws;
 use super::stream::{Arrival, StreamTracker};
 use crate::metrics::Who;
 use crate::target::stream::parse_seq;
+use crate::transport::{WriteBatch, poll_next_flushing};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SessionEnd {
@@ -139,7 +138,7 @@ pub async fn run(
     // Closed-loop messages fed to the write buffer but not yet written: they go out together
     // when there is nothing more to read (one write for a whole batch of echoes), or here,
     // before the loop waits on anything but a read.
-    let mut unflushed = false;
+    let mut batch = WriteBatch::default();
 
     loop {
         let awake = wake_at.is_none();
@@ -153,8 +152,8 @@ pub async fn run(
             };
         }
         let may_read = awake && read_gap.is_none_or(|_| now >= read_at);
-        if unflushed && !may_read {
-            unflushed = false;
+        if batch.is_pending() && !may_read {
+            batch = WriteBatch::default();
             // Rare (a closed-loop slow consumer or a freeze): boxed, like the other rare paths.
             let flush = write_or_give_up(ctx, ws, Write::Flush, pong_deadline, last_inbound);
             if let Sent::End(end) = Box::pin(flush).await {
@@ -210,7 +209,7 @@ pub async fn run(
                     }
                 }
             }
-            msg = poll_fn(|cx| next_flushing(ws, &mut unflushed, cx)), if may_read => {
+            msg = poll_fn(|cx| poll_next_flushing(ws, &mut batch, cx)), if may_read => {
                 last_inbound = Instant::now();
                 if let Some(gap) = read_gap {
                     read_at = read_at.max(last_inbound) + gap;
@@ -222,7 +221,7 @@ pub async fn run(
                             seq = seq.wrapping_add(1);
                             ctx.metrics.sent(who, Duration::ZERO);
                             let next = Message::text(payload(who.client, seq, ctx.now_us(), bytes));
-                            unflushed = true;
+                            batch.fed();
                             let feed = Write::Feed(next);
                             if let Sent::End(end) =
                                 write_or_give_up(ctx, ws, feed, pong_deadline, last_inbound).await
@@ -278,10 +277,13 @@ pub async fn run(
                     abuse_at = None;
                     if let Some(a) = b.abuse {
                         let frame = super::abuse::frame(a.kind, a.bytes, rng);
-                        let raw = ws.get_mut();
                         // The server may cut us off mid-write, or stop reading; what it
                         // answers is read above.
                         let _ = Box::pin(tokio::time::timeout(Duration::from_secs(2), async {
+                            // Buffered messages first: the raw frame must not land inside one.
+                            ws.flush().await.map_err(std::io::Error::other)?;
+                            batch = WriteBatch::default();
+                            let raw = ws.get_mut();
                             raw.write_all(&frame).await?;
                             raw.flush().await
                         }))
@@ -301,31 +303,12 @@ enum Sent {
 
 /// What [`write_or_give_up`] does with the socket.
 enum Write {
-    /// Buffer a message (written once the buffer passes [`super::connect::WRITE_BATCH`]).
+    /// Buffer a message (written once the buffer passes [`WRITE_BATCH`](crate::transport::WRITE_BATCH)).
     Feed(Message),
     /// Write out what is buffered.
     Flush,
     /// Buffer a message and write out everything.
     Send(Message),
-}
-
-/// The next message; before waiting for one, write out what was fed since the last flush.
-/// A flush the socket cannot take yet stays pending (woken when it is writable) while reads
-/// go on, so a peer that stopped reading cannot stall the heartbeat checks of the loop.
-fn next_flushing(
-    ws: &mut Ws,
-    unflushed: &mut bool,
-    cx: &mut Context<'_>,
-) -> Poll<Option<Result<Message, WsError>>> {
-    let next = ws.poll_next_unpin(cx);
-    if next.is_pending() && *unflushed {
-        match Pin::new(&mut *ws).poll_flush(cx) {
-            Poll::Ready(Ok(())) => *unflushed = false,
-            Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(e))),
-            Poll::Pending => {}
-        }
-    }
-    next
 }
 
 /// Send one message, but do not wait on a peer that stopped reading longer than the run or

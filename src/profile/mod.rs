@@ -233,10 +233,11 @@ pub struct ServerSettings {
     pub backpressure: Backpressure,
     /// Kernel send buffer (SO_SNDBUF) of each server socket; default: the kernel's.
     pub socket_send_buffer: Option<ByteSize>,
-    /// CPU priority of the embedded target inside `wsstorm run`, like nice(1): 0 (default) to
-    /// 19. On a machine the target shares with the swarm, a high value lets the clients keep
-    /// their schedule (a storm's connect()s start together) and a starved server shows as
-    /// latency, as it would on a loaded server of its own.
+    /// CPU priority of the embedded target inside `wsstorm run`: the nice value its threads
+    /// (and the fault proxy's, which share them) are set to, 0 (default) to 19. On a machine
+    /// the target shares with the swarm, a high value lets the clients keep their schedule (a
+    /// storm's connect()s start together) and a starved server shows as latency, as it would
+    /// on a loaded server of its own.
     pub nice: u8,
     /// Serve wss:// with a certificate generated at start.
     pub tls: Option<ServerTls>,

@@ -31,12 +31,9 @@ use super::stream::StreamItem;
 use super::{Action, DropMode, Order, Shared, TokenBucket, selected};
 use crate::auth::{TokenError, now_ms};
 use crate::profile::{IdleMode, OnFull, RateLimitAction};
-use crate::transport::{Transport, close_with_fin};
+use crate::transport::{Transport, WriteBatch, close_with_fin, flush_now, poll_next_flushing};
 
-type Ws = WebSocketStream<Transport>;
-
-/// Most bytes of echoes a connection buffers before it writes them without a flush.
-const WRITE_BATCH: usize = 16 * 1024;
+type Ws = crate::transport::WsStream;
 
 /// Time a client has to finish TLS and its upgrade request; slowloris clients are cut after it.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -169,7 +166,7 @@ pub(super) async fn serve(
         .read_buffer_size(config.read_buffer)
         // Echoes are written out by `poll_io`'s flush, a batch at a time; past this many
         // bytes a message is written at once. Idle connections never grow the buffer.
-        .write_buffer_size(WRITE_BATCH)
+        .write_buffer_size(crate::transport::WRITE_BATCH)
         .max_message_size(Some(config.max_message))
         .max_frame_size(Some(config.max_message));
     let accept = accept_upgrade(transport, callback, ws_config);
@@ -340,7 +337,12 @@ fn error_response(
 /// What the server has to send one client, drained as fast as the socket takes it.
 struct Outbox {
     queue: VecDeque<Message>,
+    /// Bytes queued here or in the WebSocket's write buffer not yet written out: both are
+    /// what a slow reader has not taken, and both count toward the limit.
     bytes: usize,
+    /// Of `bytes`, those moved to the write buffer and not yet flushed.
+    unflushed: usize,
+    batch: WriteBatch,
     limit: usize,
     on_full: OnFull,
 }
@@ -356,7 +358,8 @@ enum Pushed {
 impl Outbox {
     fn push(&mut self, m: Message) -> Pushed {
         let len = m.len();
-        if self.bytes + len > self.limit && !self.queue.is_empty() {
+        // One message always goes through, however big, when nothing else is waiting.
+        if self.bytes + len > self.limit && self.bytes > 0 {
             return match self.on_full {
                 OnFull::Drop => Pushed::Dropped,
                 OnFull::Close1008 => Pushed::Overflow(1008),
@@ -374,21 +377,28 @@ impl Outbox {
         self.queue.push_back(m);
     }
 
+    /// The next message for the write buffer; it counts until it is flushed.
     fn pop(&mut self) -> Option<Message> {
         let m = self.queue.pop_front()?;
-        self.bytes -= m.len();
+        self.unflushed += m.len();
+        self.batch.fed();
         Some(m)
+    }
+
+    fn flushed(&mut self) {
+        self.bytes -= self.unflushed;
+        self.unflushed = 0;
     }
 }
 
-/// Move what the socket takes from the outbox into the write buffer, then read; write the
-/// buffer out only when there is nothing more to read right now, so a batch of messages that
-/// arrived together is echoed with one write. Holds no message across polls, so dropping it
-/// (another select branch won) loses nothing: what is buffered is written by the next poll.
+/// Move what the socket takes from the outbox into the write buffer, then read; the buffer is
+/// written out when there is nothing more to read right now, so a batch of messages that
+/// arrived together is echoed with one write (see [`poll_next_flushing`]). Holds no message
+/// across polls, so dropping it (another select branch won) loses nothing: what is buffered is
+/// written by the next poll.
 fn poll_io(
     ws: &mut Ws,
     out: &mut Outbox,
-    unflushed: &mut bool,
     cx: &mut Context<'_>,
 ) -> Poll<Option<Result<Message, WsError>>> {
     while !out.queue.is_empty() {
@@ -398,20 +408,14 @@ fn poll_io(
                 if let Err(e) = Pin::new(&mut *ws).start_send(m) {
                     return Poll::Ready(Some(Err(e)));
                 }
-                *unflushed = true;
             }
             Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(e))),
             Poll::Pending => break,
         }
     }
-    let next = ws.poll_next_unpin(cx);
-    if next.is_pending() && *unflushed {
-        match Pin::new(&mut *ws).poll_flush(cx) {
-            Poll::Ready(Ok(())) => *unflushed = false,
-            Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(e))),
-            // Woken when the socket takes more.
-            Poll::Pending => {}
-        }
+    let next = poll_next_flushing(ws, &mut out.batch, cx);
+    if out.unflushed > 0 && !out.batch.is_pending() {
+        out.flushed();
     }
     next
 }
@@ -471,6 +475,8 @@ async fn session(
     let mut out = Outbox {
         queue: VecDeque::new(),
         bytes: 0,
+        unflushed: 0,
+        batch: WriteBatch::default(),
         limit: config.backpressure.0,
         on_full: config.backpressure.1,
     };
@@ -512,8 +518,6 @@ async fn session(
         .token_expires_ms
         .map(|exp| Instant::now() + Duration::from_millis(exp.saturating_sub(now_ms())));
     let mut blackholed = false;
-    // Messages in the write buffer not yet written (see `poll_io`).
-    let mut unflushed = false;
     // A hung (or silently idle) session reads nothing, so it cannot see its client leave; it
     // looks at the TCP state now and then instead, rather than hold the socket to the end.
     let mut liveness = tokio::time::interval(Duration::from_secs(1));
@@ -549,12 +553,14 @@ async fn session(
                     }
                     Action::Hang { share } if !blackholed && selected(id, order.seq, share) => {
                         stats.hung.fetch_add(1, Ordering::Relaxed);
+                        // Echoes already made go out, as they would have before the hang.
+                        flush_now(&mut ws);
                         blackholed = true;
                     }
                     _ => {}
                 }
             }
-            msg = poll_fn(|cx| poll_io(&mut ws, &mut out, &mut unflushed, cx)), if !blackholed => {
+            msg = poll_fn(|cx| poll_io(&mut ws, &mut out, cx)), if !blackholed => {
                 last_inbound = Instant::now();
                 match msg {
                     Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => {
@@ -637,7 +643,10 @@ async fn session(
                 stats.idle_timeouts.fetch_add(1, Ordering::Relaxed);
                 match config.idle_timeout.map(|(_, mode)| mode) {
                     Some(IdleMode::Close) => break End::Abrupt,
-                    _ => blackholed = true,
+                    _ => {
+                        flush_now(&mut ws);
+                        blackholed = true;
+                    }
                 }
             }
             _ = liveness.tick(), if blackholed => {
@@ -653,7 +662,10 @@ async fn session(
     };
     match end {
         End::Gone => {}
-        End::Abrupt => close_with_fin(ws.get_ref().tcp()).await,
+        End::Abrupt => {
+            flush_now(&mut ws);
+            close_with_fin(ws.get_ref().tcp()).await;
+        }
         End::Reset => {
             let _ = socket2::SockRef::from(ws.get_ref().tcp()).set_linger(Some(Duration::ZERO));
         }
@@ -692,5 +704,37 @@ async fn close_politely(ws: &mut Ws, code: u16) {
     .await;
     if answered.is_err() {
         let _ = socket2::SockRef::from(ws.get_ref().tcp()).set_linger(Some(Duration::ZERO));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unflushed_bytes_count_toward_the_backpressure_limit() {
+        let mut out = Outbox {
+            queue: VecDeque::new(),
+            bytes: 0,
+            unflushed: 0,
+            batch: WriteBatch::default(),
+            limit: 100,
+            on_full: OnFull::Drop,
+        };
+        let msg = || Message::text("x".repeat(60));
+        assert!(matches!(out.push(msg()), Pushed::Queued));
+        // Moved to the write buffer but not written: the slow reader still has not taken it.
+        assert!(out.pop().is_some());
+        assert!(matches!(out.push(msg()), Pushed::Dropped));
+        out.flushed();
+        assert_eq!(out.bytes, 0);
+        assert!(matches!(out.push(msg()), Pushed::Queued));
+        // Nothing waiting: one message goes through whatever its size.
+        out.pop();
+        out.flushed();
+        assert!(matches!(
+            out.push(Message::text("y".repeat(500))),
+            Pushed::Queued
+        ));
     }
 }

@@ -537,8 +537,9 @@ fn selected(id: u64, seq: u64, share: f64) -> bool {
     (h as f64 / u64::MAX as f64) < share
 }
 
-/// Give threads `tids` (0: the calling thread; threads it starts later inherit it) CPU
-/// priority `nice`. A failure is said and the run goes on at normal priority.
+/// Set the nice value of threads `tids` (0: the calling thread; threads it starts later
+/// inherit it) to `nice`, an absolute value as setpriority(2) takes it. A failure (e.g. asking
+/// for less than wsstorm already runs at, which needs privileges) is said and the run goes on.
 pub(crate) fn lower_priority(tids: &[libc::id_t], nice: u8) {
     if nice == 0 {
         return;
