@@ -141,9 +141,10 @@ pub fn poll_next_flushing(
 }
 
 /// Write out what is buffered if the socket takes it now, without waiting: for a connection
-/// about to stop serving, so that answers already made still go out.
-pub fn flush_now(ws: &mut WsStream) {
-    let _ = ws.flush().now_or_never();
+/// about to stop serving (answers already made still go out) or not reading for a while.
+/// True if everything went out.
+pub fn flush_now(ws: &mut WsStream) -> bool {
+    matches!(ws.flush().now_or_never(), Some(Ok(())))
 }
 
 #[cfg(test)]

@@ -560,3 +560,31 @@ groups:
     assert_eq!(r.latency_us.rtt.count, m.received);
     assert_books_balance(&r);
 }
+
+#[test]
+fn a_closed_loop_slow_consumer_still_sends_at_its_read_rate() {
+    // Answers are buffered and written when a read would wait; a client that may not read
+    // (read: max_rate) writes them at the top of its loop instead. Were they held until its next
+    // read, each echo would wait a read gap more and the count would halve.
+    let r = run("
+name: closed-loop-slow
+duration: 2s
+target: embedded
+groups:
+  - name: g
+    clients: 10
+    arrival: { rate: 1000/s }
+    behaviour:
+      send: { in_flight: 1, bytes: 64 }
+      read: { max_rate: 20/s }
+");
+    let m = &r.totals.messages;
+    // 20 reads a second for ~2 s per client, one message in flight: ~40 round trips each.
+    assert!(
+        (10 * 34..=10 * 42).contains(&m.received),
+        "{} round trips",
+        m.received
+    );
+    assert!(m.sent - m.received <= 10, "{m:?}");
+    assert_books_balance(&r);
+}

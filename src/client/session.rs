@@ -21,7 +21,7 @@ use super::connect::Ws;
 use super::stream::{Arrival, StreamTracker};
 use crate::metrics::Who;
 use crate::target::stream::parse_seq;
-use crate::transport::{WriteBatch, poll_next_flushing};
+use crate::transport::{WriteBatch, flush_now, poll_next_flushing};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SessionEnd {
@@ -152,13 +152,10 @@ pub async fn run(
             };
         }
         let may_read = awake && read_gap.is_none_or(|_| now >= read_at);
-        if batch.is_pending() && !may_read {
+        if batch.is_pending() && !may_read && flush_now(ws) {
+            // Not waited for: a frozen or rate-limited client keeps its timers; what a full
+            // socket does not take now goes out with the next read.
             batch = WriteBatch::default();
-            // Rare (a closed-loop slow consumer or a freeze): boxed, like the other rare paths.
-            let flush = write_or_give_up(ctx, ws, Write::Flush, pong_deadline, last_inbound);
-            if let Sent::End(end) = Box::pin(flush).await {
-                return end;
-            }
         }
         // One timer for every one-shot deadline: each Sleep future is ~100 bytes of every
         // client's task, and only the earliest matters.
@@ -305,8 +302,6 @@ enum Sent {
 enum Write {
     /// Buffer a message (written once the buffer passes [`WRITE_BATCH`](crate::transport::WRITE_BATCH)).
     Feed(Message),
-    /// Write out what is buffered.
-    Flush,
     /// Buffer a message and write out everything.
     Send(Message),
 }
@@ -323,7 +318,7 @@ fn send_or_give_up<'a>(
     write_or_give_up(ctx, ws, Write::Send(msg), pong_deadline, last_inbound)
 }
 
-/// Feed, flush or send (both), giving up as [`send_or_give_up`] says. Plain functions that
+/// Feed or send (feed and flush), giving up as [`send_or_give_up`] says. Plain functions that
 /// return the future, not `async fn`s: an `async fn` keeps its arguments in its future, and
 /// this one sits in every client's task, so the message would be stored twice.
 fn write_or_give_up<'a>(
@@ -342,8 +337,7 @@ fn write_or_give_up<'a>(
     });
     let io = match what {
         Write::Feed(m) => Either::Left(ws.feed(m)),
-        Write::Send(m) => Either::Right(Either::Left(ws.send(m))),
-        Write::Flush => Either::Right(Either::Right(ws.flush())),
+        Write::Send(m) => Either::Right(ws.send(m)),
     };
     async move {
         tokio::select! {
