@@ -563,9 +563,9 @@ groups:
 
 #[test]
 fn a_closed_loop_slow_consumer_still_sends_at_its_read_rate() {
-    // Answers are buffered and written when a read would wait; a client that may not read
-    // (read: max_rate) writes them at the top of its loop instead. Were they held until its next
-    // read, each echo would wait a read gap more and the count would halve.
+    // A closed-loop client buffers each next message and writes it when a read would wait or,
+    // while it may not read (read: max_rate), at the top of its loop. Either way it must go
+    // out: one message in flight that never left would stop the client at one round trip.
     let r = run("
 name: closed-loop-slow
 duration: 2s
