@@ -62,21 +62,30 @@ fn pin_to(cpu: usize) {
     }
 }
 
+/// An integer socket option socket2 has no setter for; best effort, like wsstorm's own.
+fn set_int_option(s: &Socket, level: libc::c_int, name: libc::c_int, value: libc::c_int) {
+    // SAFETY: a valid socket and a c_int option value of the right size.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
 fn listener(addr: SocketAddr, cpu: Option<usize>) -> std::io::Result<TcpListener> {
     let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
     s.set_reuse_port(true)?;
     if let Some(cpu) = cpu {
-        let cpu = cpu as libc::c_int;
-        // SAFETY: a valid socket and a c_int option value of the right size.
-        unsafe {
-            libc::setsockopt(
-                s.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_INCOMING_CPU,
-                (&cpu as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
-        }
+        set_int_option(
+            &s,
+            libc::SOL_SOCKET,
+            libc::SO_INCOMING_CPU,
+            cpu as libc::c_int,
+        );
     }
     s.bind(&addr.into())?;
     s.listen(4096)?;
@@ -115,17 +124,7 @@ fn serve(l: TcpListener) {
 /// Connect from `source` (any port) to `to`, as wsstorm's clients do.
 fn connect(source: Ipv4Addr, to: SocketAddr) -> std::io::Result<TcpStream> {
     let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
-    let on: libc::c_int = 1;
-    // SAFETY: a valid socket and a c_int option value of the right size.
-    unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_BIND_ADDRESS_NO_PORT,
-            (&on as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
+    set_int_option(&s, libc::IPPROTO_IP, libc::IP_BIND_ADDRESS_NO_PORT, 1);
     s.set_tcp_nodelay(true)?;
     s.bind(&SocketAddr::from((source, 0)).into())?;
     s.connect(&to.into())?;

@@ -180,6 +180,42 @@ pub struct LatencyTable {
     pub dead_detect: LatencySummary,
 }
 
+impl LatencyTable {
+    /// The histograms this table holds, in its order (the generator's lags are elsewhere).
+    pub const KINDS: [Latency; 6] = [
+        Latency::Connect,
+        Latency::Tls,
+        Latency::Handshake,
+        Latency::Rtt,
+        Latency::Reconnect,
+        Latency::DeadDetect,
+    ];
+
+    pub fn from_fn(mut f: impl FnMut(Latency) -> LatencySummary) -> LatencyTable {
+        LatencyTable {
+            connect: f(Latency::Connect),
+            tls: f(Latency::Tls),
+            handshake: f(Latency::Handshake),
+            rtt: f(Latency::Rtt),
+            reconnect: f(Latency::Reconnect),
+            dead_detect: f(Latency::DeadDetect),
+        }
+    }
+
+    /// One of [`Self::KINDS`]; `None` for a histogram the table does not hold.
+    pub fn get(&self, l: Latency) -> Option<&LatencySummary> {
+        match l {
+            Latency::Connect => Some(&self.connect),
+            Latency::Tls => Some(&self.tls),
+            Latency::Handshake => Some(&self.handshake),
+            Latency::Rtt => Some(&self.rtt),
+            Latency::Reconnect => Some(&self.reconnect),
+            Latency::DeadDetect => Some(&self.dead_detect),
+            Latency::ScheduleLag | Latency::RetryLag => None,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Timeline {
     pub interval_ms: u64,
@@ -261,15 +297,7 @@ pub fn totals_from(c: &Counters, clients: u64, peak: u64, connected_at_end: u64)
 }
 
 pub fn latency_from(h: &Hists) -> LatencyTable {
-    let s = |l| summarize(h.get(l), true);
-    LatencyTable {
-        connect: s(Latency::Connect),
-        tls: s(Latency::Tls),
-        handshake: s(Latency::Handshake),
-        rtt: s(Latency::Rtt),
-        reconnect: s(Latency::Reconnect),
-        dead_detect: s(Latency::DeadDetect),
-    }
+    LatencyTable::from_fn(|l| summarize(h.get(l), true))
 }
 
 /// Figures that say the generator, not the target, may have been the bottleneck.

@@ -483,15 +483,9 @@ async fn abort_watch(
             snap.peak_connected,
             snap.point.connected,
         );
-        let l = |k: Latency| snap.latency.get(k as usize).cloned().unwrap_or_default();
-        let latency = results::LatencyTable {
-            connect: l(Latency::Connect),
-            tls: l(Latency::Tls),
-            handshake: l(Latency::Handshake),
-            rtt: l(Latency::Rtt),
-            reconnect: l(Latency::Reconnect),
-            dead_detect: l(Latency::DeadDetect),
-        };
+        let latency = results::LatencyTable::from_fn(|k| {
+            snap.latency.get(k as usize).cloned().unwrap_or_default()
+        });
         let figures = crate::threshold::Figures {
             totals: &totals,
             latency: &latency,

@@ -11,7 +11,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::LatencySummary;
+use crate::metrics::Latency;
 use crate::results::{LatencyTable, Storm, Totals};
 
 /// What a metric measures, and so what its limit is written in.
@@ -70,7 +70,7 @@ impl Op {
 /// snapshot.
 #[derive(Clone, Debug, PartialEq)]
 enum Metric {
-    Latency(LatencyName, Stat),
+    Latency(Latency, Stat),
     Recovery(RecoveryShare),
     ErrorsRate,
     ErrorsCount,
@@ -83,16 +83,6 @@ enum Metric {
     MessageLossRate,
     PeakAttemptsPerS,
     PeakRetriesPerS,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum LatencyName {
-    Connect,
-    Tls,
-    Handshake,
-    Rtt,
-    Reconnect,
-    DeadDetect,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -126,14 +116,6 @@ enum TotalName {
     DeadDetected,
 }
 
-const LATENCIES: [(&str, LatencyName); 6] = [
-    ("connect", LatencyName::Connect),
-    ("tls", LatencyName::Tls),
-    ("handshake", LatencyName::Handshake),
-    ("rtt", LatencyName::Rtt),
-    ("reconnect", LatencyName::Reconnect),
-    ("dead_detect", LatencyName::DeadDetect),
-];
 const STATS: [(&str, Stat); 8] = [
     ("count", Stat::Count),
     ("min", Stat::Min),
@@ -173,7 +155,7 @@ impl Metric {
             Some((h, r)) => (h, Some(r)),
             None => (name, None),
         };
-        if let Some((_, l)) = LATENCIES.iter().find(|(n, _)| *n == head) {
+        if let Some(l) = LatencyTable::KINDS.iter().find(|l| l.name() == head) {
             let Some(rest) = rest else {
                 return Err(format!(
                     "`{name}` needs a statistic: {head}.p50, {head}.p99, {head}.max, …"
@@ -249,14 +231,8 @@ impl Metric {
         let pct = |num: u64, den: u64| (den > 0).then(|| num as f64 * 100.0 / den as f64);
         match self {
             Metric::Latency(l, stat) => {
-                let s: &LatencySummary = match l {
-                    LatencyName::Connect => &f.latency.connect,
-                    LatencyName::Tls => &f.latency.tls,
-                    LatencyName::Handshake => &f.latency.handshake,
-                    LatencyName::Rtt => &f.latency.rtt,
-                    LatencyName::Reconnect => &f.latency.reconnect,
-                    LatencyName::DeadDetect => &f.latency.dead_detect,
-                };
+                // Parsing admits only the table's kinds.
+                let s = f.latency.get(*l)?;
                 if *stat == Stat::Count {
                     return Some(s.count as f64);
                 }
@@ -666,6 +642,7 @@ pub fn caret(expr: &str, e: &ParseError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::LatencySummary;
     use crate::results::{ConnectErrors, Messages};
 
     fn figures() -> (Totals, LatencyTable, Storm) {

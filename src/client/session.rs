@@ -117,7 +117,8 @@ pub async fn run(
             seq = seq.wrapping_add(1);
             ctx.metrics.sent(who, Duration::ZERO);
             let msg = Message::text(payload(who.client, seq, ctx.now_us(), bytes));
-            if let Sent::End(end) = send_or_give_up(ctx, ws, msg, None, opened).await {
+            if let Sent::End(end) = write_or_give_up(ctx, ws, Write::Send(msg), None, opened).await
+            {
                 return end;
             }
         }
@@ -183,7 +184,7 @@ pub async fn run(
                 seq = seq.wrapping_add(1);
                 ctx.metrics.sent(who, lag);
                 let msg = Message::text(payload(who.client, seq, stamp_us, bytes));
-                match send_or_give_up(ctx, ws, msg, pong_deadline, last_inbound).await {
+                match write_or_give_up(ctx, ws, Write::Send(msg), pong_deadline, last_inbound).await {
                     Sent::Ok => {}
                     Sent::End(end) => return end,
                 }
@@ -200,7 +201,7 @@ pub async fn run(
                     pong_deadline =
                         Some((Instant::now() + timeout).min(last_inbound + every + timeout));
                     let ping = Message::Ping(ping_seq.to_be_bytes().to_vec().into());
-                    match send_or_give_up(ctx, ws, ping, pong_deadline, last_inbound).await {
+                    match write_or_give_up(ctx, ws, Write::Send(ping), pong_deadline, last_inbound).await {
                         Sent::Ok => {}
                         Sent::End(end) => return end,
                     }
@@ -306,21 +307,11 @@ enum Write {
     Send(Message),
 }
 
-/// Send one message, but do not wait on a peer that stopped reading longer than the run or
-/// the heartbeat allows: a full socket must not hide the end of the run or a dead connection.
-fn send_or_give_up<'a>(
-    ctx: &'a GroupCtx,
-    ws: &'a mut Ws,
-    msg: Message,
-    pong_deadline: Option<Instant>,
-    last_inbound: Instant,
-) -> impl Future<Output = Sent> + 'a {
-    write_or_give_up(ctx, ws, Write::Send(msg), pong_deadline, last_inbound)
-}
-
-/// Feed or send (feed and flush), giving up as [`send_or_give_up`] says. Plain functions that
-/// return the future, not `async fn`s: an `async fn` keeps its arguments in its future, and
-/// this one sits in every client's task, so the message would be stored twice.
+/// Feed or send (feed and flush) one message, but do not wait on a peer that stopped reading
+/// longer than the run or the heartbeat allows: a full socket must not hide the end of the run
+/// or a dead connection. A plain function that returns the future, not an `async fn`: an
+/// `async fn` keeps its arguments in its future, and this one sits in every client's task, so
+/// the message would be stored twice.
 fn write_or_give_up<'a>(
     ctx: &'a GroupCtx,
     ws: &'a mut Ws,

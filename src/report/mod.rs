@@ -146,14 +146,10 @@ fn latency_table(prefix: &str, l: &LatencyTable) -> String {
     let mut o = String::from(
         "<table><tr><th>ms</th><th>count</th><th>min</th><th>p50</th><th>p90</th><th>p99</th><th>p99.9</th><th>max</th></tr>",
     );
-    for (name, s) in [
-        ("connect", &l.connect),
-        ("tls", &l.tls),
-        ("handshake", &l.handshake),
-        ("rtt", &l.rtt),
-        ("reconnect", &l.reconnect),
-        ("dead_detect", &l.dead_detect),
-    ] {
+    for (name, s) in LatencyTable::KINDS
+        .into_iter()
+        .filter_map(|k| Some((k.name(), l.get(k)?)))
+    {
         if s.count == 0 && (name == "tls" || name == "dead_detect") {
             continue;
         }
