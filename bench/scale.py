@@ -65,7 +65,7 @@ def rss(pid):
 def rss_by_role(pid):
     roles = {"coordinator": rss(pid), "workers": 0, "target": 0}
     for child, cmd in children(pid).items():
-        if "target-worker" in cmd:
+        if "server-worker" in cmd:
             roles["target"] += rss(child)
         elif " worker" in cmd:
             roles["workers"] += rss(child)

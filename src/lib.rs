@@ -1,28 +1,47 @@
 //! wsstorm — a WebSocket load and reconnect-storm simulator.
 //!
-//! The pipeline, one module per stage:
-//! [`profile`] (what the user wrote) → [`plan`] (what will happen, seeded) → [`swarm`] (runs it:
-//! [`client`] tasks against a [`target`]) → [`metrics`] (sharded recording, snapshots) →
-//! [`results`] (`results.json`) → [`printer`] (text for people).
+//! The tree is the pipeline. Each stage has its own type and hands it to the next; nothing
+//! flows back up.
+//!
+//! ```text
+//! cli ─► profile ─► plan ─► swarm ─► client ─► metrics ─► results ─► dashboard / report
+//!        (Profile)  (Plan)  (coordinator,  (one task    (shards,     (Results,    (live view,
+//!         YAML as    typed,  worker          per         collector,   results.json, HTML and
+//!         written)   checked processes)      client)     Snapshot)    thresholds)   text)
+//!
+//! swarm ─► server   the embedded target the clients connect to (in-process or processes)
+//!       ─► proxy    the TCP fault proxy between clients and any server
+//! ```
+//!
+//! - [`cli`]: clap commands; maps flags onto a profile, runs plans, maps outcomes to exit codes.
+//! - [`profile`]: the YAML schema as serde types, and positions of values in the file.
+//! - [`plan`]: one pass from a profile to a checked, typed [`plan::Plan`] or a list of problems
+//!   with positions; the pre-flight [`plan::budget`]; the steps of a capacity search.
+//! - [`swarm`]: the coordinator (start, run, drain) and its client worker processes.
+//! - [`client`]: the per-client state machine; [`backoff`]: retry policies as pure functions.
+//! - [`metrics`]: sharded recording, the per-tick collector, [`metrics::Snapshot`].
+//! - [`results`]: `results.json` built from what the collector hands over, thresholds.
+//! - [`dashboard`] (ratatui) and [`report`] (HTML, comparison, text) read results or snapshots.
+//! - [`server`], [`proxy`]: what the clients connect to and through.
+//!
+//! Leaves that every stage may use and that use no stage: [`units`] (human units), [`seed`]
+//! (seeds and share selection), [`auth`] (tokens), [`net`] (sockets, listeners, services on
+//! their own runtime), [`os`] (libc calls and child processes).
 
 pub mod auth;
 pub mod backoff;
-pub mod budget;
-pub mod capacity;
 pub mod cli;
 pub mod client;
 pub mod dashboard;
-pub mod listener;
 pub mod metrics;
+pub mod net;
+pub mod os;
 pub mod plan;
-pub mod printer;
 pub mod profile;
 pub mod proxy;
 pub mod report;
 pub mod results;
+pub mod seed;
+pub mod server;
 pub mod swarm;
-pub mod target;
-pub mod threshold;
-pub mod transport;
 pub mod units;
-pub mod workers;

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use wsstorm::capacity::{Capacity, Limit};
+use wsstorm::results::capacity::{Capacity, Limit};
 use wsstorm::results::{EndReason, Results};
 
 fn wsstorm() -> Command {

@@ -18,10 +18,10 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::GroupCtx;
 use crate::metrics::ConnectError;
+pub use crate::net::transport::Transport;
 use crate::profile::{TlsSettings, TokenPlace};
-pub use crate::transport::Transport;
 
-pub type Ws = crate::transport::WsStream;
+pub type Ws = crate::net::transport::WsStream;
 
 /// Where the clients connect, resolved once and shared by all clients.
 pub struct TargetConn {
@@ -260,7 +260,7 @@ pub async fn attempt(
         // Sends are written out by an explicit flush, so a closed-loop client can answer a
         // whole batch of echoes with one write; past this many bytes a send writes at once.
         // The buffer only grows on connections that send, so idle clients do not pay for it.
-        .write_buffer_size(crate::transport::WRITE_BATCH);
+        .write_buffer_size(crate::net::transport::WRITE_BATCH);
     let t2 = Instant::now();
     match timeout(
         b.handshake_timeout,
@@ -380,25 +380,13 @@ async fn upgrade(
 /// source address gets its own ~28k ports instead of sharing them.
 fn bind_source(socket: &TcpSocket, ip: std::net::IpAddr) -> io::Result<()> {
     use std::os::fd::AsRawFd;
-    let on: libc::c_int = 1;
-    // SAFETY: a valid socket fd and a c_int option value of the right size.
-    unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_BIND_ADDRESS_NO_PORT,
-            (&on as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
+    crate::os::bind_address_no_port(socket.as_raw_fd());
     socket.bind(SocketAddr::new(ip, 0))
 }
 
 pub fn classify_io(e: &io::Error) -> ConnectError {
     use io::ErrorKind::*;
-    if let Some(code) = e.raw_os_error()
-        && (code == libc::EMFILE || code == libc::ENFILE)
-    {
+    if crate::os::is_fd_exhaustion(e) {
         return ConnectError::FdLimit;
     }
     match e.kind() {

@@ -25,8 +25,9 @@ use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{Closed, ConnectError, Metrics, OpenTimings, Who};
-use crate::plan::{ClientBehaviour, client_seed};
+use crate::plan::ClientBehaviour;
 use crate::profile::Decision;
+use crate::seed::client_seed;
 use connect::{Attempt, AttemptExtras, TargetConn};
 pub use session::SessionEnd;
 use stream::StreamTracker;

@@ -20,8 +20,8 @@ use super::GroupCtx;
 use super::connect::Ws;
 use super::stream::{Arrival, StreamTracker};
 use crate::metrics::Who;
-use crate::target::stream::parse_seq;
-use crate::transport::{WriteBatch, flush_now, poll_next_flushing};
+use crate::net::transport::{WriteBatch, flush_now, poll_next_flushing};
+use crate::server::stream::parse_seq;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SessionEnd {
@@ -301,7 +301,7 @@ enum Sent {
 
 /// What [`write_or_give_up`] does with the socket.
 enum Write {
-    /// Buffer a message (written once the buffer passes [`WRITE_BATCH`](crate::transport::WRITE_BATCH)).
+    /// Buffer a message (written once the buffer passes [`WRITE_BATCH`](crate::net::transport::WRITE_BATCH)).
     Feed(Message),
     /// Buffer a message and write out everything.
     Send(Message),

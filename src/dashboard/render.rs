@@ -12,7 +12,7 @@ use ratatui::widgets::{
 
 use super::Dashboard;
 use crate::metrics::{Latency, LatencySummary};
-use crate::printer::close_code_name;
+use crate::report::text::close_code_name;
 
 /// Below this the panels cannot be laid out readably.
 pub const MIN_WIDTH: u16 = 60;

@@ -26,7 +26,7 @@ pub fn cpu_times() -> (f64, f64) {
         return (0.0, 0.0);
     };
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let tick = clock_ticks_per_second();
+    let tick = crate::os::clock_ticks_per_second();
     let get = |i: usize| {
         fields
             .get(i)
@@ -37,18 +37,8 @@ pub fn cpu_times() -> (f64, f64) {
     (get(11), get(12))
 }
 
-fn clock_ticks_per_second() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 { t as f64 } else { 100.0 }
-}
-
 pub fn rss_bytes() -> u64 {
-    let page = {
-        // SAFETY: sysconf has no preconditions.
-        let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-        if p > 0 { p as u64 } else { 4096 }
-    };
+    let page = crate::os::page_size();
     std::fs::read_to_string("/proc/self/statm")
         .ok()
         .and_then(|s| {
@@ -71,44 +61,6 @@ pub fn open_fds() -> u64 {
     std::fs::read_dir("/proc/self/fd")
         .map(|d| d.count() as u64)
         .unwrap_or(0)
-}
-
-/// (soft, hard) limit on open files.
-pub fn fd_limit() -> (u64, u64) {
-    let mut r = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: r is a valid rlimit to write into.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } == 0 {
-        (r.rlim_cur, r.rlim_max)
-    } else {
-        (0, 0)
-    }
-}
-
-/// Raise the soft open-file limit to the hard limit; returns the new soft limit.
-pub fn raise_fd_limit() -> u64 {
-    let mut r = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: r is a valid rlimit; setrlimit only reads it.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
-            return 0;
-        }
-        if r.rlim_cur < r.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: r.rlim_max,
-                rlim_max: r.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                return r.rlim_max;
-            }
-        }
-    }
-    r.rlim_cur
 }
 
 /// Takes a sample every call, computing CPU use since the previous one.
@@ -161,8 +113,6 @@ mod tests {
     fn reads_this_process() {
         assert!(rss_bytes() > 0);
         assert!(open_fds() >= 3);
-        let (soft, hard) = fd_limit();
-        assert!(soft > 0 && soft <= hard);
         let mut s = Sampler::new();
         let x = s.sample(1000, 5);
         assert_eq!(x.t_ms, 1000);

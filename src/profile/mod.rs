@@ -46,7 +46,7 @@ pub struct Profile {
     pub compare: Option<CompareSettings>,
     /// Pass/fail conditions on the run's figures (`rtt.p99 < 50ms`); any failure exits 1.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub thresholds: Vec<crate::threshold::ThresholdSpec>,
+    pub thresholds: Vec<crate::results::threshold::ThresholdSpec>,
     /// How `wsstorm capacity` steps the load up until the thresholds break.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capacity: Option<CapacitySettings>,

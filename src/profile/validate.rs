@@ -43,8 +43,10 @@ pub fn validate(p: &Profile) -> Vec<(String, String)> {
     for (i, t) in p.thresholds.iter().enumerate() {
         if let Err(e) = t.parse() {
             let path = match t {
-                crate::threshold::ThresholdSpec::Expr(_) => format!("thresholds[{i}]"),
-                crate::threshold::ThresholdSpec::Full(_) => format!("thresholds[{i}].expr"),
+                crate::results::threshold::ThresholdSpec::Expr(_) => format!("thresholds[{i}]"),
+                crate::results::threshold::ThresholdSpec::Full(_) => {
+                    format!("thresholds[{i}].expr")
+                }
             };
             bad(path, format!("`{}`: {e}", t.expr()));
         }
@@ -623,15 +625,15 @@ fn check_capacity(p: &Profile, c: &super::CapacitySettings, bad: &mut impl FnMut
     if c.hold.0 < Duration::from_secs(1) {
         bad("capacity.hold".into(), "must be at least 1s".into());
     }
-    let steps = crate::capacity::steps(c).len();
-    if steps > crate::capacity::MAX_STEPS {
+    let steps = crate::plan::capacity::steps(c).len();
+    if steps > crate::plan::capacity::MAX_STEPS {
         bad(
             "capacity".into(),
             format!(
                 "{steps} steps from {} to {} is more than the {} allowed; use a bigger `step` or a `factor`",
                 c.start,
                 c.max,
-                crate::capacity::MAX_STEPS
+                crate::plan::capacity::MAX_STEPS
             ),
         );
     }

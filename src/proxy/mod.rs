@@ -24,7 +24,8 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::listener::{Reservation, listen};
+use crate::net::background::{Background, Service, Threads};
+use crate::net::listener::{Reservation, listen};
 
 use crate::units::{ByteRate, ByteSize, Dur, Percent};
 
@@ -331,11 +332,6 @@ pub struct Effective {
     pub idle: Option<(Duration, CutMode)>,
 }
 
-/// Whether connection `id` falls in the `share` chosen by fault `fault_id`.
-fn picked(id: u64, fault_id: u64, share: f64) -> bool {
-    share >= 1.0 || (crate::plan::mix(fault_id, id) as f64 / u64::MAX as f64) < share
-}
-
 fn ip_key(ip: IpAddr) -> u64 {
     match ip {
         IpAddr::V4(v4) => u64::from(u32::from(v4)),
@@ -351,7 +347,7 @@ impl FaultTable {
         let mut e = Effective::default();
         for a in &self.faults {
             let mut dirs = |direction: Direction, share: f64, apply: &dyn Fn(&mut DirFaults)| {
-                if picked(conn, a.id, share) {
+                if crate::seed::in_share(conn, a.id, share) {
                     if direction.covers(true) {
                         apply(&mut e.up);
                     }
@@ -391,12 +387,12 @@ impl FaultTable {
                 Fault::IdleTimeout {
                     after, mode, share, ..
                 } => {
-                    if picked(conn, a.id, share.0) {
+                    if crate::seed::in_share(conn, a.id, share.0) {
                         e.idle = Some((after.0, *mode));
                     }
                 }
                 Fault::Partition { share, .. } => {
-                    if picked(ip_key(source), a.id, share.0) {
+                    if crate::seed::in_share(ip_key(source), a.id, share.0) {
                         e.up.blackhole = true;
                         e.down.blackhole = true;
                     }
@@ -497,6 +493,8 @@ struct Shared {
     stats: ProxyStats,
     conns: Mutex<HashMap<u64, Arc<ConnInfo>>>,
     next_fault: AtomicU64,
+    /// Where timers of faults with a duration run, whichever thread applied them.
+    runtime: tokio::runtime::Handle,
 }
 
 /// Applies and removes faults on a running proxy, from any thread or runtime.
@@ -520,7 +518,8 @@ impl ProxyHandle {
     }
 
     /// Put a fault in force (a `cut` acts at once); returns its id. A fault with a
-    /// `duration` removes itself afterwards (needs a tokio runtime to time it).
+    /// `duration` removes itself afterwards, timed on the proxy's runtime, so a fault can be
+    /// applied from any thread.
     pub fn apply(&self, fault: Fault) -> Result<u64, String> {
         fault.validate()?;
         let id = self.shared.next_fault.fetch_add(1, Ordering::Relaxed) + 1;
@@ -553,7 +552,7 @@ impl ProxyHandle {
         });
         if let Some(d) = duration {
             let handle = self.clone();
-            tokio::spawn(async move {
+            self.shared.runtime.spawn(async move {
                 tokio::time::sleep(d).await;
                 handle.remove(id);
             });
@@ -625,6 +624,7 @@ impl Proxy {
             stats: ProxyStats::default(),
             conns: Mutex::new(HashMap::new()),
             next_fault: AtomicU64::new(0),
+            runtime: tokio::runtime::Handle::current(),
         });
         Ok(Proxy {
             listener,
@@ -741,99 +741,36 @@ async fn accept_opt(l: &Option<TcpListener>) -> std::io::Result<(TcpStream, Sock
     }
 }
 
-/// The proxy on its own runtime and thread, for `wsstorm run` with `via_proxy`.
-pub struct EmbeddedProxy {
-    pub handle: ProxyHandle,
-    shutdown: CancellationToken,
-    thread: Option<std::thread::JoinHandle<()>>,
-    /// The proxy's runtime, for timers of faults with a duration fired from another runtime.
-    runtime: tokio::runtime::Handle,
+impl Service for Proxy {
+    type Handle = ProxyHandle;
+    fn handle(&self) -> ProxyHandle {
+        self.handle.clone()
+    }
+    fn run(self, shutdown: CancellationToken) -> impl std::future::Future<Output = ()> + Send {
+        Proxy::run(self, shutdown)
+    }
 }
 
-impl EmbeddedProxy {
-    /// Start on an existing runtime (the embedded target's: a sidecar shares its threads, so a
-    /// hop through it costs no extra thread wake-up).
-    pub async fn start_on(
-        runtime: tokio::runtime::Handle,
-        config: ProxyConfig,
-    ) -> std::io::Result<EmbeddedProxy> {
-        let shutdown = CancellationToken::new();
-        let token = shutdown.clone();
-        let proxy = runtime
-            .spawn(Proxy::bind(config))
-            .await
-            .map_err(|_| std::io::Error::other("the proxy task ended early"))??;
-        let handle = proxy.handle();
-        runtime.spawn(proxy.run(token));
-        Ok(EmbeddedProxy {
-            handle,
-            shutdown,
-            thread: None,
-            runtime,
-        })
-    }
+/// The proxy inside `wsstorm run`, on a runtime of its own or sharing one.
+pub type EmbeddedProxy = Background<ProxyHandle>;
 
-    /// Start on a runtime and thread of its own.
-    pub async fn start(config: ProxyConfig) -> std::io::Result<EmbeddedProxy> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let shutdown = CancellationToken::new();
-        let token = shutdown.clone();
-        let thread = std::thread::Builder::new()
-            .name("wsstorm-proxy".into())
-            .spawn(move || {
-                // One thread, no work stealing: a proxy's work is short and I/O bound, and
-                // cross-thread wake-ups would cost more than they spread.
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .thread_name("wsstorm-proxy")
-                    .enable_all()
-                    .build()
-                {
-                    Ok(r) => r,
-                    Err(e) => {
-                        let _ = tx.send(Err(e));
-                        return;
-                    }
-                };
-                match runtime.block_on(Proxy::bind(config)) {
-                    Ok(proxy) => {
-                        let _ = tx.send(Ok((proxy.handle(), runtime.handle().clone())));
-                        runtime.block_on(proxy.run(token));
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(e));
-                        return;
-                    }
-                }
-                runtime.shutdown_timeout(Duration::from_secs(1));
-            })?;
-        let (handle, runtime) = rx
-            .await
-            .map_err(|_| std::io::Error::other("the proxy thread ended early"))??;
-        Ok(EmbeddedProxy {
-            handle,
-            shutdown,
-            thread: Some(thread),
-            runtime,
-        })
-    }
-
-    /// Apply a fault from any runtime (its expiry timer runs on the proxy's).
-    pub fn apply(&self, fault: Fault) -> Result<u64, String> {
-        let _guard = self.runtime.enter();
-        self.handle.apply(fault)
-    }
-
-    pub fn stop(mut self) {
-        self.shutdown.cancel();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+/// Start the proxy on `runtime` (the embedded server's, as a sidecar), or on a runtime and
+/// thread of its own. On its own it gets one thread and no work stealing: a proxy's work is
+/// short and I/O bound, and cross-thread wake-ups would cost more than they spread.
+pub async fn start_embedded(
+    config: ProxyConfig,
+    runtime: Option<tokio::runtime::Handle>,
+) -> std::io::Result<EmbeddedProxy> {
+    match runtime {
+        Some(rt) => Background::start_on(rt, Proxy::bind(config)).await,
+        None => {
+            let threads = Threads {
+                name: "wsstorm-proxy",
+                workers: 0,
+                nice: 0,
+            };
+            Background::start(threads, move || Proxy::bind(config)).await
         }
-    }
-}
-
-impl Drop for EmbeddedProxy {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
     }
 }
 

@@ -17,8 +17,8 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
-use super::{ConnInfo, CutMode, DirFaults, Shared, picked};
-use crate::transport::close_with_fin;
+use super::{ConnInfo, CutMode, DirFaults, Shared};
+use crate::net::transport::close_with_fin;
 
 /// Most bytes queued per direction while latency, bandwidth or slicing holds chunks back; a
 /// delay line must hold bandwidth × delay.
@@ -260,7 +260,7 @@ pub(super) async fn pump(
                     .cuts
                     .iter()
                     .filter(|c| c.0 > cut_seen)
-                    .find(|(seq, _, share)| picked(info.id, *seq, *share))
+                    .find(|(seq, _, share)| crate::seed::in_share(info.id, *seq, *share))
                     .copied();
                 cut_seen = t.cuts.last().map(|c| c.0).unwrap_or(cut_seen);
                 if let Some((_, mode, _)) = cut {

@@ -3,15 +3,17 @@
 //! and prints. Numbers a reader (or a test) may want to check carry a `data-key` attribute
 //! naming the results.json field they come from.
 
+pub mod capacity;
 pub mod compare;
 pub mod svg;
+pub mod text;
 
 use std::fmt::Write;
 
 use hdrhistogram::Histogram;
 
 use crate::metrics::decode_histogram;
-use crate::printer::close_code_name;
+use crate::report::text::close_code_name;
 use crate::results::{LatencyTable, Results, Totals};
 use svg::{Chart, PALETTE, Series, XScale, bars, esc, line_chart};
 

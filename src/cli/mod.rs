@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::plan::{Overrides, Plan};
 use crate::profile::{self, ProfileError};
 use crate::results::{EndReason, Results};
-use crate::target::{Server, ServerConfig};
+use crate::server::Server;
 use crate::units::{Dur, Rate};
 
 const EXAMPLES: &str = "\
@@ -77,9 +77,9 @@ pub enum Command {
     /// Run one shard of a plan for a coordinating `wsstorm run` (started by it, not by hand).
     #[command(hide = true)]
     Worker,
-    /// One process of a multi-process embedded target (started by `wsstorm run`).
+    /// One process of a multi-process embedded server (started by `wsstorm run`).
     #[command(hide = true)]
-    TargetWorker,
+    ServerWorker,
     /// Check a profile and print its plan without running it.
     Validate {
         /// The YAML profile.
@@ -295,15 +295,15 @@ pub fn main() -> Result<ExitCode, Failure> {
         }
         Command::Compare(args) => compare(args),
         Command::Capacity(args) => capacity(args),
-        Command::TargetWorker => {
+        Command::ServerWorker => {
             let rt = runtime()?;
-            rt.block_on(crate::target::processes::target_worker_main())
-                .map_err(|e| Failure::runtime(format!("target worker: {e}")))?;
+            rt.block_on(crate::server::processes::server_worker_main())
+                .map_err(|e| Failure::runtime(format!("server worker: {e}")))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Worker => {
             let rt = runtime()?;
-            rt.block_on(crate::workers::worker_main())
+            rt.block_on(crate::swarm::workers::worker_main())
                 .map_err(|e| Failure::runtime(format!("worker: {e}")))?;
             Ok(ExitCode::SUCCESS)
         }
@@ -326,8 +326,8 @@ pub fn load_plan(path: &Path, overrides: &Overrides) -> Result<Plan, Failure> {
 fn fit_plan(
     profile: &mut profile::Profile,
     workers: Option<usize>,
-) -> Result<crate::budget::Fit, Failure> {
-    let fit = crate::budget::fit(profile, workers, &crate::budget::Limits::here())
+) -> Result<crate::plan::budget::Fit, Failure> {
+    let fit = crate::plan::budget::fit(profile, workers, &crate::plan::budget::Limits::here())
         .map_err(|e| Failure::usage(format!("this run does not fit: {e}")))?;
     for note in &fit.notes {
         eprintln!("wsstorm: {note}");
@@ -335,7 +335,7 @@ fn fit_plan(
     Ok(fit)
 }
 
-fn plan_with(profile: &profile::Profile, text: String, fit: &crate::budget::Fit) -> Plan {
+fn plan_with(profile: &profile::Profile, text: String, fit: &crate::plan::budget::Fit) -> Plan {
     let mut plan = Plan::new(profile, text);
     plan.workers = fit.workers;
     plan.target_processes = fit.target_processes;
@@ -481,7 +481,7 @@ fn run(args: RunArgs) -> Result<ExitCode, Failure> {
                 .iter()
                 .map(|a| (a.at, a.action.to_string()))
                 .collect(),
-            fd_limit: crate::metrics::generator::raise_fd_limit(),
+            fd_limit: crate::os::raise_fd_limit(),
         };
         match crate::dashboard::Ui::start(info, rx.clone(), stop.clone()) {
             Ok(ui) => Some(ui),
@@ -504,7 +504,7 @@ fn run(args: RunArgs) -> Result<ExitCode, Failure> {
                 if lines && snap.elapsed >= next {
                     eprintln!(
                         "{}",
-                        crate::printer::progress_line(&snap, duration, clients)
+                        crate::report::text::progress_line(&snap, duration, clients)
                     );
                     next += Duration::from_secs(1);
                 }
@@ -530,7 +530,7 @@ fn run(args: RunArgs) -> Result<ExitCode, Failure> {
         }
     }
     let results = results.map_err(|e| Failure::runtime(e.to_string()))?;
-    print!("{}", crate::printer::summary(&results));
+    print!("{}", crate::report::text::summary(&results));
     let dir = args
         .out
         .clone()
@@ -551,14 +551,16 @@ fn run(args: RunArgs) -> Result<ExitCode, Failure> {
 }
 
 /// `--threshold` expressions, or a usage error that points at the offending character.
-fn parse_thresholds(exprs: &[String]) -> Result<Vec<crate::threshold::Threshold>, Failure> {
+fn parse_thresholds(
+    exprs: &[String],
+) -> Result<Vec<crate::results::threshold::Threshold>, Failure> {
     exprs
         .iter()
         .map(|e| {
-            crate::threshold::Threshold::parse(e).map_err(|err| {
+            crate::results::threshold::Threshold::parse(e).map_err(|err| {
                 Failure::usage(format!(
                     "--threshold `{e}`: {err}\n{}",
-                    crate::threshold::caret(e, &err)
+                    crate::results::threshold::caret(e, &err)
                 ))
             })
         })
@@ -566,7 +568,8 @@ fn parse_thresholds(exprs: &[String]) -> Result<Vec<crate::threshold::Threshold>
 }
 
 fn capacity(args: CapacityArgs) -> Result<ExitCode, Failure> {
-    use crate::capacity::{self as cap, Capacity, CapacityStep};
+    use crate::plan::capacity as cap;
+    use crate::results::capacity::{Capacity, CapacityStep, fmt_load};
     let overrides = Overrides {
         target: args.target.clone(),
         seed: args.seed,
@@ -612,7 +615,7 @@ fn capacity(args: CapacityArgs) -> Result<ExitCode, Failure> {
             return Err(Failure::usage(format!(
                 "{}: the step at {} {} is not a valid run: {}",
                 args.profile.display(),
-                cap::fmt_load(load),
+                fmt_load(load),
                 settings.vary.unit(),
                 problems
                     .iter()
@@ -628,7 +631,7 @@ fn capacity(args: CapacityArgs) -> Result<ExitCode, Failure> {
                 "{text}\n# capacity step {}: {} = {} {} (group {group}), duration {}\n",
                 i + 1,
                 settings.vary.name(),
-                cap::fmt_load(load),
+                fmt_load(load),
                 settings.vary.unit(),
                 p.duration
             ),
@@ -639,7 +642,7 @@ fn capacity(args: CapacityArgs) -> Result<ExitCode, Failure> {
             "wsstorm capacity: step {}/{}: {} {} for {}",
             i + 1,
             loads.len(),
-            cap::fmt_load(load),
+            fmt_load(load),
             settings.vary.unit(),
             p.duration
         );
@@ -647,7 +650,7 @@ fn capacity(args: CapacityArgs) -> Result<ExitCode, Failure> {
         let results = rt
             .block_on(crate::swarm::run(&plan, stop.clone(), tx))
             .map_err(|e| Failure::runtime(e.to_string()))?;
-        let name = format!("step-{:02}-{}", i + 1, cap::fmt_load(load));
+        let name = format!("step-{:02}-{}", i + 1, fmt_load(load));
         let run_dir = dir.join(&name);
         write_results(&results, &run_dir)?;
         let _ = crate::report::write(&results, &run_dir);
@@ -680,9 +683,14 @@ fn capacity(args: CapacityArgs) -> Result<ExitCode, Failure> {
     let json = serde_json::to_string_pretty(&c).expect("capacity serializes");
     std::fs::create_dir_all(&dir)
         .and_then(|_| std::fs::write(dir.join("capacity.json"), json + "\n"))
-        .and_then(|_| std::fs::write(dir.join("capacity.html"), cap::render(&c)))
+        .and_then(|_| {
+            std::fs::write(
+                dir.join("capacity.html"),
+                crate::report::capacity::render(&c),
+            )
+        })
         .map_err(|e| Failure::runtime(format!("{}: {e}", dir.display())))?;
-    print!("{}", cap::summary(&c));
+    print!("{}", crate::report::text::capacity_summary(&c));
     println!("  capacity     {}", dir.join("capacity.json").display());
     println!("  report       {}", dir.join("capacity.html").display());
     Ok(if stop.is_cancelled() {
@@ -769,7 +777,7 @@ fn compare(args: CompareArgs) -> Result<ExitCode, Failure> {
     std::fs::write(dir.join("compare.json"), json + "\n")
         .and_then(|_| std::fs::write(dir.join("compare.html"), cmp::render(&comparison, &all)))
         .map_err(|e| Failure::runtime(format!("{}: {e}", dir.display())))?;
-    print!("{}", crate::printer::comparison(&comparison));
+    print!("{}", crate::report::text::comparison(&comparison));
     println!("  comparison   {}", dir.join("compare.html").display());
     Ok(if stop.is_cancelled() {
         ExitCode::from(130)
@@ -832,7 +840,7 @@ fn write_results(r: &Results, dir: &Path) -> Result<PathBuf, Failure> {
 
 fn proxy(args: ProxyArgs) -> Result<ExitCode, Failure> {
     use crate::proxy::{Proxy, ProxyConfig, bind_control, serve_control};
-    crate::metrics::generator::raise_fd_limit();
+    crate::os::raise_fd_limit();
     let upstream = std::net::ToSocketAddrs::to_socket_addrs(&args.upstream)
         .ok()
         .and_then(|mut a| a.next())
@@ -890,8 +898,8 @@ fn proxy(args: ProxyArgs) -> Result<ExitCode, Failure> {
 
 fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
     let mut config = match &args.profile {
-        Some(p) => ServerConfig::from_settings(&profile::load(p)?.0.target.server),
-        None => ServerConfig::default(),
+        Some(p) => crate::plan::server_config(&profile::load(p)?.0.target.server),
+        None => crate::plan::server_config(&Default::default()),
     };
     config.listen = args.listen;
     if let Some(path) = args.path {
@@ -912,7 +920,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
     if let Some(b) = args.backlog {
         config.backlog = b;
     }
-    crate::metrics::generator::raise_fd_limit();
+    crate::os::raise_fd_limit();
     let rt = runtime()?;
     rt.block_on(async {
         let server = Server::bind(config.clone())

@@ -28,21 +28,61 @@ use tokio::sync::{Semaphore, broadcast};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::listener::{Reservation, listen_shared};
+use crate::net::background::{Background, Service, Threads};
+use crate::net::listener::{Reservation, listen_shared};
 
 use crate::auth::Signer;
-use crate::profile::{CertKind, IdleMode, OnFull, RateLimitAction, ServerSettings};
+use crate::profile::{CertKind, IdleMode, OnFull, RateLimitAction};
 
 /// The handshake capacity model: `workers` handshakes at a time, `service_time` each, at most
 /// `queue` waiting.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 pub struct HandshakeCost {
     pub service_time: Duration,
     pub workers: u32,
     pub queue: u32,
 }
 
-#[derive(Clone, Debug)]
+/// Per-connection limit on messages received.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct RateLimit {
+    pub per_second: f64,
+    pub action: RateLimitAction,
+}
+
+/// The server pings every `ping_every` and drops a client whose pong is `timeout` late.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub ping_every: Duration,
+    pub timeout: Duration,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct IdleTimeout {
+    pub after: Duration,
+    pub mode: IdleMode,
+}
+
+/// The sequenced stream published to every subscriber.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct StreamConfig {
+    /// Messages published per second.
+    pub rate: f64,
+    pub bytes: usize,
+    /// Messages kept for clients that resume.
+    pub history: usize,
+}
+
+/// Bytes queued for one client before `on_full` applies.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct Backpressure {
+    pub limit: usize,
+    pub on_full: OnFull,
+}
+
+/// Everything the embedded server does, resolved from the profile by the plan. Serializable:
+/// the processes of a multi-process server are given it as it is.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
     pub path: String,
@@ -51,67 +91,22 @@ pub struct ServerConfig {
     pub accept_burst: Option<u32>,
     pub retry_after: Duration,
     pub backlog: u32,
+    /// Where a connection's read buffer starts; it grows for bigger messages.
     pub read_buffer: usize,
     pub max_message: usize,
-    pub rate_limit: Option<(f64, RateLimitAction)>,
-    /// (ping every, pong timeout)
-    pub heartbeat: Option<(Duration, Duration)>,
-    pub idle_timeout: Option<(Duration, IdleMode)>,
+    pub rate_limit: Option<RateLimit>,
+    pub heartbeat: Option<Heartbeat>,
+    pub idle_timeout: Option<IdleTimeout>,
     pub handshake: Option<HandshakeCost>,
     pub auth_secret: Option<String>,
-    /// (messages per second, bytes per message, messages kept for resume)
-    pub stream: Option<(f64, usize, usize)>,
-    pub backpressure: (usize, OnFull),
+    pub stream: Option<StreamConfig>,
+    pub backpressure: Backpressure,
     pub socket_send_buffer: Option<usize>,
     /// CPU priority (nice) of the server's threads inside `wsstorm run`.
     pub nice: u8,
     pub tls: Option<CertKind>,
-    /// Share the port with other target processes (SO_REUSEPORT).
+    /// Share the port with other server processes (SO_REUSEPORT).
     pub reuse_port: bool,
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        ServerConfig::from_settings(&ServerSettings::default())
-    }
-}
-
-impl ServerConfig {
-    pub fn from_settings(s: &ServerSettings) -> ServerConfig {
-        ServerConfig {
-            listen: s
-                .listen
-                .parse()
-                .unwrap_or_else(|_| "127.0.0.1:0".parse().expect("literal")),
-            path: s.path.clone(),
-            accept_rate: s.accept_rate.map(|r| r.0),
-            accept_burst: s.accept_burst,
-            retry_after: s.retry_after.0,
-            backlog: s.backlog,
-            // Where a connection's read buffer starts; it grows for bigger messages. Small, so
-            // a hundred thousand idle connections stay cheap.
-            read_buffer: 1024,
-            max_message: s.max_message.0 as usize,
-            rate_limit: s.rate_limit.as_ref().map(|r| (r.max.0, r.action)),
-            heartbeat: s.heartbeat.as_ref().map(|h| (h.ping_every.0, h.timeout.0)),
-            idle_timeout: s.idle_timeout.as_ref().map(|i| (i.after.0, i.mode)),
-            handshake: s.handshake.as_ref().map(|h| HandshakeCost {
-                service_time: h.service_time.0,
-                workers: h.workers,
-                queue: h.queue,
-            }),
-            auth_secret: s.auth.as_ref().map(|a| a.secret.clone()),
-            stream: s
-                .stream
-                .as_ref()
-                .map(|st| (st.rate.0, st.bytes.0 as usize, st.history as usize)),
-            backpressure: (s.backpressure.buffer.0 as usize, s.backpressure.on_full),
-            socket_send_buffer: s.socket_send_buffer.map(|b| b.0 as usize),
-            nice: s.nice,
-            reuse_port: false,
-            tls: s.tls.as_ref().map(|t| t.certificate),
-        }
-    }
 }
 
 /// A fault the timeline fires at the server.
@@ -359,7 +354,7 @@ impl Server {
         };
         let shared = Arc::new(Shared {
             signer: config.auth_secret.as_deref().map(Signer::new),
-            stream: config.stream.map(|(_, _, keep)| stream::Stream::new(keep)),
+            stream: config.stream.map(|s| stream::Stream::new(s.history)),
             tls: generated.map(|g| g.acceptor),
             workers: config.handshake.map(|h| Semaphore::new(h.workers as usize)),
             queued: AtomicU64::new(0),
@@ -386,10 +381,10 @@ impl Server {
             handle,
         } = self;
         let config = &shared.config;
-        if let (Some(stream), Some((rate, bytes, _))) = (&shared.stream, config.stream) {
+        if let (Some(stream), Some(settings)) = (&shared.stream, config.stream) {
             tokio::spawn(stream.clone().publish(
-                rate,
-                bytes,
+                settings.rate,
+                settings.bytes,
                 shared.stats.clone(),
                 shutdown.clone(),
             ));
@@ -527,104 +522,31 @@ impl TokenBucket {
     }
 }
 
-/// Whether connection `id` is in the `share` picked by order `seq`; a different order picks a
-/// different subset, and the same run picks the same one.
-fn selected(id: u64, seq: u64, share: f64) -> bool {
-    if share >= 1.0 {
-        return true;
+impl Service for Server {
+    type Handle = ServerHandle;
+    fn handle(&self) -> ServerHandle {
+        self.handle.clone()
     }
-    let h = crate::plan::mix(seq, id);
-    (h as f64 / u64::MAX as f64) < share
-}
-
-/// Set the nice value of threads `tids` (0: the calling thread; threads it starts later
-/// inherit it) to `nice`, an absolute value as setpriority(2) takes it. A failure (e.g. asking
-/// for less than wsstorm already runs at, which needs privileges) is said and the run goes on.
-pub(crate) fn lower_priority(tids: &[libc::id_t], nice: u8) {
-    if nice == 0 {
-        return;
-    }
-    for &tid in tids {
-        // SAFETY: setpriority takes plain integers. On Linux PRIO_PROCESS with a thread id
-        // sets that thread's nice value only.
-        if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, libc::c_int::from(nice)) } != 0 {
-            let e = std::io::Error::last_os_error();
-            eprintln!(
-                "wsstorm: cannot lower the embedded target's CPU priority to nice {nice}: {e}"
-            );
-            return;
-        }
+    fn run(self, shutdown: CancellationToken) -> impl std::future::Future<Output = ()> + Send {
+        Server::run(self, shutdown)
     }
 }
 
 /// The embedded server on its own runtime and threads, for `wsstorm run`.
-pub struct EmbeddedServer {
-    pub handle: ServerHandle,
-    /// The server's runtime, so a proxy in front of it can share its threads.
-    pub runtime: tokio::runtime::Handle,
-    shutdown: CancellationToken,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
+pub type EmbeddedServer = Background<ServerHandle>;
 
-impl EmbeddedServer {
-    /// Start on a new runtime with `threads` workers, in a thread of its own. Bound (and so
-    /// reachable) when this returns.
-    pub async fn start(config: ServerConfig, threads: usize) -> std::io::Result<EmbeddedServer> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let shutdown = CancellationToken::new();
-        let token = shutdown.clone();
-        let thread = std::thread::Builder::new()
-            .name("wsstorm-target".into())
-            .spawn(move || {
-                // Before the runtime starts: its threads inherit this thread's priority.
-                lower_priority(&[0], config.nice);
-                let runtime = match tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(threads.max(1))
-                    .thread_name("wsstorm-target")
-                    .enable_all()
-                    .build()
-                {
-                    Ok(r) => r,
-                    Err(e) => {
-                        let _ = tx.send(Err(e));
-                        return;
-                    }
-                };
-                let server = match runtime.block_on(Server::bind(config)) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        let _ = tx.send(Err(e));
-                        return;
-                    }
-                };
-                let _ = tx.send(Ok((server.handle(), runtime.handle().clone())));
-                runtime.block_on(server.run(token));
-                runtime.shutdown_timeout(Duration::from_secs(1));
-            })?;
-        let (handle, runtime) = rx
-            .await
-            .map_err(|_| std::io::Error::other("the target server thread ended early"))??;
-        Ok(EmbeddedServer {
-            handle,
-            runtime,
-            shutdown,
-            thread: Some(thread),
-        })
-    }
-
-    /// Stop accepting, close what is open, and wait for the server thread.
-    pub fn stop(mut self) {
-        self.shutdown.cancel();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for EmbeddedServer {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
+/// Start the embedded server on a new runtime with `threads` workers, at the priority its
+/// config asks for.
+pub async fn start_embedded(
+    config: ServerConfig,
+    threads: usize,
+) -> std::io::Result<EmbeddedServer> {
+    let threads = Threads {
+        name: "wsstorm-server",
+        workers: threads.max(1),
+        nice: config.nice,
+    };
+    Background::start(threads, move || Server::bind(config)).await
 }
 
 #[cfg(test)]
@@ -670,10 +592,10 @@ mod tests {
     async fn nice_lowers_the_embedded_target_only() {
         let config = ServerConfig {
             nice: 7,
-            ..ServerConfig::default()
+            ..crate::plan::server_config(&Default::default())
         };
-        let server = EmbeddedServer::start(config, 2).await.unwrap();
-        let target = nice_of_threads("wsstorm-target");
+        let server = start_embedded(config, 2).await.unwrap();
+        let target = nice_of_threads("wsstorm-server");
         server.stop();
         // The thread that runs the server and its two runtime workers.
         assert_eq!(target, vec![7, 7, 7]);
@@ -683,13 +605,5 @@ mod tests {
             Some(0),
             "the thread that started it keeps its priority"
         );
-    }
-
-    #[test]
-    fn selection_share_is_roughly_right_and_stable() {
-        let picked = (0..10_000).filter(|&i| selected(i, 3, 0.3)).count();
-        assert!((2800..3200).contains(&picked), "{picked}");
-        assert!((0..100).all(|i| selected(i, 3, 0.3) == selected(i, 3, 0.3)));
-        assert!((0..100).all(|i| selected(i, 9, 1.0)));
     }
 }

@@ -5,6 +5,8 @@
 //! It is the only part that knows the plan; clients know their group, the dashboard knows
 //! snapshots.
 
+pub mod workers;
+
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -15,16 +17,16 @@ use tokio_util::task::TaskTracker;
 
 use crate::client::connect::{EmbeddedInfo, TargetConn};
 use crate::client::{self, GroupCtx};
-use crate::metrics::generator::{fd_limit, raise_fd_limit};
 use crate::metrics::{Collector, Latency, Metrics, Snapshot, TICK, summarize};
+use crate::os::{fd_limit, raise_fd_limit};
 use crate::plan::{Plan, PlanTarget, TimelineAction};
 use crate::proxy::{EmbeddedProxy, ProxyConfig};
 use crate::results::{
     self, EndReason, FiredAction, Generator, GroupResults, GroupTimeline, Results, Timeline,
     latency_from, totals_from,
 };
-use crate::target::EmbeddedServer;
-use crate::target::processes::TargetProcesses;
+use crate::server::EmbeddedServer;
+use crate::server::processes::ServerProcesses;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
@@ -49,18 +51,18 @@ pub enum SetupError {
 /// The embedded target, in this process or in several.
 pub enum TargetServer {
     InProcess(EmbeddedServer),
-    Processes(TargetProcesses),
+    Processes(ServerProcesses),
 }
 
 impl TargetServer {
-    async fn apply(&mut self, a: crate::target::Action) -> u64 {
+    async fn apply(&mut self, a: crate::server::Action) -> u64 {
         match self {
             TargetServer::InProcess(s) => s.handle.apply(a),
             TargetServer::Processes(p) => p.apply(a).await,
         }
     }
 
-    async fn summary(&mut self) -> crate::target::ServerSummary {
+    async fn summary(&mut self) -> crate::server::ServerSummary {
         match self {
             TargetServer::InProcess(s) => s.handle.stats.summary(),
             TargetServer::Processes(p) => p.summary().await,
@@ -192,13 +194,11 @@ pub async fn run(
 ) -> Result<Results, SetupError> {
     raise_fd_limit();
     let (server, url, embedded) = match &plan.target {
-        PlanTarget::Embedded { config, threads } if plan.target_processes > 0 => {
-            let procs = TargetProcesses::start(
+        PlanTarget::Embedded { config, .. } if plan.target_processes > 0 => {
+            let procs = ServerProcesses::start(
                 &worker_exe(plan).map_err(SetupError::Workers)?,
-                &plan.profile.target.server,
-                config.listen,
+                config,
                 plan.target_processes,
-                *threads,
             )
             .await
             .map_err(SetupError::Workers)?;
@@ -211,7 +211,7 @@ pub async fn run(
         }
         PlanTarget::Embedded { config, threads } => {
             let addr = config.listen.to_string();
-            let server = EmbeddedServer::start((**config).clone(), *threads)
+            let server = crate::server::start_embedded((**config).clone(), *threads)
                 .await
                 .map_err(|source| SetupError::Target { addr, source })?;
             let url = server.handle.url();
@@ -237,9 +237,9 @@ pub async fn run(
             let started = match &server {
                 // In front of the embedded target: a sidecar on its runtime.
                 Some(TargetServer::InProcess(s)) => {
-                    EmbeddedProxy::start_on(s.runtime.clone(), config).await
+                    crate::proxy::start_embedded(config, Some(s.runtime.clone())).await
                 }
-                _ => EmbeddedProxy::start(config).await,
+                _ => crate::proxy::start_embedded(config, None).await,
             };
             Some(started.map_err(|source| SetupError::Proxy {
                 addr: p.listen.to_string(),
@@ -275,7 +275,7 @@ pub async fn run(
 
     let mut workers = if plan.workers > 0 {
         Some(
-            crate::workers::Workers::start(plan, &where_to, &metrics, &collector)
+            crate::swarm::workers::Workers::start(plan, &where_to, &metrics, &collector)
                 .await
                 .map_err(SetupError::Workers)?,
         )
@@ -442,7 +442,8 @@ pub async fn run(
         thresholds: Vec::new(),
         profile: plan.profile_yaml.clone(),
     };
-    results.thresholds = crate::threshold::evaluate_all(&plan.thresholds, &results.figures());
+    results.thresholds =
+        crate::results::threshold::evaluate_all(&plan.thresholds, &results.figures());
     if let Some((i, at)) = aborted_by
         && let Some(t) = results.thresholds.get_mut(i)
     {
@@ -460,7 +461,7 @@ async fn abort_watch(
     plan: &Plan,
     mut snapshots: watch::Receiver<Arc<Snapshot>>,
 ) -> (usize, Duration) {
-    let watched: Vec<(usize, &crate::threshold::Threshold)> = plan
+    let watched: Vec<(usize, &crate::results::threshold::Threshold)> = plan
         .thresholds
         .iter()
         .enumerate()
@@ -486,7 +487,7 @@ async fn abort_watch(
         let latency = results::LatencyTable::from_fn(|k| {
             snap.latency.get(k as usize).cloned().unwrap_or_default()
         });
-        let figures = crate::threshold::Figures {
+        let figures = crate::results::threshold::Figures {
             totals: &totals,
             latency: &latency,
             storm: &snap.storm,
@@ -550,7 +551,7 @@ async fn fire_timeline(
             TimelineAction::Proxy(f) => match &proxy {
                 Some(p) => {
                     let open = p.handle.open();
-                    if let Err(e) = p.apply(f.clone()) {
+                    if let Err(e) = p.handle.apply(f.clone()) {
                         eprintln!("wsstorm: proxy fault not applied: {e}");
                     }
                     open

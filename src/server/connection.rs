@@ -28,12 +28,12 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
 
 use super::stream::StreamItem;
-use super::{Action, DropMode, Order, Shared, TokenBucket, selected};
+use super::{Action, DropMode, Order, Shared, TokenBucket};
 use crate::auth::{TokenError, now_ms};
+use crate::net::transport::{Transport, WriteBatch, close_with_fin, flush_now, poll_next_flushing};
 use crate::profile::{IdleMode, OnFull, RateLimitAction};
-use crate::transport::{Transport, WriteBatch, close_with_fin, flush_now, poll_next_flushing};
 
-type Ws = crate::transport::WsStream;
+type Ws = crate::net::transport::WsStream;
 
 /// Time a client has to finish TLS and its upgrade request; slowloris clients are cut after it.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -166,7 +166,7 @@ pub(super) async fn serve(
         .read_buffer_size(config.read_buffer)
         // Echoes are written out by `poll_io`'s flush, a batch at a time; past this many
         // bytes a message is written at once. Idle connections never grow the buffer.
-        .write_buffer_size(crate::transport::WRITE_BATCH)
+        .write_buffer_size(crate::net::transport::WRITE_BATCH)
         .max_message_size(Some(config.max_message))
         .max_frame_size(Some(config.max_message));
     let accept = accept_upgrade(transport, callback, ws_config);
@@ -290,23 +290,10 @@ where
     .await)
 }
 
-/// Whether the peer has closed or reset the connection (TCP_INFO state CLOSE_WAIT or CLOSE).
+/// Whether the peer has closed or reset the connection.
 fn peer_closed(tcp: &TcpStream) -> bool {
     use std::os::fd::AsRawFd;
-    // SAFETY: tcp_info is plain old data; getsockopt writes at most `len` bytes into it.
-    unsafe {
-        let mut info: libc::tcp_info = std::mem::zeroed();
-        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
-        let rc = libc::getsockopt(
-            tcp.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_INFO,
-            (&mut info as *mut libc::tcp_info).cast(),
-            &mut len,
-        );
-        // Linux TCP states: 7 = CLOSE, 8 = CLOSE_WAIT.
-        rc == 0 && matches!(info.tcpi_state, 7 | 8)
-    }
+    crate::os::tcp_peer_closed(tcp.as_raw_fd())
 }
 
 fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
@@ -477,8 +464,8 @@ async fn session(
         bytes: 0,
         unflushed: 0,
         batch: WriteBatch::default(),
-        limit: config.backpressure.0,
-        on_full: config.backpressure.1,
+        limit: config.backpressure.limit,
+        on_full: config.backpressure.on_full,
     };
     let (mut rx, mut skip_through) = match (&shared.stream, upgrade.subscribe) {
         (Some(stream), true) => {
@@ -503,17 +490,20 @@ async fn session(
         }
         _ => (None, 0),
     };
-    let mut pinger = config.heartbeat.map(|(every, _)| {
-        let mut i = tokio::time::interval_at(Instant::now() + every, every);
+    let mut pinger = config.heartbeat.map(|h| {
+        let mut i = tokio::time::interval_at(Instant::now() + h.ping_every, h.ping_every);
         i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         i
     });
     let mut ping_seq = 0u64;
     let mut pong_deadline: Option<Instant> = None;
     let mut last_inbound = Instant::now();
-    let mut limiter = config
-        .rate_limit
-        .map(|(rate, action)| (TokenBucket::new(rate, rate.max(1.0)), action));
+    let mut limiter = config.rate_limit.map(|r| {
+        (
+            TokenBucket::new(r.per_second, r.per_second.max(1.0)),
+            r.action,
+        )
+    });
     let token_expiry = upgrade
         .token_expires_ms
         .map(|exp| Instant::now() + Duration::from_millis(exp.saturating_sub(now_ms())));
@@ -526,7 +516,7 @@ async fn session(
     // Each branch below ends the session by `break`ing with what to do with the socket.
     let end = loop {
         let idle_at = match config.idle_timeout {
-            Some((after, _)) if !blackholed => Some(last_inbound + after),
+            Some(i) if !blackholed => Some(last_inbound + i.after),
             _ => None,
         };
         tokio::select! {
@@ -539,7 +529,7 @@ async fn session(
                     Err(broadcast::error::RecvError::Closed) => break End::Abrupt,
                 };
                 match order.action {
-                    Action::DropAll { mode, share } if selected(id, order.seq, share) => {
+                    Action::DropAll { mode, share } if crate::seed::in_share(id, order.seq, share) => {
                         stats.dropped_by_action.fetch_add(1, Ordering::Relaxed);
                         break match mode {
                             DropMode::Abrupt => End::Abrupt,
@@ -551,7 +541,7 @@ async fn session(
                         stats.dropped_by_action.fetch_add(1, Ordering::Relaxed);
                         break End::Abrupt;
                     }
-                    Action::Hang { share } if !blackholed && selected(id, order.seq, share) => {
+                    Action::Hang { share } if !blackholed && crate::seed::in_share(id, order.seq, share) => {
                         stats.hung.fetch_add(1, Ordering::Relaxed);
                         // Echoes already made go out, as they would have before the hang.
                         flush_now(&mut ws);
@@ -629,7 +619,7 @@ async fn session(
             _ = tick_opt(&mut pinger), if !blackholed => {
                 if pong_deadline.is_none() {
                     ping_seq += 1;
-                    let wait = config.heartbeat.map(|(_, t)| t).unwrap_or_default();
+                    let wait = config.heartbeat.map(|h| h.timeout).unwrap_or_default();
                     pong_deadline = Some(Instant::now() + wait);
                     // Control frames are not held to the backpressure limit.
                     out.push_control(Message::Ping(ping_seq.to_be_bytes().to_vec().into()));
@@ -641,7 +631,7 @@ async fn session(
             }
             _ = sleep_opt(idle_at) => {
                 stats.idle_timeouts.fetch_add(1, Ordering::Relaxed);
-                match config.idle_timeout.map(|(_, mode)| mode) {
+                match config.idle_timeout.map(|i| i.mode) {
                     Some(IdleMode::Close) => break End::Abrupt,
                     _ => {
                         flush_now(&mut ws);

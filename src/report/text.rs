@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::metrics::{Latency, LatencySummary, Snapshot};
 use crate::results::Results;
+use crate::results::capacity::{Capacity, fmt_load};
 
 /// The standard name of a close code (RFC 6455 §7.4.1 and the IANA registry).
 pub fn close_code_name(code: u16) -> &'static str {
@@ -383,6 +384,44 @@ pub fn comparison(c: &crate::report::compare::Comparison) -> String {
         o.push('\n');
     }
     o.push_str("  (* best in its column; lower is better)\n");
+    o
+}
+
+/// Text for the terminal: one line per step, then the verdict.
+pub fn capacity_summary(c: &Capacity) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "\ncapacity search · {} · {} ({}), {} s per step",
+        c.name,
+        c.vary.name(),
+        c.unit,
+        c.hold_ms / 1000
+    );
+    for s in &c.steps {
+        let _ = writeln!(
+            o,
+            "  {:>10} {:<14} {}  {}",
+            fmt_load(s.load),
+            c.unit,
+            if s.passed { "pass" } else { "FAIL" },
+            s.thresholds
+                .iter()
+                .map(|t| format!("{} {}", t.metric, t.measured_text()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let _ = writeln!(o, "  verdict      {}", c.verdict);
+    if let (Some(e), Some(met)) = (c.expect, c.expect_met) {
+        let _ = writeln!(
+            o,
+            "  expect       last good ≥ {} {}: {}",
+            fmt_load(e),
+            c.unit,
+            if met { "met" } else { "NOT MET" }
+        );
+    }
     o
 }
 

@@ -334,7 +334,7 @@ pub async fn worker_main() -> Result<(), String> {
             return Err(e);
         }
     };
-    crate::metrics::generator::raise_fd_limit();
+    crate::os::raise_fd_limit();
     let groups = plan.groups.len();
     let metrics = Arc::new(Metrics::new(groups));
     write_line(&mut stdout, say(FromWorker::Ready))

@@ -1,6 +1,9 @@
 //! `results.json`: what a run was. A public contract (schema `wsstorm.results/1`, documented in
 //! the README): fields are only ever added, never renamed or removed, within a schema version.
 
+pub mod capacity;
+pub mod threshold;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -8,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::metrics::generator::GeneratorSample;
 use crate::metrics::{ConnectError, Counters, Hists, Latency, LatencySummary, Point, summarize};
-use crate::target::ServerSummary;
+use crate::server::ServerSummary;
 
 pub use crate::metrics::storm::{Counts, Recovery, Storm, storm_from};
 
@@ -47,7 +50,7 @@ pub struct Results {
     /// Each threshold with its measured value and verdict, in the order given (profile
     /// first, then `--threshold`). Empty when the run had none.
     #[serde(default)]
-    pub thresholds: Vec<crate::threshold::ThresholdResult>,
+    pub thresholds: Vec<crate::results::threshold::ThresholdResult>,
     /// The profile that ran, as YAML (command-line overrides included).
     pub profile: String,
 }
@@ -362,8 +365,8 @@ pub enum ResultsError {
 
 impl Results {
     /// The figures thresholds read.
-    pub fn figures(&self) -> crate::threshold::Figures<'_> {
-        crate::threshold::Figures {
+    pub fn figures(&self) -> crate::results::threshold::Figures<'_> {
+        crate::results::threshold::Figures {
             totals: &self.totals,
             latency: &self.latency_us,
             storm: &self.storm,

@@ -2,6 +2,9 @@
 //! each group's resolved client behaviour, and the timeline of actions. Pure and deterministic
 //! from the seed; the swarm only executes it.
 
+pub mod budget;
+pub mod capacity;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +20,7 @@ use crate::profile::{
     Profile, TokenPlace,
 };
 use crate::proxy::{CutMode, Fault};
-use crate::target::{Action, DropMode, ServerConfig};
+use crate::server::{Action, DropMode, ServerConfig};
 use crate::units::{ByteRate, ByteSize, Percent};
 
 #[derive(Clone, Debug)]
@@ -45,7 +48,7 @@ pub struct Plan {
     /// The profile as the user wrote it (plus command-line overrides), kept for the results.
     pub profile_yaml: String,
     /// Checked at the end (and, with `abort_on_fail`, once a second during the run).
-    pub thresholds: Vec<crate::threshold::Threshold>,
+    pub thresholds: Vec<crate::results::threshold::Threshold>,
 }
 
 #[derive(Clone, Debug)]
@@ -323,7 +326,7 @@ impl Plan {
         let target = if p.target.is_embedded() {
             let s = &p.target.server;
             PlanTarget::Embedded {
-                config: Box::new(ServerConfig::from_settings(s)),
+                config: Box::new(server_config(s)),
                 threads: s.threads,
             }
         } else {
@@ -491,7 +494,10 @@ impl Plan {
 impl PlanGroup {
     /// Offsets from the run start at which the group's clients arrive, in client order.
     pub fn arrivals(&self, seed: u64) -> impl Iterator<Item = Duration> + Send + use<> {
-        let mut rng = Xoshiro128PlusPlus::seed_from_u64(mix(seed, 0xA5A5_0000 + self.index as u64));
+        let mut rng = Xoshiro128PlusPlus::seed_from_u64(crate::seed::mix(
+            seed,
+            0xA5A5_0000 + self.index as u64,
+        ));
         let exp = Exp::new(self.rate).expect("rate validated > 0");
         let (start, rate, pattern) = (self.start, self.rate, self.pattern);
         let mut t = 0.0f64;
@@ -577,6 +583,57 @@ fn timeline_action(e: &profile::TimelineEntry) -> TimelineAction {
     }
 }
 
+/// The embedded server's configuration from the profile's `target.server` settings.
+pub fn server_config(s: &profile::ServerSettings) -> ServerConfig {
+    use crate::server::{Backpressure, Heartbeat, IdleTimeout, RateLimit, StreamConfig};
+    ServerConfig {
+        listen: s
+            .listen
+            .parse()
+            .unwrap_or_else(|_| std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+        path: s.path.clone(),
+        accept_rate: s.accept_rate.map(|r| r.0),
+        accept_burst: s.accept_burst,
+        retry_after: s.retry_after.0,
+        backlog: s.backlog,
+        // Small, so a hundred thousand idle connections stay cheap; it grows for bigger
+        // messages.
+        read_buffer: 1024,
+        max_message: s.max_message.0 as usize,
+        rate_limit: s.rate_limit.as_ref().map(|r| RateLimit {
+            per_second: r.max.0,
+            action: r.action,
+        }),
+        heartbeat: s.heartbeat.as_ref().map(|h| Heartbeat {
+            ping_every: h.ping_every.0,
+            timeout: h.timeout.0,
+        }),
+        idle_timeout: s.idle_timeout.as_ref().map(|i| IdleTimeout {
+            after: i.after.0,
+            mode: i.mode,
+        }),
+        handshake: s.handshake.as_ref().map(|h| crate::server::HandshakeCost {
+            service_time: h.service_time.0,
+            workers: h.workers,
+            queue: h.queue,
+        }),
+        auth_secret: s.auth.as_ref().map(|a| a.secret.clone()),
+        stream: s.stream.as_ref().map(|st| StreamConfig {
+            rate: st.rate.0,
+            bytes: st.bytes.0 as usize,
+            history: st.history as usize,
+        }),
+        backpressure: Backpressure {
+            limit: s.backpressure.buffer.0 as usize,
+            on_full: s.backpressure.on_full,
+        },
+        socket_send_buffer: s.socket_send_buffer.map(|b| b.0 as usize),
+        nice: s.nice,
+        tls: s.tls.as_ref().map(|t| t.certificate),
+        reuse_port: false,
+    }
+}
+
 /// Most addresses one `source_addrs` entry may expand to.
 pub const MAX_SOURCE_ADDRS: u32 = 65_536;
 
@@ -607,19 +664,6 @@ pub fn parse_addr_range(s: &str) -> Result<Vec<std::net::IpAddr>, String> {
     s.parse::<IpAddr>()
         .map(|a| vec![a])
         .map_err(|_| format!("`{s}` is not an IP address or a range like 127.0.0.2-127.0.0.101"))
-}
-
-/// Seed of one client's RNG: independent streams per client, reproducible per (seed, id).
-pub fn client_seed(seed: u64, client: u32) -> u64 {
-    mix(seed, u64::from(client))
-}
-
-/// splitmix64 of the pair; good enough to decorrelate neighbouring ids.
-pub fn mix(a: u64, b: u64) -> u64 {
-    let mut z = a ^ b.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 #[cfg(test)]

@@ -34,7 +34,7 @@ pub struct Limits {
 impl Limits {
     /// This machine's limits (raising the soft open-file limit to the hard one first).
     pub fn here() -> Limits {
-        let fd_limit = crate::metrics::generator::raise_fd_limit();
+        let fd_limit = crate::os::raise_fd_limit();
         let ports_per_address = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
             .ok()
             .and_then(|s| {
