@@ -6,9 +6,25 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ring::hmac;
 
-#[derive(Clone, Debug)]
+/// Mints and checks tokens with one secret. Serializes as the secret itself: a plan travels to
+/// the run's own worker processes over a pipe, and they must sign the same way.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(into = "String", from = "String")]
 pub struct Signer {
+    secret: String,
     key: hmac::Key,
+}
+
+impl From<String> for Signer {
+    fn from(secret: String) -> Signer {
+        Signer::new(&secret)
+    }
+}
+
+impl From<Signer> for String {
+    fn from(s: Signer) -> String {
+        s.secret
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,6 +45,7 @@ pub fn now_ms() -> u64 {
 impl Signer {
     pub fn new(secret: &str) -> Signer {
         Signer {
+            secret: secret.to_string(),
             key: hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes()),
         }
     }

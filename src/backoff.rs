@@ -74,7 +74,7 @@ impl std::fmt::Display for Strategy {
 
 /// A validated backoff policy. `max_attempts` counts consecutive failed attempts; the counter
 /// resets when a connection opens.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Backoff {
     pub strategy: Strategy,
     pub base: Duration,

@@ -377,11 +377,13 @@ mod tests {
 
     #[test]
     fn yaml_numbers_and_errors() {
-        let b: ByteSize = serde_yaml::from_str("128").unwrap();
+        let b: ByteSize = crate::profile::from_yaml("128").unwrap();
         assert_eq!(b.0, 128);
-        let p: Percent = serde_yaml::from_str("0.5").unwrap();
+        let p: Percent = crate::profile::from_yaml("0.5").unwrap();
         assert_eq!(p.0, 0.5);
-        let e = serde_yaml::from_str::<Dur>("10").unwrap_err().to_string();
+        let e = crate::profile::from_yaml::<Dur>("10")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("invalid duration `10`"), "{e}");
     }
 }

@@ -9,12 +9,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use wsstorm::backoff::Strategy;
-use wsstorm::plan::{Overrides, Plan};
-use wsstorm::profile::{CertKind, OnFull, Profile};
+use wsstorm::cli::Overrides;
+use wsstorm::plan::Plan;
+use wsstorm::profile::{CertKind, Document, OnFull, Profile};
 use wsstorm::results::{GroupResults, Results};
 use wsstorm::units::Dur;
 
-fn load(name: &str) -> (Profile, String) {
+fn load(name: &str) -> Document {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("profiles")
         .join(format!("{name}.yaml"));
@@ -23,16 +24,14 @@ fn load(name: &str) -> (Profile, String) {
 
 /// Run profile `name` with `clients` clients in all (None: as shipped), after `edit`.
 fn run(name: &str, clients: Option<u32>, edit: impl FnOnce(&mut Profile)) -> Results {
-    let (mut profile, text) = load(name);
+    let mut doc = load(name);
     Overrides {
         clients,
         ..Default::default()
     }
-    .apply(&mut profile);
-    edit(&mut profile);
-    let problems = wsstorm::profile::validate(&profile);
-    assert!(problems.is_empty(), "{problems:?}");
-    common::run_plan(&Plan::new(&profile, text))
+    .apply(&mut doc.profile);
+    edit(&mut doc.profile);
+    common::run_plan(&Plan::compile(&doc).unwrap_or_else(|e| panic!("{e}")))
 }
 
 fn group<'a>(r: &'a Results, name: &str) -> &'a GroupResults {

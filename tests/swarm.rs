@@ -6,7 +6,6 @@ mod common;
 use std::sync::Arc;
 
 use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 use wsstorm::metrics::Snapshot;
 use wsstorm::plan::Plan;
 use wsstorm::results::{EndReason, Results};
@@ -432,10 +431,9 @@ groups:
 }
 
 fn run_with_workers(yaml: &str, workers: usize) -> Results {
-    let profile = wsstorm::profile::parse(yaml, "test.yaml").unwrap_or_else(|e| panic!("{e}"));
-    let mut plan = Plan::new(&profile, yaml.into());
-    plan.workers = workers;
-    plan.worker_exe = Some(env!("CARGO_BIN_EXE_wsstorm").into());
+    let mut plan = Plan::from_yaml(yaml, "test.yaml").unwrap_or_else(|e| panic!("{e}"));
+    plan.layout.workers = workers;
+    plan.layout.exe = Some(env!("CARGO_BIN_EXE_wsstorm").into());
     common::run_plan(&plan)
 }
 
@@ -511,15 +509,14 @@ timeline:
   - { at: 1s, action: drop-all, mode: close, code: 1012 }
   - { at: 2s, action: restart, down_for: 500ms }
 ";
-    let profile = wsstorm::profile::parse(yaml, "test.yaml").unwrap();
-    let mut plan = Plan::new(&profile, yaml.into());
-    plan.target_processes = 2;
-    plan.workers = 2;
-    plan.worker_exe = Some(env!("CARGO_BIN_EXE_wsstorm").into());
+    let mut plan = Plan::from_yaml(yaml, "test.yaml").unwrap();
+    plan.layout.server_processes = 2;
+    plan.layout.workers = 2;
+    plan.layout.exe = Some(env!("CARGO_BIN_EXE_wsstorm").into());
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (tx, _rx) = watch::channel(Arc::new(Snapshot::default()));
     let r = rt
-        .block_on(wsstorm::swarm::run(&plan, CancellationToken::new(), tx))
+        .block_on(wsstorm::swarm::run(&plan, wsstorm::swarm::Stop::new(), tx))
         .unwrap();
     let t = &r.totals;
     assert_eq!(t.close_codes.get("1012"), Some(&300), "{:?}", t.close_codes);

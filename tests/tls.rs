@@ -12,7 +12,6 @@ use rcgen::{
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
-use tokio_util::sync::CancellationToken;
 use wsstorm::metrics::Snapshot;
 use wsstorm::plan::Plan;
 use wsstorm::results::Results;
@@ -183,12 +182,11 @@ fn skipping_verification_connects_to_anything() {
 #[test]
 fn a_missing_ca_file_is_a_setup_error_not_a_panic() {
     let yaml = profile("wss://localhost:1/ws", "{ ca_file: /nonexistent/ca.pem }");
-    let profile = wsstorm::profile::parse(&yaml, "tls.yaml").unwrap();
-    let plan = Plan::new(&profile, yaml.clone());
+    let plan = Plan::from_yaml(&yaml, "tls.yaml").unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (tx, _rx) = watch::channel(Arc::new(Snapshot::default()));
     let err = rt
-        .block_on(wsstorm::swarm::run(&plan, CancellationToken::new(), tx))
+        .block_on(wsstorm::swarm::run(&plan, wsstorm::swarm::Stop::new(), tx))
         .unwrap_err();
     assert!(
         err.to_string()

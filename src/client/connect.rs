@@ -24,7 +24,7 @@ use crate::profile::{TlsSettings, TokenPlace};
 pub type Ws = crate::net::transport::WsStream;
 
 /// Where the clients connect, resolved once and shared by all clients.
-pub struct TargetConn {
+pub struct Endpoint {
     pub url: String,
     uri: Uri,
     host: String,
@@ -43,8 +43,8 @@ pub struct EmbeddedInfo {
     pub ca_pem: Option<String>,
 }
 
-impl TargetConn {
-    pub fn new(url: &str, tls: &TlsSettings) -> Result<TargetConn, String> {
+impl Endpoint {
+    pub fn new(url: &str, tls: &TlsSettings) -> Result<Endpoint, String> {
         Self::with_embedded(url, tls, &EmbeddedInfo::default())
     }
 
@@ -52,7 +52,7 @@ impl TargetConn {
         url: &str,
         tls: &TlsSettings,
         embedded: &EmbeddedInfo,
-    ) -> Result<TargetConn, String> {
+    ) -> Result<Endpoint, String> {
         let uri: Uri = url
             .parse()
             .map_err(|e| format!("`{url}` is not a valid URL: {e}"))?;
@@ -75,7 +75,7 @@ impl TargetConn {
         } else {
             None
         };
-        Ok(TargetConn {
+        Ok(Endpoint {
             url: url.to_string(),
             uri,
             host,
@@ -438,12 +438,12 @@ mod tests {
 
     #[test]
     fn target_urls() {
-        let t = TargetConn::new("ws://127.0.0.1:9001/ws", &TlsSettings::default()).unwrap();
+        let t = Endpoint::new("ws://127.0.0.1:9001/ws", &TlsSettings::default()).unwrap();
         assert_eq!(t.port, 9001);
         assert!(!t.is_tls());
-        let s = TargetConn::new("wss://example.test/x", &TlsSettings::default()).unwrap();
+        let s = Endpoint::new("wss://example.test/x", &TlsSettings::default()).unwrap();
         assert_eq!(s.port, 443);
         assert!(s.is_tls());
-        assert!(TargetConn::new("http://x/", &TlsSettings::default()).is_err());
+        assert!(Endpoint::new("http://x/", &TlsSettings::default()).is_err());
     }
 }

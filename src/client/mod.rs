@@ -28,7 +28,7 @@ use crate::metrics::{Closed, ConnectError, Metrics, OpenTimings, Who};
 use crate::plan::ClientBehaviour;
 use crate::profile::Decision;
 use crate::seed::client_seed;
-use connect::{Attempt, AttemptExtras, TargetConn};
+use connect::{Attempt, AttemptExtras, Endpoint};
 pub use session::SessionEnd;
 use stream::StreamTracker;
 
@@ -36,7 +36,7 @@ use stream::StreamTracker;
 pub struct GroupCtx {
     pub group: u16,
     pub behaviour: Arc<ClientBehaviour>,
-    pub target: Arc<TargetConn>,
+    pub target: Arc<Endpoint>,
     pub metrics: Arc<Metrics>,
     /// The run's time zero: message timestamps are microseconds since it.
     pub epoch: Instant,
@@ -282,8 +282,7 @@ groups:
       send: { every: 1s, bytes: 64 }
       heartbeat: { ping_every: 1s, timeout: 1s }
 ";
-        let p = crate::profile::parse(yaml, "t").unwrap();
-        let plan = Plan::new(&p, yaml.into());
+        let plan = Plan::from_yaml(yaml, "t").unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -292,7 +291,7 @@ groups:
         let ctx = Arc::new(GroupCtx {
             group: 0,
             behaviour: plan.groups[0].behaviour.clone(),
-            target: Arc::new(TargetConn::new("ws://127.0.0.1:9/ws", &plan.tls).unwrap()),
+            target: Arc::new(Endpoint::new("ws://127.0.0.1:9/ws", &plan.tls).unwrap()),
             metrics: Arc::new(Metrics::new(1)),
             epoch: Instant::now(),
             cancel: CancellationToken::new(),

@@ -418,6 +418,6 @@ mod tests {
             HEADER_LEN,
             "never shorter than the header"
         );
-        assert!(HEADER_LEN <= crate::profile::MIN_MESSAGE_BYTES as usize);
+        assert!(HEADER_LEN <= crate::plan::MIN_MESSAGE_BYTES as usize);
     }
 }

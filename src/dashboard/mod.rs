@@ -18,9 +18,9 @@ use std::time::Duration;
 
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Snapshot;
+use crate::swarm::{Stop, StopReason};
 
 /// Frames per second at most.
 pub const FPS: u64 = 8;
@@ -189,53 +189,34 @@ impl Dashboard {
     }
 }
 
-/// How the dashboard ended the run, if it did.
-#[derive(Clone, Debug, Default)]
-pub struct Exit {
-    stopped: Arc<AtomicBool>,
-    interrupted: Arc<AtomicBool>,
-}
-
-impl Exit {
-    pub fn stopped(&self) -> bool {
-        self.stopped.load(Ordering::Relaxed)
-    }
-    pub fn interrupted(&self) -> bool {
-        self.interrupted.load(Ordering::Relaxed)
-    }
-}
-
 /// The dashboard running in its own thread; [`Ui::finish`] restores the terminal.
 pub struct Ui {
     done: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<std::io::Result<()>>>,
-    pub exit: Exit,
 }
 
 impl Ui {
-    /// Take over the terminal and draw until [`Ui::finish`]. A key that ends the run cancels
-    /// `stop`.
+    /// Take over the terminal and draw until [`Ui::finish`]. A key that ends the run asks
+    /// `stop` to, saying why.
     pub fn start(
         info: RunInfo,
         snapshots: watch::Receiver<Arc<Snapshot>>,
-        stop: CancellationToken,
+        stop: Stop,
     ) -> std::io::Result<Ui> {
         // Alternate screen, raw mode, and a panic hook that restores the terminal first.
         let terminal = ratatui::try_init()?;
         let done = Arc::new(AtomicBool::new(false));
-        let exit = Exit::default();
-        let (d, e) = (done.clone(), exit.clone());
+        let d = done.clone();
         let thread = std::thread::Builder::new()
             .name("wsstorm-dashboard".into())
             .spawn(move || {
-                let r = ui_loop(terminal, info, snapshots, stop, &d, &e);
+                let r = ui_loop(terminal, info, snapshots, stop, &d);
                 ratatui::restore();
                 r
             })?;
         Ok(Ui {
             done,
             thread: Some(thread),
-            exit,
         })
     }
 
@@ -266,9 +247,8 @@ fn ui_loop(
     mut terminal: ratatui::DefaultTerminal,
     info: RunInfo,
     snapshots: watch::Receiver<Arc<Snapshot>>,
-    stop: CancellationToken,
+    stop: Stop,
     done: &AtomicBool,
-    exit: &Exit,
 ) -> std::io::Result<()> {
     let mut app = Dashboard::new(info);
     let frame = Duration::from_millis(1000 / FPS);
@@ -284,14 +264,8 @@ fn ui_loop(
             }
             if let Event::Key(key) = event::read()? {
                 match app.handle_key(key) {
-                    Command::Stop => {
-                        exit.stopped.store(true, Ordering::Relaxed);
-                        stop.cancel();
-                    }
-                    Command::Interrupt => {
-                        exit.interrupted.store(true, Ordering::Relaxed);
-                        stop.cancel();
-                    }
+                    Command::Stop => stop.request(StopReason::Stopped),
+                    Command::Interrupt => stop.request(StopReason::Interrupted),
                     Command::None => {}
                 }
                 // Redraw at once so a key feels immediate.

@@ -11,7 +11,7 @@ use ratatui::widgets::{
 };
 
 use super::Dashboard;
-use crate::metrics::{Latency, LatencySummary};
+use crate::metrics::LatencySummary;
 use crate::report::text::close_code_name;
 
 /// Below this the panels cannot be laid out readably.
@@ -212,19 +212,16 @@ fn latency_row<'a>(name: &'a str, l: &LatencySummary) -> Row<'a> {
 
 fn render_latency(app: &Dashboard, f: &mut Frame, area: Rect) {
     let s = &app.snapshot;
-    let pick = |l: Latency| -> LatencySummary {
-        let v = if app.latency_whole_run {
-            &s.latency
-        } else {
-            &s.latency_recent
-        };
-        v.get(l as usize).cloned().unwrap_or_default()
+    let table = if app.latency_whole_run {
+        &s.latency
+    } else {
+        &s.latency_recent
     };
     let rows = vec![
-        latency_row("connect", &pick(Latency::Connect)),
-        latency_row("handshake", &pick(Latency::Handshake)),
-        latency_row("rtt", &pick(Latency::Rtt)),
-        latency_row("reconnect", &pick(Latency::Reconnect)),
+        latency_row("connect", &table.connect),
+        latency_row("handshake", &table.handshake),
+        latency_row("rtt", &table.rtt),
+        latency_row("reconnect", &table.reconnect),
     ];
     let title = if app.latency_whole_run {
         " latency ms · whole run "
@@ -336,11 +333,7 @@ fn render_storm(app: &Dashboard, f: &mut Frame, area: Rect) {
 pub fn generator_warnings(app: &Dashboard) -> Vec<String> {
     let s = &app.snapshot;
     let mut w = Vec::new();
-    let lag = s
-        .latency_recent
-        .get(Latency::ScheduleLag as usize)
-        .map(|l| l.p99)
-        .unwrap_or(0);
+    let lag = s.lag_recent.p99;
     if lag > 100_000 {
         w.push(format!("generator late by {} ms (p99)", ms(lag)));
     }
@@ -367,11 +360,7 @@ pub fn generator_warnings(app: &Dashboard) -> Vec<String> {
 
 fn render_generator(app: &Dashboard, f: &mut Frame, area: Rect) {
     let s = &app.snapshot;
-    let lag = s
-        .latency_recent
-        .get(Latency::ScheduleLag as usize)
-        .map(|l| l.p99)
-        .unwrap_or(0);
+    let lag = s.lag_recent.p99;
     let mut lines = match &s.generator {
         Some(g) => vec![
             Line::from(format!(
@@ -449,7 +438,7 @@ mod tests {
     use super::*;
     use crate::dashboard::{Dashboard, RunInfo, Window};
     use crate::metrics::generator::GeneratorSample;
-    use crate::metrics::{Counters, Snapshot};
+    use crate::metrics::{Counters, Latency, LatencyTable, Snapshot};
 
     fn summary(p50: u64) -> LatencySummary {
         LatencySummary {
@@ -485,9 +474,8 @@ mod tests {
             connect_errors[0] = 3;
             let opened = if i < 100 { 1000 } else { 1990 };
             let closed = if i < 100 { 0 } else { 1000 };
-            let latency: Vec<LatencySummary> = (0..Latency::COUNT)
-                .map(|k| summary(1000 * (k as u64 + 1)))
-                .collect();
+            // The n-th latency kind's p50 is n ms.
+            let latency = LatencyTable::from_fn(|k| summary(1000 * (k as u64 + 1)));
             d.on_snapshot(Arc::new(Snapshot {
                 elapsed: Duration::from_millis(i * 100),
                 totals: Counters {
@@ -503,6 +491,7 @@ mod tests {
                 peak_connected: 1000,
                 latency: latency.clone(),
                 latency_recent: latency,
+                lag_recent: summary(1000 * (Latency::ScheduleLag as u64 + 1)),
                 generator: Some(GeneratorSample {
                     t_ms: i * 100,
                     rss_bytes: 25 << 20,

@@ -8,7 +8,11 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::generator::{GeneratorSample, Sampler};
-use super::{Counters, GroupData, Hists, Latency, LatencySummary, Metrics, TICK, summarize};
+use std::collections::BTreeMap;
+
+use super::{
+    Counters, GroupData, Hists, Latency, LatencySummary, LatencyTable, Metrics, TICK, summarize,
+};
 
 /// One timeline interval. Counts are events in the interval; `connected` and `in_backoff` are
 /// the gauges at its end.
@@ -38,65 +42,69 @@ pub struct Snapshot {
     pub peak_connected: u64,
     /// Events in the last second (the most recent ticks).
     pub last_second: Counters,
-    /// Whole-run latency, indexed by [`Latency`].
-    pub latency: Vec<LatencySummary>,
+    /// Whole-run latency.
+    pub latency: LatencyTable,
     /// Latency over the last second.
-    pub latency_recent: Vec<LatencySummary>,
+    pub latency_recent: LatencyTable,
+    /// How late the generator was against its schedule over the last second.
+    pub lag_recent: LatencySummary,
     pub point: Point,
     pub generator: Option<GeneratorSample>,
     /// Recovery, retry pressure and give-ups so far.
     pub storm: super::storm::Storm,
 }
 
-impl Snapshot {
-    pub fn latency(&self, l: Latency) -> &LatencySummary {
-        &self.latency[l as usize]
-    }
-    pub fn latency_recent(&self, l: Latency) -> &LatencySummary {
-        &self.latency_recent[l as usize]
-    }
-}
-
 const RECENT_TICKS: usize = (1000 / TICK.as_millis()) as usize;
 /// Generator samples are taken every this many ticks (once a second).
 const SAMPLE_EVERY: u64 = RECENT_TICKS as u64;
 
-/// Run totals of one group.
+/// One group's share of the timeline, one entry per timeline point.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct GroupSeries {
+    /// Attempts in each interval.
+    pub attempts: Vec<u64>,
+    /// Attempts that were retries, in each interval.
+    #[serde(default)]
+    pub retries: Vec<u64>,
+    /// Open connections at each interval's end.
+    pub connected: Vec<u64>,
+}
+
+/// Run totals of one group, and its series.
 #[derive(Clone, Debug, Default)]
 pub struct GroupTotals {
     pub data: GroupData,
     pub peak_connected: u64,
+    pub series: GroupSeries,
 }
 
-/// Latest generator samples of other processes (worker processes), to add to this one's.
-pub type ExternalSamples = Box<dyn Fn() -> Vec<GeneratorSample> + Send>;
+/// What a finished collector hands over: everything the run recorded, for the results.
+#[derive(Debug, Default)]
+pub struct Collected {
+    pub totals: Counters,
+    pub hists: Hists,
+    pub peak_connected: u64,
+    pub points: Vec<Point>,
+    /// Closes per interval for each close code seen, aligned with `points`.
+    pub close_series: BTreeMap<u16, Vec<u64>>,
+    pub groups: Vec<GroupTotals>,
+    pub samples: Vec<GeneratorSample>,
+}
 
 pub struct Collector {
     metrics: Arc<Metrics>,
-    external: Option<ExternalSamples>,
     epoch: Instant,
     spare: Hists,
     /// Scratch for one interval, one entry per group; reused every tick.
     interval: Vec<GroupData>,
-    pub groups: Vec<GroupTotals>,
-    /// Attempts per tick and connected at each tick's end, per group (the timeline, split
-    /// by group).
-    pub group_attempts: Vec<Vec<u64>>,
-    pub group_retries: Vec<Vec<u64>>,
-    pub group_connected: Vec<Vec<u64>>,
-    pub totals: Counters,
-    pub hists: Hists,
     recent: VecDeque<(Counters, Hists)>,
-    pub points: Vec<Point>,
-    /// `points[].attempts`, kept apart for the storm figures of each snapshot.
+    /// `points[].attempts` and `.retries`, kept apart for the storm figures of each snapshot.
     attempt_series: Vec<u64>,
     retry_series: Vec<u64>,
-    /// Closes per interval for each close code seen, aligned with `points`.
-    pub close_series: std::collections::BTreeMap<u16, Vec<u64>>,
-    pub peak_connected: u64,
-    pub samples: Vec<GeneratorSample>,
     sampler: Sampler,
     ticks: u64,
+    /// What the run recorded so far.
+    run: Collected,
 }
 
 impl Collector {
@@ -104,32 +112,38 @@ impl Collector {
         let groups = metrics.groups();
         Collector {
             metrics,
-            external: None,
             epoch,
             spare: Hists::default(),
             interval: vec![GroupData::default(); groups],
-            groups: vec![GroupTotals::default(); groups],
-            group_attempts: vec![Vec::new(); groups],
-            group_retries: vec![Vec::new(); groups],
-            group_connected: vec![Vec::new(); groups],
-            totals: Counters::default(),
-            hists: Hists::default(),
             recent: VecDeque::with_capacity(RECENT_TICKS + 1),
-            points: Vec::new(),
             attempt_series: Vec::new(),
             retry_series: Vec::new(),
-            close_series: std::collections::BTreeMap::new(),
-            peak_connected: 0,
-            samples: Vec::new(),
             sampler: Sampler::new(),
             ticks: 0,
+            run: Collected {
+                groups: vec![GroupTotals::default(); groups],
+                ..Collected::default()
+            },
         }
     }
 
-    /// Report the generator as this process plus the processes `samples` describes: memory
-    /// and CPU add up; open files are per process, so the largest counts.
-    pub fn set_external_samples(&mut self, samples: ExternalSamples) {
-        self.external = Some(samples);
+    /// What the run recorded so far.
+    pub fn run(&self) -> &Collected {
+        &self.run
+    }
+
+    /// Close the last interval and hand over everything recorded (the collector is left
+    /// empty).
+    pub fn finish(&mut self) -> Collected {
+        self.tick();
+        let groups = self.run.groups.len();
+        std::mem::replace(
+            &mut self.run,
+            Collected {
+                groups: vec![GroupTotals::default(); groups],
+                ..Collected::default()
+            },
+        )
     }
 
     /// Close the current interval now.
@@ -150,26 +164,21 @@ impl Collector {
             g.hists.reset();
         }
         self.metrics.drain_into(&mut self.interval, &mut self.spare);
-        for ((((total, interval), attempts), retries), connected) in self
-            .groups
-            .iter_mut()
-            .zip(&self.interval)
-            .zip(&mut self.group_attempts)
-            .zip(&mut self.group_retries)
-            .zip(&mut self.group_connected)
-        {
-            attempts.push(interval.counters.attempts);
-            retries.push(interval.counters.retries);
+        let run = &mut self.run;
+        for (total, interval) in run.groups.iter_mut().zip(&self.interval) {
             total.data.add(interval);
-            connected.push(total.data.counters.connected());
-            total.peak_connected = total.peak_connected.max(total.data.counters.connected());
+            let connected = total.data.counters.connected();
+            total.series.attempts.push(interval.counters.attempts);
+            total.series.retries.push(interval.counters.retries);
+            total.series.connected.push(connected);
+            total.peak_connected = total.peak_connected.max(connected);
             counters.add(&interval.counters);
             hists.add(&interval.hists);
         }
-        self.totals.add(&counters);
-        self.hists.add(&hists);
-        let connected = self.totals.connected();
-        self.peak_connected = self.peak_connected.max(connected);
+        run.totals.add(&counters);
+        run.hists.add(&hists);
+        let connected = run.totals.connected();
+        run.peak_connected = run.peak_connected.max(connected);
         let point = Point {
             t_ms: elapsed.as_millis() as u64,
             connected,
@@ -180,36 +189,36 @@ impl Collector {
             errors: counters.failed_attempts(),
             sent: counters.sent,
             received: counters.received,
-            in_backoff: self.totals.in_backoff(),
+            in_backoff: run.totals.in_backoff(),
         };
-        self.points.push(point);
+        run.points.push(point);
         self.attempt_series.push(point.attempts);
         self.retry_series.push(point.retries);
-        let n = self.points.len();
+        let n = run.points.len();
         for (code, count) in &counters.close_codes {
-            let series = self.close_series.entry(*code).or_default();
+            let series = run.close_series.entry(*code).or_default();
             series.resize(n - 1, 0);
             series.push(*count);
         }
-        for series in self.close_series.values_mut() {
+        for series in run.close_series.values_mut() {
             series.resize(n, 0);
         }
         self.recent.push_back((counters, hists));
         self.ticks += 1;
 
         let generator = if self.ticks.is_multiple_of(SAMPLE_EVERY) {
+            // The generator is this process plus its worker processes: memory and CPU add
+            // up; open files are per process, so the largest counts.
             let mut s = self.sampler.sample(point.t_ms, connected);
-            if let Some(external) = &self.external {
-                for w in external() {
-                    s.rss_bytes += w.rss_bytes;
-                    s.cpu_percent = ((s.cpu_percent + w.cpu_percent) * 10.0).round() / 10.0;
-                    s.open_fds = s.open_fds.max(w.open_fds);
-                }
+            for w in self.metrics.worker_samples() {
+                s.rss_bytes += w.rss_bytes;
+                s.cpu_percent = ((s.cpu_percent + w.cpu_percent) * 10.0).round() / 10.0;
+                s.open_fds = s.open_fds.max(w.open_fds);
             }
-            self.samples.push(s);
+            self.run.samples.push(s);
             Some(s)
         } else {
-            self.samples.last().copied()
+            self.run.samples.last().copied()
         };
 
         let mut last_second = Counters::default();
@@ -218,24 +227,20 @@ impl Collector {
             last_second.add(c);
             recent_hists.add(h);
         }
+        let run = &self.run;
         Snapshot {
             elapsed,
-            totals: self.totals.clone(),
-            peak_connected: self.peak_connected,
+            totals: run.totals.clone(),
+            peak_connected: run.peak_connected,
             last_second,
-            latency: Latency::ALL
-                .iter()
-                .map(|l| summarize(self.hists.get(*l), false))
-                .collect(),
-            latency_recent: Latency::ALL
-                .iter()
-                .map(|l| summarize(recent_hists.get(*l), false))
-                .collect(),
+            latency: LatencyTable::from_fn(|l| summarize(run.hists.get(l), false)),
+            latency_recent: LatencyTable::from_fn(|l| summarize(recent_hists.get(l), false)),
+            lag_recent: summarize(recent_hists.get(Latency::ScheduleLag), false),
             point,
             generator,
             storm: super::storm::storm_from(
-                &self.totals,
-                &self.hists,
+                &run.totals,
+                &run.hists,
                 &self.attempt_series,
                 &self.retry_series,
             ),
@@ -291,22 +296,22 @@ mod tests {
         assert_eq!(s2.totals.attempts, 11);
         assert_eq!(s2.peak_connected, 10);
         assert_eq!(s2.last_second.opened, 10);
-        assert_eq!(s2.latency(Latency::Connect).count, 10);
-        assert_eq!(c.points.len(), 2);
+        assert_eq!(s2.latency.connect.count, 10);
+        assert_eq!(c.run().points.len(), 2);
         // Per group: ids 0..4 closed are 0, 2 (even) and 1, 3 (odd).
-        assert_eq!(c.groups[0].data.counters.opened, 5);
-        assert_eq!(c.groups[0].data.counters.connected(), 3);
-        assert_eq!(c.groups[1].data.counters.connected(), 3);
-        assert_eq!(c.groups[1].peak_connected, 5);
-        assert_eq!(c.groups[1].data.counters.failed_attempts(), 1);
+        assert_eq!(c.run().groups[0].data.counters.opened, 5);
+        assert_eq!(c.run().groups[0].data.counters.connected(), 3);
+        assert_eq!(c.run().groups[1].data.counters.connected(), 3);
+        assert_eq!(c.run().groups[1].peak_connected, 5);
+        assert_eq!(c.run().groups[1].data.counters.failed_attempts(), 1);
         // After a second of quiet ticks the recent window forgets the opens.
         let mut last = s2;
         for _ in 0..RECENT_TICKS {
             last = c.tick();
         }
         assert_eq!(last.last_second.opened, 0);
-        assert_eq!(last.latency_recent(Latency::Connect).count, 0);
-        assert_eq!(last.latency(Latency::Connect).count, 10);
+        assert_eq!(last.latency_recent.connect.count, 0);
+        assert_eq!(last.latency.connect.count, 10);
         assert_eq!(last.totals.close_codes[&1006], 4);
     }
 }

@@ -17,8 +17,9 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
 
-pub use collector::{Collector, Point, Snapshot};
+pub use collector::{Collected, Collector, GroupSeries, GroupTotals, Point, Snapshot};
 pub use summary::{LatencySummary, decode_histogram, encode_histogram, summarize};
 
 /// Length of one timeline interval.
@@ -122,6 +123,59 @@ impl Latency {
             Latency::DeadDetect => "dead_detect",
             Latency::ScheduleLag => "schedule_lag",
             Latency::RetryLag => "retry_lag",
+        }
+    }
+}
+
+/// Percentile summaries of the latencies a user reads (the generator's own lags are kept
+/// apart): the `latency_us` of results.json, and what a snapshot shows.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LatencyTable {
+    pub connect: LatencySummary,
+    pub tls: LatencySummary,
+    pub handshake: LatencySummary,
+    pub rtt: LatencySummary,
+    pub reconnect: LatencySummary,
+    pub dead_detect: LatencySummary,
+}
+
+impl LatencyTable {
+    /// The histograms this table holds, in its order (the generator's lags are elsewhere).
+    pub const KINDS: [Latency; 6] = [
+        Latency::Connect,
+        Latency::Tls,
+        Latency::Handshake,
+        Latency::Rtt,
+        Latency::Reconnect,
+        Latency::DeadDetect,
+    ];
+
+    /// Every latency of `h` summarized, with the whole histogram kept in each summary.
+    pub fn from_hists(h: &Hists) -> LatencyTable {
+        LatencyTable::from_fn(|l| summarize(h.get(l), true))
+    }
+
+    pub fn from_fn(mut f: impl FnMut(Latency) -> LatencySummary) -> LatencyTable {
+        LatencyTable {
+            connect: f(Latency::Connect),
+            tls: f(Latency::Tls),
+            handshake: f(Latency::Handshake),
+            rtt: f(Latency::Rtt),
+            reconnect: f(Latency::Reconnect),
+            dead_detect: f(Latency::DeadDetect),
+        }
+    }
+
+    /// One of [`Self::KINDS`]; `None` for a histogram the table does not hold.
+    pub fn get(&self, l: Latency) -> Option<&LatencySummary> {
+        match l {
+            Latency::Connect => Some(&self.connect),
+            Latency::Tls => Some(&self.tls),
+            Latency::Handshake => Some(&self.handshake),
+            Latency::Rtt => Some(&self.rtt),
+            Latency::Reconnect => Some(&self.reconnect),
+            Latency::DeadDetect => Some(&self.dead_detect),
+            Latency::ScheduleLag | Latency::RetryLag => None,
         }
     }
 }
@@ -344,6 +398,9 @@ pub struct OpenTimings {
 pub struct Metrics {
     shards: Box<[Shard]>,
     groups: usize,
+    /// The latest generator sample of each worker process, pushed by the coordinator's reader
+    /// of that worker (once a second each, far from the hot path).
+    workers: Mutex<Vec<Option<generator::GeneratorSample>>>,
 }
 
 impl Metrics {
@@ -365,7 +422,23 @@ impl Metrics {
                 })
                 .collect(),
             groups,
+            workers: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Worker process `index` reports how the generator fares there.
+    pub fn worker_sample(&self, index: usize, sample: generator::GeneratorSample) {
+        let mut w = self.workers.lock().unwrap_or_else(PoisonError::into_inner);
+        if w.len() <= index {
+            w.resize(index + 1, None);
+        }
+        w[index] = Some(sample);
+    }
+
+    /// The latest sample of every worker process that sent one.
+    pub fn worker_samples(&self) -> Vec<generator::GeneratorSample> {
+        let w = self.workers.lock().unwrap_or_else(PoisonError::into_inner);
+        w.iter().flatten().copied().collect()
     }
 
     pub fn groups(&self) -> usize {

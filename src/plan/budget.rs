@@ -11,8 +11,9 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
 
-use crate::profile::Profile;
+use super::{Plan, PlanTarget};
 
 /// Open files a process keeps for itself (stdio, epoll, timers, listeners, /proc reads).
 pub const FD_RESERVE: u64 = 100;
@@ -62,50 +63,27 @@ impl Limits {
     }
 }
 
-/// How a run is laid out over processes and addresses.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Fit {
-    /// Client worker processes (0: clients run in the coordinating process).
-    pub workers: usize,
-    /// Embedded target processes (0: in the coordinating process).
-    pub target_processes: usize,
-    /// What was decided, for the user.
-    pub notes: Vec<String>,
-}
-
-fn is_loopback_target(p: &Profile) -> bool {
-    if p.target.is_embedded() {
-        return true;
-    }
-    let Ok(uri) = p
-        .target
-        .url
-        .parse::<tokio_tungstenite::tungstenite::http::Uri>()
-    else {
-        return false;
-    };
-    let host = uri.host().unwrap_or("");
-    host == "localhost"
-        || host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
-/// Lay the run out, or say why it cannot be. May set `source_addrs` on groups that have none
-/// (loopback only). `workers`: what `--workers` asked for.
-pub fn fit(profile: &mut Profile, workers: Option<usize>, limits: &Limits) -> Result<Fit, String> {
+/// Lay the run out (`plan.layout`), or say why it cannot be. Gives loopback source addresses
+/// to groups that have none when one address would not do. `workers`: what `--workers` asked
+/// for. Returns what was decided, for the user.
+pub fn fit(
+    plan: &mut Plan,
+    workers: Option<usize>,
+    limits: &Limits,
+) -> Result<Vec<String>, String> {
     let cap = limits.per_process();
-    let clients: u64 = profile.groups.iter().map(|g| u64::from(g.clients)).sum();
-    let proxied: u64 = profile
+    let clients: u64 = plan.groups.iter().map(|g| u64::from(g.clients)).sum();
+    let proxied: u64 = plan
         .groups
         .iter()
-        .filter(|g| g.via_proxy.unwrap_or(profile.target.via_proxy))
+        .filter(|g| g.via_proxy)
         .map(|g| u64::from(g.clients))
         .sum();
-    let embedded = profile.target.is_embedded();
-    let server_fds = if embedded { clients } else { 0 };
+    let server = match &plan.target {
+        PlanTarget::Embedded { config, .. } => Some(&**config),
+        PlanTarget::External { .. } => None,
+    };
+    let server_fds = if server.is_some() { clients } else { 0 };
     let proxy_fds = 2 * proxied;
     let mut notes = Vec::new();
     let limit_note = format!(
@@ -139,8 +117,8 @@ pub fn fit(profile: &mut Profile, workers: Option<usize>, limits: &Limits) -> Re
         None => clients.div_ceil(comfortable).max(1) as usize,
     };
 
-    // The target, and the proxy (which stays in this process).
-    let mut target_processes = 0;
+    // The server, and the proxy (which stays in this process).
+    let mut server_processes = 0;
     if proxy_fds > cap {
         return Err(format!(
             "{proxied} clients through the proxy need {proxy_fds} open files in the proxy's process (two per connection), more than the {cap} a process may hold ({limit_note}). Fix: at most {} clients through the proxy",
@@ -148,10 +126,11 @@ pub fn fit(profile: &mut Profile, workers: Option<usize>, limits: &Limits) -> Re
         ));
     }
     let local = if workers == 0 { clients } else { 0 } + proxy_fds;
-    if embedded && server_fds + local > comfortable {
-        let s = &profile.target.server;
-        target_processes = server_fds.div_ceil(comfortable).max(1) as usize;
-        if target_processes > 1 {
+    if let Some(s) = server
+        && server_fds + local > comfortable
+    {
+        server_processes = server_fds.div_ceil(comfortable).max(1) as usize;
+        if server_processes > 1 {
             let why = if s.stream.is_some() {
                 Some("a sequenced stream (each process would number its own)")
             } else if s.tls.is_some() {
@@ -161,7 +140,7 @@ pub fn fit(profile: &mut Profile, workers: Option<usize>, limits: &Limits) -> Re
             };
             if let Some(why) = why {
                 return Err(format!(
-                    "{clients} connections need {target_processes} embedded-target processes, but {why} needs one: at most {cap} clients with this target ({limit_note})"
+                    "{clients} connections need {server_processes} embedded-target processes, but {why} needs one: at most {cap} clients with this target ({limit_note})"
                 ));
             }
         }
@@ -170,42 +149,39 @@ pub fn fit(profile: &mut Profile, workers: Option<usize>, limits: &Limits) -> Re
     // Ports: clients per source address towards the one destination.
     let per_address = limits.per_address();
     let mut load: BTreeMap<Option<IpAddr>, u64> = BTreeMap::new();
-    for g in &profile.groups {
-        if g.source_addrs.is_empty() {
+    for g in &plan.groups {
+        let addrs = &g.behaviour.source_addrs;
+        if addrs.is_empty() {
             *load.entry(None).or_default() += u64::from(g.clients);
-        } else {
-            let addrs: Vec<IpAddr> = g
-                .source_addrs
-                .iter()
-                .flat_map(|a| crate::plan::parse_addr_range(a).unwrap_or_default())
-                .collect();
-            let n = addrs.len().max(1) as u64;
-            for (i, a) in addrs.iter().enumerate() {
-                // Client k of the group uses address k mod n.
-                let share =
-                    u64::from(g.clients) / n + u64::from((i as u64) < u64::from(g.clients) % n);
-                *load.entry(Some(*a)).or_default() += share;
-            }
+            continue;
+        }
+        let n = addrs.len() as u64;
+        for (i, a) in addrs.iter().enumerate() {
+            // Client k of the group uses address k mod n.
+            let share = u64::from(g.clients) / n + u64::from((i as u64) < u64::from(g.clients) % n);
+            *load.entry(Some(*a)).or_default() += share;
         }
     }
     let spread = limits.spread_per_address();
-    let loopback = is_loopback_target(profile);
+    let loopback = plan.target.is_loopback();
     for (addr, n) in &load {
         if addr.is_none() && loopback && *n > spread {
             // Any 127.x.y.z is local: spread the clients that gave no address, thinly.
             let count = n.div_ceil(spread);
             let first = Ipv4Addr::new(127, 0, 1, 1);
             let last = Ipv4Addr::from(u32::from(first) + count as u32 - 1);
-            let range = format!("{first}-{last}");
-            for g in profile
+            let range: Vec<IpAddr> = (u32::from(first)..=u32::from(last))
+                .map(|a| IpAddr::V4(Ipv4Addr::from(a)))
+                .collect();
+            for g in plan
                 .groups
                 .iter_mut()
-                .filter(|g| g.source_addrs.is_empty())
+                .filter(|g| g.behaviour.source_addrs.is_empty())
             {
-                g.source_addrs = vec![range.clone()];
+                Arc::make_mut(&mut g.behaviour).source_addrs = range.clone();
             }
             notes.push(format!(
-                "{n} clients from {count} loopback source addresses ({range}), about {spread} each: the kernel's port search slows down as an address's ports fill"
+                "{n} clients from {count} loopback source addresses ({first}-{last}), about {spread} each: the kernel's port search slows down as an address's ports fill"
             ));
             continue;
         }
@@ -222,7 +198,7 @@ pub fn fit(profile: &mut Profile, workers: Option<usize>, limits: &Limits) -> Re
             None => {
                 return Err(format!(
                     "{n} clients connect to {} from one source address, which has about {per_address} usable ports ({limit_note}). Fix: give the groups `source_addrs` (at least {} addresses of this machine)",
-                    profile.target.url,
+                    plan.target.describe(),
                     n.div_ceil(per_address)
                 ));
             }
@@ -233,16 +209,14 @@ pub fn fit(profile: &mut Profile, workers: Option<usize>, limits: &Limits) -> Re
             "{clients} clients in {workers} worker processes ({limit_note})"
         ));
     }
-    if target_processes > 0 {
+    if server_processes > 0 {
         notes.push(format!(
-            "the embedded target in {target_processes} processes sharing one port"
+            "the embedded target in {server_processes} processes sharing one port"
         ));
     }
-    Ok(Fit {
-        workers,
-        target_processes,
-        notes,
-    })
+    plan.layout.workers = workers;
+    plan.layout.server_processes = server_processes;
+    Ok(notes)
 }
 
 #[cfg(test)]
@@ -254,8 +228,8 @@ mod tests {
         ports_per_address: 28_232,
     };
 
-    fn profile(clients: u32, target: &str, extra: &str) -> Profile {
-        crate::profile::parse(
+    fn profile(clients: u32, target: &str, extra: &str) -> Plan {
+        Plan::from_yaml(
             &format!(
                 "name: t\nduration: 10s\ntarget: {target}\ngroups:\n  - name: g\n    clients: {clients}\n    arrival: {{ rate: 1000/s }}\n{extra}"
             ),
@@ -264,29 +238,36 @@ mod tests {
         .unwrap()
     }
 
+    /// 127.0.1.x for x in `last_octets`.
+    fn addrs(last_octets: std::ops::RangeInclusive<u8>) -> Vec<IpAddr> {
+        last_octets
+            .map(|x| IpAddr::V4(Ipv4Addr::new(127, 0, 1, x)))
+            .collect()
+    }
+
     #[test]
     fn small_runs_stay_in_one_process() {
         let mut p = profile(2_000, "embedded", "");
-        let f = fit(&mut p, None, &LIMITS).unwrap();
-        assert_eq!((f.workers, f.target_processes), (0, 0));
-        assert!(p.groups[0].source_addrs.is_empty());
+        fit(&mut p, None, &LIMITS).unwrap();
+        assert_eq!((p.layout.workers, p.layout.server_processes), (0, 0));
+        assert!(p.groups[0].behaviour.source_addrs.is_empty());
         // 5,000 still fit one process, but spread over two loopback addresses.
         let mut p = profile(5_000, "embedded", "");
-        let f = fit(&mut p, None, &LIMITS).unwrap();
-        assert_eq!((f.workers, f.target_processes), (0, 0));
-        assert_eq!(p.groups[0].source_addrs, ["127.0.1.1-127.0.1.2"]);
+        fit(&mut p, None, &LIMITS).unwrap();
+        assert_eq!((p.layout.workers, p.layout.server_processes), (0, 0));
+        assert_eq!(p.groups[0].behaviour.source_addrs, addrs(1..=2));
     }
 
     #[test]
     fn big_runs_spread_over_processes_and_addresses() {
         let mut p = profile(250_000, "embedded", "");
-        let f = fit(&mut p, None, &LIMITS).unwrap();
+        let notes = fit(&mut p, None, &LIMITS).unwrap();
         // Filled to 85 % of the 19,900 a process may hold: 16,915 each.
-        assert_eq!(f.workers, 15, "250000 / 16915");
-        assert_eq!(f.target_processes, 15);
+        assert_eq!(p.layout.workers, 15, "250000 / 16915");
+        assert_eq!(p.layout.server_processes, 15);
         // 250000 / (28232 * 0.1) -> 89 addresses.
-        assert_eq!(p.groups[0].source_addrs, ["127.0.1.1-127.0.1.89"]);
-        assert_eq!(f.notes.len(), 3);
+        assert_eq!(p.groups[0].behaviour.source_addrs, addrs(1..=89));
+        assert_eq!(notes.len(), 3);
     }
 
     #[test]

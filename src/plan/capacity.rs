@@ -100,7 +100,7 @@ mod tests {
         assert_eq!(steps(&s), vec![100.0, 200.0, 400.0]);
     }
 
-    fn profile() -> Profile {
+    fn document() -> crate::profile::Document {
         crate::profile::parse(
             "name: c\nduration: 10s\ntarget: embedded\ngroups:\n  - name: g\n    clients: 10\n    arrival: { rate: 100/s }\n    behaviour: { send: { every: 1s, bytes: 64 } }\n",
             "t.yaml",
@@ -110,18 +110,19 @@ mod tests {
 
     #[test]
     fn each_step_sets_the_load_and_holds_it() {
-        let p = profile();
-        let s = step_profile(&p, &settings(CapacityVary::Connections), 300.0);
+        let doc = document();
+        let p = &doc.profile;
+        let s = step_profile(p, &settings(CapacityVary::Connections), 300.0);
         assert_eq!(s.groups[0].clients, 300);
         // 300 clients at 100/s arrive in 3 s, then 5 s held.
         assert_eq!(s.duration.0, Duration::from_secs(8));
 
-        let s = step_profile(&p, &settings(CapacityVary::ConnectionRate), 300.0);
+        let s = step_profile(p, &settings(CapacityVary::ConnectionRate), 300.0);
         assert_eq!(s.groups[0].arrival.rate.0, 300.0);
         assert_eq!(s.groups[0].clients, 1500);
         assert_eq!(s.duration.0, Duration::from_secs(7));
 
-        let s = step_profile(&p, &settings(CapacityVary::MessageRate), 200.0);
+        let s = step_profile(p, &settings(CapacityVary::MessageRate), 200.0);
         // 10 clients sharing 200 msg/s: each every 50 ms.
         assert_eq!(
             s.groups[0]
@@ -134,6 +135,10 @@ mod tests {
                 .0,
             Duration::from_millis(50)
         );
-        assert!(crate::profile::validate(&s).is_empty());
+        let step = crate::profile::Document {
+            profile: s,
+            ..doc.clone()
+        };
+        assert!(crate::plan::Plan::compile(&step).is_ok());
     }
 }

@@ -1,6 +1,6 @@
 //! Find the line and column of a value in YAML text from its path (`groups[0].arrival.rate`).
 //!
-//! serde_yaml keeps no positions for values that parsed fine, but it does attach the position
+//! The YAML parser keeps no positions for values that parsed fine, but it does attach the position
 //! of the node being read to any error raised while reading it. So we walk the document with a
 //! deserializer that follows the path and raises an error at the target node; the error's
 //! location is the answer. When a key is missing (a default was used), the walk stops at the
@@ -42,7 +42,7 @@ const FOUND: &str = "\u{0}wsstorm-locate";
 /// Line and column (1-based) of the value at `path`, or of its nearest existing parent.
 pub fn locate(text: &str, path: &str) -> Option<(usize, usize)> {
     let segs = segments(path);
-    let de = serde_yaml::Deserializer::from_str(text);
+    let de = serde_yaml_ng::Deserializer::from_str(text);
     match Seek(&segs).deserialize(de) {
         Err(e) if e.to_string().contains(FOUND) => e.location().map(|l| (l.line(), l.column())),
         _ => None,

@@ -1,16 +1,16 @@
-//! The YAML behaviour profile: what the user wrote, as serde types.
+//! The YAML behaviour profile: what the user wrote, as serde types, and nothing else.
 //!
-//! Parsing happens in two passes so that every problem has a file position:
-//! 1. serde_yaml checks structure, types and units (`deny_unknown_fields` everywhere, unit types
-//!    from [`crate::units`]); its errors carry a path and a line/column.
-//! 2. [`validate`] checks values and relations between them (cap ≥ base, a timeline action that
-//!    needs the embedded target, …) and names the offending path; [`locate`] turns the path back
-//!    into a line/column by walking the document again.
+//! This module only reads: serde checks structure, types and units (`deny_unknown_fields`
+//! everywhere, unit types from [`crate::units`]) and its errors carry a line and column. What
+//! the values mean and whether they fit together is the plan's business: [`crate::plan`]
+//! compiles a [`Document`] into a checked, typed plan in one pass, and names each problem by
+//! its path, which [`locate`] turns back into a line and column.
 //!
-//! Nothing here runs anything: [`crate::plan`] turns a valid profile into a concrete schedule.
+//! The enums here are the vocabulary users write (`full-jitter`, `drop-all`, `downstream`);
+//! later stages use them as they are rather than keep copies. The schema imports no runtime
+//! module.
 
 mod locate;
-mod validate;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -19,11 +19,9 @@ use std::path::Path;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::backoff::Strategy;
-use crate::proxy::Direction;
 use crate::units::{ByteRate, ByteSize, Dur, Percent, Rate};
 
 pub use locate::locate;
-pub use validate::{MIN_MESSAGE_BYTES, validate};
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -46,7 +44,7 @@ pub struct Profile {
     pub compare: Option<CompareSettings>,
     /// Pass/fail conditions on the run's figures (`rtt.p99 < 50ms`); any failure exits 1.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub thresholds: Vec<crate::results::threshold::ThresholdSpec>,
+    pub thresholds: Vec<ThresholdSpec>,
     /// How `wsstorm capacity` steps the load up until the thresholds break.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capacity: Option<CapacitySettings>,
@@ -843,6 +841,83 @@ pub enum DropMode {
     Close,
 }
 
+/// A threshold as a profile writes it: the expression alone, or with options.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum ThresholdSpec {
+    Expr(String),
+    Full(ThresholdOptions),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThresholdOptions {
+    pub expr: String,
+    /// Stop the run as soon as the threshold fails (checked once a second).
+    #[serde(default)]
+    pub abort_on_fail: bool,
+    /// Not checked for aborting before this much of the run (let the load ramp up).
+    #[serde(default)]
+    pub delay: Option<Dur>,
+}
+
+// By hand rather than `untagged`: serde's untagged errors say only "did not match any
+// variant", and a misspelt `abort_on_fial` deserves its own message.
+impl<'de> Deserialize<'de> for ThresholdSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = ThresholdSpec;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(
+                    "an expression like `rtt.p99 < 50ms`, or { expr, abort_on_fail, delay }",
+                )
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ThresholdSpec, E> {
+                Ok(ThresholdSpec::Expr(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                m: A,
+            ) -> Result<ThresholdSpec, A::Error> {
+                ThresholdOptions::deserialize(serde::de::value::MapAccessDeserializer::new(m))
+                    .map(ThresholdSpec::Full)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl ThresholdSpec {
+    pub fn expr(&self) -> &str {
+        match self {
+            ThresholdSpec::Expr(e) => e,
+            ThresholdSpec::Full(o) => &o.expr,
+        }
+    }
+}
+
+/// Which way data flows: `upstream` is client → server, `downstream` server → client.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Direction {
+    #[default]
+    Both,
+    Upstream,
+    Downstream,
+}
+
+impl Direction {
+    /// Whether data flowing `up` (client → server) or down is in this direction.
+    pub fn covers(self, up: bool) -> bool {
+        match self {
+            Direction::Both => true,
+            Direction::Upstream => up,
+            Direction::Downstream => !up,
+        }
+    }
+}
+
 /// A problem in a profile, with its place in the file when it is known.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Problem {
@@ -880,20 +955,43 @@ pub enum ProfileError {
     Invalid(Vec<Problem>),
 }
 
-/// Read and check a profile file.
-pub fn load(path: &Path) -> Result<(Profile, String), ProfileError> {
+/// A profile as read: what it says, the text it came from (for positions, and for the
+/// results, which keep the profile that ran) and the file's name (for messages).
+#[derive(Clone, Debug)]
+pub struct Document {
+    pub file: String,
+    pub text: String,
+    pub profile: Profile,
+}
+
+impl Document {
+    /// A problem at `path` in the document, with the line and column of the value there (or
+    /// of its nearest existing parent).
+    pub fn problem(&self, path: &str, message: impl Into<String>) -> Problem {
+        let at = locate(&self.text, path);
+        Problem {
+            file: self.file.clone(),
+            line: at.map(|l| l.0),
+            column: at.map(|l| l.1),
+            path: path.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Read a profile file.
+pub fn load(path: &Path) -> Result<Document, ProfileError> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|source| ProfileError::Read {
         file: file.clone(),
         source,
     })?;
-    let profile = parse(&text, &file)?;
-    Ok((profile, text))
+    parse(&text, &file)
 }
 
-/// Parse and check profile text; `file` is only used in messages.
-pub fn parse(text: &str, file: &str) -> Result<Profile, ProfileError> {
-    let profile: Profile = serde_yaml::from_str(text).map_err(|e| {
+/// Parse profile text; `file` is only used in messages.
+pub fn parse(text: &str, file: &str) -> Result<Document, ProfileError> {
+    let profile: Profile = from_yaml(text).map_err(|e| {
         let loc = e.location();
         ProfileError::Invalid(vec![Problem {
             file: file.to_string(),
@@ -903,27 +1001,21 @@ pub fn parse(text: &str, file: &str) -> Result<Profile, ProfileError> {
             message: strip_location(&e.to_string()),
         }])
     })?;
-    let problems: Vec<Problem> = validate(&profile)
-        .into_iter()
-        .map(|(path, message)| {
-            let loc = locate(text, &path);
-            Problem {
-                file: file.to_string(),
-                line: loc.map(|l| l.0),
-                column: loc.map(|l| l.1),
-                path,
-                message,
-            }
-        })
-        .collect();
-    if problems.is_empty() {
-        Ok(profile)
-    } else {
-        Err(ProfileError::Invalid(problems))
-    }
+    Ok(Document {
+        file: file.to_string(),
+        text: text.to_string(),
+        profile,
+    })
 }
 
-/// serde_yaml appends " at line L column C" to its messages; we print the position first,
+/// The one place YAML is read (the parser crate is chosen here and nowhere else).
+pub(crate) fn from_yaml<T: serde::de::DeserializeOwned>(
+    text: &str,
+) -> Result<T, serde_yaml_ng::Error> {
+    serde_yaml_ng::from_str(text)
+}
+
+/// The YAML parser appends " at line L column C" to its messages; we print the position first,
 /// compiler style, so drop the suffix.
 fn strip_location(msg: &str) -> String {
     match msg.rfind(" at line ") {
@@ -931,6 +1023,3 @@ fn strip_location(msg: &str) -> String {
         _ => msg.to_string(),
     }
 }
-
-#[cfg(test)]
-mod tests;

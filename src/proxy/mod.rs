@@ -31,25 +31,8 @@ use crate::units::{ByteRate, ByteSize, Dur, Percent};
 
 pub use control::{bind_control, serve_control};
 
-/// Which way data flows: `upstream` is client → server, `downstream` server → client.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Direction {
-    #[default]
-    Both,
-    Upstream,
-    Downstream,
-}
-
-impl Direction {
-    fn covers(self, up: bool) -> bool {
-        match self {
-            Direction::Both => true,
-            Direction::Upstream => up,
-            Direction::Downstream => !up,
-        }
-    }
-}
+/// The direction a fault applies to: the profile's word for it, used as it is.
+pub use crate::profile::Direction;
 
 /// How a connection is closed: `reset` (RST) or `fin` (a clean TCP close, no WebSocket close
 /// frame).

@@ -4,7 +4,7 @@
 use std::fmt::Write;
 use std::time::Duration;
 
-use crate::metrics::{Latency, LatencySummary, Snapshot};
+use crate::metrics::{LatencySummary, Snapshot};
 use crate::results::Results;
 use crate::results::capacity::{Capacity, fmt_load};
 
@@ -50,7 +50,7 @@ fn secs(d: Duration) -> String {
 /// `[  12s/30s] connected 998 …` — one line a second on stderr while a run goes.
 pub fn progress_line(s: &Snapshot, duration: Duration, clients: u32) -> String {
     let l = &s.last_second;
-    let rtt = s.latency_recent(Latency::Rtt);
+    let rtt = &s.latency_recent.rtt;
     let mut line = format!(
         "[{:>5}/{}] connected {}/{} (peak {})  attempts/s {}  opened/s {}  closed/s {}  errors/s {}  in backoff {}  gave up {}",
         secs(s.elapsed),

@@ -1,8 +1,11 @@
 //! `results.json`: what a run was. A public contract (schema `wsstorm.results/1`, documented in
 //! the README): fields are only ever added, never renamed or removed, within a schema version.
 
+mod build;
 pub mod capacity;
 pub mod threshold;
+
+pub use build::Record;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -10,7 +13,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::generator::GeneratorSample;
-use crate::metrics::{ConnectError, Counters, Hists, Latency, LatencySummary, Point, summarize};
+use crate::metrics::{ConnectError, Counters, LatencySummary, Point};
+pub use crate::metrics::{GroupSeries, LatencyTable};
 use crate::server::ServerSummary;
 
 pub use crate::metrics::storm::{Counts, Recovery, Storm, storm_from};
@@ -162,61 +166,7 @@ pub struct GroupResults {
     pub storm: Storm,
     /// The group's share of the run's timeline, one entry per point of `timeline.points`.
     #[serde(default)]
-    pub timeline: GroupTimeline,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct GroupTimeline {
-    pub attempts: Vec<u64>,
-    #[serde(default)]
-    pub retries: Vec<u64>,
-    pub connected: Vec<u64>,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct LatencyTable {
-    pub connect: LatencySummary,
-    pub tls: LatencySummary,
-    pub handshake: LatencySummary,
-    pub rtt: LatencySummary,
-    pub reconnect: LatencySummary,
-    pub dead_detect: LatencySummary,
-}
-
-impl LatencyTable {
-    /// The histograms this table holds, in its order (the generator's lags are elsewhere).
-    pub const KINDS: [Latency; 6] = [
-        Latency::Connect,
-        Latency::Tls,
-        Latency::Handshake,
-        Latency::Rtt,
-        Latency::Reconnect,
-        Latency::DeadDetect,
-    ];
-
-    pub fn from_fn(mut f: impl FnMut(Latency) -> LatencySummary) -> LatencyTable {
-        LatencyTable {
-            connect: f(Latency::Connect),
-            tls: f(Latency::Tls),
-            handshake: f(Latency::Handshake),
-            rtt: f(Latency::Rtt),
-            reconnect: f(Latency::Reconnect),
-            dead_detect: f(Latency::DeadDetect),
-        }
-    }
-
-    /// One of [`Self::KINDS`]; `None` for a histogram the table does not hold.
-    pub fn get(&self, l: Latency) -> Option<&LatencySummary> {
-        match l {
-            Latency::Connect => Some(&self.connect),
-            Latency::Tls => Some(&self.tls),
-            Latency::Handshake => Some(&self.handshake),
-            Latency::Rtt => Some(&self.rtt),
-            Latency::Reconnect => Some(&self.reconnect),
-            Latency::DeadDetect => Some(&self.dead_detect),
-            Latency::ScheduleLag | Latency::RetryLag => None,
-        }
-    }
+    pub timeline: GroupSeries,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -297,10 +247,6 @@ pub fn totals_from(c: &Counters, clients: u64, peak: u64, connected_at_end: u64)
             out_of_order: c.out_of_order,
         },
     }
-}
-
-pub fn latency_from(h: &Hists) -> LatencyTable {
-    LatencyTable::from_fn(|l| summarize(h.get(l), true))
 }
 
 /// Figures that say the generator, not the target, may have been the bottleneck.

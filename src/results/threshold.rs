@@ -563,71 +563,6 @@ impl fmt::Display for Op {
     }
 }
 
-/// A threshold as a profile writes it: the expression alone, or with options.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(untagged)]
-pub enum ThresholdSpec {
-    Expr(String),
-    Full(ThresholdOptions),
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ThresholdOptions {
-    pub expr: String,
-    /// Stop the run as soon as the threshold fails (checked once a second).
-    #[serde(default)]
-    pub abort_on_fail: bool,
-    /// Not checked for aborting before this much of the run (let the load ramp up).
-    #[serde(default)]
-    pub delay: Option<crate::units::Dur>,
-}
-
-// By hand rather than `untagged`: serde's untagged errors say only "did not match any
-// variant", and a misspelt `abort_on_fial` deserves its own message.
-impl<'de> Deserialize<'de> for ThresholdSpec {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = ThresholdSpec;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str(
-                    "an expression like `rtt.p99 < 50ms`, or { expr, abort_on_fail, delay }",
-                )
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ThresholdSpec, E> {
-                Ok(ThresholdSpec::Expr(v.to_string()))
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                m: A,
-            ) -> Result<ThresholdSpec, A::Error> {
-                ThresholdOptions::deserialize(serde::de::value::MapAccessDeserializer::new(m))
-                    .map(ThresholdSpec::Full)
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-impl ThresholdSpec {
-    pub fn expr(&self) -> &str {
-        match self {
-            ThresholdSpec::Expr(e) => e,
-            ThresholdSpec::Full(o) => &o.expr,
-        }
-    }
-
-    pub fn parse(&self) -> Result<Threshold, ParseError> {
-        let mut t = Threshold::parse(self.expr())?;
-        if let ThresholdSpec::Full(o) = self {
-            t.abort_on_fail = o.abort_on_fail;
-            t.delay = o.delay.map(|d| d.0).unwrap_or_default();
-        }
-        Ok(t)
-    }
-}
-
 /// Evaluate every threshold against finished figures.
 pub fn evaluate_all(list: &[Threshold], f: &Figures) -> Vec<ThresholdResult> {
     list.iter().map(|t| t.evaluate(f)).collect()
@@ -779,17 +714,5 @@ mod tests {
         assert!(!eval("opened > 190").passed);
         assert!(eval("opened != 0").passed);
         assert!(eval("gave_up<=2").passed);
-    }
-
-    #[test]
-    fn specs_from_yaml() {
-        let specs: Vec<ThresholdSpec> = serde_yaml::from_str(
-            "- rtt.p99 < 50ms\n- { expr: 'errors.rate < 1%', abort_on_fail: true, delay: 5s }\n",
-        )
-        .unwrap();
-        let t = specs[1].parse().unwrap();
-        assert!(t.abort_on_fail);
-        assert_eq!(t.delay, std::time::Duration::from_secs(5));
-        assert!(!specs[0].parse().unwrap().abort_on_fail);
     }
 }

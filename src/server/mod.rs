@@ -592,7 +592,7 @@ mod tests {
     async fn nice_lowers_the_embedded_target_only() {
         let config = ServerConfig {
             nice: 7,
-            ..crate::plan::server_config(&Default::default())
+            ..crate::plan::server_config(&Default::default()).unwrap()
         };
         let server = start_embedded(config, 2).await.unwrap();
         let target = nice_of_threads("wsstorm-server");

@@ -1,37 +1,43 @@
-//! The coordinator: starts the target (if embedded), spawns clients on their arrival schedule,
-//! fires timeline actions, and ends the run on the deadline or on `stop` — one path either way:
-//! note the end, let clients close within the grace period, flush metrics, build [`Results`].
+//! The coordinator, in three steps: [`Swarm::start`] starts the embedded server (if any), the
+//! fault proxy (if any) and the clients on their arrival schedule; [`Swarm::run`] fires the
+//! timeline until the deadline or a [`Stop`]; [`Swarm::drain`] takes the exact count of open
+//! connections, lets clients close within the grace period, stops the services and hands
+//! what was recorded to [`crate::results`]. One path whatever ended the run.
 //!
 //! It is the only part that knows the plan; clients know their group, the dashboard knows
-//! snapshots.
+//! snapshots. Clients run in this process or in [`workers`] processes, each with its
+//! [`Shard`] of every group.
 
+mod stop;
 pub mod workers;
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::client::connect::{EmbeddedInfo, TargetConn};
+use crate::client::connect::{EmbeddedInfo, Endpoint};
 use crate::client::{self, GroupCtx};
-use crate::metrics::{Collector, Latency, Metrics, Snapshot, TICK, summarize};
-use crate::os::{fd_limit, raise_fd_limit};
-use crate::plan::{Plan, PlanTarget, TimelineAction};
+use crate::metrics::{Collector, Metrics, Snapshot, TICK};
+use crate::plan::{Plan, PlanGroup, PlanTarget, PlannedAction, TimelineAction};
+use crate::profile::TlsSettings;
 use crate::proxy::{EmbeddedProxy, ProxyConfig};
-use crate::results::{
-    self, EndReason, FiredAction, Generator, GroupResults, GroupTimeline, Results, Timeline,
-    latency_from, totals_from,
-};
-use crate::server::EmbeddedServer;
+use crate::results::threshold::{Figures, Threshold};
+use crate::results::{self, EndReason, FiredAction, Record, Results};
 use crate::server::processes::ServerProcesses;
+use crate::server::{EmbeddedServer, ServerSummary};
+
+pub use stop::{Stop, StopReason};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
     #[error("cannot start the embedded target on {addr}: {source}")]
-    Target {
+    Server {
         addr: String,
         #[source]
         source: std::io::Error,
@@ -48,69 +54,72 @@ pub enum SetupError {
     Workers(String),
 }
 
-/// The embedded target, in this process or in several.
-pub enum TargetServer {
+/// Run the plan: start, run until the deadline or `stop`, drain, and build the results.
+/// Snapshots are published on `snapshots` every tick.
+pub async fn run(
+    plan: &Plan,
+    stop: Stop,
+    snapshots: watch::Sender<Arc<Snapshot>>,
+) -> Result<Results, SetupError> {
+    let mut swarm = Swarm::start(plan, &stop, snapshots).await?;
+    let reason = swarm.run(&stop).await;
+    let record = swarm.drain(plan, reason).await;
+    Ok(Results::build(record, &plan.thresholds))
+}
+
+/// The embedded server, in this process or in several.
+enum LocalServer {
     InProcess(EmbeddedServer),
     Processes(ServerProcesses),
 }
 
-impl TargetServer {
+impl LocalServer {
     async fn apply(&mut self, a: crate::server::Action) -> u64 {
         match self {
-            TargetServer::InProcess(s) => s.handle.apply(a),
-            TargetServer::Processes(p) => p.apply(a).await,
+            LocalServer::InProcess(s) => s.handle.apply(a),
+            LocalServer::Processes(p) => p.apply(a).await,
         }
     }
 
-    async fn summary(&mut self) -> crate::server::ServerSummary {
+    async fn summary(&mut self) -> ServerSummary {
         match self {
-            TargetServer::InProcess(s) => s.handle.stats.summary(),
-            TargetServer::Processes(p) => p.summary().await,
+            LocalServer::InProcess(s) => s.handle.stats.summary(),
+            LocalServer::Processes(p) => p.summary().await,
         }
     }
 
     async fn stop(self) {
         match self {
-            TargetServer::InProcess(s) => {
+            LocalServer::InProcess(s) => {
                 let _ = tokio::task::spawn_blocking(move || s.stop()).await;
             }
-            TargetServer::Processes(p) => {
+            LocalServer::Processes(p) => {
                 p.stop().await;
             }
         }
     }
 }
 
-/// The wsstorm executable to start child processes from.
-fn worker_exe(plan: &Plan) -> Result<std::path::PathBuf, String> {
-    match &plan.worker_exe {
-        Some(p) => Ok(p.clone()),
-        None => {
-            std::env::current_exe().map_err(|e| format!("cannot find the wsstorm executable: {e}"))
-        }
-    }
-}
-
-/// Where clients connect: the target's URL, what the embedded target tells them, and the
+/// Where clients connect: the target's URL, what the embedded server tells them, and the
 /// proxy in front of it. Sent to worker processes as it is.
-#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Destination {
     pub url: String,
     pub embedded: EmbeddedInfo,
     pub proxy: Option<std::net::SocketAddr>,
 }
 
-/// The connection targets of a run: direct, and through the proxy.
-pub struct Targets {
-    direct: Arc<TargetConn>,
-    proxied: Option<Arc<TargetConn>>,
+/// The endpoints of a run: direct, and through the proxy.
+pub struct Endpoints {
+    direct: Arc<Endpoint>,
+    proxied: Option<Arc<Endpoint>>,
 }
 
-impl Targets {
-    pub fn new(d: &Destination, tls: &crate::profile::TlsSettings) -> Result<Targets, String> {
-        let direct = Arc::new(TargetConn::with_embedded(&d.url, tls, &d.embedded)?);
+impl Endpoints {
+    pub fn new(d: &Destination, tls: &TlsSettings) -> Result<Endpoints, String> {
+        let direct = Arc::new(Endpoint::with_embedded(&d.url, tls, &d.embedded)?);
         let proxied = match d.proxy {
-            Some(addr) => Some(Arc::new(TargetConn::with_embedded(
+            Some(addr) => Some(Arc::new(Endpoint::with_embedded(
                 &d.url,
                 tls,
                 &EmbeddedInfo {
@@ -120,14 +129,14 @@ impl Targets {
             )?)),
             None => None,
         };
-        Ok(Targets { direct, proxied })
+        Ok(Endpoints { direct, proxied })
     }
 }
 
-/// Which clients of each group this process runs: those whose index in the group is
-/// `index` modulo `count`. Every client keeps its arrival time and its RNG seed, so a run
-/// split over processes is the same run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// Which clients of each group a process runs: those whose index in the group is `index`
+/// modulo `count`. Every client keeps its arrival time and its RNG seed, so a run split over
+/// processes is the same run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Shard {
     pub index: u32,
     pub count: u32,
@@ -141,336 +150,346 @@ impl Shard {
     }
 }
 
-/// Spawn this shard's clients on their arrival schedule.
-pub fn spawn_clients(
-    plan: &Plan,
-    shard: Shard,
-    targets: &Targets,
-    metrics: &Arc<Metrics>,
-    epoch: Instant,
-    cancel: &CancellationToken,
-    tracker: &TaskTracker,
-) {
-    for group in &plan.groups {
-        let ctx = Arc::new(GroupCtx {
-            group: group.index as u16,
-            behaviour: group.behaviour.clone(),
-            target: match (&targets.proxied, group.via_proxy) {
-                (Some(p), true) => p.clone(),
-                _ => targets.direct.clone(),
-            },
-            metrics: metrics.clone(),
-            epoch,
-            cancel: cancel.clone(),
-            grace: plan.grace,
+/// What a process that runs clients needs of the plan: its groups and how to seed them, and
+/// its shard of them.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Clients {
+    pub seed: u64,
+    pub grace: Duration,
+    pub tls: TlsSettings,
+    pub groups: Vec<PlanGroup>,
+    pub shard: Shard,
+}
+
+impl Clients {
+    pub fn of(plan: &Plan, shard: Shard) -> Clients {
+        Clients {
             seed: plan.seed,
-        });
-        let arrivals = group.arrivals(plan.seed);
-        let first = group.first_client;
-        let stop = cancel.clone();
-        let spawner = tracker.clone();
-        tracker.spawn(async move {
-            for (i, offset) in arrivals.enumerate() {
-                if !shard.has(i as u32) {
-                    continue;
+            grace: plan.grace,
+            tls: plan.tls.clone(),
+            groups: plan.groups.clone(),
+            shard,
+        }
+    }
+
+    /// Spawn this shard's clients on their arrival schedule from `epoch`.
+    pub fn spawn(
+        &self,
+        endpoints: &Endpoints,
+        metrics: &Arc<Metrics>,
+        epoch: Instant,
+        cancel: &CancellationToken,
+        tracker: &TaskTracker,
+    ) {
+        for group in &self.groups {
+            let ctx = Arc::new(GroupCtx {
+                group: group.index as u16,
+                behaviour: group.behaviour.clone(),
+                target: match (&endpoints.proxied, group.via_proxy) {
+                    (Some(p), true) => p.clone(),
+                    _ => endpoints.direct.clone(),
+                },
+                metrics: metrics.clone(),
+                epoch,
+                cancel: cancel.clone(),
+                grace: self.grace,
+                seed: self.seed,
+            });
+            let arrivals = group.arrivals(self.seed);
+            let (first, shard) = (group.first_client, self.shard);
+            let stop = cancel.clone();
+            let spawner = tracker.clone();
+            tracker.spawn(async move {
+                for (i, offset) in arrivals.enumerate() {
+                    if !shard.has(i as u32) {
+                        continue;
+                    }
+                    let at = epoch + offset;
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = sleep_until(at) => {}
+                    }
+                    spawner.spawn(client::run(ctx.clone(), first + i as u32, at));
                 }
-                let at = epoch + offset;
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = sleep_until(at) => {}
-                }
-                spawner.spawn(client::run(ctx.clone(), first + i as u32, at));
-            }
-        });
+            });
+        }
     }
 }
 
-/// Run the plan. `stop` ends the run early (Ctrl-C, a dashboard key); results still come back.
-/// Snapshots are published on `snapshots` every tick.
-pub async fn run(
-    plan: &Plan,
-    stop: CancellationToken,
-    snapshots: watch::Sender<Arc<Snapshot>>,
-) -> Result<Results, SetupError> {
-    raise_fd_limit();
-    let (server, url, embedded) = match &plan.target {
-        PlanTarget::Embedded { config, .. } if plan.target_processes > 0 => {
-            let procs = ServerProcesses::start(
-                &worker_exe(plan).map_err(SetupError::Workers)?,
-                config,
-                plan.target_processes,
+/// Where the clients run.
+enum ClientHost {
+    /// In this process, as tasks of this runtime.
+    Here(TaskTracker),
+    Workers(workers::Workers),
+}
+
+/// A started run.
+pub struct Swarm {
+    epoch: Instant,
+    started_at: SystemTime,
+    deadline: Instant,
+    url: String,
+    server: Option<Arc<tokio::sync::Mutex<LocalServer>>>,
+    proxy: Option<Arc<EmbeddedProxy>>,
+    collector: Arc<Mutex<Collector>>,
+    clients: ClientHost,
+    /// Tells the clients (and the ticker and the timeline) that the run is over.
+    clients_stop: CancellationToken,
+    ticker: JoinHandle<()>,
+    timeline: JoinHandle<Vec<FiredAction>>,
+}
+
+impl Swarm {
+    /// Start the services and the clients; the run's clock starts here.
+    pub async fn start(
+        plan: &Plan,
+        stop: &Stop,
+        snapshots: watch::Sender<Arc<Snapshot>>,
+    ) -> Result<Swarm, SetupError> {
+        crate::os::raise_fd_limit();
+        let exe = || crate::os::child::executable(plan.layout.exe.as_deref());
+        let (server, url, embedded) = match &plan.target {
+            PlanTarget::Embedded { config, .. } if plan.layout.server_processes > 0 => {
+                let procs = ServerProcesses::start(
+                    &exe().map_err(SetupError::Workers)?,
+                    config,
+                    plan.layout.server_processes,
+                )
+                .await
+                .map_err(SetupError::Workers)?;
+                let info = EmbeddedInfo {
+                    addr: Some(procs.addr),
+                    ca_pem: None,
+                };
+                let url = procs.url.clone();
+                (Some(LocalServer::Processes(procs)), url, info)
+            }
+            PlanTarget::Embedded { config, threads } => {
+                let addr = config.listen.to_string();
+                let server = crate::server::start_embedded((**config).clone(), *threads)
+                    .await
+                    .map_err(|source| SetupError::Server { addr, source })?;
+                let url = server.handle.url();
+                let info = EmbeddedInfo {
+                    addr: Some(server.handle.local_addr()),
+                    ca_pem: server.handle.ca_pem().map(str::to_string),
+                };
+                (Some(LocalServer::InProcess(server)), url, info)
+            }
+            PlanTarget::External { url, .. } => (None, url.clone(), EmbeddedInfo::default()),
+        };
+        let direct =
+            Endpoint::with_embedded(&url, &plan.tls, &embedded).map_err(SetupError::Connect)?;
+        // The proxy forwards to the target's address; clients that use it connect to the
+        // proxy but keep the target's URL (Host header, TLS name).
+        let proxy = match &plan.proxy {
+            Some(p) => {
+                let upstream = direct.resolve().await.map_err(|e| {
+                    SetupError::Connect(format!("cannot resolve {url} for the proxy: {}", e.name()))
+                })?;
+                let mut config = ProxyConfig::new(p.listen, upstream);
+                config.buffer = p.buffer;
+                // In front of the embedded server: a sidecar on its runtime.
+                let runtime = match &server {
+                    Some(LocalServer::InProcess(s)) => Some(s.runtime.clone()),
+                    _ => None,
+                };
+                let started = crate::proxy::start_embedded(config, runtime)
+                    .await
+                    .map_err(|source| SetupError::Proxy {
+                        addr: p.listen.to_string(),
+                        source,
+                    })?;
+                Some(Arc::new(started))
+            }
+            None => None,
+        };
+        let destination = Destination {
+            url: url.clone(),
+            embedded,
+            proxy: proxy.as_ref().map(|p| p.handle.local_addr()),
+        };
+
+        let metrics = Arc::new(Metrics::new(plan.groups.len()));
+        let started_at = SystemTime::now();
+        let epoch = Instant::now();
+        let collector = Arc::new(Mutex::new(Collector::new(
+            metrics.clone(),
+            epoch.into_std(),
+        )));
+        let clients_stop = CancellationToken::new();
+        tokio::spawn(abort_watch(
+            plan.thresholds.clone(),
+            u64::from(plan.total_clients()),
+            stop.clone(),
+            snapshots.subscribe(),
+        ));
+        let ticker = tokio::spawn(tick_loop(
+            collector.clone(),
+            snapshots,
+            epoch,
+            clients_stop.clone(),
+        ));
+        let clients = if plan.layout.workers > 0 {
+            let w = workers::Workers::start(
+                &exe().map_err(SetupError::Workers)?,
+                plan,
+                &destination,
+                &metrics,
             )
             .await
             .map_err(SetupError::Workers)?;
-            let info = EmbeddedInfo {
-                addr: Some(procs.addr),
-                ca_pem: None,
-            };
-            let url = procs.url.clone();
-            (Some(TargetServer::Processes(procs)), url, info)
-        }
-        PlanTarget::Embedded { config, threads } => {
-            let addr = config.listen.to_string();
-            let server = crate::server::start_embedded((**config).clone(), *threads)
-                .await
-                .map_err(|source| SetupError::Target { addr, source })?;
-            let url = server.handle.url();
-            let info = EmbeddedInfo {
-                addr: Some(server.handle.local_addr()),
-                ca_pem: server.handle.ca_pem().map(str::to_string),
-            };
-            (Some(TargetServer::InProcess(server)), url, info)
-        }
-        PlanTarget::External { url } => (None, url.clone(), EmbeddedInfo::default()),
-    };
-    let direct =
-        TargetConn::with_embedded(&url, &plan.tls, &embedded).map_err(SetupError::Connect)?;
-    // The proxy forwards to the target's address; clients that use it connect to the proxy
-    // but keep the target's URL (Host header, TLS name).
-    let proxy = match &plan.proxy {
-        Some(p) => {
-            let upstream = direct.resolve().await.map_err(|e| {
-                SetupError::Connect(format!("cannot resolve {url} for the proxy: {}", e.name()))
-            })?;
-            let mut config = ProxyConfig::new(p.listen, upstream);
-            config.buffer = p.buffer;
-            let started = match &server {
-                // In front of the embedded target: a sidecar on its runtime.
-                Some(TargetServer::InProcess(s)) => {
-                    crate::proxy::start_embedded(config, Some(s.runtime.clone())).await
-                }
-                _ => crate::proxy::start_embedded(config, None).await,
-            };
-            Some(started.map_err(|source| SetupError::Proxy {
-                addr: p.listen.to_string(),
-                source,
-            })?)
-        }
-        None => None,
-    };
-    let where_to = Destination {
-        url: url.clone(),
-        embedded: embedded.clone(),
-        proxy: proxy.as_ref().map(|p| p.handle.local_addr()),
-    };
-    let targets = Targets::new(&where_to, &plan.tls).map_err(SetupError::Connect)?;
-
-    let metrics = Arc::new(Metrics::new(plan.groups.len()));
-    let started_at = SystemTime::now();
-    let epoch = Instant::now();
-    let collector = Arc::new(Mutex::new(Collector::new(
-        metrics.clone(),
-        epoch.into_std(),
-    )));
-    let clients_stop = CancellationToken::new();
-    let tracker = TaskTracker::new();
-
-    let abort = abort_watch(plan, snapshots.subscribe());
-    let ticker = tokio::spawn(tick_loop(
-        collector.clone(),
-        snapshots,
-        epoch,
-        clients_stop.clone(),
-    ));
-
-    let mut workers = if plan.workers > 0 {
-        Some(
-            crate::swarm::workers::Workers::start(plan, &where_to, &metrics, &collector)
-                .await
-                .map_err(SetupError::Workers)?,
-        )
-    } else {
-        spawn_clients(
-            plan,
-            Shard::ALL,
-            &targets,
-            &metrics,
+            ClientHost::Workers(w)
+        } else {
+            let endpoints = Endpoints::new(&destination, &plan.tls).map_err(SetupError::Connect)?;
+            let tracker = TaskTracker::new();
+            Clients::of(plan, Shard::ALL).spawn(
+                &endpoints,
+                &metrics,
+                epoch,
+                &clients_stop,
+                &tracker,
+            );
+            ClientHost::Here(tracker)
+        };
+        let server = server.map(|s| Arc::new(tokio::sync::Mutex::new(s)));
+        let timeline = tokio::spawn(fire_timeline(
+            plan.timeline.clone(),
+            server.clone(),
+            proxy.clone(),
             epoch,
-            &clients_stop,
-            &tracker,
-        );
-        None
-    };
+            clients_stop.clone(),
+        ));
+        Ok(Swarm {
+            epoch,
+            started_at,
+            deadline: epoch + plan.duration,
+            url,
+            server,
+            proxy,
+            collector,
+            clients,
+            clients_stop,
+            ticker,
+            timeline,
+        })
+    }
 
-    let proxy = proxy.map(Arc::new);
-    let server = server.map(|s| Arc::new(tokio::sync::Mutex::new(s)));
-    let fired = tokio::spawn(fire_timeline(
-        plan.timeline.clone(),
-        server.clone(),
-        proxy.clone(),
-        epoch,
-        clients_stop.clone(),
-    ));
-
-    let mut aborted_by: Option<(usize, Duration)> = None;
-    let end_reason = tokio::select! {
-        _ = sleep_until(epoch + plan.duration) => EndReason::Completed,
-        _ = stop.cancelled() => EndReason::Interrupted,
-        failed = abort => {
-            aborted_by = Some(failed);
-            EndReason::Aborted
+    /// Until the deadline or `stop`; says why the run ended.
+    pub async fn run(&mut self, stop: &Stop) -> StopReason {
+        tokio::select! {
+            _ = sleep_until(self.deadline) => stop.request(StopReason::Deadline),
+            _ = stop.stopped() => {}
         }
-    };
-    let duration = epoch.elapsed();
-    // Exactly what was open at the end: every open/close so far is in the shards (workers
-    // count their own at this moment).
-    let group_connected_at_end: Vec<u64> = match &mut workers {
-        Some(w) => w.connected_at_end(plan.groups.len()).await,
-        None => {
-            let mut c = lock(&collector);
-            c.tick();
-            c.groups
+        stop.reason().unwrap_or(StopReason::Deadline)
+    }
+
+    /// End the run: count what is open, let the clients close within the grace period, stop
+    /// the services, and hand over what was recorded.
+    pub async fn drain(self, plan: &Plan, reason: StopReason) -> Record {
+        let duration = self.epoch.elapsed();
+        // Exactly what was open at the end: every open and close so far is in the shards
+        // (workers count their own at this moment).
+        let (connected_at_end, clients) = match self.clients {
+            ClientHost::Workers(mut w) => (w.connected_at_end(plan.groups.len()).await, Some(w)),
+            ClientHost::Here(tracker) => {
+                let open = {
+                    let mut c = lock(&self.collector);
+                    c.tick();
+                    c.run()
+                        .groups
+                        .iter()
+                        .map(|g| g.data.counters.connected())
+                        .collect()
+                };
+                self.clients_stop.cancel();
+                tracker.close();
+                let closed =
+                    tokio::time::timeout(plan.grace + Duration::from_secs(2), tracker.wait())
+                        .await
+                        .is_ok();
+                warn_unclosed(closed);
+                (open, None)
+            }
+        };
+        self.clients_stop.cancel();
+        let mut cpu = crate::metrics::generator::cpu_times();
+        if let Some(w) = clients {
+            let end = w.finish(plan.grace + Duration::from_secs(5)).await;
+            warn_unclosed(end.all_closed);
+            cpu.0 += end.cpu.0;
+            cpu.1 += end.cpu.1;
+        }
+        let _ = self.ticker.await;
+        let fired = self.timeline.await.unwrap_or_default();
+        let server = match &self.server {
+            Some(s) => Some(s.lock().await.summary().await),
+            None => None,
+        };
+        let proxy = self.proxy.as_ref().map(|p| p.handle.stats());
+        if let Some(p) = self.proxy.and_then(|p| Arc::try_unwrap(p).ok()) {
+            let _ = tokio::task::spawn_blocking(move || p.stop()).await;
+        }
+        if let Some(s) = self.server.and_then(|s| Arc::try_unwrap(s).ok()) {
+            s.into_inner().stop().await;
+        }
+        let collected = lock(&self.collector).finish();
+        let (end, aborted_by) = match reason {
+            StopReason::Deadline => (EndReason::Completed, None),
+            StopReason::Interrupted => (EndReason::Interrupted, None),
+            StopReason::Stopped => (EndReason::Stopped, None),
+            StopReason::Aborted { threshold, at } => (EndReason::Aborted, Some((threshold, at))),
+        };
+        Record {
+            name: plan.name.clone(),
+            description: plan.description.clone(),
+            seed: plan.seed,
+            profile: plan.source.clone(),
+            target: self.url,
+            started_at: self.started_at,
+            duration,
+            end,
+            aborted_by,
+            group_clients: plan
+                .groups
                 .iter()
-                .map(|g| g.data.counters.connected())
-                .collect()
+                .map(|g| (g.name.clone(), g.clients))
+                .collect(),
+            collected,
+            connected_at_end,
+            fired,
+            server,
+            proxy,
+            cpu,
+            fd_limit: crate::os::fd_limit().0,
         }
-    };
-    let connected_at_end = group_connected_at_end.iter().sum();
+    }
+}
 
-    clients_stop.cancel();
-    tracker.close();
-    let mut worker_cpu = (0.0, 0.0);
-    let drained = match workers {
-        Some(w) => {
-            let cpu = w.cpu.clone();
-            let all = w.finish(plan.grace + Duration::from_secs(5)).await;
-            worker_cpu = *cpu.lock().unwrap_or_else(PoisonError::into_inner);
-            all
-        }
-        None => tokio::time::timeout(plan.grace + Duration::from_secs(2), tracker.wait())
-            .await
-            .is_ok(),
-    };
-    if !drained {
+fn warn_unclosed(all_closed: bool) {
+    if !all_closed {
         eprintln!(
             "wsstorm: some clients did not finish closing within the grace period; their closes are not counted"
         );
     }
-    let _ = ticker.await;
-    let fired = fired.await.unwrap_or_default();
-    let server_summary = match &server {
-        Some(s) => Some(s.lock().await.summary().await),
-        None => None,
-    };
-    let proxy_summary = proxy.as_ref().map(|p| p.handle.stats());
-    if let Some(p) = proxy.and_then(|p| Arc::try_unwrap(p).ok()) {
-        tokio::task::spawn_blocking(move || p.stop())
-            .await
-            .unwrap_or(());
-    }
-    if let Some(s) = server.and_then(|s| Arc::try_unwrap(s).ok()) {
-        s.into_inner().stop().await;
-    }
-
-    let mut c = lock(&collector);
-    c.tick();
-    let totals = totals_from(
-        &c.totals,
-        u64::from(plan.total_clients()),
-        c.peak_connected,
-        connected_at_end,
-    );
-    let attempts_series: Vec<u64> = c.points.iter().map(|p| p.attempts).collect();
-    let retries_series: Vec<u64> = c.points.iter().map(|p| p.retries).collect();
-    let storm = results::storm_from(&c.totals, &c.hists, &attempts_series, &retries_series);
-    let groups = plan
-        .groups
-        .iter()
-        .zip(&c.groups)
-        .zip(&c.group_attempts)
-        .zip(&c.group_retries)
-        .zip(&c.group_connected)
-        .zip(&group_connected_at_end)
-        .map(
-            |(((((g, t), series), retries), connected), at_end)| GroupResults {
-                name: g.name.clone(),
-                totals: totals_from(
-                    &t.data.counters,
-                    u64::from(g.clients),
-                    t.peak_connected,
-                    *at_end,
-                ),
-                latency_us: latency_from(&t.data.hists),
-                storm: results::storm_from(&t.data.counters, &t.data.hists, series, retries),
-                timeline: GroupTimeline {
-                    attempts: series.clone(),
-                    retries: retries.clone(),
-                    connected: connected.clone(),
-                },
-            },
-        )
-        .collect();
-    let lag = summarize(c.hists.get(Latency::ScheduleLag), true);
-    let (cpu_user_s, cpu_sys_s) = crate::metrics::generator::cpu_times();
-    let (cpu_user_s, cpu_sys_s) = (cpu_user_s + worker_cpu.0, cpu_sys_s + worker_cpu.1);
-    let (fd_soft, _) = fd_limit();
-    let warnings = results::generator_warnings(&lag, &c.samples, fd_soft, &totals);
-    let mut results = Results {
-        schema: results::SCHEMA.to_string(),
-        name: plan.name.clone(),
-        description: plan.description.clone(),
-        seed: plan.seed,
-        started_at: humantime::format_rfc3339_millis(started_at).to_string(),
-        duration_ms: duration.as_millis() as u64,
-        end_reason,
-        target: url,
-        latency_us: latency_from(&c.hists),
-        timeline: Timeline {
-            interval_ms: TICK.as_millis() as u64,
-            points: std::mem::take(&mut c.points),
-            actions: fired,
-            close_codes: std::mem::take(&mut c.close_series)
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v))
-                .collect(),
-        },
-        generator: Generator {
-            cpu_user_s: round3(cpu_user_s),
-            cpu_sys_s: round3(cpu_sys_s),
-            peak_rss_bytes: c.samples.iter().map(|s| s.rss_bytes).max().unwrap_or(0),
-            fd_limit: fd_soft,
-            schedule_lag_us: lag,
-            retry_lag_us: summarize(c.hists.get(Latency::RetryLag), true),
-            samples: std::mem::take(&mut c.samples),
-            warnings,
-        },
-        totals,
-        storm,
-        groups,
-        server: server_summary,
-        proxy: proxy_summary,
-        thresholds: Vec::new(),
-        profile: plan.profile_yaml.clone(),
-    };
-    results.thresholds =
-        crate::results::threshold::evaluate_all(&plan.thresholds, &results.figures());
-    if let Some((i, at)) = aborted_by
-        && let Some(t) = results.thresholds.get_mut(i)
-    {
-        t.aborted_at_ms = Some(at.as_millis() as u64);
-        // The run stopped because this failed; later figures can drift back under the
-        // limit while the clients close, but the verdict is the one that stopped it.
-        t.passed = false;
-    }
-    Ok(results)
 }
 
-/// Resolves with the first `abort_on_fail` threshold that fails on the run's figures so far
-/// (its index, and when), checked once a second; never, when there are none.
+/// Ask `stop` to end the run with the first `abort_on_fail` threshold that fails on the
+/// run's figures so far, checked once a second.
 async fn abort_watch(
-    plan: &Plan,
+    thresholds: Vec<Threshold>,
+    clients: u64,
+    stop: Stop,
     mut snapshots: watch::Receiver<Arc<Snapshot>>,
-) -> (usize, Duration) {
-    let watched: Vec<(usize, &crate::results::threshold::Threshold)> = plan
-        .thresholds
-        .iter()
+) {
+    let watched: Vec<(usize, Threshold)> = thresholds
+        .into_iter()
         .enumerate()
         .filter(|(_, t)| t.abort_on_fail)
         .collect();
     if watched.is_empty() {
-        return std::future::pending().await;
+        return;
     }
-    let clients = u64::from(plan.total_clients());
     let mut next = Duration::from_secs(1);
     while snapshots.changed().await.is_ok() {
         let snap = snapshots.borrow_and_update().clone();
@@ -484,25 +503,21 @@ async fn abort_watch(
             snap.peak_connected,
             snap.point.connected,
         );
-        let latency = results::LatencyTable::from_fn(|k| {
-            snap.latency.get(k as usize).cloned().unwrap_or_default()
-        });
-        let figures = crate::results::threshold::Figures {
+        let figures = Figures {
             totals: &totals,
-            latency: &latency,
+            latency: &snap.latency,
             storm: &snap.storm,
         };
         for (i, t) in &watched {
             if snap.elapsed >= t.delay && t.fails_now(&figures).is_some() {
-                return (*i, snap.elapsed);
+                stop.request(StopReason::Aborted {
+                    threshold: *i,
+                    at: snap.elapsed,
+                });
+                return;
             }
         }
     }
-    std::future::pending().await
-}
-
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -510,7 +525,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Close an interval every tick and publish the snapshot, until the clients have been told to
-/// stop and have had their grace period (the coordinator takes the last tick itself).
+/// stop (the drain takes the last tick itself).
 async fn tick_loop(
     collector: Arc<Mutex<Collector>>,
     snapshots: watch::Sender<Arc<Snapshot>>,
@@ -530,8 +545,8 @@ async fn tick_loop(
 }
 
 async fn fire_timeline(
-    timeline: Vec<crate::plan::PlannedAction>,
-    server: Option<Arc<tokio::sync::Mutex<TargetServer>>>,
+    timeline: Vec<PlannedAction>,
+    server: Option<Arc<tokio::sync::Mutex<LocalServer>>>,
     proxy: Option<Arc<EmbeddedProxy>>,
     epoch: Instant,
     stop: CancellationToken,
@@ -542,7 +557,7 @@ async fn fire_timeline(
             _ = stop.cancelled() => break,
             _ = sleep_until(epoch + planned.at) => {}
         }
-        // Validation made sure the server or proxy an action needs is there.
+        // The plan made sure the server or proxy an action needs is there.
         let connections = match &planned.action {
             TimelineAction::Server(a) => match &server {
                 Some(s) => s.lock().await.apply(*a).await,

@@ -5,10 +5,10 @@
 use std::sync::Arc;
 
 use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 use wsstorm::metrics::Snapshot;
 use wsstorm::plan::Plan;
 use wsstorm::results::Results;
+use wsstorm::swarm::Stop;
 
 /// Run `plan` to its end on a fresh two-thread runtime.
 pub fn run_plan(plan: &Plan) -> Results {
@@ -18,12 +18,11 @@ pub fn run_plan(plan: &Plan) -> Results {
         .build()
         .unwrap();
     let (tx, _rx) = watch::channel(Arc::new(Snapshot::default()));
-    rt.block_on(wsstorm::swarm::run(plan, CancellationToken::new(), tx))
+    rt.block_on(wsstorm::swarm::run(plan, Stop::new(), tx))
         .expect("run starts")
 }
 
 /// Parse `yaml` (named `file` in errors) and run it.
 pub fn run_yaml(yaml: &str, file: &str) -> Results {
-    let profile = wsstorm::profile::parse(yaml, file).unwrap_or_else(|e| panic!("{e}"));
-    run_plan(&Plan::new(&profile, yaml.into()))
+    run_plan(&Plan::from_yaml(yaml, file).unwrap_or_else(|e| panic!("{e}")))
 }

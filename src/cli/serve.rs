@@ -1,0 +1,186 @@
+//! `wsstorm serve` and `wsstorm proxy`: the embedded server and the fault proxy on their own,
+//! for runs from other machines or other tools.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+
+use super::{Failure, runtime, stop_on_signal};
+use crate::server::Server;
+use crate::swarm::Stop;
+use crate::units::{Dur, Rate};
+
+pub const PROXY_HELP: &str = "\
+Control API (JSON over HTTP, loopback by default):
+  GET    /connections   open connections
+  GET    /faults        faults in force
+  POST   /faults        add one, e.g. {\"kind\":\"latency\",\"delay\":\"100ms\",\"jitter\":\"10ms\"}
+                        kinds: cut, blackhole, latency, bandwidth, slicer, idle-timeout,
+                        refuse, partition; common fields: share, direction, duration
+  DELETE /faults/ID     remove one;  DELETE /faults  remove all
+  GET    /stats         counters
+
+Example:
+  wsstorm proxy --listen 127.0.0.1:9100 --upstream 127.0.0.1:9001
+  curl -X POST localhost:9101/faults -d '{\"kind\":\"cut\",\"mode\":\"reset\",\"share\":\"30%\"}'";
+
+#[derive(Args, Debug)]
+pub struct ProxyArgs {
+    /// Address clients connect to.
+    #[arg(long, default_value = "127.0.0.1:9100", value_name = "ADDR")]
+    pub listen: std::net::SocketAddr,
+    /// Where connections are forwarded (host:port).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub upstream: String,
+    /// Address of the control API (default: the listen port + 1).
+    #[arg(long, value_name = "ADDR")]
+    pub control: Option<std::net::SocketAddr>,
+    /// Bytes read per chunk.
+    #[arg(long, default_value = "16KiB")]
+    pub buffer: crate::units::ByteSize,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:9001", value_name = "ADDR")]
+    pub listen: std::net::SocketAddr,
+    /// Serve the embedded target a profile describes (its `target.server` section: stream,
+    /// auth, limits, TLS, ...). The flags below override it.
+    #[arg(long, value_name = "PROFILE")]
+    pub profile: Option<PathBuf>,
+    /// The upgrade path; other paths get 404 (default /ws).
+    #[arg(long)]
+    pub path: Option<String>,
+    /// Handshakes admitted per second (e.g. 500/s); the rest get 503 with Retry-After.
+    #[arg(long, value_name = "RATE")]
+    pub accept_rate: Option<Rate>,
+    /// Token-bucket burst for --accept-rate.
+    #[arg(long, value_name = "N")]
+    pub accept_burst: Option<u32>,
+    /// Retry-After sent with a 503 (default 1s).
+    #[arg(long)]
+    pub retry_after: Option<Dur>,
+    /// Listen backlog (default 4096).
+    #[arg(long)]
+    pub backlog: Option<u32>,
+}
+
+pub fn proxy(args: ProxyArgs) -> Result<ExitCode, Failure> {
+    use crate::proxy::{Proxy, ProxyConfig, bind_control, serve_control};
+    crate::os::raise_fd_limit();
+    let upstream = std::net::ToSocketAddrs::to_socket_addrs(&args.upstream)
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| {
+            Failure::usage(format!(
+                "--upstream `{}` is not a reachable host:port",
+                args.upstream
+            ))
+        })?;
+    if !(512..=16 << 20).contains(&args.buffer.0) {
+        return Err(Failure::usage("--buffer must be between 512B and 16MiB"));
+    }
+    let control = args.control.unwrap_or_else(|| {
+        let mut c = args.listen;
+        if c.port() != 0 {
+            c.set_port(c.port().wrapping_add(1));
+        }
+        c
+    });
+    let mut config = ProxyConfig::new(args.listen, upstream);
+    config.buffer = args.buffer.0 as usize;
+    let rt = runtime()?;
+    rt.block_on(async {
+        let proxy = Proxy::bind(config)
+            .await
+            .map_err(|e| Failure::runtime(format!("cannot listen on {}: {e}", args.listen)))?;
+        let control_listener = bind_control(control)
+            .await
+            .map_err(|e| Failure::runtime(format!("cannot listen on {control}: {e}")))?;
+        let handle = proxy.handle();
+        println!(
+            "wsstorm proxy: listening on {}, forwarding to {upstream}; control API on http://{}",
+            handle.local_addr(),
+            control_listener
+                .local_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_default()
+        );
+        let stop = Stop::new();
+        tokio::spawn(stop_on_signal(stop.clone()));
+        tokio::spawn(serve_control(
+            control_listener,
+            handle.clone(),
+            stop.token(),
+        ));
+        proxy.run(stop.token()).await;
+        let s = handle.stats();
+        println!(
+            "wsstorm proxy: stopped; accepted {}, cut {}, idle timeouts {}, bytes up {}, down {}",
+            s.accepted, s.cut, s.idle_timeouts, s.bytes_upstream, s.bytes_downstream
+        );
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+pub fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
+    // The profile's `target.server` settings are checked as a run would check them.
+    let settings = match &args.profile {
+        Some(p) => crate::profile::load(p)?.profile.target.server,
+        None => Default::default(),
+    };
+    let mut config = crate::plan::server_config(&settings).map_err(|e| match &args.profile {
+        Some(p) => Failure::usage(format!("{}: {e}", p.display())),
+        None => Failure::usage(e),
+    })?;
+    config.listen = args.listen;
+    if let Some(path) = args.path {
+        if !path.starts_with('/') {
+            return Err(Failure::usage(format!("--path `{path}` must start with /")));
+        }
+        config.path = path;
+    }
+    if let Some(r) = args.accept_rate {
+        config.accept_rate = Some(r.0);
+    }
+    if let Some(b) = args.accept_burst {
+        config.accept_burst = Some(b);
+    }
+    if let Some(r) = args.retry_after {
+        config.retry_after = r.0;
+    }
+    if let Some(b) = args.backlog {
+        config.backlog = b;
+    }
+    crate::os::raise_fd_limit();
+    let rt = runtime()?;
+    rt.block_on(async {
+        let server = Server::bind(config.clone())
+            .await
+            .map_err(|e| Failure::runtime(format!("cannot listen on {}: {e}", config.listen)))?;
+        let handle = server.handle();
+        println!("wsstorm serve: listening on {}", handle.url());
+        if let Some(ca) = handle.ca_pem() {
+            let path =
+                std::env::temp_dir().join(format!("wsstorm-serve-{}-ca.pem", std::process::id()));
+            match std::fs::write(&path, ca) {
+                Ok(()) => println!(
+                    "wsstorm serve: CA of the generated certificate: {}",
+                    path.display()
+                ),
+                Err(e) => eprintln!("wsstorm serve: cannot write the CA file: {e}"),
+            }
+        }
+        let stop = Stop::new();
+        tokio::spawn(stop_on_signal(stop.clone()));
+        server.run(stop.token()).await;
+        let s = handle.stats.summary();
+        println!(
+            "wsstorm serve: stopped; accepted {}, upgraded {}, 503 {}, 404 {}, echoed {}",
+            s.accepted, s.upgraded, s.rejected_503, s.rejected_404, s.messages_echoed
+        );
+        Ok(ExitCode::SUCCESS)
+    })
+}

@@ -1,0 +1,1044 @@
+//! Profile → plan in one pass. Each part of the profile is checked and turned into its typed
+//! form in the same step, so nothing is parsed twice and nothing downstream has to trust that
+//! a check ran: a header that does not parse is a problem here, not an `expect` later.
+//!
+//! Problems are collected as `(path, message)` and come back together, each located in the
+//! file by [`Document::problem`]; a compile that found any returns no plan.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue, Uri};
+
+use super::{
+    AbusePlan, AuthPlan, ClientBehaviour, CodeSet, DEFAULT_SEED, DecisionTable, HeartbeatPlan,
+    Layout, Plan, PlanGroup, PlanTarget, PlannedAction, ProxyPlan, SendPlan, SleepPlan,
+    SubscribePlan, TimelineAction,
+};
+use crate::auth::Signer;
+use crate::backoff::{Backoff, Strategy};
+use crate::profile::{
+    AbuseKind, ActionKind, CapacitySettings, CapacityVary, Decision, Document, DropMode, Expiry,
+    Group, Profile, ProfileError, ServerSettings, ThresholdSpec, TimelineEntry,
+};
+use crate::proxy::{CutMode, Fault};
+use crate::results::threshold::Threshold;
+use crate::server::{
+    Action, Backpressure, HandshakeCost, Heartbeat, IdleTimeout, RateLimit, ServerConfig,
+    StreamConfig,
+};
+use crate::units::{ByteRate, ByteSize, Percent};
+
+/// Smallest echo message: the header that carries client id, sequence and send time.
+pub const MIN_MESSAGE_BYTES: u64 = 48;
+const MAX_MESSAGE_BYTES: u64 = 16 << 20;
+/// Most addresses one `source_addrs` entry may expand to.
+pub const MAX_SOURCE_ADDRS: u32 = 65_536;
+/// Longest `grace` a profile may ask for.
+const MAX_GRACE: Duration = Duration::from_secs(300);
+
+/// Problems found so far, by path in the document.
+#[derive(Default)]
+struct Problems(Vec<(String, String)>);
+
+impl Problems {
+    fn bad(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push((path.into(), message.into()));
+    }
+
+    /// A duration that must be longer than zero.
+    fn positive(&mut self, path: impl Into<String>, d: Duration) {
+        if d.is_zero() {
+            self.bad(path, "must be longer than 0s");
+        }
+    }
+}
+
+pub(super) fn compile(doc: &Document) -> Result<Plan, ProfileError> {
+    let p = &doc.profile;
+    let mut problems = Problems::default();
+    let plan = compile_into(p, &doc.text, &mut problems);
+    if problems.0.is_empty() {
+        Ok(plan)
+    } else {
+        Err(ProfileError::Invalid(
+            problems
+                .0
+                .iter()
+                .map(|(path, message)| doc.problem(path, message.as_str()))
+                .collect(),
+        ))
+    }
+}
+
+/// The plan, as far as it can be made; `problems` says whether it may be used.
+fn compile_into(p: &Profile, text: &str, problems: &mut Problems) -> Plan {
+    if p.name.trim().is_empty() {
+        problems.bad("name", "must not be empty");
+    }
+    problems.positive("duration", p.duration.0);
+    if let Some(g) = p.grace
+        && g.0 > MAX_GRACE
+    {
+        problems.bad("grace", format!("{g} is more than the 5m allowed"));
+    }
+    let (target, proxy_settings) = target(p, problems);
+    let compare = match &p.compare {
+        Some(c) if c.strategies.len() < 2 => {
+            problems.bad(
+                "compare.strategies",
+                "needs at least two strategies to compare",
+            );
+            Vec::new()
+        }
+        Some(c) => c.strategies.clone(),
+        None => Vec::new(),
+    };
+    let thresholds = thresholds(&p.thresholds, problems);
+    if let Some(c) = &p.capacity {
+        check_capacity(p, c, problems);
+    }
+    if p.groups.is_empty() {
+        problems.bad("groups", "needs at least one group");
+    }
+    let server = match &target {
+        PlanTarget::Embedded { config, .. } => Some(&**config),
+        PlanTarget::External { .. } => None,
+    };
+    let mut first_client = 0u32;
+    let mut groups = Vec::with_capacity(p.groups.len());
+    for (i, g) in p.groups.iter().enumerate() {
+        let group = group(p, i, g, server, first_client, problems);
+        first_client = first_client.saturating_add(g.clients);
+        groups.push(group);
+    }
+    let proxied = p.target.via_proxy || p.groups.iter().any(|g| g.via_proxy == Some(true));
+    let mut timeline: Vec<PlannedAction> = p
+        .timeline
+        .iter()
+        .enumerate()
+        .map(|(i, e)| PlannedAction {
+            at: e.at.0,
+            action: timeline_action(p, i, e, proxied, problems),
+        })
+        .collect();
+    // Stable sort: actions at the same instant fire in the order written.
+    timeline.sort_by_key(|a| a.at);
+    Plan {
+        name: p.name.clone(),
+        description: p.description.clone(),
+        seed: p.seed.unwrap_or(DEFAULT_SEED),
+        duration: p.duration.0,
+        grace: p.grace.map(|g| g.0).unwrap_or(Duration::from_secs(2)),
+        target,
+        tls: p.target.tls.clone(),
+        groups,
+        timeline,
+        proxy: proxied.then_some(proxy_settings),
+        thresholds,
+        compare,
+        capacity: p.capacity.clone(),
+        layout: Layout::default(),
+        source: text.to_string(),
+    }
+}
+
+/// The target, and the proxy's settings (checked whether or not a group uses the proxy).
+fn target(p: &Profile, problems: &mut Problems) -> (PlanTarget, ProxyPlan) {
+    let t = &p.target;
+    let listen = t.proxy.listen.parse::<SocketAddr>().unwrap_or_else(|_| {
+        problems.bad(
+            "target.proxy.listen",
+            format!("`{}` is not an address such as 127.0.0.1:0", t.proxy.listen),
+        );
+        SocketAddr::from(([127, 0, 0, 1], 0))
+    });
+    if !(512..=(16 << 20)).contains(&t.proxy.buffer.0) {
+        problems.bad("target.proxy.buffer", "must be between 512B and 16MiB");
+    }
+    let proxy = ProxyPlan {
+        listen,
+        buffer: t.proxy.buffer.0 as usize,
+    };
+    if t.is_embedded() {
+        let config = server(&t.server, "target.server", problems);
+        if t.tls.trust_embedded_ca && config.tls.is_none() {
+            problems.bad(
+                "target.tls.trust_embedded_ca",
+                "the embedded target serves no TLS: add `target.server.tls`",
+            );
+        }
+        let target = PlanTarget::Embedded {
+            config: Box::new(config),
+            threads: t.server.threads,
+        };
+        return (target, proxy);
+    }
+    if t.tls.trust_embedded_ca {
+        problems.bad(
+            "target.tls.trust_embedded_ca",
+            "only an embedded target has a generated CA",
+        );
+    }
+    if t.tls.ca_file.is_some() && t.tls.insecure_skip_verify {
+        problems.bad(
+            "target.tls",
+            "set either `ca_file` or `insecure_skip_verify`, not both",
+        );
+    }
+    let host = match t.url.parse::<Uri>() {
+        Ok(u) => {
+            let scheme = u.scheme_str().unwrap_or("");
+            let host = u.host().unwrap_or("");
+            if scheme != "ws" && scheme != "wss" {
+                problems.bad(
+                    "target.url",
+                    format!("`{}` is not `embedded` or a ws:// or wss:// URL", t.url),
+                );
+            } else if host.is_empty() {
+                problems.bad("target.url", format!("`{}` has no host", t.url));
+            }
+            host.trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string()
+        }
+        Err(e) => {
+            problems.bad(
+                "target.url",
+                format!(
+                    "`{}` is not `embedded` or a ws:// or wss:// URL ({e})",
+                    t.url
+                ),
+            );
+            String::new()
+        }
+    };
+    let target = PlanTarget::External {
+        url: t.url.clone(),
+        host,
+    };
+    (target, proxy)
+}
+
+/// The embedded server's configuration from its settings; `at` is where they are in the
+/// document (`target.server`).
+fn server(s: &ServerSettings, at: &str, problems: &mut Problems) -> ServerConfig {
+    let path = |field: &str| format!("{at}.{field}");
+    let listen = s.listen.parse::<SocketAddr>().unwrap_or_else(|_| {
+        problems.bad(
+            path("listen"),
+            format!(
+                "`{}` is not an address such as 127.0.0.1:0 or 127.0.0.1:9001",
+                s.listen
+            ),
+        );
+        SocketAddr::from(([127, 0, 0, 1], 0))
+    });
+    if !s.path.starts_with('/') {
+        problems.bad(path("path"), format!("`{}` must start with /", s.path));
+    }
+    if s.backlog == 0 {
+        problems.bad(path("backlog"), "must be at least 1");
+    }
+    if s.nice > 19 {
+        problems.bad(
+            path("nice"),
+            format!(
+                "{} is out of range: 0 to 19 (only a lower priority than the clients' can be \
+                 asked for)",
+                s.nice
+            ),
+        );
+    }
+    if !(1..=64).contains(&s.threads) {
+        problems.bad(path("threads"), "must be between 1 and 64");
+    }
+    if s.accept_burst == Some(0) {
+        problems.bad(path("accept_burst"), "must be at least 1");
+    }
+    if !(128..=(1 << 30)).contains(&s.max_message.0) {
+        problems.bad(path("max_message"), "must be between 128B and 1GiB");
+    }
+    if let Some(h) = &s.heartbeat
+        && (h.ping_every.0.is_zero() || h.timeout.0.is_zero())
+    {
+        problems.bad(
+            path("heartbeat"),
+            "ping_every and timeout must be longer than 0s",
+        );
+    }
+    if let Some(i) = &s.idle_timeout {
+        problems.positive(path("idle_timeout.after"), i.after.0);
+    }
+    if let Some(h) = &s.handshake {
+        problems.positive(path("handshake.service_time"), h.service_time.0);
+        if h.workers == 0 {
+            problems.bad(path("handshake.workers"), "must be at least 1");
+        }
+        if h.queue == 0 {
+            problems.bad(path("handshake.queue"), "must be at least 1");
+        }
+    }
+    if let Some(a) = &s.auth
+        && a.secret.is_empty()
+    {
+        problems.bad(path("auth.secret"), "must not be empty");
+    }
+    if let Some(st) = &s.stream {
+        if !(MIN_MESSAGE_BYTES..=MAX_MESSAGE_BYTES).contains(&st.bytes.0) {
+            problems.bad(
+                path("stream.bytes"),
+                format!("must be between {MIN_MESSAGE_BYTES}B and 16MiB"),
+            );
+        }
+        if st.history == 0 {
+            problems.bad(path("stream.history"), "must be at least 1");
+        }
+    }
+    if s.backpressure.buffer.0 < 1024 {
+        problems.bad(path("backpressure.buffer"), "must be at least 1KiB");
+    }
+    ServerConfig {
+        listen,
+        path: s.path.clone(),
+        accept_rate: s.accept_rate.map(|r| r.0),
+        accept_burst: s.accept_burst,
+        retry_after: s.retry_after.0,
+        backlog: s.backlog,
+        // Small, so a hundred thousand idle connections stay cheap; it grows for bigger
+        // messages.
+        read_buffer: 1024,
+        max_message: s.max_message.0 as usize,
+        rate_limit: s.rate_limit.as_ref().map(|r| RateLimit {
+            per_second: r.max.0,
+            action: r.action,
+        }),
+        heartbeat: s.heartbeat.as_ref().map(|h| Heartbeat {
+            ping_every: h.ping_every.0,
+            timeout: h.timeout.0,
+        }),
+        idle_timeout: s.idle_timeout.as_ref().map(|i| IdleTimeout {
+            after: i.after.0,
+            mode: i.mode,
+        }),
+        handshake: s.handshake.as_ref().map(|h| HandshakeCost {
+            service_time: h.service_time.0,
+            workers: h.workers,
+            queue: h.queue,
+        }),
+        auth_secret: s.auth.as_ref().map(|a| a.secret.clone()),
+        stream: s.stream.as_ref().map(|st| StreamConfig {
+            rate: st.rate.0,
+            bytes: st.bytes.0 as usize,
+            history: st.history as usize,
+        }),
+        backpressure: Backpressure {
+            limit: s.backpressure.buffer.0 as usize,
+            on_full: s.backpressure.on_full,
+        },
+        socket_send_buffer: s.socket_send_buffer.map(|b| b.0 as usize),
+        nice: s.nice,
+        tls: s.tls.as_ref().map(|t| t.certificate),
+        reuse_port: false,
+    }
+}
+
+/// The embedded server's configuration from `target.server` settings alone (`wsstorm serve`),
+/// or every problem with them, each naming its field.
+pub fn server_config(s: &ServerSettings) -> Result<ServerConfig, String> {
+    let mut problems = Problems::default();
+    let config = server(s, "target.server", &mut problems);
+    if problems.0.is_empty() {
+        Ok(config)
+    } else {
+        Err(problems
+            .0
+            .iter()
+            .map(|(path, m)| format!("{path}: {m}"))
+            .collect::<Vec<_>>()
+            .join("\n"))
+    }
+}
+
+fn thresholds(specs: &[ThresholdSpec], problems: &mut Problems) -> Vec<Threshold> {
+    let mut out = Vec::with_capacity(specs.len());
+    for (i, spec) in specs.iter().enumerate() {
+        match Threshold::parse(spec.expr()) {
+            Ok(mut t) => {
+                if let ThresholdSpec::Full(o) = spec {
+                    t.abort_on_fail = o.abort_on_fail;
+                    t.delay = o.delay.map(|d| d.0).unwrap_or_default();
+                }
+                out.push(t);
+            }
+            Err(e) => {
+                let path = match spec {
+                    ThresholdSpec::Expr(_) => format!("thresholds[{i}]"),
+                    ThresholdSpec::Full(_) => format!("thresholds[{i}].expr"),
+                };
+                problems.bad(path, format!("`{}`: {e}", spec.expr()));
+            }
+        }
+    }
+    out
+}
+
+/// One group: its schedule and its clients' behaviour.
+fn group(
+    p: &Profile,
+    i: usize,
+    g: &Group,
+    server: Option<&ServerConfig>,
+    first_client: u32,
+    problems: &mut Problems,
+) -> PlanGroup {
+    let at = |field: &str| format!("groups[{i}].{field}");
+    if g.name.trim().is_empty() {
+        problems.bad(at("name"), "must not be empty");
+    }
+    if p.groups[..i].iter().any(|o| o.name == g.name) {
+        problems.bad(at("name"), format!("`{}` is used by another group", g.name));
+    }
+    if g.clients == 0 {
+        problems.bad(at("clients"), "must be at least 1");
+    }
+    if g.arrival.start.0 >= p.duration.0 && !p.duration.0.is_zero() {
+        problems.bad(
+            at("arrival.start"),
+            format!(
+                "{} is not before the end of the run ({})",
+                g.arrival.start, p.duration
+            ),
+        );
+    }
+    problems.positive(at("connect_timeout"), g.connect_timeout.0);
+    problems.positive(at("handshake_timeout"), g.handshake_timeout.0);
+    let headers = headers(g, &at, problems);
+    let subprotocols = subprotocols(g, &at, problems);
+    if !(256..=16 << 20).contains(&g.read_buffer.0) {
+        problems.bad(at("read_buffer"), "must be between 256B and 16MiB");
+    }
+    let mut source_addrs = Vec::new();
+    for (j, a) in g.source_addrs.iter().enumerate() {
+        match parse_addr_range(a) {
+            Ok(addrs) => source_addrs.extend(addrs),
+            Err(e) => problems.bad(at(&format!("source_addrs[{j}]")), e),
+        }
+    }
+    let b = &g.behaviour;
+    let send = b.send.as_ref().map(|s| {
+        match (s.every, s.in_flight) {
+            (Some(e), None) => problems.positive(at("behaviour.send.every"), e.0),
+            (None, Some(n)) if !(1..=1000).contains(&n) => {
+                problems.bad(at("behaviour.send.in_flight"), "must be between 1 and 1000")
+            }
+            (Some(_), Some(_)) | (None, None) => problems.bad(
+                at("behaviour.send"),
+                "needs either `every` (open loop) or `in_flight` (closed loop)",
+            ),
+            _ => {}
+        }
+        if !(MIN_MESSAGE_BYTES..=MAX_MESSAGE_BYTES).contains(&s.bytes.0) {
+            problems.bad(
+                at("behaviour.send.bytes"),
+                format!(
+                    "must be between {MIN_MESSAGE_BYTES}B (the timing header) and 16MiB, got {}",
+                    s.bytes
+                ),
+            );
+        }
+        SendPlan {
+            every: s.every.map(|e| e.0),
+            in_flight: s.in_flight.unwrap_or(0),
+            bytes: s.bytes.0 as usize,
+        }
+    });
+    let heartbeat = b.heartbeat.as_ref().map(|h| {
+        problems.positive(at("behaviour.heartbeat.ping_every"), h.ping_every.0);
+        problems.positive(at("behaviour.heartbeat.timeout"), h.timeout.0);
+        HeartbeatPlan {
+            ping_every: h.ping_every.0,
+            timeout: h.timeout.0,
+        }
+    });
+    let sleep = b.sleep.as_ref().map(|s| {
+        problems.positive(at("behaviour.sleep.duration"), s.duration.0);
+        SleepPlan {
+            after: s.after.0,
+            duration: s.duration.0,
+        }
+    });
+    let refresh = b
+        .auth
+        .as_ref()
+        .is_some_and(|a| a.on_expiry == Expiry::Refresh);
+    let auth = b.auth.as_ref().map(|a| {
+        problems.positive(at("behaviour.auth.lifetime"), a.lifetime.0);
+        let secret = a
+            .secret
+            .clone()
+            .or_else(|| server.and_then(|s| s.auth_secret.clone()));
+        if secret.is_none() {
+            problems.bad(
+                at("behaviour.auth"),
+                "needs a `secret`, or an embedded target with `server.auth`",
+            );
+        }
+        AuthPlan {
+            signer: Signer::new(secret.as_deref().unwrap_or_default()),
+            lifetime: a.lifetime.0,
+            refresh,
+            place: a.send_as,
+        }
+    });
+    let subscribe = b.subscribe.as_ref().map(|sub| {
+        if server.is_some_and(|s| s.stream.is_none()) {
+            problems.bad(
+                at("behaviour.subscribe"),
+                "the embedded target publishes no stream: add `target.server.stream`",
+            );
+        }
+        let checkpoint_every = sub.checkpoint_every.unwrap_or(1);
+        if !(1..=1000).contains(&checkpoint_every) {
+            problems.bad(
+                at("behaviour.subscribe.checkpoint_every"),
+                "must be between 1 and 1000",
+            );
+        }
+        SubscribePlan {
+            resume: sub.resume,
+            checkpoint_every,
+        }
+    });
+    let abuse = b.abuse.as_ref().map(|a| {
+        if a.kind == AbuseKind::Oversized
+            && let (Some(s), Some(size)) = (server, a.bytes)
+            && size.0 <= s.max_message as u64
+        {
+            problems.bad(
+                at("behaviour.abuse.bytes"),
+                format!(
+                    "{} is not over the target's max_message ({})",
+                    size,
+                    ByteSize(s.max_message as u64)
+                ),
+            );
+        }
+        AbusePlan {
+            kind: a.kind,
+            after: a.after.0,
+            bytes: a.bytes.map(|b| b.0).unwrap_or(1 << 20),
+        }
+    });
+    let r = &b.reconnect;
+    // A refreshing client answers an expired token (4001 in session, 401 at the handshake) by
+    // getting a new one, unless the profile says otherwise.
+    let implied = |code: u16| refresh.then_some((CodeSet::Exact(code), Decision::RefreshAuth));
+    let on_close = decisions(&r.on_close, "on_close", implied(4001), &at, b, problems);
+    let on_status = decisions(&r.on_status, "on_status", implied(401), &at, b, problems);
+    let backoff = backoff(&r.backoff, &at, problems);
+    PlanGroup {
+        index: i,
+        name: g.name.clone(),
+        clients: g.clients,
+        first_client,
+        rate: g.arrival.rate.0,
+        start: g.arrival.start.0,
+        pattern: g.arrival.pattern,
+        via_proxy: g.via_proxy.unwrap_or(p.target.via_proxy),
+        behaviour: Arc::new(ClientBehaviour {
+            connect_timeout: g.connect_timeout.0,
+            handshake_timeout: g.handshake_timeout.0,
+            headers,
+            subprotocols,
+            read_buffer: g.read_buffer.0 as usize,
+            socket_recv_buffer: g
+                .socket_recv_buffer
+                .map(|b| b.0.min(u64::from(u32::MAX)) as u32),
+            source_addrs,
+            send,
+            heartbeat,
+            backoff,
+            align: r.backoff.align.map(|a| a.0),
+            on_close,
+            on_status,
+            read_rate: b.read.as_ref().map(|r| r.max_rate.0),
+            sleep,
+            auth,
+            subscribe,
+            abuse,
+        }),
+    }
+}
+
+/// Handshake headers the user adds, parsed; the ones the handshake sets itself are refused.
+fn headers(
+    g: &Group,
+    at: &impl Fn(&str) -> String,
+    problems: &mut Problems,
+) -> Vec<(HeaderName, HeaderValue)> {
+    const OWN: [&str; 5] = [
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "upgrade",
+        "connection",
+        "host",
+    ];
+    let mut out = Vec::with_capacity(g.headers.len());
+    for (name, value) in &g.headers {
+        let path = at(&format!("headers.{name}"));
+        let Ok(header) = HeaderName::from_bytes(name.as_bytes()) else {
+            problems.bad(path, format!("`{name}` is not a valid HTTP header name"));
+            continue;
+        };
+        if OWN.contains(&header.as_str()) {
+            problems.bad(
+                path,
+                format!("`{name}` is set by the WebSocket handshake itself"),
+            );
+            continue;
+        }
+        match HeaderValue::from_str(value) {
+            Ok(v) => out.push((header, v)),
+            Err(_) => problems.bad(path, "the value is not a valid HTTP header value"),
+        }
+    }
+    out
+}
+
+fn subprotocols(
+    g: &Group,
+    at: &impl Fn(&str) -> String,
+    problems: &mut Problems,
+) -> Option<HeaderValue> {
+    for (j, proto) in g.subprotocols.iter().enumerate() {
+        if proto.is_empty() || !proto.bytes().all(is_token_char) {
+            problems.bad(
+                at(&format!("subprotocols[{j}]")),
+                format!("`{proto}` is not a valid subprotocol token"),
+            );
+        }
+    }
+    if g.subprotocols.is_empty() {
+        return None;
+    }
+    // Token characters only (checked above), so the joined list is a valid header value.
+    HeaderValue::from_str(&g.subprotocols.join(", ")).ok()
+}
+
+/// A table of decisions by close code (`on_close`) or HTTP status (`on_status`), with the
+/// rule a refreshing client implies unless the profile gives its own for that code.
+fn decisions(
+    map: &std::collections::BTreeMap<String, Decision>,
+    table: &str,
+    implied: Option<(CodeSet, Decision)>,
+    at: &impl Fn(&str) -> String,
+    b: &crate::profile::Behaviour,
+    problems: &mut Problems,
+) -> DecisionTable {
+    let close = table == "on_close";
+    let mut rules = Vec::with_capacity(map.len() + 1);
+    for (key, d) in map {
+        let path = at(&format!("behaviour.reconnect.{table}.{key}"));
+        match d {
+            Decision::RefreshAuth if b.auth.is_none() => {
+                problems.bad(&path, "refresh-auth needs `behaviour.auth`")
+            }
+            Decision::RetryAfter(d) if d.0.is_zero() => {
+                problems.bad(&path, "retry-after must be longer than 0s")
+            }
+            _ => {}
+        }
+        let set = if close {
+            CodeSet::parse_close(key)
+        } else {
+            CodeSet::parse_status(key)
+        };
+        match set {
+            Some(set) => rules.push((set, *d)),
+            None if close => problems.bad(
+                path,
+                format!(
+                    "`{key}` is not a close code: expected 1000-4999, a range like 4000-4999, or `default`"
+                ),
+            ),
+            None => problems.bad(
+                path,
+                format!(
+                    "`{key}` is not an HTTP status: expected 100-599, a class like 5xx, or `default`"
+                ),
+            ),
+        }
+    }
+    if let Some((set, d)) = implied
+        && !rules.iter().any(|(s, _)| *s == set)
+    {
+        rules.push((set, d));
+    }
+    DecisionTable::new(rules)
+}
+
+fn backoff(
+    bo: &crate::profile::BackoffSettings,
+    at: &impl Fn(&str) -> String,
+    problems: &mut Problems,
+) -> Backoff {
+    if let Some(a) = bo.align {
+        problems.positive(at("behaviour.reconnect.backoff.align"), a.0);
+    }
+    if bo.strategy != Strategy::None && bo.base.0.is_zero() {
+        problems.bad(
+            at("behaviour.reconnect.backoff.base"),
+            format!("must be longer than 0s for {}", bo.strategy.name()),
+        );
+    }
+    if bo.cap.0 < bo.base.0 {
+        problems.bad(
+            at("behaviour.reconnect.backoff.cap"),
+            format!("{} is shorter than base ({})", bo.cap, bo.base),
+        );
+    }
+    if !(1.0..=100.0).contains(&bo.multiplier) {
+        problems.bad(
+            at("behaviour.reconnect.backoff.multiplier"),
+            format!("must be between 1 and 100, got {}", bo.multiplier),
+        );
+    }
+    if bo.max_attempts == Some(0) {
+        problems.bad(
+            at("behaviour.reconnect.backoff.max_attempts"),
+            "must be at least 1 (leave it out for no limit)",
+        );
+    }
+    Backoff {
+        strategy: bo.strategy,
+        base: bo.base.0,
+        cap: bo.cap.0,
+        multiplier: bo.multiplier,
+        max_attempts: bo.max_attempts,
+    }
+}
+
+/// One timeline entry: who carries it out, with what. The fields an action does not take are
+/// refused here, which keeps the YAML flat.
+fn timeline_action(
+    p: &Profile,
+    i: usize,
+    e: &TimelineEntry,
+    proxied: bool,
+    problems: &mut Problems,
+) -> TimelineAction {
+    let at = |field: &str| format!("timeline[{i}].{field}");
+    let name = e.action.name();
+    if e.at.0 >= p.duration.0 {
+        problems.bad(
+            at("at"),
+            format!(
+                "{} is not before the end of the run ({}); the action would never fire",
+                e.at, p.duration
+            ),
+        );
+    }
+    if e.action.is_proxy() {
+        if !proxied {
+            problems.bad(
+                at("action"),
+                format!(
+                    "`{name}` is a fault of the proxy: set `target.via_proxy: true`{}",
+                    if e.action == ActionKind::Blackhole {
+                        " (or use `hang` to make the embedded server stop answering)"
+                    } else {
+                        ""
+                    }
+                ),
+            );
+        }
+    } else if !p.target.is_embedded() {
+        problems.bad(
+            at("action"),
+            format!(
+                "`{name}` is an action of the embedded target server; the target is {}",
+                p.target.url
+            ),
+        );
+    }
+    let set: [(&str, bool); 12] = [
+        ("mode", e.mode.is_some()),
+        ("code", e.code.is_some()),
+        ("share", e.share.is_some()),
+        ("down_for", e.down_for.is_some()),
+        ("delay", e.delay.is_some()),
+        ("jitter", e.jitter.is_some()),
+        ("rate", e.rate.is_some()),
+        ("bytes", e.bytes.is_some()),
+        ("after", e.after.is_some()),
+        ("duration", e.duration.is_some()),
+        ("direction", e.direction.is_some()),
+        ("cut_existing", e.cut_existing.is_some()),
+    ];
+    let (takes, needs): (&[&str], &[&str]) = match e.action {
+        ActionKind::DropAll => (&["mode", "code", "share"], &[]),
+        ActionKind::Restart => (&["down_for"], &["down_for"]),
+        ActionKind::Hang => (&["share"], &[]),
+        ActionKind::Cut => (&["mode", "share"], &[]),
+        ActionKind::Blackhole => (&["share", "direction", "duration"], &[]),
+        ActionKind::Latency => (
+            &["delay", "jitter", "share", "direction", "duration"],
+            &["delay"],
+        ),
+        ActionKind::Bandwidth => (&["rate", "share", "direction", "duration"], &["rate"]),
+        ActionKind::Slicer => (
+            &["bytes", "delay", "share", "direction", "duration"],
+            &["bytes", "delay"],
+        ),
+        ActionKind::IdleTimeout => (&["after", "mode", "share", "duration"], &["after"]),
+        ActionKind::Refuse => (&["cut_existing", "duration"], &[]),
+        ActionKind::Partition => (&["share", "duration"], &["share"]),
+        ActionKind::Heal => (&[], &[]),
+    };
+    for (field, present) in set {
+        if present && !takes.contains(&field) {
+            problems.bad(
+                at(field),
+                if takes.is_empty() {
+                    format!("{name} takes no `{field}`")
+                } else {
+                    format!(
+                        "{name} does not take `{field}` (it takes: {})",
+                        takes.join(", ")
+                    )
+                },
+            );
+        }
+        if !present && needs.contains(&field) {
+            problems.bad(at("action"), format!("{name} needs `{field}`"));
+        }
+    }
+    for (field, d) in [
+        ("down_for", e.down_for),
+        ("delay", e.delay.filter(|_| e.action == ActionKind::Slicer)),
+        ("after", e.after),
+        ("duration", e.duration),
+    ] {
+        if let Some(d) = d {
+            problems.positive(at(field), d.0);
+        }
+    }
+    if let (Some(d), Some(j)) = (e.delay, e.jitter)
+        && j.0 > d.0
+    {
+        problems.bad(at("jitter"), format!("{j} is larger than the delay ({d})"));
+    }
+    if e.bytes == Some(ByteSize(0)) {
+        problems.bad(at("bytes"), "must be at least 1");
+    }
+    match (e.action, e.mode) {
+        (ActionKind::DropAll, mode) => match (mode.unwrap_or(DropMode::Abrupt), e.code) {
+            (DropMode::Close, None) => problems.bad(
+                at("mode"),
+                "mode `close` needs a `code` (e.g. 1001 going away, 1012 service restart)",
+            ),
+            (DropMode::Close, Some(c)) if !sendable_close_code(c) => problems.bad(
+                at("code"),
+                format!(
+                    "{c} cannot be sent in a close frame: use 1000-1003, 1007-1014 or 3000-4999"
+                ),
+            ),
+            (DropMode::Abrupt | DropMode::Reset, Some(_)) => {
+                problems.bad(at("code"), "only `mode: close` sends a close code")
+            }
+            _ => {}
+        },
+        (ActionKind::Cut | ActionKind::IdleTimeout, Some(DropMode::Close)) => problems.bad(
+            at("mode"),
+            format!("the proxy cannot send close frames: {name} takes `reset` or `fin`"),
+        ),
+        _ => {}
+    }
+    action(e)
+}
+
+/// The action an entry describes, its absent fields at their defaults.
+fn action(e: &TimelineEntry) -> TimelineAction {
+    let share = Percent(e.share.map(|s| s.0).unwrap_or(1.0));
+    let direction = e.direction.unwrap_or_default();
+    let duration = e.duration;
+    let cut_mode = match e.mode {
+        Some(DropMode::Abrupt) => CutMode::Fin,
+        _ => CutMode::Reset,
+    };
+    let server = TimelineAction::Server;
+    let proxy = TimelineAction::Proxy;
+    match e.action {
+        ActionKind::DropAll => server(Action::DropAll {
+            mode: match e.mode.unwrap_or(DropMode::Abrupt) {
+                DropMode::Abrupt => crate::server::DropMode::Abrupt,
+                DropMode::Reset => crate::server::DropMode::Reset,
+                DropMode::Close => crate::server::DropMode::Close(e.code.unwrap_or(1001)),
+            },
+            share: share.0,
+        }),
+        ActionKind::Restart => server(Action::Restart {
+            down_for: e.down_for.map(|d| d.0).unwrap_or_default(),
+        }),
+        ActionKind::Hang => server(Action::Hang { share: share.0 }),
+        ActionKind::Cut => proxy(Fault::Cut {
+            mode: cut_mode,
+            share,
+        }),
+        ActionKind::Blackhole => proxy(Fault::Blackhole {
+            share,
+            direction,
+            duration,
+        }),
+        ActionKind::Latency => proxy(Fault::Latency {
+            delay: e.delay.unwrap_or_default(),
+            jitter: e.jitter.unwrap_or_default(),
+            share,
+            direction,
+            duration,
+        }),
+        ActionKind::Bandwidth => proxy(Fault::Bandwidth {
+            rate: e.rate.unwrap_or(ByteRate(1.0)),
+            share,
+            direction,
+            duration,
+        }),
+        ActionKind::Slicer => proxy(Fault::Slicer {
+            bytes: e.bytes.unwrap_or(ByteSize(1)),
+            delay: e.delay.unwrap_or_default(),
+            share,
+            direction,
+            duration,
+        }),
+        ActionKind::IdleTimeout => proxy(Fault::IdleTimeout {
+            after: e.after.unwrap_or_default(),
+            mode: cut_mode,
+            share,
+            duration,
+        }),
+        ActionKind::Refuse => proxy(Fault::Refuse {
+            cut_existing: e.cut_existing.unwrap_or(false),
+            duration,
+        }),
+        ActionKind::Partition => proxy(Fault::Partition { share, duration }),
+        ActionKind::Heal => TimelineAction::Heal,
+    }
+}
+
+fn check_capacity(p: &Profile, c: &CapacitySettings, problems: &mut Problems) {
+    if !(c.start > 0.0 && c.start.is_finite()) {
+        problems.bad("capacity.start", "must be more than 0");
+    }
+    if !(c.max >= c.start && c.max.is_finite()) {
+        problems.bad(
+            "capacity.max",
+            format!("must be at least `start` ({})", c.start),
+        );
+    }
+    match (c.step, c.factor) {
+        (Some(_), Some(_)) => problems.bad(
+            "capacity.factor",
+            "give `step` (added each step) or `factor` (multiplied each step), not both",
+        ),
+        (Some(s), None) if !(s > 0.0 && s.is_finite()) => {
+            problems.bad("capacity.step", "must be more than 0")
+        }
+        (None, Some(f)) if !(f > 1.0 && f.is_finite()) => {
+            problems.bad("capacity.factor", "must be more than 1")
+        }
+        _ => {}
+    }
+    if c.hold.0 < Duration::from_secs(1) {
+        problems.bad("capacity.hold", "must be at least 1s");
+    }
+    let steps = super::capacity::steps(c).len();
+    if steps > super::capacity::MAX_STEPS {
+        problems.bad(
+            "capacity",
+            format!(
+                "{steps} steps from {} to {} is more than the {} allowed; use a bigger `step` or a `factor`",
+                c.start,
+                c.max,
+                super::capacity::MAX_STEPS
+            ),
+        );
+    }
+    let group = match &c.group {
+        Some(name) => match p.groups.iter().find(|g| &g.name == name) {
+            Some(g) => Some(g),
+            None => {
+                problems.bad(
+                    "capacity.group",
+                    format!(
+                        "no group is named `{name}`; groups: {}",
+                        p.groups
+                            .iter()
+                            .map(|g| g.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                );
+                None
+            }
+        },
+        None if p.groups.len() > 1 => {
+            problems.bad(
+                "capacity.group",
+                "the profile has several groups: name the one whose load is stepped",
+            );
+            None
+        }
+        None => p.groups.first(),
+    };
+    if c.vary == CapacityVary::MessageRate
+        && let Some(g) = group
+        && g.behaviour.send.as_ref().is_none_or(|s| s.every.is_none())
+    {
+        problems.bad(
+            "capacity.vary",
+            format!(
+                "message-rate steps set `send.every` of group `{}`: give it `behaviour.send: {{ every: …, bytes: … }}`",
+                g.name
+            ),
+        );
+    }
+}
+
+/// `127.0.0.2` or an IPv4 range `127.0.0.2-127.0.0.101` (inclusive).
+pub fn parse_addr_range(s: &str) -> Result<Vec<IpAddr>, String> {
+    let s = s.trim();
+    if let Some((a, b)) = s.split_once('-') {
+        let a: Ipv4Addr = a
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{a}` is not an IPv4 address"))?;
+        let b: Ipv4Addr = b
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{b}` is not an IPv4 address"))?;
+        let (lo, hi) = (u32::from(a), u32::from(b));
+        if lo > hi {
+            return Err(format!("the range `{s}` runs backwards"));
+        }
+        if hi - lo >= MAX_SOURCE_ADDRS {
+            return Err(format!(
+                "the range `{s}` has more than {MAX_SOURCE_ADDRS} addresses"
+            ));
+        }
+        return Ok((lo..=hi).map(|v| IpAddr::V4(Ipv4Addr::from(v))).collect());
+    }
+    s.parse::<IpAddr>()
+        .map(|a| vec![a])
+        .map_err(|_| format!("`{s}` is not an IP address or a range like 127.0.0.2-127.0.0.101"))
+}
+
+/// RFC 6455 §7.4: 1004-1006 and 1015 are reserved and must never be sent on the wire.
+fn sendable_close_code(c: u16) -> bool {
+    matches!(c, 1000..=1003 | 1007..=1014 | 3000..=4999)
+}
+
+fn is_token_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}

@@ -1,0 +1,358 @@
+//! The one pass from profile text to a plan: what it builds, and every problem it names with
+//! its position.
+
+use std::time::Duration;
+
+use super::*;
+use crate::profile::{Decision, Problem, ProfileError};
+use crate::proxy::{CutMode, Fault};
+use crate::server::DropMode;
+use crate::units::Percent;
+
+const GOOD: &str = "\
+name: t
+duration: 10s
+target: embedded
+groups:
+  - name: a
+    clients: 10
+    arrival: { rate: 100/s }
+    behaviour:
+      send: { every: 1s, bytes: 64 }
+      reconnect:
+        backoff: { strategy: exponential, base: 100ms, cap: 5s, max_attempts: 3 }
+        on_close: { 1000: stop, 4000-4999: stop, default: retry }
+        on_status: { 401: stop, 5xx: retry }
+timeline:
+  - { at: 5s, action: drop-all, mode: close, code: 1001 }
+";
+
+fn problems(yaml: &str) -> Vec<Problem> {
+    match Plan::from_yaml(yaml, "p.yaml") {
+        Ok(_) => panic!("expected an error for:\n{yaml}"),
+        Err(ProfileError::Invalid(p)) => p,
+        Err(e) => panic!("unexpected {e}"),
+    }
+}
+
+fn one(yaml: &str) -> Problem {
+    let p = problems(yaml);
+    assert_eq!(p.len(), 1, "{p:?}");
+    p.into_iter().next().unwrap()
+}
+
+#[test]
+fn good_profile_compiles() {
+    let p = Plan::from_yaml(GOOD, "p.yaml").unwrap();
+    assert_eq!(p.groups[0].clients, 10);
+    let b = &p.groups[0].behaviour;
+    assert_eq!(b.read_buffer, 512);
+    assert_eq!(b.backoff.strategy, Strategy::Exponential);
+    assert_eq!(b.backoff.max_attempts, Some(3));
+    assert_eq!(b.on_close.decide(1000), Decision::Stop);
+    assert_eq!(b.on_close.decide(4321), Decision::Stop);
+    assert_eq!(b.on_close.decide(1006), Decision::Retry);
+    assert_eq!(b.on_status.decide(401), Decision::Stop);
+    assert_eq!(
+        p.timeline[0].action,
+        TimelineAction::Server(Action::DropAll {
+            mode: DropMode::Close(1001),
+            share: 1.0
+        })
+    );
+    assert!(p.is_embedded());
+    assert_eq!(p.source, GOOD);
+}
+
+#[test]
+fn unknown_key_names_line_column_and_alternatives() {
+    let yaml = GOOD.replace(
+        "      reconnect:\n        backoff:",
+        "      reconnect:\n        backof:",
+    );
+    let p = one(&yaml);
+    assert_eq!((p.line, p.column), (Some(11), Some(9)));
+    assert!(
+        p.message.contains("unknown field `backof`"),
+        "{}",
+        p.message
+    );
+    assert!(
+        p.message.contains("expected one of `backoff`"),
+        "{}",
+        p.message
+    );
+    let s = p.to_string();
+    assert!(s.starts_with("p.yaml:11:9: "), "{s}");
+}
+
+#[test]
+fn wrong_types_and_units() {
+    let p = one(&GOOD.replace("clients: 10", "clients: many"));
+    assert_eq!(p.line, Some(6));
+    assert!(p.message.contains("invalid type"), "{}", p.message);
+
+    let p = one(&GOOD.replace("duration: 10s", "duration: 10"));
+    assert_eq!((p.line, p.column), (Some(2), Some(11)));
+    assert!(
+        p.message.contains("expected a number with a unit"),
+        "{}",
+        p.message
+    );
+
+    let p = one(&GOOD.replace("rate: 100/s", "rate: fast"));
+    assert_eq!(p.line, Some(7));
+    assert!(p.message.contains("invalid rate `fast`"), "{}", p.message);
+
+    let p = one(&GOOD.replace("strategy: exponential", "strategy: fibonacci"));
+    assert_eq!(p.line, Some(11));
+    assert!(p.message.contains("full-jitter"), "{}", p.message);
+}
+
+#[test]
+fn impossible_values_are_located() {
+    let p = one(&GOOD.replace("cap: 5s", "cap: 50ms"));
+    assert_eq!(p.path, "groups[0].behaviour.reconnect.backoff.cap");
+    assert_eq!(p.line, Some(11));
+    assert!(p.message.contains("shorter than base"), "{}", p.message);
+
+    let p = one(&GOOD.replace("clients: 10", "clients: 0"));
+    assert_eq!((p.line, p.column), (Some(6), Some(14)));
+
+    let p = one(&GOOD.replace("at: 5s", "at: 15s"));
+    assert_eq!(p.path, "timeline[0].at");
+    assert_eq!(p.line, Some(15));
+    assert!(p.message.contains("never fire"));
+
+    let p = one(&GOOD.replace("code: 1001", "code: 1006"));
+    assert!(p.message.contains("cannot be sent"), "{}", p.message);
+
+    let p = one(&GOOD.replace("1000: stop", "999: stop"));
+    assert_eq!(p.path, "groups[0].behaviour.reconnect.on_close.999");
+    assert_eq!(p.line, Some(12));
+
+    let p = one(&GOOD.replace("bytes: 64", "bytes: 8"));
+    assert!(p.message.contains("timing header"));
+
+    let p = one(&GOOD.replace(
+        "target: embedded",
+        "target: { url: embedded, server: { nice: 20 } }",
+    ));
+    assert_eq!(p.path, "target.server.nice");
+    assert_eq!(p.line, Some(3));
+    assert!(p.message.contains("0 to 19"), "{}", p.message);
+}
+
+#[test]
+fn several_problems_are_reported_together() {
+    let yaml = GOOD
+        .replace("clients: 10", "clients: 0")
+        .replace("cap: 5s", "cap: 1ms");
+    assert_eq!(problems(&yaml).len(), 2);
+}
+
+#[test]
+fn actions_need_the_embedded_target() {
+    let p = one(&GOOD.replace("target: embedded", "target: ws://127.0.0.1:9/ws"));
+    assert_eq!(p.path, "timeline[0].action");
+    assert!(p.message.contains("embedded target"));
+}
+
+#[test]
+fn target_forms() {
+    let long = GOOD.replace(
+        "target: embedded",
+        "target:\n  url: embedded\n  server: { accept_rate: 100/s, retry_after: 2s }",
+    );
+    let p = Plan::from_yaml(&long, "p").unwrap();
+    let PlanTarget::Embedded { config, .. } = &p.target else {
+        panic!("embedded")
+    };
+    assert_eq!(config.accept_rate, Some(100.0));
+    assert_eq!(config.retry_after, Duration::from_secs(2));
+    let p = problems(&GOOD.replace("target: embedded", "target: http://x/"));
+    assert_eq!(p[0].path, "target.url");
+    assert_eq!((p[0].line, p[0].column), (Some(3), Some(9)));
+    let p = one(&GOOD.replace(
+        "target: embedded",
+        "target:\n  url: embedded\n  server: { acept_rate: 1/s }",
+    ));
+    assert!(p.message.contains("unknown field `acept_rate`"));
+}
+
+#[test]
+fn restart_needs_down_for() {
+    let p = one(&GOOD.replace(
+        "{ at: 5s, action: drop-all, mode: close, code: 1001 }",
+        "{ at: 5s, action: restart }",
+    ));
+    assert!(p.message.contains("down_for"));
+    let p = one(&GOOD.replace(
+        "{ at: 5s, action: drop-all, mode: close, code: 1001 }",
+        "{ at: 5s, action: restart, down_for: 1s, mode: abrupt }",
+    ));
+    assert_eq!(p.path, "timeline[0].mode");
+}
+
+#[test]
+fn headers_are_checked() {
+    let yaml = GOOD.replace(
+        "    arrival: { rate: 100/s }",
+        "    arrival: { rate: 100/s }\n    headers: { \"Bad Header\": x, Upgrade: y }",
+    );
+    let p = problems(&yaml);
+    assert_eq!(p.len(), 2, "{p:?}");
+    assert!(p.iter().all(|x| x.line == Some(8)), "{p:?}");
+}
+
+#[test]
+fn not_yaml_at_all() {
+    let p = one("name: [unclosed\n");
+    assert!(p.line.is_some());
+    let p = one("- just\n- a list\n");
+    assert!(p.message.contains("invalid type"), "{}", p.message);
+}
+
+fn plan(yaml: &str) -> Plan {
+    Plan::from_yaml(yaml, "t.yaml").unwrap_or_else(|e| panic!("{e}"))
+}
+
+const BASE: &str = "
+name: t
+duration: 10s
+target: embedded
+groups:
+  - name: a
+    clients: 5
+    arrival: { rate: 10/s, start: 1s }
+  - name: b
+    clients: 3
+    arrival: { rate: 2/s, pattern: poisson }
+timeline:
+  - { at: 5s, action: restart, down_for: 1s }
+  - { at: 2s, action: drop-all, mode: close, code: 1012, share: 50% }
+";
+
+#[test]
+fn uniform_arrivals_are_exact() {
+    let p = plan(BASE);
+    let a: Vec<u128> = p.groups[0].arrivals(1).map(|d| d.as_millis()).collect();
+    assert_eq!(a, [1000, 1100, 1200, 1300, 1400]);
+    assert_eq!(p.groups[1].first_client, 5);
+    assert_eq!(p.total_clients(), 8);
+}
+
+#[test]
+fn poisson_arrivals_are_seeded() {
+    let p = plan(BASE);
+    let a: Vec<_> = p.groups[1].arrivals(7).collect();
+    let b: Vec<_> = p.groups[1].arrivals(7).collect();
+    let c: Vec<_> = p.groups[1].arrivals(8).collect();
+    assert_eq!(a, b);
+    assert_ne!(a, c);
+    assert_eq!(a[0], Duration::ZERO);
+    assert!(a.windows(2).all(|w| w[0] <= w[1]));
+}
+
+#[test]
+fn timeline_is_sorted_and_resolved() {
+    let p = plan(BASE);
+    assert_eq!(p.timeline[0].at, Duration::from_secs(2));
+    assert_eq!(
+        p.timeline[0].action,
+        TimelineAction::Server(Action::DropAll {
+            mode: DropMode::Close(1012),
+            share: 0.5
+        })
+    );
+    assert_eq!(
+        p.timeline[1].action,
+        TimelineAction::Server(Action::Restart {
+            down_for: Duration::from_secs(1)
+        })
+    );
+}
+
+#[test]
+fn proxy_faults_are_planned() {
+    let yaml = "
+name: t
+duration: 10s
+target: { url: embedded, via_proxy: true }
+groups:
+  - { name: a, clients: 1, arrival: { rate: 1/s } }
+  - { name: b, clients: 1, arrival: { rate: 1/s }, via_proxy: false }
+timeline:
+  - { at: 1s, action: latency, delay: 100ms, jitter: 10ms, direction: downstream }
+  - { at: 2s, action: cut, mode: fin, share: 30% }
+  - { at: 3s, action: heal }
+";
+    let p = plan(yaml);
+    assert!(p.proxy.is_some());
+    assert!(p.groups[0].via_proxy && !p.groups[1].via_proxy);
+    assert_eq!(
+        p.timeline[0].action.to_string(),
+        "proxy latency 100ms ± 10ms downstream"
+    );
+    assert_eq!(
+        p.timeline[1].action,
+        TimelineAction::Proxy(Fault::Cut {
+            mode: CutMode::Fin,
+            share: Percent(0.3)
+        })
+    );
+    assert_eq!(p.timeline[2].action, TimelineAction::Heal);
+}
+
+#[test]
+fn thresholds_compile_with_their_options() {
+    let yaml = format!(
+        "{GOOD}thresholds:\n  - rtt.p99 < 50ms\n  - {{ expr: 'errors.rate < 1%', abort_on_fail: true, delay: 5s }}\n"
+    );
+    let p = Plan::from_yaml(&yaml, "p.yaml").unwrap();
+    assert!(!p.thresholds[0].abort_on_fail);
+    assert!(p.thresholds[1].abort_on_fail);
+    assert_eq!(p.thresholds[1].delay, Duration::from_secs(5));
+    let bad = one(&format!("{GOOD}thresholds:\n  - rtt.p99 <> 50ms\n"));
+    assert_eq!(bad.path, "thresholds[0]");
+    assert_eq!(bad.line, Some(17));
+}
+
+#[test]
+fn a_refreshing_client_refreshes_on_4001_and_401_unless_told_otherwise() {
+    let yaml = GOOD
+        .replace(
+            "target: embedded",
+            "target: { url: embedded, server: { auth: {} } }",
+        )
+        .replace(
+            "      send: { every: 1s, bytes: 64 }",
+            "      send: { every: 1s, bytes: 64 }\n      auth: { lifetime: 10s, on_expiry: refresh }",
+        )
+        .replace("on_status: { 401: stop, 5xx: retry }", "on_status: { 5xx: retry }");
+    let p = Plan::from_yaml(&yaml, "p.yaml").unwrap_or_else(|e| panic!("{e}"));
+    let b = &p.groups[0].behaviour;
+    assert_eq!(b.on_close.decide(4001), Decision::RefreshAuth);
+    assert_eq!(b.on_status.decide(401), Decision::RefreshAuth);
+    assert_eq!(b.on_status.decide(503), Decision::Retry);
+    assert!(b.auth.as_ref().is_some_and(|a| a.refresh));
+}
+
+#[test]
+fn a_plan_group_survives_the_pipe_to_a_worker() {
+    let p = Plan::from_yaml(
+        &GOOD.replace(
+            "    arrival: { rate: 100/s }",
+            "    arrival: { rate: 100/s }\n    headers: { Origin: https://a.example }\n    subprotocols: [chat]",
+        ),
+        "p.yaml",
+    )
+    .unwrap();
+    let json = serde_json::to_string(&p.groups).unwrap();
+    let back: Vec<PlanGroup> = serde_json::from_str(&json).unwrap();
+    let (a, b) = (&p.groups[0].behaviour, &back[0].behaviour);
+    assert_eq!(a.headers, b.headers);
+    assert_eq!(a.subprotocols, b.subprotocols);
+    assert_eq!(b.on_close.decide(1000), Decision::Stop);
+    assert_eq!(b.backoff, a.backoff);
+}

@@ -1,0 +1,158 @@
+//! The end of a run, in one place: what the swarm hands over when it has drained (a
+//! [`Record`]) becomes [`Results`] here — totals, per-group figures, the storm, the
+//! generator's health, thresholds judged.
+
+use std::time::{Duration, SystemTime};
+
+use super::threshold::{self, Threshold};
+use super::{
+    EndReason, FiredAction, Generator, GroupResults, LatencyTable, Results, SCHEMA, Timeline,
+    generator_warnings, storm_from, totals_from,
+};
+use crate::metrics::{Collected, Latency, TICK, summarize};
+use crate::proxy::ProxySummary;
+use crate::server::ServerSummary;
+
+/// Everything a drained run hands over.
+#[derive(Debug)]
+pub struct Record {
+    pub name: String,
+    pub description: Option<String>,
+    pub seed: u64,
+    /// The profile that ran, as the user wrote it (with notes of command-line changes).
+    pub profile: String,
+    /// The URL the clients connected to.
+    pub target: String,
+    pub started_at: SystemTime,
+    /// From the first arrival to the end (the deadline, or the stop).
+    pub duration: Duration,
+    pub end: EndReason,
+    /// With `EndReason::Aborted`: the threshold that stopped the run, and when.
+    pub aborted_by: Option<(usize, Duration)>,
+    /// Clients per group, as planned.
+    pub group_clients: Vec<(String, u32)>,
+    /// What the collector recorded.
+    pub collected: Collected,
+    /// Open connections per group at the end, before clients closed: counted exactly by
+    /// every process at that moment.
+    pub connected_at_end: Vec<u64>,
+    pub fired: Vec<FiredAction>,
+    pub server: Option<ServerSummary>,
+    pub proxy: Option<ProxySummary>,
+    /// CPU seconds (user, system) the generator used: this process and its workers.
+    pub cpu: (f64, f64),
+    /// Open-file limit of the generator's processes.
+    pub fd_limit: u64,
+}
+
+impl Results {
+    /// Results of a run from its record; `thresholds` are judged on them. Pure: everything
+    /// measured is in the record.
+    pub fn build(record: Record, thresholds: &[Threshold]) -> Results {
+        let Record {
+            name,
+            description,
+            seed,
+            profile,
+            target,
+            started_at,
+            duration,
+            end,
+            aborted_by,
+            group_clients,
+            collected: c,
+            connected_at_end,
+            fired,
+            server,
+            proxy,
+            cpu,
+            fd_limit,
+        } = record;
+        let clients: u64 = group_clients.iter().map(|(_, n)| u64::from(*n)).sum();
+        let totals = totals_from(
+            &c.totals,
+            clients,
+            c.peak_connected,
+            connected_at_end.iter().sum(),
+        );
+        let attempts: Vec<u64> = c.points.iter().map(|p| p.attempts).collect();
+        let retries: Vec<u64> = c.points.iter().map(|p| p.retries).collect();
+        let storm = storm_from(&c.totals, &c.hists, &attempts, &retries);
+        let groups = group_clients
+            .into_iter()
+            .zip(c.groups)
+            .zip(&connected_at_end)
+            .map(|(((name, clients), g), at_end)| GroupResults {
+                name,
+                totals: totals_from(
+                    &g.data.counters,
+                    u64::from(clients),
+                    g.peak_connected,
+                    *at_end,
+                ),
+                latency_us: LatencyTable::from_hists(&g.data.hists),
+                storm: storm_from(
+                    &g.data.counters,
+                    &g.data.hists,
+                    &g.series.attempts,
+                    &g.series.retries,
+                ),
+                timeline: g.series,
+            })
+            .collect();
+        let lag = summarize(c.hists.get(Latency::ScheduleLag), true);
+        let warnings = generator_warnings(&lag, &c.samples, fd_limit, &totals);
+        let mut results = Results {
+            schema: SCHEMA.to_string(),
+            name,
+            description,
+            seed,
+            started_at: humantime::format_rfc3339_millis(started_at).to_string(),
+            duration_ms: duration.as_millis() as u64,
+            end_reason: end,
+            target,
+            latency_us: LatencyTable::from_hists(&c.hists),
+            timeline: Timeline {
+                interval_ms: TICK.as_millis() as u64,
+                points: c.points,
+                actions: fired,
+                close_codes: c
+                    .close_series
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect(),
+            },
+            generator: Generator {
+                cpu_user_s: round3(cpu.0),
+                cpu_sys_s: round3(cpu.1),
+                peak_rss_bytes: c.samples.iter().map(|s| s.rss_bytes).max().unwrap_or(0),
+                fd_limit,
+                schedule_lag_us: lag,
+                retry_lag_us: summarize(c.hists.get(Latency::RetryLag), true),
+                samples: c.samples,
+                warnings,
+            },
+            totals,
+            storm,
+            groups,
+            server,
+            proxy,
+            thresholds: Vec::new(),
+            profile,
+        };
+        results.thresholds = threshold::evaluate_all(thresholds, &results.figures());
+        if let Some((i, at)) = aborted_by
+            && let Some(t) = results.thresholds.get_mut(i)
+        {
+            t.aborted_at_ms = Some(at.as_millis() as u64);
+            // The run stopped because this failed; later figures can drift back under the
+            // limit while the clients close, but the verdict is the one that stopped it.
+            t.passed = false;
+        }
+        results
+    }
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
