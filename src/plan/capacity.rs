@@ -72,11 +72,12 @@ pub fn step_profile(p: &Profile, c: &CapacitySettings, load: f64) -> Profile {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::units::Dur;
 
-    fn settings(vary: CapacityVary) -> CapacitySettings {
+    /// 100 to 450 in steps of 100 (or as a test changes it), 5 s each, expecting 200.
+    pub(crate) fn settings(vary: CapacityVary) -> CapacitySettings {
         CapacitySettings {
             vary,
             group: None,

@@ -231,20 +231,7 @@ pub fn fmt_load(v: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
-
-    fn settings(vary: CapacityVary) -> CapacitySettings {
-        CapacitySettings {
-            vary,
-            group: None,
-            start: 100.0,
-            step: None,
-            factor: None,
-            max: 450.0,
-            hold: crate::units::Dur(Duration::from_secs(5)),
-            expect: Some(200.0),
-        }
-    }
+    use crate::plan::capacity::tests::settings;
 
     fn step(load: f64, passed: bool, warnings: Vec<String>) -> CapacityStep {
         CapacityStep {
