@@ -2,7 +2,7 @@
 //! server no one here wrote (Python `websockets`, tests/peers/echo_server.py; `.ci/run`
 //! installs it). Each fault must show in the numbers the way the issue describes.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

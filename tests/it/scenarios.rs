@@ -3,7 +3,7 @@
 //! must avoid it. The shipped profile file is what runs; a test only shrinks it or swaps in
 //! the good policy.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -1,6 +1,4 @@
 //! What the integration tests share: running a plan in-process, as `wsstorm run` does.
-// Each test crate compiles this module and uses a part of it.
-#![allow(dead_code)]
 
 use std::sync::Arc;
 

@@ -1,7 +1,7 @@
 //! wss:// targets: a TLS echo server with a certificate from a throwaway CA, and clients that
 //! trust it through `ca_file`, skip verification, or fail verification (connect_errors.tls).
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

@@ -1,7 +1,7 @@
 //! Whole runs in-process against the embedded target on 127.0.0.1:0: small swarms, a few
 //! seconds each, exact counts.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

@@ -1,0 +1,12 @@
+//! The integration tests, as one test binary (one link instead of eight). Each module runs the
+//! real `wsstorm` binary or the library against real sockets; `common` is what they share.
+
+mod cli;
+mod common;
+mod dashboard;
+mod proxy;
+mod report;
+mod scenarios;
+mod swarm;
+mod thresholds;
+mod tls;
