@@ -4,6 +4,7 @@
 mod cli;
 mod common;
 mod dashboard;
+mod peers;
 mod proxy;
 mod report;
 mod scenarios;

@@ -22,12 +22,12 @@ impl PeerServer {
         // stderr goes to a file, not a pipe: a pipe nobody drains fills up and blocks the
         // server the moment it logs too much.
         let log = tempfile::NamedTempFile::new().unwrap();
-        let mut child = Command::new("python3")
+        let mut child = Command::new(crate::peers::python())
             .arg(script)
             .stdout(Stdio::piped())
             .stderr(log.reopen().unwrap())
             .spawn()
-            .expect("python3 runs");
+            .expect("the peers' python runs");
         let mut line = String::new();
         BufReader::new(child.stdout.as_mut().unwrap())
             .read_line(&mut line)
@@ -36,7 +36,7 @@ impl PeerServer {
             let _ = child.wait();
             let err = std::fs::read_to_string(log.path()).unwrap_or_default();
             panic!(
-                "the Python websockets echo server did not start (pip install websockets): {err}"
+                "the Python websockets echo server did not start: {err}"
             )
         });
         PeerServer {

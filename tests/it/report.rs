@@ -1,5 +1,5 @@
-//! HTML reports in a real headless browser (Debian's chromium, installed by `.ci/run`), the
-//! `report` and `compare` commands, and what happens with results.json from elsewhere.
+//! HTML reports in a real headless browser (see [`crate::peers::browser`]), the `report` and
+//! `compare` commands, and what happens with results.json from elsewhere.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -8,7 +8,7 @@ use serde_json::Value;
 use wsstorm::report::compare::{CompareRow, Comparison};
 use wsstorm::results::Results;
 
-const CHROMIUM: &str = "/usr/bin/chromium";
+use crate::peers;
 
 fn wsstorm() -> Command {
     Command::new(env!("CARGO_BIN_EXE_wsstorm"))
@@ -18,24 +18,22 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// What headless Chromium saw when it opened `html`.
-fn browse(html: &Path) -> Value {
-    assert!(
-        Path::new(CHROMIUM).exists(),
-        "{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does)"
-    );
-    let out = Command::new("python3")
+/// What headless Chromium saw when it opened `html`; `None` when there is no browser here
+/// (the test named `test` is then skipped, loudly).
+fn browse(html: &Path, test: &str) -> Option<Value> {
+    let browser = peers::browser(test)?;
+    let out = Command::new(peers::python())
         .arg(root().join("tests/peers/browser_check.py"))
-        .arg(CHROMIUM)
+        .arg(browser)
         .arg(html)
         .output()
-        .expect("python3 runs");
+        .expect("the peers' python runs");
     assert!(
         out.status.success(),
         "browser check failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).expect("browser check prints JSON")
+    Some(serde_json::from_slice(&out.stdout).expect("browser check prints JSON"))
 }
 
 /// No console errors, no request but the file itself, and every chart drawn.
@@ -112,7 +110,10 @@ fn a_run_report_opens_offline_and_shows_the_results() {
     let raw: Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
 
-    let page = browse(&html);
+    let Some(page) = browse(&html, "report::a_run_report_opens_offline_and_shows_the_results")
+    else {
+        return;
+    };
     assert_clean_page(&page, &html, 10);
     assert!(page["title"].as_str().unwrap().contains("report-storm"));
 
@@ -284,7 +285,12 @@ fn compare_runs_each_strategy_and_tabulates_their_results() {
 
     // The page: clean, every strategy drawn on the same axes, numbers equal compare.json.
     let html = out.join("compare.html");
-    let page = browse(&html);
+    let Some(page) = browse(
+        &html,
+        "report::compare_runs_each_strategy_and_tabulates_their_results",
+    ) else {
+        return;
+    };
     assert_clean_page(&page, &html, 3);
     let values = page["values"].as_object().unwrap();
     for (i, run) in c.runs.iter().enumerate() {
