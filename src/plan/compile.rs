@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue, Uri};
+use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 
 use super::{
     AbusePlan, AuthPlan, ClientBehaviour, CodeSet, DEFAULT_SEED, DecisionTable, HeartbeatPlan,
@@ -187,27 +187,32 @@ fn target(p: &Profile, problems: &mut Problems) -> (PlanTarget, ProxyPlan) {
             "set either `ca_file` or `insecure_skip_verify`, not both",
         );
     }
-    let host = match t.url.parse::<Uri>() {
-        Ok(u) => {
-            let scheme = u.scheme_str().unwrap_or("");
-            let host = u.host().unwrap_or("");
-            if scheme != "ws" && scheme != "wss" {
-                problems.bad(
-                    "target.url",
-                    format!("`{}` is not `embedded` or a ws:// or wss:// URL", t.url),
-                );
-            } else if host.is_empty() {
-                problems.bad("target.url", format!("`{}` has no host", t.url));
-            }
-            host.trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_string()
+    let host = match url::Url::parse(&t.url) {
+        Ok(u) if u.scheme() != "ws" && u.scheme() != "wss" => {
+            problems.bad(
+                "target.url",
+                format!(
+                    "`{}` is not `embedded` or a ws:// or wss:// URL (the scheme is `{}`)",
+                    t.url,
+                    u.scheme()
+                ),
+            );
+            String::new()
         }
+        Ok(u) => match u.host() {
+            Some(url::Host::Domain(d)) => d.to_string(),
+            Some(url::Host::Ipv4(ip)) => ip.to_string(),
+            Some(url::Host::Ipv6(ip)) => ip.to_string(),
+            None => {
+                problems.bad("target.url", format!("`{}` has no host", t.url));
+                String::new()
+            }
+        },
         Err(e) => {
             problems.bad(
                 "target.url",
                 format!(
-                    "`{}` is not `embedded` or a ws:// or wss:// URL ({e})",
+                    "`{}` is not `embedded` or a valid ws:// or wss:// URL: {e}",
                     t.url
                 ),
             );

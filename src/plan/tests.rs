@@ -181,6 +181,31 @@ fn target_forms() {
 }
 
 #[test]
+fn urls_are_parsed_for_real() {
+    for (url, says) in [
+        ("ws://127.0.0.1:99999/ws", "invalid port number"),
+        ("ws://:80/ws", "empty host"),
+        ("http://example.com/", "the scheme is `http`"),
+        ("ws//missing-colon", "relative URL without a base"),
+    ] {
+        let p = problems(&GOOD.replace("target: embedded", &format!("target: {url}")));
+        let u = p.iter().find(|p| p.path == "target.url").expect(url);
+        assert!(u.message.contains(says), "{url}: {}", u.message);
+        assert_eq!((u.line, u.column), (Some(3), Some(9)), "{url}");
+    }
+    let ok = GOOD
+        .replace("target: embedded", "target: \"wss://[::1]:8443/ws?x=1\"")
+        .replace(
+            "  - { at: 5s, action: drop-all, mode: close, code: 1001 }\n",
+            "",
+        )
+        .replace("timeline:\n", "");
+    let p = Plan::from_yaml(&ok, "p.yaml").unwrap_or_else(|e| panic!("{e}"));
+    assert!(matches!(&p.target, PlanTarget::External { host, .. } if host == "::1"));
+    assert!(p.target.is_loopback());
+}
+
+#[test]
 fn restart_needs_down_for() {
     let p = one(&GOOD.replace(
         "{ at: 5s, action: drop-all, mode: close, code: 1001 }",

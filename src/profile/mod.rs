@@ -11,10 +11,10 @@
 //! module.
 
 mod locate;
+mod read;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::Path;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -22,6 +22,9 @@ use crate::backoff::Strategy;
 use crate::units::{ByteRate, ByteSize, Dur, Percent, Rate};
 
 pub use locate::locate;
+#[cfg(test)]
+pub(crate) use read::from_yaml;
+pub use read::{Document, MAX_DEPTH, MAX_PROFILE_BYTES, load, parse};
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -953,73 +956,4 @@ pub enum ProfileError {
     },
     #[error("{}", .0.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n"))]
     Invalid(Vec<Problem>),
-}
-
-/// A profile as read: what it says, the text it came from (for positions, and for the
-/// results, which keep the profile that ran) and the file's name (for messages).
-#[derive(Clone, Debug)]
-pub struct Document {
-    pub file: String,
-    pub text: String,
-    pub profile: Profile,
-}
-
-impl Document {
-    /// A problem at `path` in the document, with the line and column of the value there (or
-    /// of its nearest existing parent).
-    pub fn problem(&self, path: &str, message: impl Into<String>) -> Problem {
-        let at = locate(&self.text, path);
-        Problem {
-            file: self.file.clone(),
-            line: at.map(|l| l.0),
-            column: at.map(|l| l.1),
-            path: path.to_string(),
-            message: message.into(),
-        }
-    }
-}
-
-/// Read a profile file.
-pub fn load(path: &Path) -> Result<Document, ProfileError> {
-    let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| ProfileError::Read {
-        file: file.clone(),
-        source,
-    })?;
-    parse(&text, &file)
-}
-
-/// Parse profile text; `file` is only used in messages.
-pub fn parse(text: &str, file: &str) -> Result<Document, ProfileError> {
-    let profile: Profile = from_yaml(text).map_err(|e| {
-        let loc = e.location();
-        ProfileError::Invalid(vec![Problem {
-            file: file.to_string(),
-            line: loc.as_ref().map(|l| l.line()),
-            column: loc.as_ref().map(|l| l.column()),
-            path: String::new(),
-            message: strip_location(&e.to_string()),
-        }])
-    })?;
-    Ok(Document {
-        file: file.to_string(),
-        text: text.to_string(),
-        profile,
-    })
-}
-
-/// The one place YAML is read (the parser crate is chosen here and nowhere else).
-pub(crate) fn from_yaml<T: serde::de::DeserializeOwned>(
-    text: &str,
-) -> Result<T, serde_yaml_ng::Error> {
-    serde_yaml_ng::from_str(text)
-}
-
-/// The YAML parser appends " at line L column C" to its messages; we print the position first,
-/// compiler style, so drop the suffix.
-fn strip_location(msg: &str) -> String {
-    match msg.rfind(" at line ") {
-        Some(i) if msg[i..].contains(" column ") => msg[..i].to_string(),
-        _ => msg.to_string(),
-    }
 }

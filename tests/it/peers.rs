@@ -37,9 +37,10 @@ fn make_venv() -> Result<PathBuf, String> {
     // Several test processes may start at once (cargo test runs the unit and integration
     // binaries in turn, but a user may run two): one makes the virtualenv, the others wait.
     let lock_path = dir.with_extension("lock");
-    let lock = std::fs::File::create(&lock_path)
+    let lock =
+        std::fs::File::create(&lock_path).map_err(|e| format!("{}: {e}", lock_path.display()))?;
+    lock.lock()
         .map_err(|e| format!("{}: {e}", lock_path.display()))?;
-    lock.lock().map_err(|e| format!("{}: {e}", lock_path.display()))?;
     if std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) {
         return Ok(python);
     }
@@ -52,7 +53,14 @@ fn make_venv() -> Result<PathBuf, String> {
     let _ = std::fs::remove_dir_all(&dir);
     run(Command::new("python3").args(["-m", "venv"]).arg(&dir))?;
     run(Command::new(&python)
-        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-r",
+        ])
         .arg(&requirements))?;
     let mut f = std::fs::File::create(&stamp).map_err(|e| e.to_string())?;
     f.write_all(wanted.as_bytes()).map_err(|e| e.to_string())?;

@@ -35,9 +35,7 @@ impl PeerServer {
         let port: u16 = line.trim().parse().unwrap_or_else(|_| {
             let _ = child.wait();
             let err = std::fs::read_to_string(log.path()).unwrap_or_default();
-            panic!(
-                "the Python websockets echo server did not start: {err}"
-            )
+            panic!("the Python websockets echo server did not start: {err}")
         });
         PeerServer {
             child,

@@ -110,8 +110,10 @@ fn a_run_report_opens_offline_and_shows_the_results() {
     let raw: Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
 
-    let Some(page) = browse(&html, "report::a_run_report_opens_offline_and_shows_the_results")
-    else {
+    let Some(page) = browse(
+        &html,
+        "report::a_run_report_opens_offline_and_shows_the_results",
+    ) else {
         return;
     };
     assert_clean_page(&page, &html, 10);
