@@ -150,7 +150,9 @@ pub fn main() -> Result<ExitCode, Failure> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate { profile } => {
-            let plan = Plan::load(&profile)?;
+            // Checked as `run` would check it: the profile, then whether it fits this machine.
+            let mut plan = Plan::load(&profile)?;
+            run::fit_here(&mut plan, None)?;
             print!("{}", describe(&plan));
             Ok(ExitCode::SUCCESS)
         }
@@ -185,6 +187,14 @@ fn describe(plan: &Plan) -> String {
     }
     for a in &plan.timeline {
         let _ = writeln!(o, "  at {:?}: {}", a.at, a.action);
+    }
+    let l = &plan.layout;
+    if l.workers + l.server_processes > 0 {
+        let _ = writeln!(
+            o,
+            "  processes: {} client workers, {} server processes",
+            l.workers, l.server_processes
+        );
     }
     o
 }

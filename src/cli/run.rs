@@ -187,11 +187,71 @@ impl Overrides {
 /// Read a profile and apply the command line to it: the document a plan is compiled from.
 pub fn load(path: &Path, overrides: &Overrides) -> Result<Document, Failure> {
     let mut doc = crate::profile::load(path)?;
+    if let Some(url) = &overrides.target
+        && url != "embedded"
+        && doc.profile.target.is_embedded()
+    {
+        let ignored = configured_server_settings(&doc.profile);
+        if !ignored.is_empty() {
+            eprintln!(
+                "wsstorm: warning: --target {url} replaces the profile's embedded target; its settings {} are not used (they configure the embedded server), so what they would show is not measured",
+                ignored
+                    .iter()
+                    .map(|k| format!("`target.server.{k}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
     if !overrides.is_empty() {
         overrides.apply(&mut doc.profile);
     }
     Ok(doc)
 }
+
+/// The `target.server` settings a profile gives other than their defaults.
+fn configured_server_settings(p: &Profile) -> Vec<String> {
+    let given = serde_json::to_value(&p.target.server).unwrap_or_default();
+    let default =
+        serde_json::to_value(crate::profile::ServerSettings::default()).unwrap_or_default();
+    match (given, default) {
+        (serde_json::Value::Object(g), serde_json::Value::Object(d)) => g
+            .into_iter()
+            .filter(|(k, v)| d.get(k) != Some(v))
+            .map(|(k, _)| k)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Make sure results can be written to `dir` before a run starts, rather than lose a run at
+/// its end: the directory is made, a file written and removed, and the free space checked.
+fn check_out(dir: &Path) -> Result<(), Failure> {
+    let cannot = |e: &dyn std::fmt::Display| {
+        Failure::runtime(format!(
+            "{}: cannot write results there: {e} (choose another --out)",
+            dir.display()
+        ))
+    };
+    std::fs::create_dir_all(dir).map_err(|e| cannot(&e))?;
+    let probe = dir.join(".wsstorm-write-check");
+    std::fs::write(&probe, b"ok").map_err(|e| cannot(&e))?;
+    let _ = std::fs::remove_file(&probe);
+    if let Some(free) = crate::os::free_bytes(dir)
+        && free < MIN_FREE_BYTES
+    {
+        return Err(cannot(&format!(
+            "only {} KiB free, and a run's results and report take up to {} MiB",
+            free >> 10,
+            MIN_FREE_BYTES >> 20
+        )));
+    }
+    Ok(())
+}
+
+/// Room a run's results.json and report.html may need (histograms, a timeline point every
+/// 100 ms, the samples).
+const MIN_FREE_BYTES: u64 = 64 << 20;
 
 /// Compile `doc` with the command line's thresholds added; problems an override caused say
 /// so.
@@ -227,7 +287,7 @@ fn compile(
 }
 
 /// Lay the plan out over this machine's processes and addresses, or refuse it.
-fn fit_here(plan: &mut Plan, workers: Option<usize>) -> Result<(), Failure> {
+pub(super) fn fit_here(plan: &mut Plan, workers: Option<usize>) -> Result<(), Failure> {
     let notes = fit(plan, workers, &Limits::here())
         .map_err(|e| Failure::usage(format!("this run does not fit: {e}")))?;
     for note in notes {
@@ -373,6 +433,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode, Failure> {
     let doc = load(&args.profile, &overrides)?;
     let mut plan = compile(&doc, &overrides, &extra)?;
     fit_here(&mut plan, args.plan.workers)?;
+    check_out(args.plan.out.as_deref().unwrap_or(Path::new("reports")))?;
     let runner = Runner::new()?;
     let view = if !args.no_tui && std::io::stdout().is_terminal() {
         View::Dashboard
@@ -427,6 +488,7 @@ pub fn compare(args: CompareArgs) -> Result<ExitCode, Failure> {
         .out
         .clone()
         .unwrap_or_else(|| stamped_dir(&plan.name, "-compare", &started_at));
+    check_out(&dir)?;
     let mut runs = Vec::new();
     let mut all = Vec::new();
     for strategy in &strategies {
@@ -501,6 +563,7 @@ pub fn capacity(args: CapacityArgs) -> Result<ExitCode, Failure> {
         .out
         .clone()
         .unwrap_or_else(|| stamped_dir(&base.name, "-capacity", &started_at));
+    check_out(&dir)?;
     let runner = Runner::new()?;
     let loads = cap::steps(&settings);
     let mut steps: Vec<CapacityStep> = Vec::new();

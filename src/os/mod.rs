@@ -112,6 +112,20 @@ pub fn bind_address_no_port(fd: RawFd) {
     }
 }
 
+/// Bytes free for an unprivileged user on the file system that holds `path`.
+pub fn free_bytes(path: &std::path::Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs is plain old data; statvfs(3) fills it from a NUL-terminated path.
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid C string and `s` a valid statvfs to write into.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } == 0 {
+        Some(s.f_bavail.saturating_mul(s.f_frsize))
+    } else {
+        None
+    }
+}
+
 /// Whether an I/O error says the process ran out of file descriptors (EMFILE, ENFILE).
 pub fn is_fd_exhaustion(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
@@ -129,5 +143,7 @@ mod tests {
         assert!(clock_ticks_per_second() > 0.0);
         assert!(page_size() >= 4096);
         assert!(!thread_ids().is_empty());
+        assert!(free_bytes(std::path::Path::new("/")).is_some_and(|b| b > 0));
+        assert_eq!(free_bytes(std::path::Path::new("/nonexistent/x")), None);
     }
 }

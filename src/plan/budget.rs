@@ -7,6 +7,11 @@
 //!   need more source addresses. On loopback any 127.x.y.z is local, so wsstorm spreads the
 //!   clients itself; towards another host the profile must say (`source_addrs`).
 //!
+//! - **memory**: user space and kernel socket memory per connection, against what the machine
+//!   has available.
+//! - **processes**: automatic sizing never starts more than [`PROCESSES_PER_CPU`] processes
+//!   per CPU; more must be asked for (`--workers`).
+//!
 //! A plan that cannot fit is refused before anything starts, with the numbers and the fix.
 
 use std::collections::BTreeMap;
@@ -25,11 +30,28 @@ const PORT_SHARE: f64 = 0.9;
 /// measured here, 19,000 clients from one address cost 9.6 s of kernel CPU and 2.3 s of
 /// generator lag; from eight addresses, 4.4 s and 9 ms.
 const SPREAD_SHARE: f64 = 0.1;
+/// Most client worker and server processes automatic sizing starts per CPU (the 250,000-
+/// connection bench runs 15 of each on 2 CPUs).
+pub const PROCESSES_PER_CPU: usize = 16;
+/// Most loopback source addresses wsstorm spreads clients over by itself.
+const MAX_SPREAD_ADDRESSES: u64 = 65_536;
+/// Memory one connection costs, by where it is held, rounded up from `bench/scale.py memory`
+/// (client 3.7 KiB, embedded server 7.8 KiB of RSS per idle connection) and the kernel's
+/// memory for an idle loopback TCP socket (socket, inode, dentry, buffers: about 2 KiB).
+const CLIENT_BYTES: u64 = 4 << 10;
+const SERVER_BYTES: u64 = 8 << 10;
+const KERNEL_SOCKET_BYTES: u64 = 2 << 10;
+/// Share of the available memory a run may plan to use: the rest is for message buffers,
+/// histograms, and everything else on the machine.
+const MEMORY_SHARE: f64 = 0.8;
 
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
     pub fd_limit: u64,
     pub ports_per_address: u64,
+    pub cpus: usize,
+    /// Bytes of memory available to a new run (MemAvailable).
+    pub memory: u64,
 }
 
 impl Limits {
@@ -44,9 +66,19 @@ impl Limits {
             })
             .map(|r| r.end() - r.start() + 1)
             .unwrap_or(28_232);
+        let memory = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| {
+                m.lines()
+                    .find_map(|l| l.strip_prefix("MemAvailable:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            })
+            .map_or(u64::MAX, |kib| kib * 1024);
         Limits {
             fd_limit,
             ports_per_address,
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            memory,
         }
     }
 
@@ -72,6 +104,7 @@ pub fn fit(
     limits: &Limits,
 ) -> Result<Vec<String>, String> {
     let cap = limits.per_process();
+    let asked_for_workers = workers.is_some();
     let clients: u64 = plan.groups.iter().map(|g| u64::from(g.clients)).sum();
     let proxied: u64 = plan
         .groups
@@ -90,6 +123,30 @@ pub fn fit(
         "open-file limit {} per process, {} ephemeral ports per source address",
         limits.fd_limit, limits.ports_per_address
     );
+
+    // Memory: every connection's user-space and kernel cost, on both ends when both are here.
+    let sockets = clients + server_fds + proxy_fds;
+    let need = clients * CLIENT_BYTES + server_fds * SERVER_BYTES + sockets * KERNEL_SOCKET_BYTES;
+    let have = (limits.memory as f64 * MEMORY_SHARE) as u64;
+    if need > have {
+        let per = need.div_ceil(clients.max(1));
+        return Err(format!(
+            "{clients} clients need about {} of memory ({} per client: {} KiB client, {}{} KiB kernel per socket), more than the {} this machine has available ({:.0} % of {} free). Fix: at most {} clients on this machine, or run shards on several machines",
+            gib(need),
+            kib(per),
+            CLIENT_BYTES >> 10,
+            if server_fds > 0 {
+                format!("{} KiB embedded server, ", SERVER_BYTES >> 10)
+            } else {
+                String::new()
+            },
+            KERNEL_SOCKET_BYTES >> 10,
+            gib(have),
+            MEMORY_SHARE * 100.0,
+            gib(limits.memory),
+            have / per.max(1)
+        ));
+    }
 
     // What automatic sizing fills a process to: room below the point where the generator
     // warns that it is near its open-file limit (90 %), for reconnects and stray descriptors.
@@ -116,6 +173,7 @@ pub fn fit(
         None if clients + server_fds + proxy_fds <= comfortable => 0,
         None => clients.div_ceil(comfortable).max(1) as usize,
     };
+    let most = limits.cpus * PROCESSES_PER_CPU;
 
     // The server, and the proxy (which stays in this process).
     let mut server_processes = 0;
@@ -146,6 +204,14 @@ pub fn fit(
         }
     }
 
+    if !asked_for_workers && auto_workers_and_servers(clients, comfortable, server_fds) > most {
+        return Err(format!(
+            "{clients} clients would need {} client worker and {server_processes} server processes, more than the {most} this machine's {} CPUs should run ({PROCESSES_PER_CPU} per CPU). Fix: fewer clients, shards on several machines, or ask for it with --workers",
+            auto_workers(clients, comfortable),
+            limits.cpus
+        ));
+    }
+
     // Ports: clients per source address towards the one destination.
     let per_address = limits.per_address();
     let mut load: BTreeMap<Option<IpAddr>, u64> = BTreeMap::new();
@@ -168,6 +234,11 @@ pub fn fit(
         if addr.is_none() && loopback && *n > spread {
             // Any 127.x.y.z is local: spread the clients that gave no address, thinly.
             let count = n.div_ceil(spread);
+            if count > MAX_SPREAD_ADDRESSES {
+                return Err(format!(
+                    "{n} clients would need {count} loopback source addresses, more than the {MAX_SPREAD_ADDRESSES} wsstorm spreads clients over ({limit_note}). Fix: fewer clients, or give the groups `source_addrs`"
+                ));
+            }
             let first = Ipv4Addr::new(127, 0, 1, 1);
             let last = Ipv4Addr::from(u32::from(first) + count as u32 - 1);
             let range: Vec<IpAddr> = (u32::from(first)..=u32::from(last))
@@ -219,6 +290,31 @@ pub fn fit(
     Ok(notes)
 }
 
+fn auto_workers(clients: u64, comfortable: u64) -> u64 {
+    if clients <= comfortable {
+        0
+    } else {
+        clients.div_ceil(comfortable)
+    }
+}
+
+fn auto_workers_and_servers(clients: u64, comfortable: u64, server_fds: u64) -> usize {
+    let servers = if server_fds > comfortable {
+        server_fds.div_ceil(comfortable)
+    } else {
+        0
+    };
+    (auto_workers(clients, comfortable) + servers) as usize
+}
+
+fn gib(bytes: u64) -> String {
+    format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
+}
+
+fn kib(bytes: u64) -> String {
+    format!("{:.0} KiB", bytes as f64 / 1024.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,6 +322,8 @@ mod tests {
     const LIMITS: Limits = Limits {
         fd_limit: 20_000,
         ports_per_address: 28_232,
+        cpus: 2,
+        memory: 24 << 30,
     };
 
     fn profile(clients: u32, target: &str, extra: &str) -> Plan {
@@ -268,6 +366,31 @@ mod tests {
         // 250000 / (28232 * 0.1) -> 89 addresses.
         assert_eq!(p.groups[0].behaviour.source_addrs, addrs(1..=89));
         assert_eq!(notes.len(), 3);
+    }
+
+    #[test]
+    fn absurd_sizes_are_refused_by_memory_and_process_count() {
+        let e = fit(&mut profile(4_000_000_000, "embedded", ""), None, &LIMITS).unwrap_err();
+        assert!(e.contains("4000000000 clients need about"), "{e}");
+        assert!(e.contains("19.2 GiB this machine has available"), "{e}");
+        // 1,000,000 with the server here: 14 KiB a client (4 + 8 + 2 kernel sockets).
+        let e = fit(&mut profile(1_000_000, "embedded", ""), None, &LIMITS).unwrap_err();
+        assert!(
+            e.contains("more than the 32 this machine's 2 CPUs should run"),
+            "{e}"
+        );
+        assert!(e.contains("--workers"), "{e}");
+        // Asked for, it is laid out.
+        let mut p = profile(1_000_000, "embedded", "");
+        fit(&mut p, Some(60), &LIMITS).unwrap();
+        assert_eq!(p.layout.workers, 60);
+        // A machine with 2 GiB free takes 104,857 of these (16 KiB each, 80 % of 2 GiB).
+        let small = Limits {
+            memory: 2 << 30,
+            ..LIMITS
+        };
+        let e = fit(&mut profile(200_000, "embedded", ""), None, &small).unwrap_err();
+        assert!(e.contains("at most 104857 clients"), "{e}");
     }
 
     #[test]

@@ -113,6 +113,16 @@ fn compile_into(p: &Profile, text: &str, problems: &mut Problems) -> Plan {
         first_client = first_client.saturating_add(g.clients);
         groups.push(group);
     }
+    let total: u64 = p.groups.iter().map(|g| u64::from(g.clients)).sum();
+    if total > u64::from(u32::MAX) {
+        problems.bad(
+            "groups",
+            format!(
+                "{total} clients in all; a run has at most {} (client ids are 32-bit)",
+                u32::MAX
+            ),
+        );
+    }
     let proxied = p.target.via_proxy || p.groups.iter().any(|g| g.via_proxy == Some(true));
     let mut timeline: Vec<PlannedAction> = p
         .timeline

@@ -124,6 +124,58 @@ fn bad_arguments_exit_2() {
     assert!(err.contains("after command-line overrides"), "{err}");
 }
 
+/// What could hurt the machine or lose a run is refused before anything starts.
+#[test]
+fn absurd_runs_and_unwritable_outputs_are_refused_up_front() {
+    let dir = tempfile::tempdir().unwrap();
+    let huge = dir.path().join("huge.yaml");
+    std::fs::write(
+        &huge,
+        "name: typo\nduration: 10s\ntarget: embedded\ngroups:\n  - name: g\n    clients: 4000000000\n    arrival: { rate: 10/s }\n",
+    )
+    .unwrap();
+    for sub in ["validate", "run"] {
+        let started = std::time::Instant::now();
+        let o = output(wsstorm().arg(sub).arg(&huge));
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{sub}: {err}");
+        assert!(err.contains("this run does not fit"), "{err}");
+        assert!(err.contains("4000000000 clients need about"), "{err}");
+        assert!(err.contains("Fix: at most"), "{err}");
+        // Refused, not started: no worker process was spawned to find out.
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    }
+
+    let empty = dir.path().join("empty.yaml");
+    std::fs::write(&empty, "# nothing yet\n").unwrap();
+    let o = output(wsstorm().arg("validate").arg(&empty));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("the profile is empty"),
+        "{}",
+        stderr(&o)
+    );
+
+    // An --out that cannot be written fails before the run, not after it.
+    let blocker = dir.path().join("a-file");
+    std::fs::write(&blocker, "").unwrap();
+    let started = std::time::Instant::now();
+    let o = output(
+        wsstorm()
+            .arg("run")
+            .arg(root().join("profiles/quickstart.yaml"))
+            .arg("--out")
+            .arg(blocker.join("results")),
+    );
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(err.contains("cannot write results there"), "{err}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "refused before the 30 s run"
+    );
+}
+
 #[test]
 fn help_has_examples() {
     let o = output(wsstorm().arg("--help"));
