@@ -1,80 +1,20 @@
 //! `capacity.html`: the verdict, the per-step table and each threshold's measure against the
 //! load. Self-contained like every report.
 
-use std::fmt::Write;
+use maud::html;
 
-use super::CSS;
-use super::svg::{Chart, PALETTE, Series, XScale, esc, line_chart};
+use super::svg::{Chart, PALETTE, Series, XScale, line_chart};
+use super::{inline_svg, page, pass_class, report_link};
 use crate::results::capacity::{Capacity, Limit, fmt_load};
 
-/// load. Self-contained like every report.
 pub fn render(c: &Capacity) -> String {
-    let mut o = String::new();
-    let _ = write!(
-        o,
-        r#"<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>wsstorm capacity — {name}</title><style>{CSS}</style></head><body>
-<h1>wsstorm · capacity · <span data-key="name">{name}</span></h1>
-<p class="muted">One run per step (seed {seed}), the load of group <b>{group}</b> raised each step ({vary}, {unit}), each held {hold} s, until a threshold failed.</p>
-<p class="verdict {cls}" data-key="verdict">{verdict}</p>
-<table id="steps"><tr><th>load ({unit})</th><th>verdict</th>"#,
-        name = esc(&c.name),
-        seed = c.seed,
-        group = esc(&c.group),
-        vary = c.vary.name(),
-        unit = esc(&c.unit),
-        hold = c.hold_ms / 1000,
-        cls = if c.limit == Limit::Ceiling {
-            "pass"
-        } else {
-            "fail"
-        },
-        verdict = esc(&c.verdict),
-    );
     let exprs: Vec<&str> = c
         .steps
         .first()
         .map(|s| s.thresholds.iter().map(|t| t.expression.as_str()).collect())
         .unwrap_or_default();
-    for e in &exprs {
-        let _ = write!(o, "<th>{}</th>", esc(e));
-    }
-    o.push_str("<th>attempts</th><th>errors</th><th>generator</th></tr>");
-    for (i, s) in c.steps.iter().enumerate() {
-        let _ = write!(
-            o,
-            r#"<tr><td data-key="steps.{i}.load"><a href="{}">{}</a></td><td class="{}">{}</td>"#,
-            esc(&s.results.replace("results.json", "report.html")),
-            fmt_load(s.load),
-            if s.passed { "pass" } else { "fail" },
-            if s.passed { "pass" } else { "FAIL" }
-        );
-        for t in &s.thresholds {
-            let _ = write!(
-                o,
-                r#"<td class="{}">{}</td>"#,
-                if t.passed { "pass" } else { "fail" },
-                esc(&t.measured_text())
-            );
-        }
-        let _ = write!(
-            o,
-            "<td>{}</td><td>{}</td><td>{}</td></tr>",
-            s.connect_attempts,
-            s.errors,
-            if s.generator_warnings.is_empty() {
-                "ok".to_string()
-            } else {
-                esc(&s.generator_warnings.join("; "))
-            }
-        );
-    }
-    o.push_str("</table><h2>Thresholds against the load</h2><div class=\"charts\">");
-    for (k, e) in exprs.iter().enumerate() {
-        let Some(first) = c.steps.first().and_then(|s| s.thresholds.get(k)) else {
-            continue;
-        };
+    let charts = exprs.iter().enumerate().filter_map(|(k, e)| {
+        let first = c.steps.first()?.thresholds.get(k)?;
         let unit = first.unit;
         let scale = |v: f64| match unit {
             crate::results::threshold::Kind::Duration => v / 1000.0,
@@ -90,7 +30,7 @@ pub fn render(c: &Capacity) -> String {
             .iter()
             .map(|s| (s.load, scale(first.limit)))
             .collect();
-        o.push_str(&line_chart(&Chart {
+        Some(line_chart(&Chart {
             title: (*e).to_string(),
             x_label: c.unit.clone(),
             y_label: match unit {
@@ -117,10 +57,50 @@ pub fn render(c: &Capacity) -> String {
             x_scale: XScale::Linear,
             width: 520,
             height: 260,
-        }));
-    }
-    o.push_str("</div></body></html>\n");
-    o
+        }))
+    });
+
+    let body = html! {
+        p.muted {
+            "One run per step (seed " (c.seed) "), the load of group " b { (c.group) }
+            " raised each step (" (c.vary.name()) ", " (c.unit) "), each held "
+            (c.hold_ms / 1000) " s, until a threshold failed."
+        }
+        p.verdict.(pass_class(c.limit == Limit::Ceiling)) data-key="verdict" { (c.verdict) }
+        table #steps {
+            tr {
+                th { "load (" (c.unit) ")" }
+                th { "verdict" }
+                @for e in &exprs { th { (e) } }
+                th { "attempts" }
+                th { "errors" }
+                th { "generator" }
+            }
+            @for (i, s) in c.steps.iter().enumerate() {
+                tr {
+                    td data-key={ "steps." (i) ".load" } {
+                        a href=(report_link(&s.results)) { (fmt_load(s.load)) }
+                    }
+                    td.(pass_class(s.passed)) { (if s.passed { "pass" } else { "FAIL" }) }
+                    @for t in &s.thresholds {
+                        td.(pass_class(t.passed)) { (t.measured_text()) }
+                    }
+                    td { (s.connect_attempts) }
+                    td { (s.errors) }
+                    td {
+                        @if s.generator_warnings.is_empty() {
+                            "ok"
+                        } @else {
+                            (s.generator_warnings.join("; "))
+                        }
+                    }
+                }
+            }
+        }
+        h2 { "Thresholds against the load" }
+        div.charts { @for chart in charts { (inline_svg(chart)) } }
+    };
+    page("wsstorm capacity", "wsstorm · capacity", &c.name, body)
 }
 
 #[cfg(test)]

@@ -2,12 +2,13 @@
 //! the table (`compare.json`) and the page (`compare.html`) made from their results.
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
 
+use maud::html;
 use serde::{Deserialize, Serialize};
 
-use super::svg::{Chart, PALETTE, Series, XScale, esc, line_chart};
-use super::{CSS, markers};
+use super::svg::{Chart, PALETTE, Series, XScale, line_chart};
+use super::{charted_points, footer, header_row, inline_svg, markers, page, report_link};
+use crate::metrics::Point;
 use crate::results::Results;
 
 pub const SCHEMA: &str = "wsstorm.compare/1";
@@ -129,128 +130,104 @@ pub fn winners(runs: &[CompareRun]) -> BTreeMap<String, Vec<String>> {
 }
 
 pub fn render(c: &Comparison, results: &[Results]) -> String {
-    let mut o = String::new();
-    let _ = write!(
-        o,
-        r#"<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>wsstorm comparison — {name}</title><style>{CSS}</style></head><body>
-<h1>wsstorm · backoff comparison · <span data-key="name">{name}</span></h1>
-<p class="muted">The same profile and seed ({seed}), run once per strategy. Lower is better in every column; the best is highlighted.</p>
-<table id="compare"><tr><th>strategy</th>"#,
-        name = esc(&c.name),
-        seed = c.seed
-    );
-    for (_, heading) in COLUMNS {
-        let _ = write!(o, "<th>{heading}</th>");
-    }
-    o.push_str("</tr>");
-    for (i, run) in c.runs.iter().enumerate() {
-        let _ = write!(
-            o,
-            r#"<tr><td><a href="{}">{}</a></td>"#,
-            esc(&run.results.replace("results.json", "report.html")),
-            esc(&run.strategy)
-        );
-        for (col, _) in COLUMNS {
-            let win = c
-                .winners
-                .get(col)
-                .is_some_and(|w| w.contains(&run.strategy));
-            let _ = write!(
-                o,
-                r#"<td data-key="runs.{i}.row.{col}"{}>{}</td>"#,
-                if win { r#" class="winner""# } else { "" },
-                run.row.cell(col)
-            );
-        }
-        o.push_str("</tr>");
-    }
-    o.push_str("</table>");
-
-    // Overlaid curves: every strategy on the same axes.
-    let series = |f: &dyn Fn(&Results) -> Vec<(f64, f64)>| -> Vec<Series> {
+    // Overlaid curves: every strategy on the same axes. Rates are per second whatever each
+    // run's interval.
+    let curves = |f: fn(&Point) -> u64, per_second: bool| -> Vec<Series> {
         c.runs
             .iter()
             .zip(results)
             .enumerate()
-            .map(|(i, (run, r))| Series {
-                name: run.strategy.clone(),
-                color: PALETTE[i % PALETTE.len()].into(),
-                points: f(r),
+            .map(|(i, (run, r))| {
+                let unit_s = if per_second {
+                    r.timeline.interval_ms.max(1) as f64 / 1000.0
+                } else {
+                    1.0
+                };
+                Series {
+                    name: run.strategy.clone(),
+                    color: PALETTE[i % PALETTE.len()].into(),
+                    points: charted_points(r)
+                        .iter()
+                        .map(|p| (p.t_ms as f64 / 1000.0, f(p) as f64 / unit_s))
+                        .collect(),
+                }
             })
             .collect()
     };
     let m = results.first().map(markers).unwrap_or_default();
-    let per_s = |r: &Results| r.timeline.interval_ms.max(1) as f64 / 1000.0;
-    // Up to the end of each run (the last interval is the clients' shutdown).
-    let within = |r: &Results| {
-        let end = r.duration_ms + 1;
-        r.timeline
-            .points
-            .iter()
-            .take_while(move |p| p.t_ms <= end)
-            .copied()
-            .collect::<Vec<_>>()
-    };
-    o.push_str("<h2>Over time</h2><div class=\"charts\">");
-    for (title, y, f) in [
+    let charts = [
         (
             "connected clients",
             "clients",
-            &(|r: &Results| {
-                within(r)
-                    .iter()
-                    .map(|p| (p.t_ms as f64 / 1000.0, p.connected as f64))
-                    .collect::<Vec<_>>()
-            }) as &dyn Fn(&Results) -> Vec<(f64, f64)>,
+            curves(|p| p.connected, false),
         ),
         (
             "connect attempts per second",
             "attempts/s",
-            &|r: &Results| {
-                within(r)
-                    .iter()
-                    .map(|p| (p.t_ms as f64 / 1000.0, p.attempts as f64 / per_s(r)))
-                    .collect()
-            },
+            curves(|p| p.attempts, true),
         ),
-        ("failed attempts per second", "errors/s", &|r: &Results| {
-            within(r)
-                .iter()
-                .map(|p| (p.t_ms as f64 / 1000.0, p.errors as f64 / per_s(r)))
-                .collect()
-        }),
-    ] {
-        o.push_str(&line_chart(&Chart {
+        (
+            "failed attempts per second",
+            "errors/s",
+            curves(|p| p.errors, true),
+        ),
+    ]
+    .map(|(title, y, series)| {
+        line_chart(&Chart {
             title: title.into(),
             x_label: "seconds since start".into(),
             y_label: y.into(),
-            series: series(f),
+            series,
             markers: m.clone(),
             x_scale: XScale::Linear,
             width: 540,
             height: 260,
-        }));
-    }
-    o.push_str("</div>");
-    o.push_str("<h2>Runs</h2><ul>");
-    for run in &c.runs {
-        let _ = write!(
-            o,
-            r#"<li>{}: <a href="{}">report</a> · <a href="{}">results.json</a></li>"#,
-            esc(&run.strategy),
-            esc(&run.results.replace("results.json", "report.html")),
-            esc(&run.results)
-        );
-    }
-    let _ = writeln!(
-        o,
-        "</ul><p class=\"muted\">wsstorm {} · comparison schema {}</p></body></html>",
-        env!("CARGO_PKG_VERSION"),
-        esc(&c.schema)
-    );
-    o
+        })
+    });
+    let headings: Vec<&str> = std::iter::once("strategy")
+        .chain(COLUMNS.map(|(_, heading)| heading))
+        .collect();
+
+    let body = html! {
+        p.muted {
+            "The same profile and seed (" (c.seed) "), run once per strategy. Lower is better in "
+            "every column; the best is highlighted."
+        }
+        table #compare {
+            (header_row(&headings))
+            @for (i, run) in c.runs.iter().enumerate() {
+                tr {
+                    td { a href=(report_link(&run.results)) { (run.strategy) } }
+                    @for (col, _) in COLUMNS {
+                        @let win = c.winners.get(col).is_some_and(|w| w.contains(&run.strategy));
+                        td data-key={ "runs." (i) ".row." (col) } class=[win.then_some("winner")] {
+                            (run.row.cell(col))
+                        }
+                    }
+                }
+            }
+        }
+        h2 { "Over time" }
+        div.charts { @for chart in charts { (inline_svg(chart)) } }
+        h2 { "Runs" }
+        ul {
+            @for run in &c.runs {
+                li {
+                    (run.strategy) ": "
+                    a href=(report_link(&run.results)) { "report" }
+                    " · "
+                    a href=(run.results) { "results.json" }
+                }
+            }
+        }
+        (footer("comparison", &c.schema))
+    };
+    page(
+        "wsstorm comparison",
+        "wsstorm · backoff comparison",
+        &c.name,
+        body,
+    )
 }
 
 #[cfg(test)]

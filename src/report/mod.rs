@@ -1,21 +1,23 @@
-//! HTML reports: one self-contained file per run (and one per comparison), drawn from
-//! results.json alone — no network requests, no scripts, no fonts to fetch; it opens offline
-//! and prints. Numbers a reader (or a test) may want to check carry a `data-key` attribute
-//! naming the results.json field they come from.
+//! HTML reports: one self-contained file per run (and one per comparison, one per capacity
+//! search), drawn from results.json alone — no network requests, no scripts, no fonts to fetch;
+//! it opens offline and prints. Numbers a reader (or a test) may want to check carry a
+//! `data-key` attribute naming the results.json field they come from. The markup is written
+//! with maud, which escapes everything interpolated: names, profiles and threshold expressions
+//! come from the user's files.
 
 pub mod capacity;
 pub mod compare;
 pub mod svg;
 pub mod text;
 
-use std::fmt::Write;
-
 use hdrhistogram::Histogram;
+use maud::{DOCTYPE, Markup, PreEscaped, Render, html};
 
-use crate::metrics::decode_histogram;
+use crate::metrics::generator::GeneratorSample;
+use crate::metrics::{Point, decode_histogram};
 use crate::report::text::close_code_name;
-use crate::results::{LatencyTable, Results, Totals};
-use svg::{Chart, PALETTE, Series, XScale, bars, esc, line_chart};
+use crate::results::{EndReason, GroupTimeline, LatencyTable, Results, Totals};
+use svg::{Chart, PALETTE, Series, XScale, bars, line_chart};
 
 pub const CSS: &str = r#"
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1b1b1b; margin: 24px auto; max-width: 1100px; padding: 0 16px; }
@@ -38,9 +40,61 @@ ol.actions { margin: 4px 0 0; padding-left: 22px; font-size: 13px; }
 @media print { body { margin: 0; max-width: none; } h2 { break-after: avoid; } svg.chart, table { break-inside: avoid; } }
 "#;
 
+/// A whole page: the head every report shares (the CSS inline, nothing to fetch), a heading
+/// naming the kind of page and the run, then `body`.
+fn page(title: &str, heading: &str, name: &str, body: Markup) -> String {
+    let mut out = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " — " (name) }
+                // Our own constant; escaping it would turn the quoted font names into `&quot;`,
+                // which CSS does not read.
+                style { (PreEscaped(CSS)) }
+            }
+            body {
+                h1 { (heading) " · " span data-key="name" { (name) } }
+                (body)
+            }
+        }
+    }
+    .into_string();
+    out.push('\n');
+    out
+}
+
+/// The last line of a page: which wsstorm drew it, from which file format.
+fn footer(what: &str, schema: &str) -> Markup {
+    html! {
+        p.muted { "wsstorm " (env!("CARGO_PKG_VERSION")) " · " (what) " schema " (schema) }
+    }
+}
+
+/// A chart from svg.rs, embedded as it is: svg.rs builds it with maud, so its text is already
+/// escaped, and escaping it again would print the markup instead of drawing the chart.
+fn inline_svg(svg: String) -> PreEscaped<String> {
+    PreEscaped(svg)
+}
+
+fn header_row(headings: &[&str]) -> Markup {
+    html! { tr { @for h in headings { th { (h) } } } }
+}
+
 /// A number with a `data-key` naming where it comes from.
-fn num(key: &str, v: impl std::fmt::Display) -> String {
-    format!(r#"<td data-key="{}">{v}</td>"#, esc(key))
+fn num(key: &str, v: impl Render) -> Markup {
+    html! { td data-key=(key) { (v) } }
+}
+
+/// The report.html beside a run's results.json, for a link from a page that lists runs.
+fn report_link(results: &str) -> String {
+    results.replace("results.json", "report.html")
+}
+
+/// The class of a threshold's (or a step's) outcome.
+fn pass_class(passed: bool) -> &'static str {
+    if passed { "pass" } else { "fail" }
 }
 
 fn ms(us: u64) -> String {
@@ -59,6 +113,10 @@ fn opt_ms(v: Option<f64>) -> String {
     v.map_or("never".into(), |ms| format!("{ms}"))
 }
 
+fn secs(ms: u64) -> String {
+    format!("{:.1}", ms as f64 / 1000.0)
+}
+
 fn code_color(code: &str) -> &'static str {
     match code.parse::<u16>().unwrap_or(0) {
         1000 => "#2ca02c",
@@ -66,6 +124,11 @@ fn code_color(code: &str) -> &'static str {
         4000..=4999 => "#9467bd",
         _ => "#d62728",
     }
+}
+
+/// A close code with its name, for legends and bars.
+fn code_label(code: &str) -> String {
+    format!("{code} {}", code.parse().map(close_code_name).unwrap_or(""))
 }
 
 /// Points of a quantile curve for a percentile-distribution plot (HdrHistogram style).
@@ -83,12 +146,22 @@ pub fn quantile_curve(h: &Histogram<u64>) -> Vec<(f64, f64)> {
         .collect()
 }
 
-fn seconds(points_t_ms: impl Iterator<Item = u64>) -> Vec<f64> {
-    points_t_ms.map(|t| t as f64 / 1000.0).collect()
+/// The timeline points up to the end of the run. The last point closes the interval in which
+/// clients shut down after the end; it is in the totals but would draw everyone leaving, so the
+/// charts stop at the end of the run.
+fn charted_points(r: &Results) -> &[Point] {
+    let end = r.duration_ms + 1;
+    let shown = r
+        .timeline
+        .points
+        .iter()
+        .take_while(|p| p.t_ms <= end)
+        .count();
+    &r.timeline.points[..shown]
 }
 
-fn chart(title: &str, y_label: &str, series: Vec<Series>, markers: &[(f64, String)]) -> String {
-    line_chart(&Chart {
+fn chart(title: &str, y_label: &str, series: Vec<Series>, markers: &[(f64, String)]) -> Markup {
+    inline_svg(line_chart(&Chart {
         title: title.into(),
         x_label: "seconds since start".into(),
         y_label: y_label.into(),
@@ -97,7 +170,7 @@ fn chart(title: &str, y_label: &str, series: Vec<Series>, markers: &[(f64, Strin
         x_scale: XScale::Linear,
         width: 540,
         height: 240,
-    })
+    }))
 }
 
 fn markers(r: &Results) -> Vec<(f64, String)> {
@@ -108,511 +181,462 @@ fn markers(r: &Results) -> Vec<(f64, String)> {
         .collect()
 }
 
-fn actions_list(r: &Results) -> String {
-    if r.timeline.actions.is_empty() {
-        return String::new();
+fn actions_list(r: &Results) -> Markup {
+    html! {
+        @if !r.timeline.actions.is_empty() {
+            ol.actions {
+                @for a in &r.timeline.actions {
+                    li {
+                        (secs(a.t_ms)) "s — " (a.action) " (" (a.connections) " connections open)"
+                    }
+                }
+            }
+        }
     }
-    let mut o = String::from(r#"<ol class="actions">"#);
-    for a in &r.timeline.actions {
-        let _ = write!(
-            o,
-            "<li>{:.1}s — {} ({} connections open)</li>",
-            a.t_ms as f64 / 1000.0,
-            esc(&a.action),
-            a.connections
-        );
-    }
-    o.push_str("</ol>");
-    o
 }
 
-fn totals_table(prefix: &str, t: &Totals) -> String {
+fn totals_table(prefix: &str, t: &Totals) -> Markup {
     let k = |f: &str| format!("{prefix}{f}");
     let statuses: u64 = t.handshake_status.values().sum();
-    format!(
-        r#"<table><tr><th>clients</th><th>attempts</th><th>opened</th><th>failed</th><th>peak connected</th><th>connected at end</th><th>client closes</th><th>gave up</th><th>dead detected</th></tr>
-<tr>{}{}{}<td>{}</td>{}{}{}{}{}</tr></table>"#,
-        num(&k("clients"), t.clients),
-        num(&k("connect_attempts"), t.connect_attempts),
-        num(&k("opened"), t.opened),
-        t.connect_errors.total() + statuses,
-        num(&k("peak_connected"), t.peak_connected),
-        num(&k("connected_at_end"), t.connected_at_end),
-        num(&k("client_closes"), t.client_closes),
-        num(&k("gave_up"), t.gave_up),
-        num(&k("dead_detected"), t.dead_detected),
-    )
+    html! {
+        table {
+            (header_row(&[
+                "clients", "attempts", "opened", "failed", "peak connected", "connected at end",
+                "client closes", "gave up", "dead detected",
+            ]))
+            tr {
+                (num(&k("clients"), t.clients))
+                (num(&k("connect_attempts"), t.connect_attempts))
+                (num(&k("opened"), t.opened))
+                td { (t.connect_errors.total() + statuses) }
+                (num(&k("peak_connected"), t.peak_connected))
+                (num(&k("connected_at_end"), t.connected_at_end))
+                (num(&k("client_closes"), t.client_closes))
+                (num(&k("gave_up"), t.gave_up))
+                (num(&k("dead_detected"), t.dead_detected))
+            }
+        }
+    }
 }
 
-fn latency_table(prefix: &str, l: &LatencyTable) -> String {
-    let mut o = String::from(
-        "<table><tr><th>ms</th><th>count</th><th>min</th><th>p50</th><th>p90</th><th>p99</th><th>p99.9</th><th>max</th></tr>",
-    );
-    for (name, s) in LatencyTable::KINDS
+fn latency_table(prefix: &str, l: &LatencyTable) -> Markup {
+    // TLS and dead-connection detection only happen with a wss:// target or heartbeats; for
+    // other runs their rows would only say "no samples".
+    let rows = LatencyTable::KINDS
         .into_iter()
         .filter_map(|k| Some((k.name(), l.get(k)?)))
-    {
-        if s.count == 0 && (name == "tls" || name == "dead_detect") {
-            continue;
+        .filter(|(name, s)| s.count > 0 || !matches!(*name, "tls" | "dead_detect"));
+    html! {
+        table {
+            (header_row(&["ms", "count", "min", "p50", "p90", "p99", "p99.9", "max"]))
+            @for (name, s) in rows {
+                @let k = |f: &str| format!("{prefix}{name}.{f}");
+                tr {
+                    td { (name) }
+                    (num(&k("count"), s.count))
+                    @if s.count == 0 {
+                        td.muted colspan="6" { "no samples" }
+                    } @else {
+                        td { (ms(s.min)) }
+                        td data-key=(k("p50")) data-us=(s.p50) { (ms(s.p50)) }
+                        td { (ms(s.p90)) }
+                        td data-key=(k("p99")) data-us=(s.p99) { (ms(s.p99)) }
+                        td { (ms(s.p999)) }
+                        td { (ms(s.max)) }
+                    }
+                }
+            }
         }
-        let k = |f: &str| format!("{prefix}{name}.{f}");
-        if s.count == 0 {
-            let _ = write!(
-                o,
-                r#"<tr><td>{name}</td>{}<td colspan="6" class="muted">no samples</td></tr>"#,
-                num(&k("count"), 0)
-            );
-            continue;
-        }
-        let _ = write!(
-            o,
-            r#"<tr><td>{name}</td>{}<td>{}</td><td data-key="{}" data-us="{}">{}</td><td>{}</td><td data-key="{}" data-us="{}">{}</td><td>{}</td><td>{}</td></tr>"#,
-            num(&k("count"), s.count),
-            ms(s.min),
-            k("p50"),
-            s.p50,
-            ms(s.p50),
-            ms(s.p90),
-            k("p99"),
-            s.p99,
-            ms(s.p99),
-            ms(s.p999),
-            ms(s.max),
-        );
     }
-    o.push_str("</table>");
-    o
 }
 
-fn percentile_plots(l: &LatencyTable) -> String {
-    let mut o = String::from(r#"<div class="charts">"#);
-    for (i, (name, s)) in [
+fn percentile_plots(l: &LatencyTable) -> Markup {
+    let plots = [
         ("connect", &l.connect),
         ("handshake", &l.handshake),
         ("rtt", &l.rtt),
         ("reconnect", &l.reconnect),
     ]
-    .iter()
+    .into_iter()
     .enumerate()
-    {
+    .filter_map(|(i, (name, s))| {
         let points = decode_histogram(&s.hdr)
             .map(|h| quantile_curve(&h))
             .unwrap_or_default();
-        if points.is_empty() {
-            continue;
-        }
-        o.push_str(&line_chart(&Chart {
-            title: format!("{name} latency by percentile"),
-            x_label: "percentile".into(),
-            y_label: "ms".into(),
-            series: vec![Series {
-                name: (*name).into(),
-                color: PALETTE[i].into(),
-                points,
-            }],
-            markers: Vec::new(),
-            x_scale: XScale::Percentile,
-            width: 540,
-            height: 220,
-        }));
-    }
-    o.push_str("</div>");
-    o
+        (!points.is_empty()).then(|| {
+            line_chart(&Chart {
+                title: format!("{name} latency by percentile"),
+                x_label: "percentile".into(),
+                y_label: "ms".into(),
+                series: vec![Series {
+                    name: name.into(),
+                    color: PALETTE[i].into(),
+                    points,
+                }],
+                markers: Vec::new(),
+                x_scale: XScale::Percentile,
+                width: 540,
+                height: 220,
+            })
+        })
+    });
+    html! { div.charts { @for svg in plots { (inline_svg(svg)) } } }
 }
 
-/// The report for one run.
-pub fn render(r: &Results) -> String {
-    let t = &r.totals;
-    let mut o = String::new();
-    let _ = write!(
-        o,
-        r#"<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>wsstorm report — {name}</title><style>{CSS}</style></head><body>
-<h1>wsstorm · <span data-key="name">{name}</span></h1>
-<p class="muted">{desc}</p>
-<table class="meta">
-<tr><td>target</td><td data-key="target">{target}</td></tr>
-<tr><td>started</td><td data-key="started_at">{started}</td></tr>
-<tr><td>duration</td><td><span data-key="duration_ms">{duration}</span> ms</td></tr>
-<tr><td>seed</td><td data-key="seed">{seed}</td></tr>
-<tr><td>ended</td><td data-key="end_reason">{end}</td></tr>
-</table>
-"#,
-        name = esc(&r.name),
-        desc = esc(r.description.as_deref().unwrap_or("")),
-        target = esc(&r.target),
-        started = esc(&r.started_at),
-        duration = r.duration_ms,
-        seed = r.seed,
-        end = match r.end_reason {
-            crate::results::EndReason::Completed => "completed",
-            crate::results::EndReason::Interrupted => "interrupted",
-            crate::results::EndReason::Stopped => "stopped",
-            crate::results::EndReason::Aborted => "aborted by a threshold",
-        },
-    );
-
-    o.push_str("<h2>Verdict</h2>");
-    match r.thresholds_passed() {
-        None => o.push_str(r#"<div class="verdict">No thresholds were set for this run: the figures below are the result.</div>"#),
-        Some(passed) => {
-            let failed = r.thresholds.iter().filter(|t| !t.passed).count();
-            let _ = write!(
-                o,
-                r#"<div class="verdict {}" data-key="verdict">{}</div><table id="thresholds"><tr><th>threshold</th><th>measured</th><th>limit</th><th>result</th></tr>"#,
-                if passed { "pass" } else { "fail" },
-                if passed {
-                    format!("Passed: all {} thresholds held.", r.thresholds.len())
-                } else {
-                    format!("FAILED: {failed} of {} thresholds did not hold.", r.thresholds.len())
-                }
-            );
-            for (i, t) in r.thresholds.iter().enumerate() {
-                let _ = write!(
-                    o,
-                    r#"<tr><td>{}</td><td data-key="thresholds.{i}.measured">{}</td><td>{} {}</td><td class="{}">{}{}</td></tr>"#,
-                    esc(&t.expression),
-                    esc(&t.measured_text()),
-                    t.op,
-                    esc(&t.limit_text()),
-                    if t.passed { "pass" } else { "fail" },
-                    if t.passed { "pass" } else { "FAIL" },
-                    t.aborted_at_ms
-                        .map(|ms| format!(" — stopped the run at {:.1} s", ms as f64 / 1000.0))
-                        .unwrap_or_default()
-                );
+fn verdict(r: &Results) -> Markup {
+    let Some(passed) = r.thresholds_passed() else {
+        return html! {
+            div.verdict { "No thresholds were set for this run: the figures below are the result." }
+        };
+    };
+    let failed = r.thresholds.iter().filter(|t| !t.passed).count();
+    html! {
+        div.verdict.(pass_class(passed)) data-key="verdict" {
+            @if passed {
+                "Passed: all " (r.thresholds.len()) " thresholds held."
+            } @else {
+                "FAILED: " (failed) " of " (r.thresholds.len()) " thresholds did not hold."
             }
-            o.push_str("</table>");
+        }
+        table #thresholds {
+            (header_row(&["threshold", "measured", "limit", "result"]))
+            @for (i, t) in r.thresholds.iter().enumerate() {
+                tr {
+                    td { (t.expression) }
+                    td data-key={ "thresholds." (i) ".measured" } { (t.measured_text()) }
+                    td { (t.op) " " (t.limit_text()) }
+                    td.(pass_class(t.passed)) {
+                        (if t.passed { "pass" } else { "FAIL" })
+                        @if let Some(ms) = t.aborted_at_ms {
+                            " — stopped the run at " (secs(ms)) " s"
+                        }
+                    }
+                }
+            }
         }
     }
+}
 
-    o.push_str("<h2>Summary</h2>");
-    o.push_str(&totals_table("totals.", t));
-
-    // Timeline charts. The last point closes the interval in which clients shut down after
-    // the end; it is in the totals but would draw everyone leaving, so the charts stop at
-    // the end of the run.
-    let shown = r
+/// The run's curves over time; `xs` are the seconds of the timeline points shown.
+fn over_time(r: &Results, xs: &[f64], interval_s: f64, m: &[(f64, String)]) -> Markup {
+    let points = |f: &dyn Fn(&Point) -> f64| -> Vec<(f64, f64)> {
+        xs.iter()
+            .zip(&r.timeline.points)
+            .map(|(x, p)| (*x, f(p)))
+            .collect()
+    };
+    let one = |name: &str, color: &str, points| {
+        vec![Series {
+            name: name.into(),
+            color: color.into(),
+            points,
+        }]
+    };
+    let by_code = r
         .timeline
-        .points
+        .close_codes
         .iter()
-        .take_while(|p| p.t_ms <= r.duration_ms + 1)
-        .count();
-    let xs = seconds(r.timeline.points[..shown].iter().map(|p| p.t_ms));
-    let interval_s = r.timeline.interval_ms.max(1) as f64 / 1000.0;
-    let m = markers(r);
-    o.push_str("<h2>Over time</h2><div class=\"charts\">");
-    o.push_str(&chart(
-        "connected clients",
-        "clients",
-        vec![Series {
-            name: "connected".into(),
-            color: PALETTE[2].into(),
+        .map(|(code, series)| Series {
+            name: code_label(code),
+            color: code_color(code).into(),
             points: xs
                 .iter()
-                .zip(&r.timeline.points)
-                .map(|(x, p)| (*x, p.connected as f64))
+                .zip(series)
+                .map(|(x, n)| (*x, *n as f64 / interval_s))
                 .collect(),
-        }],
-        &m,
-    ));
-    o.push_str(&chart(
-        "connect attempts per second",
-        "attempts/s",
-        vec![Series {
-            name: "attempts/s".into(),
-            color: PALETTE[0].into(),
-            points: xs
-                .iter()
-                .zip(&r.timeline.points)
-                .map(|(x, p)| (*x, p.attempts as f64 / interval_s))
-                .collect(),
-        }],
-        &m,
-    ));
-    o.push_str(&chart(
-        "closes per second by close code",
-        "closes/s",
-        r.timeline
-            .close_codes
-            .iter()
-            .map(|(code, series)| Series {
-                name: format!("{code} {}", code.parse().map(close_code_name).unwrap_or("")),
-                color: code_color(code).into(),
-                points: xs
-                    .iter()
-                    .zip(series)
-                    .map(|(x, n)| (*x, *n as f64 / interval_s))
-                    .collect(),
-            })
-            .collect(),
-        &m,
-    ));
-    o.push_str(&chart(
-        "failed attempts per second",
-        "errors/s",
-        vec![Series {
-            name: "errors/s".into(),
-            color: PALETTE[1].into(),
-            points: xs
-                .iter()
-                .zip(&r.timeline.points)
-                .map(|(x, p)| (*x, p.errors as f64 / interval_s))
-                .collect(),
-        }],
-        &m,
-    ));
-    o.push_str("</div>");
-    o.push_str(&actions_list(r));
+        })
+        .collect();
+    html! {
+        h2 { "Over time" }
+        div.charts {
+            (chart(
+                "connected clients",
+                "clients",
+                one("connected", PALETTE[2], points(&|p| p.connected as f64)),
+                m,
+            ))
+            (chart(
+                "connect attempts per second",
+                "attempts/s",
+                one("attempts/s", PALETTE[0], points(&|p| p.attempts as f64 / interval_s)),
+                m,
+            ))
+            (chart("closes per second by close code", "closes/s", by_code, m))
+            (chart(
+                "failed attempts per second",
+                "errors/s",
+                one("errors/s", PALETTE[1], points(&|p| p.errors as f64 / interval_s)),
+                m,
+            ))
+        }
+        (actions_list(r))
+    }
+}
 
-    // Close codes and handshakes.
-    o.push_str("<h2>Close codes, handshakes and connect errors</h2>");
+fn close_codes_and_errors(t: &Totals) -> Markup {
     let mut codes: Vec<(&String, &u64)> = t.close_codes.iter().collect();
     codes.sort_by(|a, b| b.1.cmp(a.1));
-    o.push_str(&bars(
-        "closes by close code (whole run)",
-        &codes
-            .iter()
-            .map(|(c, n)| {
-                (
-                    format!("{c} {}", c.parse().map(close_code_name).unwrap_or("")),
-                    **n,
-                    code_color(c).to_string(),
-                )
-            })
-            .collect::<Vec<_>>(),
-        720,
-    ));
-    o.push_str("<table><tr><th>close code</th><th>name</th><th>count</th></tr>");
-    for (c, n) in &codes {
-        let _ = write!(
-            o,
-            "<tr><td>{c}</td><td>{}</td>{}</tr>",
-            c.parse().map(close_code_name).unwrap_or(""),
-            num(&format!("totals.close_codes.{c}"), n)
-        );
+    let bar_rows: Vec<(String, u64, String)> = codes
+        .iter()
+        .map(|(c, n)| (code_label(c), **n, code_color(c).to_string()))
+        .collect();
+    html! {
+        h2 { "Close codes, handshakes and connect errors" }
+        (inline_svg(bars("closes by close code (whole run)", &bar_rows, 720)))
+        table {
+            (header_row(&["close code", "name", "count"]))
+            @for (c, n) in &codes {
+                tr {
+                    td { (c) }
+                    td { (c.parse().map(close_code_name).unwrap_or("")) }
+                    (num(&format!("totals.close_codes.{c}"), n))
+                }
+            }
+        }
+        h3 { "Handshake answers other than 101" }
+        table {
+            (header_row(&["HTTP status", "count"]))
+            @for (s, n) in &t.handshake_status {
+                tr { td { (s) } (num(&format!("totals.handshake_status.{s}"), n)) }
+            }
+            @if t.handshake_status.is_empty() {
+                tr { td.muted colspan="2" { "none" } }
+            }
+        }
+        h3 { "Connect errors" }
+        table {
+            (header_row(&["kind", "count"]))
+            @for (k, v) in t.connect_errors.kinds() {
+                tr { td { (k) } (num(&format!("totals.connect_errors.{k}"), v)) }
+            }
+        }
     }
-    o.push_str("</table>");
-    o.push_str("<h3>Handshake answers other than 101</h3><table><tr><th>HTTP status</th><th>count</th></tr>");
-    for (s, n) in &t.handshake_status {
-        let _ = write!(
-            o,
-            "<tr><td>{s}</td>{}</tr>",
-            num(&format!("totals.handshake_status.{s}"), n)
-        );
-    }
-    if t.handshake_status.is_empty() {
-        o.push_str(r#"<tr><td class="muted" colspan="2">none</td></tr>"#);
-    }
-    o.push_str("</table><h3>Connect errors</h3><table><tr><th>kind</th><th>count</th></tr>");
-    for (k, v) in t.connect_errors.kinds() {
-        let _ = write!(
-            o,
-            "<tr><td>{k}</td>{}</tr>",
-            num(&format!("totals.connect_errors.{k}"), v)
-        );
-    }
-    o.push_str("</table>");
+}
 
-    // Latency.
-    o.push_str("<h2>Latency</h2>");
-    o.push_str(&latency_table("latency_us.", &r.latency_us));
-    o.push_str(&percentile_plots(&r.latency_us));
-
-    // Storm.
+fn storm_and_messages(r: &Results) -> Markup {
     let st = &r.storm;
-    o.push_str("<h2>Storm</h2><table><tr><th>lost</th><th>back</th><th>50 % back (ms)</th><th>95 % back (ms)</th><th>99 % back (ms)</th><th>peak attempts/s</th><th>peak retries/s</th><th>peak retries in 100 ms</th><th>attempts per client p50 / p99 / max</th><th>gave up</th></tr><tr>");
-    let _ = write!(
-        o,
-        "{}{}{}{}{}{}{}{}<td>{} / {} / {}</td>{}</tr></table>",
-        num("storm.losses", st.losses),
-        num("storm.recovered", st.recovered),
-        num("storm.recovery_ms.p50", opt_ms(st.recovery_ms.p50)),
-        num("storm.recovery_ms.p95", opt_ms(st.recovery_ms.p95)),
-        num("storm.recovery_ms.p99", opt_ms(st.recovery_ms.p99)),
-        num("storm.peak_attempts_per_s", st.peak_attempts_per_s),
-        num("storm.peak_retries_per_s", st.peak_retries_per_s),
-        num("storm.peak_retries_per_100ms", st.peak_retries_per_100ms),
-        st.attempts_per_client.p50,
-        st.attempts_per_client.p99,
-        st.attempts_per_client.max,
-        num("storm.gave_up", st.gave_up),
-    );
+    let a = &st.attempts_per_client;
+    let mm = &r.totals.messages;
+    html! {
+        h2 { "Storm" }
+        table {
+            (header_row(&[
+                "lost", "back", "50 % back (ms)", "95 % back (ms)", "99 % back (ms)",
+                "peak attempts/s", "peak retries/s", "peak retries in 100 ms",
+                "attempts per client p50 / p99 / max", "gave up",
+            ]))
+            tr {
+                (num("storm.losses", st.losses))
+                (num("storm.recovered", st.recovered))
+                (num("storm.recovery_ms.p50", opt_ms(st.recovery_ms.p50)))
+                (num("storm.recovery_ms.p95", opt_ms(st.recovery_ms.p95)))
+                (num("storm.recovery_ms.p99", opt_ms(st.recovery_ms.p99)))
+                (num("storm.peak_attempts_per_s", st.peak_attempts_per_s))
+                (num("storm.peak_retries_per_s", st.peak_retries_per_s))
+                (num("storm.peak_retries_per_100ms", st.peak_retries_per_100ms))
+                td { (a.p50) " / " (a.p99) " / " (a.max) }
+                (num("storm.gave_up", st.gave_up))
+            }
+        }
+        h2 { "Messages" }
+        table {
+            (header_row(&["sent", "received", "lost", "duplicated", "out of order"]))
+            tr {
+                (num("totals.messages.sent", mm.sent))
+                (num("totals.messages.received", mm.received))
+                (num("totals.messages.lost", mm.lost))
+                (num("totals.messages.duplicated", mm.duplicated))
+                (num("totals.messages.out_of_order", mm.out_of_order))
+            }
+        }
+    }
+}
 
-    // Messages.
-    let mm = &t.messages;
-    let _ = write!(
-        o,
-        "<h2>Messages</h2><table><tr><th>sent</th><th>received</th><th>lost</th><th>duplicated</th><th>out of order</th></tr><tr>{}{}{}{}{}</tr></table>",
-        num("totals.messages.sent", mm.sent),
-        num("totals.messages.received", mm.received),
-        num("totals.messages.lost", mm.lost),
-        num("totals.messages.duplicated", mm.duplicated),
-        num("totals.messages.out_of_order", mm.out_of_order),
-    );
-
-    // Groups.
-    if r.groups.len() > 1 {
-        o.push_str("<h2>Groups</h2>");
-        let gx = xs.clone();
-        o.push_str("<div class=\"charts\">");
-        o.push_str(&chart(
-            "connected clients by group",
-            "clients",
-            r.groups
-                .iter()
-                .enumerate()
-                .map(|(i, g)| Series {
-                    name: g.name.clone(),
-                    color: PALETTE[i % PALETTE.len()].into(),
-                    points: gx
-                        .iter()
-                        .zip(&g.timeline.connected)
-                        .map(|(x, c)| (*x, *c as f64))
-                        .collect(),
-                })
-                .collect(),
-            &m,
-        ));
-        o.push_str(&chart(
-            "connect attempts per second by group",
-            "attempts/s",
-            r.groups
-                .iter()
-                .enumerate()
-                .map(|(i, g)| Series {
-                    name: g.name.clone(),
-                    color: PALETTE[i % PALETTE.len()].into(),
-                    points: gx
-                        .iter()
-                        .zip(&g.timeline.attempts)
-                        .map(|(x, a)| (*x, *a as f64 / interval_s))
-                        .collect(),
-                })
-                .collect(),
-            &m,
-        ));
-        o.push_str("</div>");
-        for (i, g) in r.groups.iter().enumerate() {
-            let _ = write!(o, "<h3>{}</h3>", esc(&g.name));
-            o.push_str(&totals_table(&format!("groups.{i}.totals."), &g.totals));
-            let codes: Vec<String> = g
+/// Groups side by side, when there is more than one; `xs` as for [`over_time`].
+fn groups(r: &Results, xs: &[f64], interval_s: f64, m: &[(f64, String)]) -> Markup {
+    if r.groups.len() < 2 {
+        return html! {};
+    }
+    let by_group = |f: &dyn Fn(&GroupTimeline) -> &[u64], scale: f64| {
+        r.groups
+            .iter()
+            .enumerate()
+            .map(|(i, g)| Series {
+                name: g.name.clone(),
+                color: PALETTE[i % PALETTE.len()].into(),
+                points: xs
+                    .iter()
+                    .zip(f(&g.timeline))
+                    .map(|(x, v)| (*x, *v as f64 / scale))
+                    .collect(),
+            })
+            .collect()
+    };
+    html! {
+        h2 { "Groups" }
+        div.charts {
+            (chart("connected clients by group", "clients", by_group(&|t| &t.connected, 1.0), m))
+            (chart(
+                "connect attempts per second by group",
+                "attempts/s",
+                by_group(&|t| &t.attempts, interval_s),
+                m,
+            ))
+        }
+        @for (i, g) in r.groups.iter().enumerate() {
+            @let codes: Vec<String> = g
                 .totals
                 .close_codes
                 .iter()
                 .map(|(c, n)| format!("{c} × {n}"))
                 .collect();
-            let m = &g.totals.messages;
-            let _ = write!(
-                o,
-                "<p>close codes: {}; recovery 50/95/99 %: {} / {} / {} ms; rtt p99 {} ms; stream lost {}, duplicated {}, out of order {}</p>",
-                if codes.is_empty() {
-                    "none".into()
-                } else {
-                    codes.join(", ")
-                },
-                opt_ms(g.storm.recovery_ms.p50),
-                opt_ms(g.storm.recovery_ms.p95),
-                opt_ms(g.storm.recovery_ms.p99),
-                ms(g.latency_us.rtt.p99),
-                m.lost,
-                m.duplicated,
-                m.out_of_order
-            );
+            @let recovery = &g.storm.recovery_ms;
+            @let mm = &g.totals.messages;
+            h3 { (g.name) }
+            (totals_table(&format!("groups.{i}.totals."), &g.totals))
+            p {
+                "close codes: " (if codes.is_empty() { "none".into() } else { codes.join(", ") })
+                "; recovery 50/95/99 %: " (opt_ms(recovery.p50)) " / " (opt_ms(recovery.p95))
+                " / " (opt_ms(recovery.p99)) " ms; rtt p99 " (ms(g.latency_us.rtt.p99))
+                " ms; stream lost " (mm.lost) ", duplicated " (mm.duplicated)
+                ", out of order " (mm.out_of_order)
+            }
         }
     }
+}
 
-    // Target and proxy.
-    if let Some(s) = &r.server {
-        let _ = write!(
-            o,
-            "<h2>Embedded target</h2><table><tr><th>upgraded</th><th>503</th><th>401</th><th>wasted handshakes</th><th>dead detected</th><th>idle timeouts</th><th>backpressure drops</th><th>backpressure closes</th><th>echoed</th></tr><tr>{}{}{}{}{}{}{}{}{}</tr></table>",
-            num("server.upgraded", s.upgraded),
-            num("server.rejected_503", s.rejected_503),
-            num("server.rejected_401", s.rejected_401),
-            num("server.handshakes_wasted", s.handshakes_wasted),
-            num("server.dead_detected", s.dead_detected),
-            num("server.idle_timeouts", s.idle_timeouts),
-            num("server.backpressure_dropped", s.backpressure_dropped),
-            num("server.backpressure_closed", s.backpressure_closed),
-            num("server.messages_echoed", s.messages_echoed),
-        );
+fn target_and_proxy(r: &Results) -> Markup {
+    html! {
+        @if let Some(s) = &r.server {
+            h2 { "Embedded target" }
+            table {
+                (header_row(&[
+                    "upgraded", "503", "401", "wasted handshakes", "dead detected",
+                    "idle timeouts", "backpressure drops", "backpressure closes", "echoed",
+                ]))
+                tr {
+                    (num("server.upgraded", s.upgraded))
+                    (num("server.rejected_503", s.rejected_503))
+                    (num("server.rejected_401", s.rejected_401))
+                    (num("server.handshakes_wasted", s.handshakes_wasted))
+                    (num("server.dead_detected", s.dead_detected))
+                    (num("server.idle_timeouts", s.idle_timeouts))
+                    (num("server.backpressure_dropped", s.backpressure_dropped))
+                    (num("server.backpressure_closed", s.backpressure_closed))
+                    (num("server.messages_echoed", s.messages_echoed))
+                }
+            }
+        }
+        @if let Some(p) = &r.proxy {
+            h2 { "Fault proxy" }
+            table {
+                (header_row(&[
+                    "accepted", "cut", "idle timeouts", "upstream errors", "bytes up", "bytes down",
+                ]))
+                tr {
+                    (num("proxy.accepted", p.accepted))
+                    (num("proxy.cut", p.cut))
+                    (num("proxy.idle_timeouts", p.idle_timeouts))
+                    (num("proxy.upstream_errors", p.upstream_errors))
+                    (num("proxy.bytes_upstream", p.bytes_upstream))
+                    (num("proxy.bytes_downstream", p.bytes_downstream))
+                }
+            }
+        }
     }
-    if let Some(p) = &r.proxy {
-        let _ = write!(
-            o,
-            "<h2>Fault proxy</h2><table><tr><th>accepted</th><th>cut</th><th>idle timeouts</th><th>upstream errors</th><th>bytes up</th><th>bytes down</th></tr><tr>{}{}{}{}{}{}</tr></table>",
-            num("proxy.accepted", p.accepted),
-            num("proxy.cut", p.cut),
-            num("proxy.idle_timeouts", p.idle_timeouts),
-            num("proxy.upstream_errors", p.upstream_errors),
-            num("proxy.bytes_upstream", p.bytes_upstream),
-            num("proxy.bytes_downstream", p.bytes_downstream),
-        );
-    }
+}
 
-    // Generator.
+fn generator(r: &Results, m: &[(f64, String)]) -> Markup {
     let g = &r.generator;
-    o.push_str("<h2>Generator health</h2>");
-    if g.warnings.is_empty() {
-        o.push_str("<p>No sign that the load generator distorted the figures.</p>");
-    } else {
-        for w in &g.warnings {
-            let _ = write!(o, r#"<p class="warn">⚠ {}</p>"#, esc(w));
+    let mib = |bytes: u64| bytes as f64 / (1 << 20) as f64;
+    let sx: Vec<f64> = g.samples.iter().map(|s| s.t_ms as f64 / 1000.0).collect();
+    let sampled = |name: &str, color: &str, f: &dyn Fn(&GeneratorSample) -> f64| {
+        vec![Series {
+            name: name.into(),
+            color: color.into(),
+            points: sx.iter().zip(&g.samples).map(|(x, s)| (*x, f(s))).collect(),
+        }]
+    };
+    html! {
+        h2 { "Generator health" }
+        @if g.warnings.is_empty() {
+            p { "No sign that the load generator distorted the figures." }
+        }
+        @for w in &g.warnings {
+            p.warn { "⚠ " (w) }
+        }
+        table {
+            (header_row(&[
+                "cpu user s", "cpu sys s", "peak rss MiB", "fd limit", "schedule lag p99 ms",
+            ]))
+            tr {
+                td { (g.cpu_user_s) }
+                td { (g.cpu_sys_s) }
+                td { (format!("{:.1}", mib(g.peak_rss_bytes))) }
+                td { (g.fd_limit) }
+                td { (ms(g.schedule_lag_us.p99)) }
+            }
+        }
+        @if !g.samples.is_empty() {
+            div.charts {
+                (chart(
+                    "generator CPU",
+                    "% of one core",
+                    sampled("cpu", PALETTE[4], &|s| s.cpu_percent),
+                    m,
+                ))
+                (chart(
+                    "generator memory",
+                    "RSS MiB",
+                    sampled("rss", PALETTE[5], &|s| mib(s.rss_bytes)),
+                    m,
+                ))
+            }
         }
     }
-    let _ = write!(
-        o,
-        "<table><tr><th>cpu user s</th><th>cpu sys s</th><th>peak rss MiB</th><th>fd limit</th><th>schedule lag p99 ms</th></tr><tr><td>{}</td><td>{}</td><td>{:.1}</td><td>{}</td><td>{}</td></tr></table>",
-        g.cpu_user_s,
-        g.cpu_sys_s,
-        g.peak_rss_bytes as f64 / (1 << 20) as f64,
-        g.fd_limit,
-        ms(g.schedule_lag_us.p99)
-    );
-    if !g.samples.is_empty() {
-        let sx: Vec<f64> = g.samples.iter().map(|s| s.t_ms as f64 / 1000.0).collect();
-        o.push_str("<div class=\"charts\">");
-        o.push_str(&chart(
-            "generator CPU",
-            "% of one core",
-            vec![Series {
-                name: "cpu".into(),
-                color: PALETTE[4].into(),
-                points: sx
-                    .iter()
-                    .zip(&g.samples)
-                    .map(|(x, s)| (*x, s.cpu_percent))
-                    .collect(),
-            }],
-            &m,
-        ));
-        o.push_str(&chart(
-            "generator memory",
-            "RSS MiB",
-            vec![Series {
-                name: "rss".into(),
-                color: PALETTE[5].into(),
-                points: sx
-                    .iter()
-                    .zip(&g.samples)
-                    .map(|(x, s)| (*x, s.rss_bytes as f64 / (1 << 20) as f64))
-                    .collect(),
-            }],
-            &m,
-        ));
-        o.push_str("</div>");
-    }
+}
 
-    let _ = writeln!(
-        o,
-        "<h2>The profile that ran</h2><pre>{}</pre><p class=\"muted\">wsstorm {} · results schema {}</p></body></html>",
-        esc(&r.profile),
-        env!("CARGO_PKG_VERSION"),
-        esc(&r.schema)
-    );
-    o
+/// The report for one run.
+pub fn render(r: &Results) -> String {
+    let xs: Vec<f64> = charted_points(r)
+        .iter()
+        .map(|p| p.t_ms as f64 / 1000.0)
+        .collect();
+    let interval_s = r.timeline.interval_ms.max(1) as f64 / 1000.0;
+    let m = markers(r);
+    let ended = match r.end_reason {
+        EndReason::Completed => "completed",
+        EndReason::Interrupted => "interrupted",
+        EndReason::Stopped => "stopped",
+        EndReason::Aborted => "aborted by a threshold",
+    };
+    let body = html! {
+        p.muted { (r.description.as_deref().unwrap_or("")) }
+        table.meta {
+            tr { td { "target" } td data-key="target" { (r.target) } }
+            tr { td { "started" } td data-key="started_at" { (r.started_at) } }
+            tr { td { "duration" } td { span data-key="duration_ms" { (r.duration_ms) } " ms" } }
+            tr { td { "seed" } td data-key="seed" { (r.seed) } }
+            tr { td { "ended" } td data-key="end_reason" { (ended) } }
+        }
+        h2 { "Verdict" }
+        (verdict(r))
+        h2 { "Summary" }
+        (totals_table("totals.", &r.totals))
+        (over_time(r, &xs, interval_s, &m))
+        (close_codes_and_errors(&r.totals))
+        h2 { "Latency" }
+        (latency_table("latency_us.", &r.latency_us))
+        (percentile_plots(&r.latency_us))
+        (storm_and_messages(r))
+        (groups(r, &xs, interval_s, &m))
+        (target_and_proxy(r))
+        (generator(r, &m))
+        h2 { "The profile that ran" }
+        pre { (r.profile) }
+        (footer("results", &r.schema))
+    };
+    page("wsstorm report", "wsstorm", &r.name, body)
 }
 
 /// Render `results` and write `report.html` beside them.
@@ -625,6 +649,48 @@ pub fn write(r: &Results, dir: &std::path::Path) -> std::io::Result<std::path::P
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::results::{FiredAction, Timeline};
+
+    #[test]
+    fn what_the_user_wrote_is_text_not_markup() {
+        let hostile = "<script>alert(\"x\")</script> & co";
+        let r = Results {
+            schema: crate::results::SCHEMA.into(),
+            name: hostile.into(),
+            description: Some(hostile.into()),
+            seed: 1,
+            started_at: "t".into(),
+            duration_ms: 1000,
+            end_reason: EndReason::Completed,
+            target: hostile.into(),
+            totals: Totals::default(),
+            latency_us: LatencyTable::default(),
+            storm: Default::default(),
+            groups: Vec::new(),
+            timeline: Timeline {
+                interval_ms: 100,
+                actions: vec![FiredAction {
+                    t_ms: 500,
+                    action: hostile.into(),
+                    connections: 3,
+                }],
+                ..Timeline::default()
+            },
+            generator: Default::default(),
+            server: None,
+            proxy: None,
+            thresholds: Vec::new(),
+            profile: hostile.into(),
+        };
+        let html = render(&r);
+        assert!(!html.contains("<script"), "{html}");
+        let escaped = "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; co";
+        assert!(html.contains(&format!(r#"<span data-key="name">{escaped}</span>"#)));
+        assert!(html.contains(&format!("<pre>{escaped}</pre>")));
+        // Our own markup is not escaped: the CSS keeps its quotes, the charts are drawn.
+        assert!(html.contains(r#""Segoe UI""#));
+        assert!(html.contains("<svg class=\"chart\""));
+    }
 
     #[test]
     fn quantile_curve_spans_the_log_axis() {

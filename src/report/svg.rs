@@ -1,9 +1,10 @@
 //! Charts as inline SVG, drawn from the data. Hand-written rather than a chart library or a
 //! vendored script: the report needs a few line charts, vertical markers, a log-scaled
-//! percentile axis and bars; SVG renders and prints without any script, keeps the report one
-//! self-contained file, and costs no dependency.
+//! percentile axis and bars; SVG renders and prints without any script and keeps the report one
+//! self-contained file. The markup comes from maud like the pages around it, so every label is
+//! escaped on the way in; the charts return it as a `String` the pages embed as is.
 
-use std::fmt::Write;
+use maud::html;
 
 /// Colours that stay apart on screen and in grey print.
 pub const PALETTE: [&str; 8] = [
@@ -34,14 +35,6 @@ pub struct Chart {
     pub x_scale: XScale,
     pub width: u32,
     pub height: u32,
-}
-
-/// Escape text for HTML and SVG.
-pub fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 /// A round step for about `n` ticks over `span`.
@@ -76,6 +69,11 @@ fn fmt_tick(v: f64) -> String {
     } else {
         format!("{v:.2}")
     }
+}
+
+/// A coordinate to a tenth of a pixel: finer is invisible and only makes the file bigger.
+fn coord(v: f64) -> String {
+    format!("{v:.1}")
 }
 
 /// Quantile to its position on a percentile axis.
@@ -119,105 +117,31 @@ pub fn line_chart(c: &Chart) -> String {
     let y1 = ((y_max / y_step).ceil() * y_step).max(y_step);
     let px = |x: f64| left + (x - x0) / (x1 - x0) * pw;
     let py = |y: f64| top + ph - (y / y1) * ph;
+    let (plot_bottom, plot_right) = (top + ph, left + pw);
 
-    let mut o = String::new();
-    let _ = write!(
-        o,
-        r##"<svg class="chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img" aria-label="{t}"><title>{t}</title>"##,
-        t = esc(&c.title)
-    );
-    let _ = write!(
-        o,
-        r##"<text x="{left}" y="18" class="ctitle">{}</text>"##,
-        esc(&c.title)
-    );
-    // Grid and y ticks.
-    let mut y = 0.0;
-    while y <= y1 + 1e-9 {
-        let _ = write!(
-            o,
-            r##"<line x1="{left}" x2="{:.1}" y1="{yy:.1}" y2="{yy:.1}" class="grid"/><text x="{:.1}" y="{:.1}" class="tick" text-anchor="end">{}</text>"##,
-            left + pw,
-            left - 6.0,
-            py(y) + 4.0,
-            fmt_tick(y),
-            yy = py(y)
-        );
-        y += y_step;
-    }
-    // x ticks.
-    match c.x_scale {
+    let y_ticks =
+        std::iter::successors(Some(0.0), |y| Some(y + y_step)).take_while(|y| *y <= y1 + 1e-9);
+    let x_ticks: Vec<(f64, String)> = match c.x_scale {
         XScale::Linear => {
             let step = nice_step(x1 - x0, 6.0);
-            let mut x = (x0 / step).ceil() * step;
-            while x <= x1 + 1e-9 {
-                let _ = write!(
-                    o,
-                    r##"<line x1="{p:.1}" x2="{p:.1}" y1="{:.1}" y2="{:.1}" class="axis"/><text x="{p:.1}" y="{:.1}" class="tick" text-anchor="middle">{}</text>"##,
-                    top + ph,
-                    top + ph + 4.0,
-                    top + ph + 16.0,
-                    fmt_tick(x),
-                    p = px(x)
-                );
-                x += step;
-            }
+            std::iter::successors(Some((x0 / step).ceil() * step), |x| Some(x + step))
+                .take_while(|x| *x <= x1 + 1e-9)
+                .map(|x| (x, fmt_tick(x)))
+                .collect()
         }
-        XScale::Percentile => {
-            for (k, label) in ["0%", "90%", "99%", "99.9%", "99.99%", "99.999%", "99.9999%"]
-                .iter()
-                .enumerate()
-            {
-                let x = k as f64;
-                if x > x1 + 1e-9 {
-                    break;
-                }
-                let _ = write!(
-                    o,
-                    r##"<line x1="{p:.1}" x2="{p:.1}" y1="{top:.1}" y2="{:.1}" class="grid"/><text x="{p:.1}" y="{:.1}" class="tick" text-anchor="middle">{label}</text>"##,
-                    top + ph,
-                    top + ph + 16.0,
-                    p = px(x)
-                );
-            }
-        }
-    }
-    let _ = write!(
-        o,
-        r##"<line x1="{left}" x2="{left}" y1="{top}" y2="{:.1}" class="axis"/><line x1="{left}" x2="{:.1}" y1="{:.1}" y2="{:.1}" class="axis"/>"##,
-        top + ph,
-        left + pw,
-        top + ph,
-        top + ph
-    );
-    let _ = write!(
-        o,
-        r##"<text x="{:.1}" y="{:.1}" class="label" text-anchor="middle">{}</text><text x="14" y="{:.1}" class="label" text-anchor="middle" transform="rotate(-90 14 {:.1})">{}</text>"##,
-        left + pw / 2.0,
-        h - 6.0,
-        esc(&c.x_label),
-        top + ph / 2.0,
-        top + ph / 2.0,
-        esc(&c.y_label)
-    );
-    // Markers: dashed verticals with a number; the list under the chart says what they are.
-    for (i, (x, label)) in c.markers.iter().enumerate() {
-        let xv = xs(*x);
-        if xv < x0 || xv > x1 {
-            continue;
-        }
-        let _ = write!(
-            o,
-            r##"<line x1="{p:.1}" x2="{p:.1}" y1="{top}" y2="{:.1}" class="marker"><title>{}</title></line><text x="{:.1}" y="{:.1}" class="mlabel">{}</text>"##,
-            top + ph,
-            esc(label),
-            px(xv) + 3.0,
-            top + 10.0,
-            i + 1,
-            p = px(xv)
-        );
-    }
-    for s in &c.series {
+        // One axis unit per nine: 90 %, 99 %, 99.9 %, ...
+        XScale::Percentile => ["0%", "90%", "99%", "99.9%", "99.99%", "99.999%", "99.9999%"]
+            .iter()
+            .enumerate()
+            .map(|(k, label)| (k as f64, label.to_string()))
+            .take_while(|(x, _)| *x <= x1 + 1e-9)
+            .collect(),
+    };
+    let (tick_y1, tick_y2, tick_class) = match c.x_scale {
+        XScale::Linear => (plot_bottom, plot_bottom + 4.0, "axis"),
+        XScale::Percentile => (top, plot_bottom, "grid"),
+    };
+    let polylines = c.series.iter().filter_map(|s| {
         let pts: Vec<String> = s
             .points
             .iter()
@@ -225,35 +149,72 @@ pub fn line_chart(c: &Chart) -> String {
             .filter(|p| p.0.is_finite() && p.1.is_finite())
             .map(|(x, y)| format!("{:.1},{:.1}", px(x), py(y)))
             .collect();
-        if pts.is_empty() {
-            continue;
+        (!pts.is_empty()).then(|| (s, pts.join(" ")))
+    });
+    // Legend entries side by side, each as wide as its name.
+    let legend = c.series.iter().scan(left + 8.0, |lx, s| {
+        let at = *lx;
+        *lx += 24.0 + 7.0 * s.name.len() as f64;
+        Some((at, s))
+    });
+
+    // SVG elements end with `{}`, never maud's `;`: that writes `<line>`, which an HTML parser
+    // leaves open inside SVG (only `/>` or `</line>` closes it), nesting what follows.
+    html! {
+        svg.chart xmlns="http://www.w3.org/2000/svg" viewBox={ "0 0 " (w) " " (h) }
+            width=(w) height=(h) role="img" aria-label=(c.title) {
+            title { (c.title) }
+            text x=(left) y="18" class="ctitle" { (c.title) }
+            @for y in y_ticks {
+                @let y_at = coord(py(y));
+                line x1=(left) x2=(coord(plot_right)) y1=(y_at) y2=(y_at) class="grid" {}
+                text x=(coord(left - 6.0)) y=(coord(py(y) + 4.0)) class="tick" text-anchor="end" {
+                    (fmt_tick(y))
+                }
+            }
+            @for (x, label) in &x_ticks {
+                @let x_at = coord(px(*x));
+                line x1=(x_at) x2=(x_at) y1=(coord(tick_y1)) y2=(coord(tick_y2))
+                    class=(tick_class) {}
+                text x=(x_at) y=(coord(plot_bottom + 16.0)) class="tick" text-anchor="middle" {
+                    (label)
+                }
+            }
+            line x1=(left) x2=(left) y1=(top) y2=(coord(plot_bottom)) class="axis" {}
+            line x1=(left) x2=(coord(plot_right)) y1=(coord(plot_bottom)) y2=(coord(plot_bottom))
+                class="axis" {}
+            text x=(coord(left + pw / 2.0)) y=(coord(h - 6.0)) class="label" text-anchor="middle" {
+                (c.x_label)
+            }
+            @let y_mid = coord(top + ph / 2.0);
+            text x="14" y=(y_mid) class="label" text-anchor="middle"
+                transform={ "rotate(-90 14 " (y_mid) ")" } { (c.y_label) }
+            // Markers: dashed verticals with a number; the list under the chart says what they
+            // are, so a marker keeps its number in that list even when others fall outside.
+            @for (i, (x, label)) in c.markers.iter().enumerate() {
+                @let xv = xs(*x);
+                @if (x0..=x1).contains(&xv) {
+                    @let x_at = coord(px(xv));
+                    line x1=(x_at) x2=(x_at) y1=(top) y2=(coord(plot_bottom)) class="marker" {
+                        title { (label) }
+                    }
+                    text x=(coord(px(xv) + 3.0)) y=(coord(top + 10.0)) class="mlabel" { (i + 1) }
+                }
+            }
+            @for (s, points) in polylines {
+                polyline fill="none" stroke=(s.color) stroke-width="1.6" points=(points) {
+                    title { (s.name) }
+                }
+            }
+            @if c.series.len() > 1 {
+                @for (lx, s) in legend {
+                    rect x=(coord(lx)) y=(coord(top - 14.0)) width="10" height="3" fill=(s.color) {}
+                    text x=(coord(lx + 14.0)) y=(coord(top - 10.0)) class="tick" { (s.name) }
+                }
+            }
         }
-        let _ = write!(
-            o,
-            r##"<polyline fill="none" stroke="{}" stroke-width="1.6" points="{}"><title>{}</title></polyline>"##,
-            s.color,
-            pts.join(" "),
-            esc(&s.name)
-        );
     }
-    // Legend.
-    if c.series.len() > 1 {
-        let mut lx = left + 8.0;
-        for s in &c.series {
-            let _ = write!(
-                o,
-                r##"<rect x="{lx:.1}" y="{:.1}" width="10" height="3" fill="{}"/><text x="{:.1}" y="{:.1}" class="tick">{}</text>"##,
-                top - 14.0,
-                s.color,
-                lx + 14.0,
-                top - 10.0,
-                esc(&s.name)
-            );
-            lx += 24.0 + 7.0 * s.name.len() as f64;
-        }
-    }
-    o.push_str("</svg>");
-    o
+    .into_string()
 }
 
 /// Horizontal bars: (label, value, colour).
@@ -263,30 +224,24 @@ pub fn bars(title: &str, rows: &[(String, u64, String)], width: u32) -> String {
     let w = f64::from(width);
     let label_w = 220.0;
     let max = rows.iter().map(|r| r.1).max().unwrap_or(1).max(1) as f64;
-    let mut o = String::new();
-    let _ = write!(
-        o,
-        r##"<svg class="chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img" aria-label="{t}"><title>{t}</title><text x="4" y="18" class="ctitle">{t}</text>"##,
-        t = esc(title)
-    );
-    if rows.is_empty() {
-        let _ = write!(o, r##"<text x="4" y="44" class="tick">none</text>"##);
+    html! {
+        svg.chart xmlns="http://www.w3.org/2000/svg" viewBox={ "0 0 " (w) " " (h) }
+            width=(w) height=(h) role="img" aria-label=(title) {
+            title { (title) }
+            text x="4" y="18" class="ctitle" { (title) }
+            @if rows.is_empty() {
+                text x="4" y="44" class="tick" { "none" }
+            }
+            @for (i, (label, n, color)) in rows.iter().enumerate() {
+                @let y = 30.0 + row_h * i as f64;
+                @let bw = ((*n as f64 / max) * (w - label_w - 70.0)).max(1.0);
+                text x="4" y=(coord(y + 12.0)) class="tick" { (label) }
+                rect x=(label_w) y=(coord(y + 1.0)) width=(coord(bw)) height="14" fill=(color) {}
+                text x=(coord(label_w + bw + 6.0)) y=(coord(y + 12.0)) class="tick" { (n) }
+            }
+        }
     }
-    for (i, (label, n, color)) in rows.iter().enumerate() {
-        let y = 30.0 + row_h * i as f64;
-        let bw = ((*n as f64 / max) * (w - label_w - 70.0)).max(1.0);
-        let _ = write!(
-            o,
-            r##"<text x="4" y="{:.1}" class="tick">{}</text><rect x="{label_w}" y="{:.1}" width="{bw:.1}" height="14" fill="{color}"/><text x="{:.1}" y="{:.1}" class="tick">{n}</text>"##,
-            y + 12.0,
-            esc(label),
-            y + 1.0,
-            label_w + bw + 6.0,
-            y + 12.0
-        );
-    }
-    o.push_str("</svg>");
-    o
+    .into_string()
 }
 
 #[cfg(test)]
@@ -300,7 +255,6 @@ mod tests {
         assert!((percentile_x(0.99) - 2.0).abs() < 1e-9);
         assert_eq!(percentile_x(0.0), 0.0);
         assert_eq!(fmt_tick(25000.0), "25k");
-        assert_eq!(esc("<a & \"b\">"), "&lt;a &amp; &quot;b&quot;&gt;");
     }
 
     #[test]
