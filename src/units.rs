@@ -291,6 +291,19 @@ impl Rate {
     }
 }
 
+/// Microseconds as milliseconds for people: three significant figures or so (`0.28`, `18.6`,
+/// `102`), as every table and chart label of wsstorm writes them.
+pub fn ms_text(us: u64) -> String {
+    let ms = us as f64 / 1000.0;
+    if ms >= 100.0 {
+        format!("{ms:.0}")
+    } else if ms >= 10.0 {
+        format!("{ms:.1}")
+    } else {
+        format!("{ms:.2}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

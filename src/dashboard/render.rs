@@ -12,7 +12,8 @@ use ratatui::widgets::{
 
 use super::Dashboard;
 use crate::metrics::LatencySummary;
-use crate::report::text::close_code_name;
+use crate::metrics::close_code_name;
+use crate::units::ms_text;
 
 /// Below this the panels cannot be laid out readably.
 pub const MIN_WIDTH: u16 = 60;
@@ -185,28 +186,17 @@ fn render_chart(app: &Dashboard, f: &mut Frame, area: Rect, series: Series) {
     f.render_widget(chart, area);
 }
 
-fn ms(us: u64) -> String {
-    let ms = us as f64 / 1000.0;
-    if ms >= 100.0 {
-        format!("{ms:.0}")
-    } else if ms >= 10.0 {
-        format!("{ms:.1}")
-    } else {
-        format!("{ms:.2}")
-    }
-}
-
 fn latency_row<'a>(name: &'a str, l: &LatencySummary) -> Row<'a> {
     if l.count == 0 {
         return Row::new(vec![Cell::from(name), Cell::from("-")]);
     }
     Row::new(vec![
         Cell::from(name),
-        Cell::from(ms(l.p50)),
-        Cell::from(ms(l.p90)),
-        Cell::from(ms(l.p99)),
-        Cell::from(ms(l.p999)),
-        Cell::from(ms(l.max)),
+        Cell::from(ms_text(l.p50)),
+        Cell::from(ms_text(l.p90)),
+        Cell::from(ms_text(l.p99)),
+        Cell::from(ms_text(l.p999)),
+        Cell::from(ms_text(l.max)),
     ])
 }
 
@@ -335,7 +325,7 @@ pub fn generator_warnings(app: &Dashboard) -> Vec<String> {
     let mut w = Vec::new();
     let lag = s.lag_recent.p99;
     if lag > 100_000 {
-        w.push(format!("generator late by {} ms (p99)", ms(lag)));
+        w.push(format!("generator late by {} ms (p99)", ms_text(lag)));
     }
     if let Some(g) = &s.generator {
         let cores = std::thread::available_parallelism()
@@ -372,7 +362,7 @@ fn render_generator(app: &Dashboard, f: &mut Frame, area: Rect) {
                 "files {}/{}  lag p99 {}ms",
                 g.open_fds,
                 app.info.fd_limit,
-                ms(lag)
+                ms_text(lag)
             )),
         ],
         None => vec![Line::from("measuring…").dim()],

@@ -191,6 +191,30 @@ pub enum Closed {
     Dead { silent_for: Duration },
 }
 
+/// The standard name of a close code (RFC 6455 §7.4.1 and the IANA registry).
+pub fn close_code_name(code: u16) -> &'static str {
+    match code {
+        1000 => "normal closure",
+        1001 => "going away",
+        1002 => "protocol error",
+        1003 => "unsupported data",
+        1005 => "no status received",
+        1006 => "abnormal closure",
+        1007 => "invalid payload data",
+        1008 => "policy violation",
+        1009 => "message too big",
+        1010 => "mandatory extension",
+        1011 => "internal error",
+        1012 => "service restart",
+        1013 => "try again later",
+        1014 => "bad gateway",
+        1015 => "TLS handshake",
+        3000..=3999 => "registered",
+        4000..=4999 => "application",
+        _ => "unknown",
+    }
+}
+
 /// Event counts. Cumulative in totals, per interval in shards.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Counters {

@@ -13,10 +13,11 @@ pub mod text;
 use hdrhistogram::Histogram;
 use maud::{DOCTYPE, Markup, PreEscaped, Render, html};
 
+use crate::metrics::close_code_name;
 use crate::metrics::generator::GeneratorSample;
 use crate::metrics::{Point, decode_histogram};
-use crate::report::text::close_code_name;
-use crate::results::{EndReason, GroupTimeline, LatencyTable, Results, Totals};
+use crate::results::{EndReason, GroupSeries, LatencyTable, Results, Totals};
+use crate::units::ms_text;
 use svg::{Chart, PALETTE, Series, XScale, bars, line_chart};
 
 pub const CSS: &str = r#"
@@ -95,17 +96,6 @@ fn report_link(results: &str) -> String {
 /// The class of a threshold's (or a step's) outcome.
 fn pass_class(passed: bool) -> &'static str {
     if passed { "pass" } else { "fail" }
-}
-
-fn ms(us: u64) -> String {
-    let ms = us as f64 / 1000.0;
-    if ms >= 100.0 {
-        format!("{ms:.0}")
-    } else if ms >= 10.0 {
-        format!("{ms:.1}")
-    } else {
-        format!("{ms:.2}")
-    }
 }
 
 /// A recovery time as results.json has it (0.1 ms steps), or `never`.
@@ -237,12 +227,12 @@ fn latency_table(prefix: &str, l: &LatencyTable) -> Markup {
                     @if s.count == 0 {
                         td.muted colspan="6" { "no samples" }
                     } @else {
-                        td { (ms(s.min)) }
-                        td data-key=(k("p50")) data-us=(s.p50) { (ms(s.p50)) }
-                        td { (ms(s.p90)) }
-                        td data-key=(k("p99")) data-us=(s.p99) { (ms(s.p99)) }
-                        td { (ms(s.p999)) }
-                        td { (ms(s.max)) }
+                        td { (ms_text(s.min)) }
+                        td data-key=(k("p50")) data-us=(s.p50) { (ms_text(s.p50)) }
+                        td { (ms_text(s.p90)) }
+                        td data-key=(k("p99")) data-us=(s.p99) { (ms_text(s.p99)) }
+                        td { (ms_text(s.p999)) }
+                        td { (ms_text(s.max)) }
                     }
                 }
             }
@@ -457,7 +447,7 @@ fn groups(r: &Results, xs: &[f64], interval_s: f64, m: &[(f64, String)]) -> Mark
     if r.groups.len() < 2 {
         return html! {};
     }
-    let by_group = |f: &dyn Fn(&GroupTimeline) -> &[u64], scale: f64| {
+    let by_group = |f: &dyn Fn(&GroupSeries) -> &[u64], scale: f64| {
         r.groups
             .iter()
             .enumerate()
@@ -497,7 +487,7 @@ fn groups(r: &Results, xs: &[f64], interval_s: f64, m: &[(f64, String)]) -> Mark
             p {
                 "close codes: " (if codes.is_empty() { "none".into() } else { codes.join(", ") })
                 "; recovery 50/95/99 %: " (opt_ms(recovery.p50)) " / " (opt_ms(recovery.p95))
-                " / " (opt_ms(recovery.p99)) " ms; rtt p99 " (ms(g.latency_us.rtt.p99))
+                " / " (opt_ms(recovery.p99)) " ms; rtt p99 " (ms_text(g.latency_us.rtt.p99))
                 " ms; stream lost " (mm.lost) ", duplicated " (mm.duplicated)
                 ", out of order " (mm.out_of_order)
             }
@@ -574,7 +564,7 @@ fn generator(r: &Results, m: &[(f64, String)]) -> Markup {
                 td { (g.cpu_sys_s) }
                 td { (format!("{:.1}", mib(g.peak_rss_bytes))) }
                 td { (g.fd_limit) }
-                td { (ms(g.schedule_lag_us.p99)) }
+                td { (ms_text(g.schedule_lag_us.p99)) }
             }
         }
         @if !g.samples.is_empty() {

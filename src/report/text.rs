@@ -4,44 +4,10 @@
 use std::fmt::Write;
 use std::time::Duration;
 
-use crate::metrics::{LatencySummary, Snapshot};
+use crate::metrics::{LatencySummary, Snapshot, close_code_name};
 use crate::results::Results;
 use crate::results::capacity::{Capacity, fmt_load};
-
-/// The standard name of a close code (RFC 6455 §7.4.1 and the IANA registry).
-pub fn close_code_name(code: u16) -> &'static str {
-    match code {
-        1000 => "normal closure",
-        1001 => "going away",
-        1002 => "protocol error",
-        1003 => "unsupported data",
-        1005 => "no status received",
-        1006 => "abnormal closure",
-        1007 => "invalid payload data",
-        1008 => "policy violation",
-        1009 => "message too big",
-        1010 => "mandatory extension",
-        1011 => "internal error",
-        1012 => "service restart",
-        1013 => "try again later",
-        1014 => "bad gateway",
-        1015 => "TLS handshake",
-        3000..=3999 => "registered",
-        4000..=4999 => "application",
-        _ => "unknown",
-    }
-}
-
-fn ms(us: u64) -> String {
-    let ms = us as f64 / 1000.0;
-    if ms >= 100.0 {
-        format!("{ms:.0}")
-    } else if ms >= 10.0 {
-        format!("{ms:.1}")
-    } else {
-        format!("{ms:.2}")
-    }
-}
+use crate::units::ms_text;
 
 fn secs(d: Duration) -> String {
     format!("{:.0}s", d.as_secs_f64().floor())
@@ -69,7 +35,12 @@ pub fn progress_line(s: &Snapshot, duration: Duration, clients: u32) -> String {
         let _ = write!(line, "  msgs/s {}/{}", l.sent, l.received);
     }
     if rtt.count > 0 {
-        let _ = write!(line, "  rtt p50 {}ms p99 {}ms", ms(rtt.p50), ms(rtt.p99));
+        let _ = write!(
+            line,
+            "  rtt p50 {}ms p99 {}ms",
+            ms_text(rtt.p50),
+            ms_text(rtt.p99)
+        );
     }
     line
 }
@@ -83,11 +54,11 @@ fn latency_row(out: &mut String, name: &str, l: &LatencySummary) {
         out,
         "  {name:<12} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
         l.count,
-        ms(l.p50),
-        ms(l.p90),
-        ms(l.p99),
-        ms(l.p999),
-        ms(l.max)
+        ms_text(l.p50),
+        ms_text(l.p90),
+        ms_text(l.p99),
+        ms_text(l.p999),
+        ms_text(l.max)
     );
 }
 
@@ -259,7 +230,7 @@ pub fn summary(r: &Results) -> String {
         g.cpu_user_s,
         g.cpu_sys_s,
         g.peak_rss_bytes as f64 / (1 << 20) as f64,
-        ms(g.schedule_lag_us.p99)
+        ms_text(g.schedule_lag_us.p99)
     );
     for w in &g.warnings {
         let _ = writeln!(o, "  WARNING      {w}");
@@ -330,7 +301,7 @@ fn group_line(o: &mut String, g: &crate::results::GroupResults) {
         let _ = write!(line, ", connect errors {}", t.connect_errors.total());
     }
     if g.latency_us.rtt.count > 0 {
-        let _ = write!(line, ", rtt p99 {} ms", ms(g.latency_us.rtt.p99));
+        let _ = write!(line, ", rtt p99 {} ms", ms_text(g.latency_us.rtt.p99));
     }
     if t.dead_detected > 0 {
         let _ = write!(line, ", dead {}", t.dead_detected);
@@ -433,7 +404,7 @@ mod tests {
     fn names() {
         assert_eq!(close_code_name(1006), "abnormal closure");
         assert_eq!(close_code_name(4001), "application");
-        assert_eq!(ms(1234), "1.23");
-        assert_eq!(ms(123_456), "123");
+        assert_eq!(ms_text(1234), "1.23");
+        assert_eq!(ms_text(123_456), "123");
     }
 }
