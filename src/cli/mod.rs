@@ -34,9 +34,9 @@ Examples:
   wsstorm report reports/quickstart-20261125T220520Z/results.json
   wsstorm validate profiles/quickstart.yaml
 
-Exit codes: 0 ok (also stopped with q in the dashboard), 1 a threshold failed (or a
-capacity search fell short of `expect`), 2 bad profile or arguments, 3 could not run
-(target, output), 130 interrupted (Ctrl-C, SIGTERM).";
+Exit codes: 0 ok (also stopped with q in the dashboard), 1 a threshold failed, nothing ever
+connected, or a capacity search fell short of `expect`, 2 bad profile or arguments or a run
+too big for this machine, 3 could not run (target, output), 130 interrupted (Ctrl-C, SIGTERM).";
 
 #[derive(Parser, Debug)]
 #[command(

@@ -457,6 +457,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode, Failure> {
     Ok(match results.end_reason {
         EndReason::Interrupted => ExitCode::from(130),
         _ if results.thresholds_passed() == Some(false) => ExitCode::from(1),
+        _ if results.failed.is_some() => ExitCode::from(1),
         EndReason::Aborted => ExitCode::from(1),
         EndReason::Completed | EndReason::Stopped => ExitCode::SUCCESS,
     })

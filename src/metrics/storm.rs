@@ -13,7 +13,8 @@ pub struct Storm {
     /// Losses followed by a new open before the end of the run.
     pub recovered: u64,
     /// Time from a loss until 50 / 95 / 99 % of the lost connections were open again; `null`
-    /// when that share never came back.
+    /// when that share never came back, and when nothing was lost (there was nothing to
+    /// recover, so no time: a threshold on it fails as "no data" rather than pass on 0).
     pub recovery_ms: Recovery,
     /// Most connection attempts in one second (sliding over 100 ms intervals) and in one
     /// 100 ms interval.
@@ -62,10 +63,7 @@ pub fn storm_from(
     let at = |q: f64| -> Option<f64> {
         // The k-th fastest recovery among all losses, counting the unrecovered as never.
         let k = (q * losses as f64).ceil() as u64;
-        if k == 0 {
-            return Some(0.0);
-        }
-        if k > recovered {
+        if k == 0 || k > recovered {
             return None;
         }
         let us = reconnects.value_at_quantile(k as f64 / reconnects.len() as f64);
@@ -106,5 +104,29 @@ pub fn storm_from(
         },
         gave_up: c.gave_up,
         dead_detected: c.dead_detected,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn nothing_lost_is_no_recovery_time_not_zero() {
+        let s = storm_from(&Counters::default(), &Hists::default(), &[], &[]);
+        assert_eq!(s.losses, 0);
+        assert_eq!(s.recovery_ms, Recovery::default());
+
+        let mut c = Counters::default();
+        c.close_codes.insert(1006, 4);
+        let mut h = Hists::default();
+        for ms in [10, 20, 30] {
+            h.record(Latency::Reconnect, Duration::from_millis(ms));
+        }
+        let s = storm_from(&c, &h, &[], &[]);
+        assert_eq!((s.losses, s.recovered), (4, 3));
+        assert_eq!(s.recovery_ms.p50, Some(20.0));
+        assert_eq!(s.recovery_ms.p99, None, "the fourth never came back");
     }
 }

@@ -149,6 +149,7 @@ fn compile_into(p: &Profile, text: &str, problems: &mut Problems) -> Plan {
         thresholds,
         compare,
         capacity: p.capacity.clone(),
+        expect_failures: p.expect_failures,
         layout: Layout::default(),
         source: text.to_string(),
     }

@@ -62,6 +62,8 @@ pub struct Plan {
     pub compare: Vec<Strategy>,
     /// How `wsstorm capacity` steps the load, checked.
     pub capacity: Option<CapacitySettings>,
+    /// A run in which nothing connects is what the profile expects, not a failure.
+    pub expect_failures: bool,
     /// Processes the run is spread over; set by the [`budget`].
     pub layout: Layout,
     /// The profile as the user wrote it (plus notes of what the command line changed), kept

@@ -51,6 +51,10 @@ pub struct Profile {
     /// How `wsstorm capacity` steps the load up until the thresholds break.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capacity: Option<CapacitySettings>,
+    /// The run is expected to connect nothing (a target that refuses everyone): without it, a
+    /// run in which no connection ever opened fails (exit 1), so a wrong port is not a pass.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub expect_failures: bool,
 }
 
 /// A capacity search: one run per step, the load raised each step, until a threshold fails or

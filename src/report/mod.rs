@@ -610,6 +610,9 @@ pub fn render(r: &Results) -> String {
             tr { td { "ended" } td data-key="end_reason" { (ended) } }
         }
         h2 { "Verdict" }
+        @if let Some(why) = &r.failed {
+            p.warn { "✗ the run failed: " span data-key="failed" { (why) } }
+        }
         (verdict(r))
         h2 { "Summary" }
         (totals_table("totals.", &r.totals))
@@ -671,6 +674,7 @@ mod tests {
             proxy: None,
             thresholds: Vec::new(),
             profile: hostile.into(),
+            failed: None,
         };
         let html = render(&r);
         assert!(!html.contains("<script"), "{html}");

@@ -43,6 +43,8 @@ pub struct Record {
     pub cpu: (f64, f64),
     /// Open-file limit of the generator's processes.
     pub fd_limit: u64,
+    /// The profile expects nothing to connect.
+    pub expect_failures: bool,
 }
 
 impl Results {
@@ -67,6 +69,7 @@ impl Results {
             proxy,
             cpu,
             fd_limit,
+            expect_failures,
         } = record;
         let clients: u64 = group_clients.iter().map(|(_, n)| u64::from(*n)).sum();
         let totals = totals_from(
@@ -139,7 +142,9 @@ impl Results {
             proxy,
             thresholds: Vec::new(),
             profile,
+            failed: None,
         };
+        results.failed = run_failed(&results.totals, expect_failures);
         results.thresholds = threshold::evaluate_all(thresholds, &results.figures());
         if let Some((i, at)) = aborted_by
             && let Some(t) = results.thresholds.get_mut(i)
@@ -151,6 +156,31 @@ impl Results {
         }
         results
     }
+}
+
+/// Why a run failed as a run, whatever its thresholds say: nothing ever connected (a wrong
+/// port or a dead target looks like a quiet success otherwise).
+fn run_failed(t: &super::Totals, expect_failures: bool) -> Option<String> {
+    if expect_failures || t.opened > 0 || t.connect_attempts == 0 {
+        return None;
+    }
+    let mut why: Vec<String> = t
+        .connect_errors
+        .kinds()
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(k, n)| format!("{n} {k}"))
+        .collect();
+    why.extend(
+        t.handshake_status
+            .iter()
+            .map(|(s, n)| format!("{n} HTTP {s}")),
+    );
+    Some(format!(
+        "no connection ever opened: {} attempts ({}); is the target up and the URL right? (a profile that expects this sets `expect_failures: true`)",
+        t.connect_attempts,
+        why.join(", ")
+    ))
 }
 
 fn round3(x: f64) -> f64 {

@@ -57,6 +57,10 @@ pub struct Results {
     pub thresholds: Vec<crate::results::threshold::ThresholdResult>,
     /// The profile that ran, as YAML (command-line overrides included).
     pub profile: String,
+    /// Why the run failed as a run (nothing ever connected), when it did; the exit code is
+    /// then 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

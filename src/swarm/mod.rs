@@ -462,6 +462,7 @@ impl Swarm {
             proxy,
             cpu,
             fd_limit: crate::os::fd_limit().0,
+            expect_failures: plan.expect_failures,
         }
     }
 }

@@ -339,11 +339,36 @@ fn wrong_path_is_a_404() {
             .args(["--target", &wrong, "--out"])
             .arg(dir.path()),
     );
-    assert!(o.status.success(), "{}", stderr(&o));
+    // Nothing ever connected: a failed run (exit 1) that says why, results written all the same.
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("FAILED       no connection ever opened: 5 attempts (5 HTTP 404)"),
+        "{stdout}"
+    );
     let r = Results::read(&dir.path().join("results.json")).unwrap();
     assert_eq!(r.totals.handshake_status.get("404"), Some(&5));
     assert_eq!(r.totals.gave_up, 5);
     assert_eq!(r.totals.opened, 0);
+    assert!(r.failed.is_some());
+
+    // A profile that expects it passes.
+    let expected = dir.path().join("expected.yaml");
+    let text = std::fs::read_to_string(&profile).unwrap();
+    std::fs::write(&expected, format!("{text}expect_failures: true\n")).unwrap();
+    let out = dir.path().join("expected");
+    let o = output(
+        wsstorm()
+            .arg("run")
+            .arg(&expected)
+            .args(["--target", &wrong, "--out"])
+            .arg(&out),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        Results::read(&out.join("results.json")).unwrap().failed,
+        None
+    );
     signal(&server, libc::SIGINT);
     server.wait().unwrap();
 }
