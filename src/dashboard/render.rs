@@ -345,6 +345,9 @@ pub fn generator_warnings(app: &Dashboard) -> Vec<String> {
     if t.connect_error(crate::metrics::ConnectError::AddrUnavailable) > 0 {
         w.push("generator ran out of local ports".into());
     }
+    // What went wrong around the run (a worker that died, a fault not applied): here, not on
+    // stderr, where it would garble the screen.
+    w.extend(s.warnings.iter().cloned());
     w
 }
 

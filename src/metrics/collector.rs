@@ -52,6 +52,8 @@ pub struct Snapshot {
     pub generator: Option<GeneratorSample>,
     /// Recovery, retry pressure and give-ups so far.
     pub storm: super::storm::Storm,
+    /// What went wrong around the run so far.
+    pub warnings: Vec<String>,
 }
 
 const RECENT_TICKS: usize = (1000 / TICK.as_millis()) as usize;
@@ -89,6 +91,8 @@ pub struct Collected {
     pub close_series: BTreeMap<u16, Vec<u64>>,
     pub groups: Vec<GroupTotals>,
     pub samples: Vec<GeneratorSample>,
+    /// What went wrong around the run.
+    pub warnings: Vec<String>,
 }
 
 pub struct Collector {
@@ -136,6 +140,7 @@ impl Collector {
     /// empty).
     pub fn finish(&mut self) -> Collected {
         self.tick();
+        self.run.warnings = self.metrics.warnings();
         let groups = self.run.groups.len();
         std::mem::replace(
             &mut self.run,
@@ -244,6 +249,7 @@ impl Collector {
                 &self.attempt_series,
                 &self.retry_series,
             ),
+            warnings: self.metrics.warnings(),
         }
     }
 }

@@ -425,6 +425,10 @@ pub struct Metrics {
     /// The latest generator sample of each worker process, pushed by the coordinator's reader
     /// of that worker (once a second each, far from the hot path).
     workers: Mutex<Vec<Option<generator::GeneratorSample>>>,
+    /// What went wrong around the run (a fault not applied, a worker that died), for the
+    /// dashboard, the summary and results.json: printed to stderr it would garble the
+    /// dashboard or vanish behind it. Rare, so one lock is fine.
+    warnings: Mutex<Vec<String>>,
 }
 
 impl Metrics {
@@ -447,7 +451,25 @@ impl Metrics {
                 .collect(),
             groups,
             workers: Mutex::new(Vec::new()),
+            warnings: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Say that something went wrong around the run; the same words are not repeated.
+    pub fn warn(&self, message: impl Into<String>) {
+        let message = message.into();
+        let mut w = self.warnings.lock().unwrap_or_else(PoisonError::into_inner);
+        if !w.contains(&message) {
+            w.push(message);
+        }
+    }
+
+    /// Everything said so far, in order.
+    pub fn warnings(&self) -> Vec<String> {
+        self.warnings
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Worker process `index` reports how the generator fares there.

@@ -613,6 +613,9 @@ pub fn render(r: &Results) -> String {
         @if let Some(why) = &r.failed {
             p.warn { "✗ the run failed: " span data-key="failed" { (why) } }
         }
+        @for w in &r.warnings {
+            p.warn { "⚠ " (w) }
+        }
         (verdict(r))
         h2 { "Summary" }
         (totals_table("totals.", &r.totals))
@@ -674,6 +677,7 @@ mod tests {
             proxy: None,
             thresholds: Vec::new(),
             profile: hostile.into(),
+            warnings: Vec::new(),
             failed: None,
         };
         let html = render(&r);

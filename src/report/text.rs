@@ -235,6 +235,9 @@ pub fn summary(r: &Results) -> String {
     for w in &g.warnings {
         let _ = writeln!(o, "  WARNING      {w}");
     }
+    for w in &r.warnings {
+        let _ = writeln!(o, "  WARNING      {w}");
+    }
     if let Some(why) = &r.failed {
         let _ = writeln!(o, "  FAILED       {why}");
     }

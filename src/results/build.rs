@@ -45,6 +45,8 @@ pub struct Record {
     pub fd_limit: u64,
     /// The profile expects nothing to connect.
     pub expect_failures: bool,
+    /// What broke the run itself (a worker process that died), if anything did.
+    pub failures: Vec<String>,
 }
 
 impl Results {
@@ -70,6 +72,7 @@ impl Results {
             cpu,
             fd_limit,
             expect_failures,
+            failures,
         } = record;
         let clients: u64 = group_clients.iter().map(|(_, n)| u64::from(*n)).sum();
         let totals = totals_from(
@@ -142,9 +145,12 @@ impl Results {
             proxy,
             thresholds: Vec::new(),
             profile,
+            warnings: c.warnings,
             failed: None,
         };
-        results.failed = run_failed(&results.totals, expect_failures);
+        let mut failed = failures;
+        failed.extend(run_failed(&results.totals, expect_failures));
+        results.failed = (!failed.is_empty()).then(|| failed.join("; "));
         results.thresholds = threshold::evaluate_all(thresholds, &results.figures());
         if let Some((i, at)) = aborted_by
             && let Some(t) = results.thresholds.get_mut(i)

@@ -57,8 +57,12 @@ pub struct Results {
     pub thresholds: Vec<crate::results::threshold::ThresholdResult>,
     /// The profile that ran, as YAML (command-line overrides included).
     pub profile: String,
-    /// Why the run failed as a run (nothing ever connected), when it did; the exit code is
-    /// then 1.
+    /// What went wrong around the run (a fault not applied, a worker process that died, clients
+    /// that did not close in time), in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    /// Why the run failed as a run (nothing ever connected, a worker process died), when it
+    /// did; the exit code is then 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed: Option<String>,
 }

@@ -148,6 +148,11 @@ impl Shard {
     fn has(self, i: u32) -> bool {
         i % self.count == self.index
     }
+
+    /// How many of a group of `clients` this shard runs.
+    pub fn clients_of(self, clients: u32) -> u64 {
+        u64::from(clients / self.count + u32::from(self.index < clients % self.count))
+    }
 }
 
 /// What a process that runs clients needs of the plan: its groups and how to seed them, and
@@ -231,6 +236,7 @@ pub struct Swarm {
     url: String,
     server: Option<Arc<tokio::sync::Mutex<LocalServer>>>,
     proxy: Option<Arc<EmbeddedProxy>>,
+    metrics: Arc<Metrics>,
     collector: Arc<Mutex<Collector>>,
     clients: ClientHost,
     /// Tells the clients (and the ticker and the timeline) that the run is over.
@@ -357,6 +363,7 @@ impl Swarm {
             plan.timeline.clone(),
             server.clone(),
             proxy.clone(),
+            metrics.clone(),
             epoch,
             clients_stop.clone(),
         ));
@@ -367,6 +374,7 @@ impl Swarm {
             url,
             server,
             proxy,
+            metrics,
             collector,
             clients,
             clients_stop,
@@ -408,17 +416,19 @@ impl Swarm {
                     tokio::time::timeout(plan.grace + Duration::from_secs(2), tracker.wait())
                         .await
                         .is_ok();
-                warn_unclosed(closed);
+                warn_unclosed(&self.metrics, closed);
                 (open, None)
             }
         };
         self.clients_stop.cancel();
         let mut cpu = crate::metrics::generator::cpu_times();
+        let mut failures = Vec::new();
         if let Some(w) = clients {
             let end = w.finish(plan.grace + Duration::from_secs(5)).await;
-            warn_unclosed(end.all_closed);
+            warn_unclosed(&self.metrics, end.all_closed);
             cpu.0 += end.cpu.0;
             cpu.1 += end.cpu.1;
+            failures = end.died;
         }
         let _ = self.ticker.await;
         let fired = self.timeline.await.unwrap_or_default();
@@ -463,14 +473,15 @@ impl Swarm {
             cpu,
             fd_limit: crate::os::fd_limit().0,
             expect_failures: plan.expect_failures,
+            failures,
         }
     }
 }
 
-fn warn_unclosed(all_closed: bool) {
+fn warn_unclosed(metrics: &Metrics, all_closed: bool) {
     if !all_closed {
-        eprintln!(
-            "wsstorm: some clients did not finish closing within the grace period; their closes are not counted"
+        metrics.warn(
+            "some clients did not finish closing within the grace period; their closes are not counted",
         );
     }
 }
@@ -549,6 +560,7 @@ async fn fire_timeline(
     timeline: Vec<PlannedAction>,
     server: Option<Arc<tokio::sync::Mutex<LocalServer>>>,
     proxy: Option<Arc<EmbeddedProxy>>,
+    metrics: Arc<Metrics>,
     epoch: Instant,
     stop: CancellationToken,
 ) -> Vec<FiredAction> {
@@ -568,7 +580,7 @@ async fn fire_timeline(
                 Some(p) => {
                     let open = p.handle.open();
                     if let Err(e) = p.handle.apply(f.clone()) {
-                        eprintln!("wsstorm: proxy fault not applied: {e}");
+                        metrics.warn(format!("proxy fault `{f}` not applied: {e}"));
                     }
                     open
                 }

@@ -17,7 +17,7 @@
 //! `Done` says they have.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -69,6 +69,8 @@ pub struct WorkersEnd {
     pub all_closed: bool,
     /// CPU seconds (user, system) the workers reported.
     pub cpu: (f64, f64),
+    /// Workers that ended before they were told to, and what became of their clients.
+    pub died: Vec<String>,
 }
 
 /// The coordinator's handle on its workers. Each worker's stdout is read by a task of its
@@ -80,6 +82,11 @@ pub struct Workers {
     readers: TaskTracker,
     at_end: Vec<oneshot::Receiver<Vec<u64>>>,
     done: Vec<oneshot::Receiver<(f64, f64)>>,
+    /// Set by a worker's reader when its worker's output ends before `Done`.
+    died: Arc<Mutex<Vec<(usize, Duration)>>>,
+    /// Clients each worker runs.
+    clients: Vec<u64>,
+    started: Instant,
 }
 
 impl Workers {
@@ -99,6 +106,20 @@ impl Workers {
             readers: readers.clone(),
             at_end: Vec::with_capacity(n),
             done: Vec::with_capacity(n),
+            died: Arc::new(Mutex::new(Vec::new())),
+            clients: (0..n)
+                .map(|i| {
+                    let shard = Shard {
+                        index: i as u32,
+                        count: n as u32,
+                    };
+                    plan.groups
+                        .iter()
+                        .map(|g| shard.clients_of(g.clients))
+                        .sum()
+                })
+                .collect(),
+            started: Instant::now(),
         };
         let mut ready = Vec::with_capacity(n);
         for index in 0..n {
@@ -133,6 +154,8 @@ impl Workers {
                     ready: Some(ready_tx),
                     at_end: Some(end_tx),
                     done: Some(done_tx),
+                    died: w.died.clone(),
+                    started: w.started,
                 },
             ));
             w.processes.push(process);
@@ -149,6 +172,7 @@ impl Workers {
             }
         }
         // All set up: start every shard together (their clocks start within a pipe write).
+        w.started = Instant::now();
         for (i, stdin) in w.stdins.iter_mut().enumerate() {
             crate::os::child::send(stdin, &ToWorker::Start)
                 .await
@@ -178,6 +202,7 @@ impl Workers {
         let mut end = WorkersEnd {
             all_closed: true,
             cpu: (0.0, 0.0),
+            died: Vec::new(),
         };
         let deadline = Instant::now() + limit;
         for rx in std::mem::take(&mut self.done) {
@@ -191,18 +216,38 @@ impl Workers {
         }
         self.readers.close();
         let _ = tokio::time::timeout(Duration::from_secs(2), self.readers.wait()).await;
+        let mut statuses = Vec::with_capacity(self.processes.len());
         for p in &mut self.processes {
-            let _ = tokio::time::timeout(Duration::from_secs(2), p.wait()).await;
+            statuses.push(tokio::time::timeout(Duration::from_secs(2), p.wait()).await);
+        }
+        let died = self
+            .died
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        for (index, at) in died {
+            let how = match statuses.get(index) {
+                Some(Ok(Ok(status))) => status.to_string(),
+                _ => "still running".to_string(),
+            };
+            end.died.push(format!(
+                "worker process {index} ended at {:.1} s ({how}); its {} clients are in the figures only until then",
+                at.as_secs_f64(),
+                self.clients.get(index).copied().unwrap_or(0)
+            ));
         }
         end
     }
 }
 
-/// Where a worker's reader answers the coordinator's questions, each once.
+/// Where a worker's reader answers the coordinator's questions, each once, and says when its
+/// worker ended before it was told to.
 struct Replies {
     ready: Option<oneshot::Sender<Result<(), String>>>,
     at_end: Option<oneshot::Sender<Vec<u64>>>,
     done: Option<oneshot::Sender<(f64, f64)>>,
+    died: Arc<Mutex<Vec<(usize, Duration)>>>,
+    started: Instant,
 }
 
 async fn read_worker(
@@ -215,7 +260,7 @@ async fn read_worker(
         let msg = match msg {
             Ok(m) => m,
             Err(e) => {
-                eprintln!("wsstorm: worker {index} sent something unexpected: {e}");
+                metrics.warn(format!("worker {index} sent something unexpected: {e}"));
                 continue;
             }
         };
@@ -229,13 +274,13 @@ async fn read_worker(
                 Some(r) => {
                     let _ = r.send(Err(e));
                 }
-                None => eprintln!("wsstorm: worker {index}: {e}"),
+                None => metrics.warn(format!("worker {index}: {e}")),
             },
             FromWorker::Tick { groups, sample } => {
                 for (g, wire) in groups.iter().enumerate() {
                     match GroupData::from_wire(wire) {
                         Ok(data) => metrics.absorb(g, &data),
-                        Err(e) => eprintln!("wsstorm: worker {index}: bad histogram: {e}"),
+                        Err(e) => metrics.warn(format!("worker {index}: bad histogram: {e}")),
                     }
                 }
                 if let Some(s) = sample {
@@ -256,6 +301,21 @@ async fn read_worker(
                 }
             }
         }
+    }
+    // The pipe closed. Before `Done` (and once started), the worker died under the run: say
+    // so now, while the run goes on without its clients. Dropping `replies` answers the
+    // coordinator's questions at once instead of after their timeouts.
+    if replies.done.is_some() && replies.ready.is_none() {
+        let at = replies.started.elapsed();
+        metrics.warn(format!(
+            "worker process {index} ended unexpectedly {:.1} s into the run; its clients stopped with it",
+            at.as_secs_f64()
+        ));
+        replies
+            .died
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((index, at));
     }
 }
 

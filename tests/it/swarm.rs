@@ -585,3 +585,76 @@ groups:
     assert!(m.sent - m.received <= 10, "{m:?}");
     assert_books_balance(&r);
 }
+
+/// This process's children whose command line ends in `worker` (the client worker processes).
+fn worker_pids() -> Vec<i32> {
+    let me = std::process::id().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| {
+            let pid: i32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let ppid = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .to_string();
+            let cmd = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).ok()?;
+            (ppid == me && cmd.trim_end_matches('\0').ends_with("\0worker")).then_some(pid)
+        })
+        .collect()
+}
+
+#[test]
+fn a_worker_that_dies_mid_run_fails_the_run_and_says_so() {
+    let yaml = "
+name: a-worker-dies
+duration: 3s
+target: embedded
+groups:
+  - name: g
+    clients: 100
+    arrival: { rate: 1000/s }
+";
+    let mut plan = Plan::from_yaml(yaml, "test.yaml").unwrap();
+    plan.layout.workers = 2;
+    plan.layout.exe = Some(env!("CARGO_BIN_EXE_wsstorm").into());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (tx, _rx) = watch::channel(Arc::new(Snapshot::default()));
+    let started = std::time::Instant::now();
+    let r = rt.block_on(async {
+        let run = tokio::spawn({
+            let plan = plan.clone();
+            async move { wsstorm::swarm::run(&plan, wsstorm::swarm::Stop::new(), tx).await }
+        });
+        // Once both workers run and their clients are in, kill one.
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        let pids = worker_pids();
+        assert_eq!(pids.len(), 2, "{pids:?}");
+        unsafe_kill(pids[0]);
+        run.await.unwrap().unwrap()
+    });
+    let failed = r.failed.as_deref().unwrap_or_default();
+    assert!(
+        failed.contains("ended at") && failed.contains("its 50 clients"),
+        "{failed}"
+    );
+    assert!(
+        r.warnings.iter().any(|w| w.contains("ended unexpectedly")),
+        "{:?}",
+        r.warnings
+    );
+    // The survivor's clients are all there at the end; the dead worker's answered nothing.
+    assert_eq!(r.totals.connected_at_end, 50);
+    // Its questions were answered when its pipe closed, not after a timeout each.
+    // (Waiting out those timeouts would take 17 s more than the 3 s run.)
+    assert!(started.elapsed() < std::time::Duration::from_secs(15));
+}
+
+fn unsafe_kill(pid: i32) {
+    // SAFETY: kill(2) with a pid this test found among its own children.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+    }
+}
