@@ -56,11 +56,15 @@ pub enum Command {
     #[command(after_help = EXAMPLES)]
     Run(RunArgs),
     /// Run the embedded target server on its own (echo, accept-rate capacity).
+    #[command(after_help = serve::SERVE_HELP)]
     Serve(ServeArgs),
     /// Run the TCP fault proxy on its own, with an HTTP control API.
     #[command(after_help = serve::PROXY_HELP)]
     Proxy(ProxyArgs),
     /// Render report.html again from a results.json.
+    #[command(
+        after_help = "Example:\n  wsstorm report reports/quickstart-20261125T220520Z/results.json -o /tmp/report.html"
+    )]
     Report {
         /// The results.json of a run.
         results: PathBuf,
@@ -80,7 +84,10 @@ pub enum Command {
     /// One process of a multi-process embedded server (started by `wsstorm run`).
     #[command(hide = true)]
     ServerWorker,
-    /// Check a profile and print its plan without running it.
+    /// Check a profile (and that it fits this machine) and print its plan without running it.
+    #[command(
+        after_help = "Example:\n  wsstorm validate profiles/quickstart.yaml\n\nExit 0 when it would run; 2 with file:line:column and what was expected when it would not."
+    )]
     Validate {
         /// The YAML profile.
         profile: PathBuf,
@@ -206,8 +213,8 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
         .map_err(|e| Failure::runtime(format!("cannot start the async runtime: {e}")))
 }
 
-/// Stop on Ctrl-C or SIGTERM, as an interruption.
-async fn stop_on_signal(stop: Stop) {
+/// Stop on Ctrl-C or SIGTERM, as an interruption, saying `what` happens next.
+async fn stop_on_signal(stop: Stop, what: &'static str) {
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut s) => {
@@ -220,6 +227,6 @@ async fn stop_on_signal(stop: Stop) {
         _ = tokio::signal::ctrl_c() => {}
         _ = term => {}
     }
-    eprintln!("wsstorm: stopping — writing the results gathered so far");
+    eprintln!("wsstorm: {what}");
     stop.request(StopReason::Interrupted);
 }

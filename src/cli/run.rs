@@ -331,7 +331,10 @@ impl Runner {
     fn new() -> Result<Runner, Failure> {
         let rt = runtime()?;
         let stop = Stop::new();
-        rt.spawn(stop_on_signal(stop.clone()));
+        rt.spawn(stop_on_signal(
+            stop.clone(),
+            "stopping — writing the results gathered so far",
+        ));
         Ok(Runner { rt: Some(rt), stop })
     }
 
@@ -503,7 +506,16 @@ pub fn compare(args: CompareArgs) -> Result<ExitCode, Failure> {
         );
         eprintln!("wsstorm compare: running {} with {strategy}", plan.name);
         let results = runner.run(&run, View::Quiet)?;
-        write_run(&results, &dir.join(strategy.name()))?;
+        let path = write_run(&results, &dir.join(strategy.name()))?;
+        let t = &results.totals;
+        eprintln!(
+            "wsstorm compare:   {strategy}: {} attempts, {} of {} connected at the end, {} gave up; {}",
+            t.connect_attempts,
+            t.connected_at_end,
+            t.clients,
+            t.gave_up,
+            path.display()
+        );
         runs.push(CompareRun {
             strategy: strategy.name().to_string(),
             results: format!("{}/results.json", strategy.name()),
@@ -526,7 +538,15 @@ pub fn compare(args: CompareArgs) -> Result<ExitCode, Failure> {
         .and_then(|_| std::fs::write(dir.join("compare.html"), cmp::render(&comparison, &all)))
         .map_err(|e| Failure::runtime(format!("{}: {e}", dir.display())))?;
     print!("{}", crate::report::text::comparison(&comparison));
-    println!("  comparison   {}", dir.join("compare.html").display());
+    println!("  comparison   {}", dir.join("compare.json").display());
+    println!("  report       {}", dir.join("compare.html").display());
+    for run in &comparison.runs {
+        println!(
+            "  {:<12} {}",
+            run.strategy,
+            dir.join(&run.results).display()
+        );
+    }
     Ok(if runner.interrupted() {
         ExitCode::from(130)
     } else {

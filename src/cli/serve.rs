@@ -11,6 +11,16 @@ use crate::server::Server;
 use crate::swarm::Stop;
 use crate::units::{Dur, Rate};
 
+pub const SERVE_HELP: &str = "\
+Examples:
+  wsstorm serve --listen 127.0.0.1:9001
+  wsstorm serve --profile profiles/resume-after-reconnect.yaml --listen 127.0.0.1:9001
+      the embedded server that profile describes (its stream), for runs from elsewhere
+  wsstorm serve --accept-rate 500/s --retry-after 2s
+      a server that sheds handshakes beyond 500/s with 503 and Retry-After
+
+Ctrl-C or SIGTERM stops it and prints its counters.";
+
 pub const PROXY_HELP: &str = "\
 Control API (JSON over HTTP, loopback by default):
   GET    /connections   open connections
@@ -51,7 +61,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "PROFILE")]
     pub profile: Option<PathBuf>,
     /// The upgrade path; other paths get 404 (default /ws).
-    #[arg(long)]
+    #[arg(long, value_name = "PATH")]
     pub path: Option<String>,
     /// Handshakes admitted per second (e.g. 500/s); the rest get 503 with Retry-After.
     #[arg(long, value_name = "RATE")]
@@ -60,10 +70,10 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N")]
     pub accept_burst: Option<u32>,
     /// Retry-After sent with a 503 (default 1s).
-    #[arg(long)]
+    #[arg(long, value_name = "D")]
     pub retry_after: Option<Dur>,
     /// Listen backlog (default 4096).
-    #[arg(long)]
+    #[arg(long, value_name = "N")]
     pub backlog: Option<u32>,
 }
 
@@ -109,7 +119,7 @@ pub fn proxy(args: ProxyArgs) -> Result<ExitCode, Failure> {
                 .unwrap_or_default()
         );
         let stop = Stop::new();
-        tokio::spawn(stop_on_signal(stop.clone()));
+        tokio::spawn(stop_on_signal(stop.clone(), "stopping"));
         tokio::spawn(serve_control(
             control_listener,
             handle.clone(),
@@ -174,7 +184,7 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
             }
         }
         let stop = Stop::new();
-        tokio::spawn(stop_on_signal(stop.clone()));
+        tokio::spawn(stop_on_signal(stop.clone(), "stopping"));
         server.run(stop.token()).await;
         let s = handle.stats.summary();
         println!(

@@ -335,32 +335,50 @@ fn group_line(o: &mut String, g: &crate::results::GroupResults) {
 }
 
 /// The comparison table for the terminal.
+/// The comparison as a table with a row per figure and a column per strategy, so six
+/// strategies fit a 100-column terminal.
 pub fn comparison(c: &crate::report::compare::Comparison) -> String {
     use crate::report::compare::COLUMNS;
     let mut o = format!("wsstorm compare: {} (seed {})\n", c.name, c.seed);
-    let _ = write!(o, "  {:<20}", "strategy");
-    for (_, h) in COLUMNS {
-        let _ = write!(o, " {h:>16}");
+    let cell = |run: &crate::report::compare::CompareRun, col: &str| {
+        let v = match run.row.value(col) {
+            None if col.starts_with("recovery") => "never".to_string(),
+            None => "-".to_string(),
+            Some(v) if col == "rtt_p99_us" => format!("{:.2}", v / 1000.0),
+            Some(v) => format!("{v:.0}"),
+        };
+        let win = c
+            .winners
+            .get(col)
+            .is_some_and(|w| w.contains(&run.strategy));
+        if win { format!("*{v}") } else { v }
+    };
+    let label = COLUMNS.iter().map(|(_, h)| h.len()).max().unwrap_or(0);
+    let widths: Vec<usize> = c
+        .runs
+        .iter()
+        .map(|run| {
+            COLUMNS
+                .iter()
+                .map(|(col, _)| cell(run, col).len())
+                .chain([run.strategy.len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let _ = write!(o, "  {:<label$}", "");
+    for (run, w) in c.runs.iter().zip(&widths) {
+        let _ = write!(o, " {:>w$}", run.strategy);
     }
     o.push('\n');
-    for run in &c.runs {
-        let _ = write!(o, "  {:<20}", run.strategy);
-        for (col, _) in COLUMNS {
-            let v = match run.row.value(col) {
-                None if col.starts_with("recovery") => "never".to_string(),
-                None => "-".to_string(),
-                Some(v) if col == "rtt_p99_us" => format!("{:.2}", v / 1000.0),
-                Some(v) => format!("{v:.0}"),
-            };
-            let win = c
-                .winners
-                .get(col)
-                .is_some_and(|w| w.contains(&run.strategy));
-            let _ = write!(o, " {:>16}", if win { format!("*{v}") } else { v });
+    for (col, heading) in COLUMNS {
+        let _ = write!(o, "  {heading:<label$}");
+        for (run, w) in c.runs.iter().zip(&widths) {
+            let _ = write!(o, " {:>w$}", cell(run, col));
         }
         o.push('\n');
     }
-    o.push_str("  (* best in its column; lower is better)\n");
+    o.push_str("  (* best in its row; lower is better)\n");
     o
 }
 
@@ -404,6 +422,46 @@ pub fn capacity_summary(c: &Capacity) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_comparison_of_every_strategy_fits_100_columns() {
+        use crate::report::compare::{CompareRow, CompareRun, Comparison};
+        let runs = crate::backoff::Strategy::ALL
+            .iter()
+            .map(|s| CompareRun {
+                strategy: s.name().to_string(),
+                results: format!("{}/results.json", s.name()),
+                row: CompareRow {
+                    recovery_p50_ms: Some(123_456.0),
+                    recovery_p95_ms: None,
+                    recovery_p99_ms: None,
+                    peak_attempts_per_s: 1_000_000,
+                    peak_retries_per_100ms: 100_000,
+                    total_attempts: 12_345_678,
+                    rejections: 1_234_567,
+                    gave_up: 1000,
+                    rtt_p99_us: Some(12_345_678),
+                },
+            })
+            .collect();
+        let c = Comparison {
+            schema: String::new(),
+            name: "n".into(),
+            seed: 1,
+            started_at: String::new(),
+            runs,
+            winners: Default::default(),
+        };
+        let text = super::comparison(&c);
+        assert!(text.contains("decorrelated-jitter"), "{text}");
+        for line in text.lines() {
+            assert!(
+                line.chars().count() <= 100,
+                "{} columns: {line}",
+                line.chars().count()
+            );
+        }
+    }
+
     use super::*;
 
     #[test]

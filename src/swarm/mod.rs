@@ -396,6 +396,11 @@ impl Swarm {
     /// the services, and hand over what was recorded.
     pub async fn drain(self, plan: &Plan, reason: StopReason) -> Record {
         let duration = self.epoch.elapsed();
+        if cfg!(debug_assertions) {
+            self.metrics.warn(
+                "this is a debug build of wsstorm, several times slower than a release build: its latency and rate figures are its own, not the target's (cargo build --release)",
+            );
+        }
         // Exactly what was open at the end: every open and close so far is in the shards
         // (workers count their own at this moment).
         let (connected_at_end, clients) = match self.clients {
