@@ -188,6 +188,10 @@ impl Client {
                             m.closed(who, Closed::Dead { silent_for });
                             b.on_close.decide(1006)
                         }
+                        SessionEnd::Violation(code) => {
+                            m.closed(who, Closed::Violation(code));
+                            b.on_close.decide(code)
+                        }
                     }
                 }
                 Attempt::Failed(e) => {

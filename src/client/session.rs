@@ -12,9 +12,9 @@ use rand::RngExt;
 use rand::rngs::Xoshiro128PlusPlus;
 use tokio::io::AsyncWriteExt;
 use tokio::time::{Instant, Interval, MissedTickBehavior, interval_at, sleep_until};
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{self, Message};
 
 use super::GroupCtx;
 use super::connect::Ws;
@@ -32,6 +32,27 @@ pub enum SessionEnd {
     Peer(u16),
     /// No pong within the heartbeat timeout.
     Dead { silent_for: Duration },
+    /// The server broke the protocol (RFC 6455 §7.4.1); the client closed with this code:
+    /// 1002 protocol error, 1007 invalid UTF-8, 1009 a message or frame over the limit.
+    Violation(u16),
+}
+
+/// The close code RFC 6455 asks an endpoint to send for a read error, when the error is the
+/// peer breaking the protocol rather than the connection breaking.
+pub fn violation_code(e: &tungstenite::Error) -> Option<u16> {
+    use tungstenite::Error as E;
+    match e {
+        E::Protocol(p) => match p {
+            // The connection ended, or was used after it ended: the network's doing.
+            tungstenite::error::ProtocolError::ResetWithoutClosingHandshake
+            | tungstenite::error::ProtocolError::SendAfterClosing
+            | tungstenite::error::ProtocolError::ReceivedAfterClosing => None,
+            _ => Some(1002),
+        },
+        E::Utf8(_) => Some(1007),
+        E::Capacity(_) => Some(1009),
+        _ => None,
+    }
 }
 
 /// Echo payload: `wsstorm <client:8 hex> <seq:8 hex> <send time µs:16 hex> ` then padding.
@@ -243,7 +264,23 @@ pub async fn run(
                         return SessionEnd::Peer(code);
                     }
                     Some(Ok(_)) => {}
-                    Some(Err(_)) | None => return SessionEnd::Peer(1006),
+                    Some(Err(e)) => match violation_code(&e) {
+                        Some(code) => {
+                            // Say why, as the RFC asks, if the connection still takes a frame.
+                            let frame = CloseFrame {
+                                code: code.into(),
+                                reason: "".into(),
+                            };
+                            let _ = Box::pin(tokio::time::timeout(
+                                Duration::from_secs(1),
+                                ws.close(Some(frame)),
+                            ))
+                            .await;
+                            return SessionEnd::Violation(code);
+                        }
+                        None => return SessionEnd::Peer(1006),
+                    },
+                    None => return SessionEnd::Peer(1006),
                 }
             }
             _ = sleep_opt(next_deadline) => {

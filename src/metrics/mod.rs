@@ -189,6 +189,8 @@ pub enum Closed {
     ByClient,
     /// The heartbeat found it dead; the client aborted it.
     Dead { silent_for: Duration },
+    /// The server broke the protocol; the client closed with this code (1002, 1007, 1009).
+    Violation(u16),
 }
 
 /// The standard name of a close code (RFC 6455 §7.4.1 and the IANA registry).
@@ -237,6 +239,9 @@ pub struct Counters {
     pub connect_errors: [u64; ConnectError::COUNT],
     pub handshake_status: BTreeMap<u16, u64>,
     pub close_codes: BTreeMap<u16, u64>,
+    /// Closes the client sent because the server broke the protocol, by code.
+    #[serde(default)]
+    pub client_close_codes: BTreeMap<u16, u64>,
 }
 
 impl Counters {
@@ -263,6 +268,9 @@ impl Counters {
         }
         for (k, v) in &o.close_codes {
             *self.close_codes.entry(*k).or_default() += v;
+        }
+        for (k, v) in &o.client_close_codes {
+            *self.client_close_codes.entry(*k).or_default() += v;
         }
     }
 
@@ -544,6 +552,9 @@ impl Metrics {
                     s.counters.client_closes += 1;
                     s.counters.dead_detected += 1;
                     s.hists.record(Latency::DeadDetect, silent_for);
+                }
+                Closed::Violation(code) => {
+                    *s.counters.client_close_codes.entry(code).or_default() += 1
                 }
             }
         });

@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 use super::{Counters, Hists, Latency};
 
 /// Storm figures. A *loss* is a connection that ended without the client wanting it (a close
-/// by the peer or the network, or a dead connection found by the heartbeat).
+/// by the peer or the network, a close the server's protocol violation forced, or a dead
+/// connection found by the heartbeat).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Storm {
     pub losses: u64,
@@ -57,7 +58,11 @@ pub fn storm_from(
     attempts_per_tick: &[u64],
     retries_per_tick: &[u64],
 ) -> Storm {
-    let losses = c.close_codes.values().sum::<u64>() + c.dead_detected;
+    // Closes the client sent because the server broke the protocol are losses too: the
+    // client did not want them.
+    let losses = c.close_codes.values().sum::<u64>()
+        + c.client_close_codes.values().sum::<u64>()
+        + c.dead_detected;
     let reconnects = h.get(Latency::Reconnect);
     let recovered = reconnects.len().min(losses);
     let at = |q: f64| -> Option<f64> {

@@ -383,6 +383,19 @@ fn close_codes_and_errors(t: &Totals) -> Markup {
                 }
             }
         }
+        @if !t.client_close_codes.is_empty() {
+            h3 { "Closes the client sent: the server broke the protocol" }
+            table {
+                (header_row(&["close code", "name", "count"]))
+                @for (c, n) in &t.client_close_codes {
+                    tr {
+                        td { (c) }
+                        td { (c.parse().map(close_code_name).unwrap_or("")) }
+                        (num(&format!("totals.client_close_codes.{c}"), n))
+                    }
+                }
+            }
+        }
         h3 { "Handshake answers other than 101" }
         table {
             (header_row(&["HTTP status", "count"]))

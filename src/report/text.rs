@@ -130,6 +130,13 @@ pub fn summary(r: &Results) -> String {
             first = false;
         }
     }
+    for (code, n) in &t.client_close_codes {
+        let name = code.parse().map(close_code_name).unwrap_or("unknown");
+        let _ = writeln!(
+            o,
+            "  server broke the protocol: the client closed {n} × {code} {name}"
+        );
+    }
     let _ = writeln!(
         o,
         "  client closes {:>8}   dead detected {}",

@@ -100,6 +100,11 @@ pub struct Totals {
     /// Closes the server or the network caused, as the client saw them; 1006 = ended without a
     /// close frame.
     pub close_codes: BTreeMap<String, u64>,
+    /// Closes the client sent because the server broke the protocol (RFC 6455 §7.4.1): 1002 a
+    /// protocol error (reserved opcode or bits, a masked frame, bad fragmentation), 1007
+    /// invalid UTF-8 in a text message, 1009 a message or frame over the client's limit.
+    #[serde(default)]
+    pub client_close_codes: BTreeMap<String, u64>,
     /// Connections the heartbeat found dead (pong timeout).
     pub dead_detected: u64,
     pub messages: Messages,
@@ -243,6 +248,11 @@ pub fn totals_from(c: &Counters, clients: u64, peak: u64, connected_at_end: u64)
             .collect(),
         close_codes: c
             .close_codes
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect(),
+        client_close_codes: c
+            .client_close_codes
             .iter()
             .map(|(k, v)| (k.to_string(), *v))
             .collect(),

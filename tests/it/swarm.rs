@@ -24,9 +24,10 @@ fn assert_books_balance(r: &Results) {
         "attempts = opened + errors + statuses: {t:#?}"
     );
     let peer_closes: u64 = t.close_codes.values().sum();
+    let violations: u64 = t.client_close_codes.values().sum();
     assert_eq!(
         t.opened,
-        peer_closes + t.client_closes,
+        peer_closes + violations + t.client_closes,
         "every open closes once: {t:#?}"
     );
     let from_points: u64 = r.timeline.points.iter().map(|p| p.attempts).sum();
@@ -657,4 +658,96 @@ fn unsafe_kill(pid: i32) {
     unsafe {
         libc::kill(pid, libc::SIGKILL);
     }
+}
+
+/// A server no library would be: it completes the upgrade, then breaks the protocol, a
+/// different way for each connection in turn, and notes the close code each client sends.
+fn protocol_breaking_server() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<u16>>>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let codes = seen.clone();
+    std::thread::spawn(move || {
+        for (i, stream) in listener.incoming().enumerate() {
+            let Ok(mut s) = stream else { continue };
+            let codes = codes.clone();
+            std::thread::spawn(move || {
+                let mut req = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&req);
+                let key = text
+                    .lines()
+                    .find_map(|l| {
+                        l.strip_prefix("Sec-WebSocket-Key: ")
+                            .or_else(|| l.strip_prefix("sec-websocket-key: "))
+                    })
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string();
+                let accept =
+                    tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+                );
+                let bad: &[u8] = match i % 3 {
+                    // A frame with reserved opcode 0x3.
+                    0 => &[0x83, 0x00],
+                    // A text message that is not UTF-8.
+                    1 => &[0x81, 0x02, 0xC3, 0x28],
+                    // A masked frame: servers must not mask.
+                    _ => &[0x81, 0x82, 1, 2, 3, 4, b'h' ^ 1, b'i' ^ 2],
+                };
+                let _ = s.write_all(bad);
+                // The client's close frame: FIN+close, masked length, mask, code ^ mask.
+                let mut frame = [0u8; 8];
+                if s.read_exact(&mut frame).is_ok() && frame[0] == 0x88 {
+                    let code = u16::from_be_bytes([frame[6] ^ frame[2], frame[7] ^ frame[3]]);
+                    codes.lock().unwrap().push(code);
+                }
+            });
+        }
+    });
+    (port, seen)
+}
+
+#[test]
+fn a_server_that_breaks_the_protocol_is_told_why_and_counted_apart() {
+    let (port, seen) = protocol_breaking_server();
+    let r = run(&format!(
+        "
+name: protocol-breaker
+duration: 2s
+target: ws://127.0.0.1:{port}/ws
+groups:
+  - name: g
+    clients: 9
+    arrival: {{ rate: 100/s }}
+    behaviour:
+      reconnect: {{ on_close: {{ 1002: stop, 1007: stop, 1009: stop }} }}
+"
+    ));
+    let t = &r.totals;
+    assert_eq!(t.opened, 9);
+    // Reserved opcode and masked frame: 1002; invalid UTF-8: 1007. Not the network's 1006.
+    assert_eq!(t.client_close_codes.get("1002"), Some(&6), "{t:#?}");
+    assert_eq!(t.client_close_codes.get("1007"), Some(&3), "{t:#?}");
+    assert!(t.close_codes.is_empty(), "{:?}", t.close_codes);
+    assert_eq!(t.gave_up, 9);
+    assert_eq!(r.storm.losses, 9, "a forced close is a loss");
+    assert_books_balance(&r);
+    // And the server was told, as RFC 6455 asks.
+    let mut codes = seen.lock().unwrap().clone();
+    codes.sort();
+    assert_eq!(
+        codes,
+        [1002, 1002, 1002, 1002, 1002, 1002, 1007, 1007, 1007]
+    );
 }
