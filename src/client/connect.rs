@@ -318,7 +318,7 @@ async fn upgrade(
         let n = transport.read(&mut chunk).await.map_err(io_failed)?;
         if n == 0 {
             // Closed before a complete response: the server went away mid-handshake.
-            return Err(Upgrade::Failed(ConnectError::Reset));
+            return Err(Upgrade::Failed(ConnectError::ClosedInHandshake));
         }
         response.extend_from_slice(&chunk[..n]);
         let mut headers = [httparse::EMPTY_HEADER; 32];
@@ -326,7 +326,7 @@ async fn upgrade(
         let len = match parsed.parse(&response) {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) if response.len() < MAX_RESPONSE => continue,
-            _ => return Err(Upgrade::Failed(ConnectError::Other)),
+            _ => return Err(Upgrade::Failed(ConnectError::NotHttp)),
         };
         let find = |name: &str| {
             parsed
@@ -360,7 +360,7 @@ async fn upgrade(
                 .is_some_and(|o| o.split(',').any(|o| o.trim() == p))
         });
         if !upgraded || !protocol_ok {
-            return Err(Upgrade::Failed(ConnectError::Other));
+            return Err(Upgrade::Failed(ConnectError::BadUpgrade));
         }
         // Exactly the bytes that followed the response: the connection grows its own read
         // buffer to `read_buffer` from there.
@@ -403,12 +403,21 @@ pub fn classify_io(e: &io::Error) -> ConnectError {
 /// TLS failures are errors of the TLS layer (certificate, protocol); a connection cut during
 /// the TLS handshake is a reset like any other.
 fn classify_tls(e: &io::Error) -> ConnectError {
-    if e.kind() == io::ErrorKind::InvalidData
-        || e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>())
-    {
-        ConnectError::Tls
-    } else {
-        classify_io(e)
+    use rustls::{CertificateError as C, Error as R};
+    match e.get_ref().and_then(|inner| inner.downcast_ref::<R>()) {
+        Some(R::InvalidCertificate(C::Expired | C::NotValidYet))
+        | Some(R::InvalidCertificate(C::ExpiredContext { .. }))
+        | Some(R::InvalidCertificate(C::NotValidYetContext { .. })) => ConnectError::TlsExpired,
+        Some(R::InvalidCertificate(C::UnknownIssuer)) => ConnectError::TlsUnknownIssuer,
+        Some(R::InvalidCertificate(C::NotValidForName))
+        | Some(R::InvalidCertificate(C::NotValidForNameContext { .. })) => {
+            ConnectError::TlsWrongHost
+        }
+        // Bytes that are not TLS records (a plain server's HTTP answer), or nothing in common.
+        Some(R::InvalidMessage(_) | R::PeerIncompatible(_)) => ConnectError::TlsNotTls,
+        Some(_) => ConnectError::Tls,
+        None if e.kind() == io::ErrorKind::InvalidData => ConnectError::TlsNotTls,
+        None => classify_io(e),
     }
 }
 
@@ -431,8 +440,8 @@ mod tests {
             ConnectError::FdLimit
         );
         assert_eq!(
-            classify_tls(&io::Error::new(io::ErrorKind::InvalidData, "bad cert")),
-            ConnectError::Tls
+            classify_tls(&io::Error::new(io::ErrorKind::InvalidData, "not TLS")),
+            ConnectError::TlsNotTls
         );
     }
 

@@ -37,25 +37,49 @@ pub enum ConnectError {
     /// No local address/port left (EADDRNOTAVAIL): the generator ran out of ephemeral ports.
     AddrUnavailable,
     Dns,
+    /// A TLS failure other than the ones below.
     Tls,
+    /// The server's certificate has expired (or is not valid yet).
+    TlsExpired,
+    /// The server's certificate is signed by no CA the client trusts (self-signed, say).
+    TlsUnknownIssuer,
+    /// The server's certificate is for another host name.
+    TlsWrongHost,
+    /// The server does not speak TLS (wss:// to a plain server) or no version or cipher both
+    /// sides know.
+    TlsNotTls,
     /// The generator hit its open-file limit (EMFILE/ENFILE).
     FdLimit,
     Other,
     /// The run ended while the attempt was still in progress.
     Cancelled,
+    /// The server closed the connection before a complete answer to the upgrade.
+    ClosedInHandshake,
+    /// What came back to the upgrade request was not HTTP.
+    NotHttp,
+    /// A 101 answer without a valid upgrade: a wrong Sec-WebSocket-Accept, no Upgrade or
+    /// Connection header, or a subprotocol the client did not offer.
+    BadUpgrade,
 }
 
 impl ConnectError {
-    pub const ALL: [ConnectError; 9] = [
+    pub const ALL: [ConnectError; 16] = [
         ConnectError::Refused,
         ConnectError::Timeout,
         ConnectError::Reset,
         ConnectError::AddrUnavailable,
         ConnectError::Dns,
         ConnectError::Tls,
+        ConnectError::TlsExpired,
+        ConnectError::TlsUnknownIssuer,
+        ConnectError::TlsWrongHost,
+        ConnectError::TlsNotTls,
         ConnectError::FdLimit,
         ConnectError::Other,
         ConnectError::Cancelled,
+        ConnectError::ClosedInHandshake,
+        ConnectError::NotHttp,
+        ConnectError::BadUpgrade,
     ];
     pub const COUNT: usize = Self::ALL.len();
 
@@ -67,10 +91,30 @@ impl ConnectError {
             ConnectError::AddrUnavailable => "addr_unavailable",
             ConnectError::Dns => "dns",
             ConnectError::Tls => "tls",
+            ConnectError::TlsExpired => "tls_expired",
+            ConnectError::TlsUnknownIssuer => "tls_unknown_issuer",
+            ConnectError::TlsWrongHost => "tls_wrong_host",
+            ConnectError::TlsNotTls => "tls_not_tls",
             ConnectError::FdLimit => "fd_limit",
             ConnectError::Other => "other",
             ConnectError::Cancelled => "cancelled",
+            ConnectError::ClosedInHandshake => "closed_in_handshake",
+            ConnectError::NotHttp => "not_http",
+            ConnectError::BadUpgrade => "bad_upgrade",
         }
+    }
+
+    /// The TLS failures, each its own cause; results.json counts them together as `tls` and
+    /// apart in `tls_causes`.
+    pub fn is_tls(self) -> bool {
+        matches!(
+            self,
+            ConnectError::Tls
+                | ConnectError::TlsExpired
+                | ConnectError::TlsUnknownIssuer
+                | ConnectError::TlsWrongHost
+                | ConnectError::TlsNotTls
+        )
     }
 
     fn index(self) -> usize {

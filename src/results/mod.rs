@@ -125,11 +125,26 @@ pub struct ConnectErrors {
     /// Attempts still in progress when the run ended.
     #[serde(default)]
     pub cancelled: u64,
+    /// The server closed the connection before a complete answer to the upgrade (counted in
+    /// `reset` before this field existed).
+    #[serde(default)]
+    pub closed_in_handshake: u64,
+    /// The answer to the upgrade was not HTTP (counted in `other` before).
+    #[serde(default)]
+    pub not_http: u64,
+    /// A 101 without a valid upgrade: a wrong Sec-WebSocket-Accept, no Upgrade or Connection
+    /// header, an unoffered subprotocol (counted in `other` before).
+    #[serde(default)]
+    pub bad_upgrade: u64,
+    /// `tls` by cause: `expired`, `unknown_issuer`, `wrong_host`, `not_tls` (wss:// to a plain
+    /// server, or no common version), `other`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tls_causes: BTreeMap<String, u64>,
 }
 
 impl ConnectErrors {
     /// Every kind with its count, in a fixed order; the names are the JSON field names.
-    pub fn kinds(&self) -> [(&'static str, u64); 9] {
+    pub fn kinds(&self) -> [(&'static str, u64); 12] {
         [
             ("refused", self.refused),
             ("timeout", self.timeout),
@@ -140,19 +155,14 @@ impl ConnectErrors {
             ("fd_limit", self.fd_limit),
             ("other", self.other),
             ("cancelled", self.cancelled),
+            ("closed_in_handshake", self.closed_in_handshake),
+            ("not_http", self.not_http),
+            ("bad_upgrade", self.bad_upgrade),
         ]
     }
 
     pub fn total(&self) -> u64 {
-        self.refused
-            + self.timeout
-            + self.reset
-            + self.addr_unavailable
-            + self.dns
-            + self.tls
-            + self.fd_limit
-            + self.other
-            + self.cancelled
+        self.kinds().iter().map(|(_, n)| n).sum()
     }
 }
 
@@ -236,10 +246,25 @@ pub fn totals_from(c: &Counters, clients: u64, peak: u64, connected_at_end: u64)
             reset: e(ConnectError::Reset),
             addr_unavailable: e(ConnectError::AddrUnavailable),
             dns: e(ConnectError::Dns),
-            tls: e(ConnectError::Tls),
+            tls: ConnectError::ALL
+                .iter()
+                .filter(|k| k.is_tls())
+                .map(|k| e(*k))
+                .sum(),
             fd_limit: e(ConnectError::FdLimit),
             other: e(ConnectError::Other),
             cancelled: e(ConnectError::Cancelled),
+            closed_in_handshake: e(ConnectError::ClosedInHandshake),
+            not_http: e(ConnectError::NotHttp),
+            bad_upgrade: e(ConnectError::BadUpgrade),
+            tls_causes: ConnectError::ALL
+                .iter()
+                .filter(|k| k.is_tls() && e(**k) > 0)
+                .map(|k| {
+                    let cause = k.name().strip_prefix("tls_").unwrap_or("other");
+                    (cause.to_string(), e(*k))
+                })
+                .collect(),
         },
         handshake_status: c
             .handshake_status

@@ -388,11 +388,11 @@ fn metastable_storm_stays_down_and_jitter_recovers() {
 
 #[test]
 fn tls_certificate_errors_are_counted() {
-    for (kind, ok) in [
-        (CertKind::Valid, true),
-        (CertKind::SelfSigned, false),
-        (CertKind::Expired, false),
-        (CertKind::WrongHost, false),
+    for (kind, ok, cause) in [
+        (CertKind::Valid, true, ""),
+        (CertKind::SelfSigned, false, "unknown_issuer"),
+        (CertKind::Expired, false, "expired"),
+        (CertKind::WrongHost, false, "wrong_host"),
     ] {
         let r = run("tls-certificate-errors", Some(20), |p| {
             p.duration = secs(2.0);
@@ -407,7 +407,14 @@ fn tls_certificate_errors_are_counted() {
         } else {
             assert_eq!(t.opened, 0, "{kind:?}");
             assert_eq!(t.connect_errors.tls, 60, "{kind:?}: 3 attempts each");
+            // Each named for what is wrong with the certificate.
+            assert_eq!(
+                t.connect_errors.tls_causes,
+                [(cause.to_string(), 60)].into(),
+                "{kind:?}"
+            );
             assert_eq!(t.gave_up, 20);
+            assert!(r.failed.is_some(), "nothing connected");
         }
     }
 }
