@@ -228,6 +228,101 @@ serde_unit!(ByteSize, "a size such as `64`, `4KiB` or `1MiB`");
 serde_unit!(Percent, "a percentage such as `30%`");
 serde_unit!(ByteRate, "a bandwidth such as `64KiB/s`");
 
+/// The JSON Schema of each unit, for `wsstorm schema`: the parser above as a pattern, so an
+/// editor flags `30` or `10/sec/s` as you type. The patterns are a little looser than the
+/// parsers (`1.2.3ms` passes): the schema must never refuse what a profile may say.
+mod schema {
+    use std::borrow::Cow;
+
+    use schemars::{JsonSchema, Schema, SchemaGenerator};
+    use serde_json::{Value, json};
+
+    use super::{ByteRate, ByteSize, Dur, Percent, Rate};
+
+    /// A number as `split_number` reads it: digits, dots and `_` separators.
+    const NUM: &str = r"[0-9._]*[0-9][0-9._]*";
+    const SIZE_UNIT: &str = "(?:B|KiB|MiB|GiB|KB|kB|MB|GB)";
+
+    /// A string matching `pattern` (with whitespace around it), or, when `number` is given,
+    /// a YAML number as that schema says.
+    fn unit(pattern: String, description: &str, examples: Value, number: Option<Value>) -> Schema {
+        let text = json!({ "type": "string", "pattern": format!(r"^\s*{pattern}\s*$") });
+        let mut schema = match number {
+            None => text,
+            Some(number) => json!({ "anyOf": [text, number] }),
+        };
+        schema["description"] = description.into();
+        schema["examples"] = examples;
+        Schema::try_from(schema).expect("an object is a schema")
+    }
+
+    macro_rules! named {
+        ($t:ident, $name:literal, $schema:expr) => {
+            impl JsonSchema for $t {
+                fn schema_name() -> Cow<'static, str> {
+                    $name.into()
+                }
+                fn json_schema(_: &mut SchemaGenerator) -> Schema {
+                    $schema
+                }
+            }
+        };
+    }
+
+    named!(
+        Dur,
+        "Duration",
+        unit(
+            format!(r"(?:{NUM}\s*(?:us|µs|ms|s|m|min|h)|[0._]+)"),
+            "A duration with a unit: us, ms, s, m (or min) or h, e.g. `250ms`, `1.5s`, `2m`. \
+             A bare number is refused (seconds or milliseconds?), except 0.",
+            json!(["250ms", "30s", "2m"]),
+            Some(json!({ "const": 0 })),
+        )
+    );
+    named!(
+        Rate,
+        "Rate",
+        unit(
+            format!(r"{NUM}\s*/\s*(?:s|sec|ms|m|min|h)"),
+            "A count per unit of time, greater than zero: `2000/s`, `30/m`, `10/h`.",
+            json!(["2000/s", "30/m", "10/h"]),
+            None,
+        )
+    );
+    named!(
+        ByteSize,
+        "ByteSize",
+        unit(
+            format!(r"{NUM}\s*{SIZE_UNIT}?"),
+            "A whole number of bytes, bare or with a unit: `64`, `64B`, `4KiB`, `1MiB`, `4KB` \
+             (KB, MB and GB are decimal).",
+            json!(["64", "4KiB", "1MiB"]),
+            Some(json!({ "type": "integer", "minimum": 0 })),
+        )
+    );
+    named!(
+        ByteRate,
+        "ByteRate",
+        unit(
+            format!(r"{NUM}\s*{SIZE_UNIT}?\s*/\s*(?:s|sec|ms|m|min)"),
+            "Bytes per unit of time, greater than zero: `64KiB/s`, `1MB/s`, `500B/s`.",
+            json!(["64KiB/s", "1MB/s"]),
+            None,
+        )
+    );
+    named!(
+        Percent,
+        "Percent",
+        unit(
+            format!(r"{NUM}\s*%?"),
+            "A share from 0% to 100%: `30%`, or a fraction from 0 to 1 (`0.3`).",
+            json!(["30%", "100%"]),
+            Some(json!({ "type": "number", "minimum": 0, "maximum": 1 })),
+        )
+    );
+}
+
 impl fmt::Display for Dur {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         let us = self.0.as_micros();

@@ -7,7 +7,7 @@ mod serve;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::plan::Plan;
 use crate::profile::ProfileError;
@@ -92,6 +92,13 @@ pub enum Command {
         /// The YAML profile.
         profile: PathBuf,
     },
+    /// Print the JSON Schema of the profile format, for editors that complete and check YAML.
+    Schema,
+    /// Print shell completions of these commands and their flags.
+    Completions {
+        /// The shell to complete in.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// An error and the exit code it maps to.
@@ -163,7 +170,29 @@ pub fn main() -> Result<ExitCode, Failure> {
             print!("{}", describe(&plan));
             Ok(ExitCode::SUCCESS)
         }
+        Command::Schema => {
+            let schema = serde_json::to_string_pretty(&crate::profile::schema())
+                .map_err(|e| Failure::runtime(format!("cannot write the schema: {e}")))?;
+            println!("{schema}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Completions { shell } => {
+            let mut cli = visible_commands();
+            clap_complete::generate(shell, &mut cli, "wsstorm", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+/// The command line without the hidden subcommands that `wsstorm run` starts itself:
+/// clap_complete would offer them at every Tab.
+fn visible_commands() -> clap::Command {
+    let full = Cli::command();
+    let visible = full.get_subcommands().filter(|c| !c.is_hide_set()).cloned();
+    clap::Command::new("wsstorm")
+        .version(env!("CARGO_PKG_VERSION"))
+        .subcommand_required(true)
+        .subcommands(visible)
 }
 
 /// What `wsstorm validate` prints: the plan in a few lines.

@@ -12,10 +12,12 @@
 
 mod locate;
 mod read;
+mod schema;
 
 use std::collections::BTreeMap;
 use std::fmt;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::backoff::Strategy;
@@ -25,21 +27,29 @@ pub use locate::locate;
 #[cfg(test)]
 pub(crate) use read::from_yaml;
 pub use read::{Document, MAX_DEPTH, MAX_PROFILE_BYTES, load, parse};
+pub use schema::schema;
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+/// A wsstorm behaviour profile: who connects to what, how they behave, and what happens to
+/// them when.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Profile {
+    /// Names the run in reports and in the results directory.
     pub name: String,
     #[serde(default)]
     pub description: Option<String>,
+    /// Seed of the run's random choices (arrival gaps, backoff jitter, shares); default 1.
     #[serde(default)]
     pub seed: Option<u64>,
+    /// How long the run lasts.
     pub duration: Dur,
     /// Time clients get at the end of the run to close cleanly before they are cut.
     #[serde(default)]
     pub grace: Option<Dur>,
     pub target: Target,
+    /// The simulated clients, in groups that share a behaviour.
     pub groups: Vec<Group>,
+    /// Faults scheduled during the run.
     #[serde(default)]
     pub timeline: Vec<TimelineEntry>,
     /// What `wsstorm compare` runs when no `--strategy` is given.
@@ -59,7 +69,7 @@ pub struct Profile {
 
 /// A capacity search: one run per step, the load raised each step, until a threshold fails or
 /// `max` is reached.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CapacitySettings {
     /// What grows from step to step.
@@ -85,7 +95,7 @@ pub struct CapacitySettings {
     pub expect: Option<f64>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum CapacityVary {
     /// Clients connected and held (arrival rate as the group says).
@@ -114,7 +124,7 @@ impl CapacityVary {
     }
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CompareSettings {
     /// Backoff strategies to run the profile with, one run each, every group alike.
@@ -132,14 +142,17 @@ pub struct Target {
     pub proxy: ProxySettings,
 }
 
-#[derive(Deserialize)]
+/// The long form of `target`: a URL with settings.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct TargetMap {
+    /// `embedded`, or a ws:// or wss:// URL.
     url: String,
     #[serde(default)]
     server: ServerSettings,
     #[serde(default)]
     tls: TlsSettings,
+    /// Put the fault proxy between the clients and the target (groups may opt out).
     #[serde(default)]
     via_proxy: bool,
     #[serde(default)]
@@ -147,7 +160,7 @@ struct TargetMap {
 }
 
 /// The fault proxy a run starts when `via_proxy` is set.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProxySettings {
     pub listen: String,
@@ -203,7 +216,7 @@ impl Target {
 }
 
 /// Settings of the embedded target server (ignored for external targets).
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerSettings {
     /// Where the embedded server listens; port 0 picks a free port.
@@ -248,7 +261,7 @@ pub struct ServerSettings {
     pub tls: Option<ServerTls>,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimit {
     pub max: Rate,
@@ -257,7 +270,7 @@ pub struct RateLimit {
     pub action: RateLimitAction,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum RateLimitAction {
     #[default]
@@ -265,7 +278,7 @@ pub enum RateLimitAction {
     Error,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IdleTimeout {
     pub after: Dur,
@@ -275,7 +288,7 @@ pub struct IdleTimeout {
     pub mode: IdleMode,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum IdleMode {
     #[default]
@@ -283,7 +296,7 @@ pub enum IdleMode {
     Close,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HandshakeCost {
     /// Server time one handshake costs.
@@ -299,7 +312,7 @@ fn one() -> u32 {
     1
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServerAuth {
     /// Shared HMAC-SHA256 secret; clients of a run against the embedded target use it too.
@@ -311,7 +324,7 @@ pub fn default_secret() -> String {
     "wsstorm-demo-secret".into()
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StreamSettings {
     /// Messages published per second to every subscriber.
@@ -327,7 +340,7 @@ fn default_history() -> u32 {
     10_000
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Backpressure {
     /// Bytes queued for one client before the policy applies.
@@ -344,7 +357,7 @@ impl Default for Backpressure {
     }
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum OnFull {
     /// Drop new messages for that client (counted).
@@ -358,13 +371,13 @@ pub enum OnFull {
     Close1009,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServerTls {
     pub certificate: CertKind,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum CertKind {
     /// Signed by a CA generated for the run; clients with `trust_embedded_ca` connect.
@@ -403,7 +416,7 @@ impl Default for ServerSettings {
 }
 
 /// TLS options for `wss://` targets.
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsSettings {
     /// A PEM file of CA certificates to trust instead of the built-in web roots.
@@ -416,10 +429,11 @@ pub struct TlsSettings {
     pub trust_embedded_ca: bool,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Group {
     pub name: String,
+    /// How many clients the group runs.
     pub clients: u32,
     pub arrival: Arrival,
     #[serde(default = "default_timeout")]
@@ -462,7 +476,7 @@ fn default_read_buffer() -> ByteSize {
     ByteSize(512)
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Arrival {
     /// New clients per second.
@@ -474,7 +488,7 @@ pub struct Arrival {
     pub pattern: ArrivalPattern,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum ArrivalPattern {
     /// Evenly spaced: client i starts at start + i / rate.
@@ -484,7 +498,7 @@ pub enum ArrivalPattern {
     Poisson,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Behaviour {
     /// Send an echo message every `every`; the round trip is measured.
@@ -511,13 +525,13 @@ pub struct Behaviour {
     pub reconnect: Reconnect,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Read {
     pub max_rate: Rate,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Sleep {
     /// Time after each open before the client freezes.
@@ -526,7 +540,7 @@ pub struct Sleep {
     pub duration: Dur,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClientAuth {
     /// Lifetime of each token the client obtains.
@@ -542,14 +556,14 @@ pub struct ClientAuth {
     pub secret: Option<String>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Expiry {
     Refresh,
     Naive,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum TokenPlace {
     #[default]
@@ -557,7 +571,7 @@ pub enum TokenPlace {
     Query,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Subscribe {
     /// Ask to resume after a reconnect from the last position saved.
@@ -569,7 +583,7 @@ pub struct Subscribe {
     pub checkpoint_every: Option<u32>,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Abuse {
     pub kind: AbuseKind,
@@ -581,7 +595,7 @@ pub struct Abuse {
     pub bytes: Option<ByteSize>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum AbuseKind {
     /// A text frame whose payload is not UTF-8 (expect 1007).
@@ -594,7 +608,7 @@ pub enum AbuseKind {
     Unmasked,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Send {
     /// Open loop: a message every this often, whatever the replies do.
@@ -611,7 +625,7 @@ fn default_message_bytes() -> ByteSize {
     ByteSize(64)
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Heartbeat {
     pub ping_every: Dur,
@@ -619,7 +633,7 @@ pub struct Heartbeat {
     pub timeout: Dur,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Reconnect {
     #[serde(default)]
@@ -635,7 +649,7 @@ pub struct Reconnect {
 
 /// What a client does after a close or a refused handshake. Written `retry`, `stop`,
 /// `refresh-auth`, or `{ retry-after: 2s }`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Decision {
     /// Reconnect after the backoff delay.
@@ -692,7 +706,7 @@ impl<'de> Deserialize<'de> for Decision {
     }
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BackoffSettings {
     pub strategy: Strategy,
@@ -736,7 +750,7 @@ impl Default for BackoffSettings {
 
 /// One timeline entry as written: `{ at: 10s, action: drop-all, mode: abrupt }`. The fields
 /// that an action does not take are rejected by [`validate`], which keeps the YAML flat.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TimelineEntry {
     pub at: Dur,
@@ -779,7 +793,7 @@ pub struct TimelineEntry {
     pub cut_existing: Option<bool>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum ActionKind {
     /// The embedded server drops its connections.
@@ -836,11 +850,12 @@ impl ActionKind {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum DropMode {
     /// TCP closed with FIN and no close frame: clients see 1006. (`fin` is the same.)
     #[serde(alias = "fin")]
+    #[schemars(transform = schema::alias("fin"))]
     Abrupt,
     /// TCP reset (RST): clients see 1006, usually as a reset.
     Reset,
@@ -849,14 +864,14 @@ pub enum DropMode {
 }
 
 /// A threshold as a profile writes it: the expression alone, or with options.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 #[serde(untagged)]
 pub enum ThresholdSpec {
     Expr(String),
     Full(ThresholdOptions),
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ThresholdOptions {
     pub expr: String,
@@ -905,7 +920,7 @@ impl ThresholdSpec {
 }
 
 /// Which way data flows: `upstream` is client → server, `downstream` server → client.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Direction {
     #[default]

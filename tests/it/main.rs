@@ -8,6 +8,7 @@ mod peers;
 mod proxy;
 mod report;
 mod scenarios;
+mod schema;
 mod swarm;
 mod thresholds;
 mod tls;
