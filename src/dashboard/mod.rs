@@ -105,7 +105,6 @@ pub struct Dashboard {
     pub show_help: bool,
     /// Latency table shows the whole run (true) or the last second (false).
     pub latency_whole_run: bool,
-    last_attempts: u64,
     last_t: f64,
 }
 
@@ -117,26 +116,19 @@ impl Dashboard {
         }
     }
 
-    /// Take a newer snapshot. Attempts per second come from the change in cumulative attempts
-    /// since the previous snapshot seen, however many were skipped.
+    /// Take a newer snapshot. Attempts per second are the attempts of the second before it
+    /// (the collector counts them exactly, whatever snapshots the dashboard skipped): the one
+    /// definition of a rate that the summary's and the report's peaks use too.
     pub fn on_snapshot(&mut self, s: Arc<Snapshot>) {
         let t = s.elapsed.as_secs_f64();
         if t <= self.last_t && !self.history.is_empty() {
             return;
         }
-        let dt = t - self.last_t;
-        let attempts = s.totals.attempts;
-        let rate = if dt > 0.0 {
-            attempts.saturating_sub(self.last_attempts) as f64 / dt
-        } else {
-            0.0
-        };
         self.history.push(Sample {
             t,
             connected: s.totals.connected() as f64,
-            attempts_per_s: rate,
+            attempts_per_s: s.last_second.attempts as f64,
         });
-        self.last_attempts = attempts;
         self.last_t = t;
         self.snapshot = s;
     }
@@ -285,12 +277,15 @@ mod tests {
         KeyEvent::new(c, KeyModifiers::NONE)
     }
 
-    fn snap(t: f64, attempts: u64, opened: u64) -> Arc<Snapshot> {
+    fn snap(t: f64, last_second: u64, opened: u64) -> Arc<Snapshot> {
         Arc::new(Snapshot {
             elapsed: Duration::from_secs_f64(t),
             totals: Counters {
-                attempts,
                 opened,
+                ..Default::default()
+            },
+            last_second: Counters {
+                attempts: last_second,
                 ..Default::default()
             },
             ..Default::default()
@@ -330,14 +325,13 @@ mod tests {
     fn history_survives_skipped_snapshots() {
         let mut d = Dashboard::default();
         d.on_snapshot(snap(1.0, 100, 100));
-        // 0.1s later, 50 more attempts: 500/s.
         d.on_snapshot(snap(1.1, 150, 150));
-        // Snapshots skipped: 2s later, 200 more over 2s: 100/s, nothing lost.
-        d.on_snapshot(snap(3.1, 350, 300));
+        // Snapshots skipped: the rate is the snapshot's own last second, exact.
+        d.on_snapshot(snap(3.1, 90, 300));
         // An older or repeated snapshot changes nothing.
         d.on_snapshot(snap(3.1, 350, 300));
         let rates: Vec<f64> = d.history.iter().map(|s| s.attempts_per_s.round()).collect();
-        assert_eq!(rates, [100.0, 500.0, 100.0]);
+        assert_eq!(rates, [100.0, 150.0, 90.0]);
         assert_eq!(d.history[2].connected, 300.0);
     }
 

@@ -169,7 +169,7 @@ fn render_chart(app: &Dashboard, f: &mut Frame, area: Rect, series: Series) {
     let now = points.last().map(|p| p.1).unwrap_or(0.0);
     let title = match series {
         Series::Connected => format!(" connected clients: {now:.0} "),
-        Series::Attempts => format!(" connect attempts/s: {now:.0} "),
+        Series::Attempts => format!(" connect attempts/s (last 1 s): {now:.0} "),
     };
     let chart = Chart::new(datasets)
         .block(Block::bordered().title(title))
@@ -479,6 +479,11 @@ mod tests {
                     close_codes: close_codes.clone(),
                     handshake_status: handshake_status.clone(),
                     connect_errors,
+                    ..Default::default()
+                },
+                // The reconnect wave at 10 s, in the second after it.
+                last_second: Counters {
+                    attempts: if (100..110).contains(&i) { 990 } else { 100 },
                     ..Default::default()
                 },
                 peak_connected: 1000,

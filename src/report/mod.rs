@@ -308,11 +308,32 @@ fn verdict(r: &Results) -> Markup {
 }
 
 /// The run's curves over time; `xs` are the seconds of the timeline points shown.
+/// Events per second at each point: the count over the second that ends there (the first
+/// second's points count what there is). The same definition as the summary's peak
+/// attempts/s and the dashboard's rates, so the chart's peak is the summary's peak.
+fn per_second(counts: impl Iterator<Item = u64>, interval_s: f64) -> Vec<f64> {
+    let window = ((1.0 / interval_s).round() as usize).max(1);
+    let counts: Vec<u64> = counts.collect();
+    (0..counts.len())
+        .map(|i| {
+            counts[(i + 1).saturating_sub(window)..=i]
+                .iter()
+                .sum::<u64>() as f64
+        })
+        .collect()
+}
+
 fn over_time(r: &Results, xs: &[f64], interval_s: f64, m: &[(f64, String)]) -> Markup {
     let points = |f: &dyn Fn(&Point) -> f64| -> Vec<(f64, f64)> {
         xs.iter()
             .zip(&r.timeline.points)
             .map(|(x, p)| (*x, f(p)))
+            .collect()
+    };
+    let rate = |f: &dyn Fn(&Point) -> u64| -> Vec<(f64, f64)> {
+        xs.iter()
+            .copied()
+            .zip(per_second(r.timeline.points.iter().map(f), interval_s))
             .collect()
     };
     let one = |name: &str, color: &str, points| {
@@ -331,8 +352,8 @@ fn over_time(r: &Results, xs: &[f64], interval_s: f64, m: &[(f64, String)]) -> M
             color: code_color(code).into(),
             points: xs
                 .iter()
-                .zip(series)
-                .map(|(x, n)| (*x, *n as f64 / interval_s))
+                .copied()
+                .zip(per_second(series.iter().copied(), interval_s))
                 .collect(),
         })
         .collect();
@@ -346,16 +367,16 @@ fn over_time(r: &Results, xs: &[f64], interval_s: f64, m: &[(f64, String)]) -> M
                 m,
             ))
             (chart(
-                "connect attempts per second",
+                "connect attempts per second (each point: the second before it)",
                 "attempts/s",
-                one("attempts/s", PALETTE[0], points(&|p| p.attempts as f64 / interval_s)),
+                one("attempts/s", PALETTE[0], rate(&|p| p.attempts)),
                 m,
             ))
             (chart("closes per second by close code", "closes/s", by_code, m))
             (chart(
                 "failed attempts per second",
                 "errors/s",
-                one("errors/s", PALETTE[1], points(&|p| p.errors as f64 / interval_s)),
+                one("errors/s", PALETTE[1], rate(&|p| p.errors)),
                 m,
             ))
         }
@@ -460,29 +481,33 @@ fn groups(r: &Results, xs: &[f64], interval_s: f64, m: &[(f64, String)]) -> Mark
     if r.groups.len() < 2 {
         return html! {};
     }
-    let by_group = |f: &dyn Fn(&GroupSeries) -> &[u64], scale: f64| {
+    let by_group = |f: &dyn Fn(&GroupSeries) -> &[u64], rate: bool| {
         r.groups
             .iter()
             .enumerate()
-            .map(|(i, g)| Series {
-                name: g.name.clone(),
-                color: PALETTE[i % PALETTE.len()].into(),
-                points: xs
-                    .iter()
-                    .zip(f(&g.timeline))
-                    .map(|(x, v)| (*x, *v as f64 / scale))
-                    .collect(),
+            .map(|(i, g)| {
+                let values = f(&g.timeline).iter().copied();
+                let values: Vec<f64> = if rate {
+                    per_second(values, interval_s)
+                } else {
+                    values.map(|v| v as f64).collect()
+                };
+                Series {
+                    name: g.name.clone(),
+                    color: PALETTE[i % PALETTE.len()].into(),
+                    points: xs.iter().copied().zip(values).collect(),
+                }
             })
             .collect()
     };
     html! {
         h2 { "Groups" }
         div.charts {
-            (chart("connected clients by group", "clients", by_group(&|t| &t.connected, 1.0), m))
+            (chart("connected clients by group", "clients", by_group(&|t| &t.connected, false), m))
             (chart(
                 "connect attempts per second by group",
                 "attempts/s",
-                by_group(&|t| &t.attempts, interval_s),
+                by_group(&|t| &t.attempts, true),
                 m,
             ))
         }
@@ -657,6 +682,17 @@ pub fn write(r: &Results, dir: &std::path::Path) -> std::io::Result<std::path::P
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn rates_are_counts_over_the_trailing_second() {
+        let r = super::per_second([1u64, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 0].into_iter(), 0.1);
+        assert_eq!(&r[..3], [1.0, 3.0, 6.0]);
+        assert_eq!(r[9], 55.0, "a full second");
+        assert_eq!(r[10], 65.0, "it slides");
+        assert_eq!(r[11], 63.0);
+        // Its peak is the storm's peak_attempts_per_s definition: the busiest full second.
+        assert_eq!(r.iter().cloned().fold(0.0, f64::max), 65.0);
+    }
+
     use super::*;
     use crate::results::{FiredAction, Timeline};
 
