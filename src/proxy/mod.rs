@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::net::background::{Background, Service, Threads};
 use crate::net::listener::{Reservation, listen};
+use crate::server::striped::Striped;
 
 use crate::units::{ByteRate, ByteSize, Dur, Percent};
 
@@ -393,40 +394,85 @@ impl FaultTable {
     }
 }
 
+/// Declares the proxy's counters once. `events` happen once per connection or fault and are
+/// plain shared atomics; `per_chunk` are bumped for every chunk forwarded and are striped per
+/// thread (see [`Striped`]), so connection tasks on different cores never write one cache line.
 macro_rules! proxy_counters {
-    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
+    (
+        events { $($(#[$doc:meta])* $name:ident),* $(,)? }
+        per_chunk { $($(#[$cdoc:meta])* $hot:ident),* $(,)? }
+    ) => {
         #[derive(Debug, Default)]
         pub struct ProxyStats {
             $(pub $name: AtomicU64,)*
+            per_chunk: Striped<PerChunk>,
+        }
+
+        /// One thread's share of the per-chunk counters.
+        #[derive(Debug, Default)]
+        struct PerChunk {
+            $($hot: AtomicU64,)*
         }
 
         /// The proxy's counters, for results.json and the control API.
         #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
         pub struct ProxySummary {
             $($(#[$doc])* #[serde(default)] pub $name: u64,)*
+            $($(#[$cdoc])* #[serde(default)] pub $hot: u64,)*
         }
 
         impl ProxyStats {
+            /// Exact whenever it is read (the control API's `GET /stats` included).
             pub fn summary(&self) -> ProxySummary {
-                ProxySummary { $($name: self.$name.load(Ordering::Relaxed),)* }
+                ProxySummary {
+                    $($name: self.$name.load(Ordering::Relaxed),)*
+                    $($hot: self
+                        .per_chunk
+                        .all()
+                        .map(|s| s.$hot.load(Ordering::Relaxed))
+                        .sum(),)*
+                }
             }
         }
     };
 }
 
 proxy_counters! {
-    /// Client connections accepted.
-    accepted,
-    /// Connections open now.
-    open,
-    /// Upstream connects that failed (the client connection was then reset).
-    upstream_errors,
-    /// Connections closed by a `cut` (or `refuse` with cut_existing).
-    cut,
-    /// Connections closed by an idle timeout.
-    idle_timeouts,
-    bytes_upstream,
-    bytes_downstream,
+    events {
+        /// Client connections accepted.
+        accepted,
+        /// Connections open now.
+        open,
+        /// Upstream connects that failed (the client connection was then reset).
+        upstream_errors,
+        /// Connections closed by a `cut` (or `refuse` with cut_existing).
+        cut,
+        /// Connections closed by an idle timeout.
+        idle_timeouts,
+    }
+    per_chunk {
+        bytes_upstream,
+        bytes_downstream,
+    }
+}
+
+impl ProxyStats {
+    /// Count bytes `conn` forwarded: in its own counters (its task alone writes them) and in
+    /// the calling thread's stripe of the totals.
+    fn forwarded(&self, conn: &ConnInfo, up: bool, n: usize) {
+        if n == 0 {
+            return;
+        }
+        let n = n as u64;
+        let here = self.per_chunk.local();
+        if up {
+            conn.bytes_up.fetch_add(n, Ordering::Relaxed);
+            here.bytes_upstream.fetch_add(n, Ordering::Relaxed);
+        } else {
+            conn.bytes_down.fetch_add(n, Ordering::Relaxed);
+            here.bytes_downstream.fetch_add(n, Ordering::Relaxed);
+        }
+    }
 }
 
 /// One proxied connection, as the control API lists it.
@@ -773,6 +819,48 @@ mod tests {
                 .collect(),
             cuts: Vec::new(),
         }
+    }
+
+    /// Bytes forwarded are counted in per-thread stripes; the totals the control API serves
+    /// must be exact while connections are still open, and match the connections' own counts.
+    #[tokio::test]
+    async fn forwarded_bytes_are_exact_while_connections_are_open() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let upstream = echo.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = echo.accept().await {
+                tokio::spawn(async move {
+                    let (mut r, mut w) = s.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                });
+            }
+        });
+        let proxy = Proxy::bind(ProxyConfig::new("127.0.0.1:0".parse().unwrap(), upstream))
+            .await
+            .unwrap();
+        let handle = proxy.handle();
+        let shutdown = CancellationToken::new();
+        tokio::spawn(proxy.run(shutdown.clone()));
+
+        let payload = vec![7u8; 100_000];
+        let mut clients = Vec::new();
+        for _ in 0..3 {
+            let mut c = TcpStream::connect(handle.local_addr()).await.unwrap();
+            c.write_all(&payload).await.unwrap();
+            let mut back = vec![0u8; payload.len()];
+            c.read_exact(&mut back).await.unwrap();
+            clients.push(c);
+        }
+        // One runtime thread: the proxy counted each chunk before the client could read it.
+        let s = handle.stats();
+        assert_eq!(s.open, 3);
+        assert_eq!(s.bytes_upstream, 300_000);
+        assert_eq!(s.bytes_downstream, 300_000);
+        let conns = handle.connections();
+        assert_eq!(conns.iter().map(|c| c.bytes_up).sum::<u64>(), 300_000);
+        assert!(conns.iter().all(|c| c.bytes_down == 100_000), "{conns:?}");
+        shutdown.cancel();
     }
 
     #[test]

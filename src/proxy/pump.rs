@@ -278,8 +278,7 @@ pub(super) async fn pump(
                 match up.read(&client, &upstream, &eff.up, buffer, &mut rng) {
                     Ok((_, written)) => {
                         last_activity = Instant::now();
-                        info.bytes_up.fetch_add(written as u64, Ordering::Relaxed);
-                        stats.bytes_upstream.fetch_add(written as u64, Ordering::Relaxed);
+                        stats.forwarded(info, true, written);
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(_) => {
@@ -296,8 +295,7 @@ pub(super) async fn pump(
                 match down.read(&upstream, &client, &eff.down, buffer, &mut rng) {
                     Ok((_, written)) => {
                         last_activity = Instant::now();
-                        info.bytes_down.fetch_add(written as u64, Ordering::Relaxed);
-                        stats.bytes_downstream.fetch_add(written as u64, Ordering::Relaxed);
+                        stats.forwarded(info, false, written);
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(_) => {
@@ -308,8 +306,7 @@ pub(super) async fn pump(
             }
             w = up.write(&upstream, &eff.up), if up.can_write(&eff.up) => match w {
                 Ok(n) => {
-                    info.bytes_up.fetch_add(n as u64, Ordering::Relaxed);
-                    stats.bytes_upstream.fetch_add(n as u64, Ordering::Relaxed);
+                    stats.forwarded(info, true, n);
                 }
                 Err(_) => {
                     close(&client, &upstream, CutMode::Reset).await;
@@ -318,8 +315,7 @@ pub(super) async fn pump(
             },
             w = down.write(&client, &eff.down), if down.can_write(&eff.down) => match w {
                 Ok(n) => {
-                    info.bytes_down.fetch_add(n as u64, Ordering::Relaxed);
-                    stats.bytes_downstream.fetch_add(n as u64, Ordering::Relaxed);
+                    stats.forwarded(info, false, n);
                 }
                 Err(_) => {
                     close(&client, &upstream, CutMode::Reset).await;

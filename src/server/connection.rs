@@ -475,14 +475,16 @@ async fn session(
                 .map(|i| i.seq)
                 .or(upgrade.resume_after)
                 .unwrap_or(0);
+            // No await in this loop: one thread, one stripe throughout.
+            let counts = stats.per_message();
             for item in replay {
                 match out.push(item.msg) {
                     Pushed::Queued => {
-                        stats.stream_replayed.fetch_add(1, Ordering::Relaxed);
-                        stats.stream_sent.fetch_add(1, Ordering::Relaxed);
+                        counts.stream_replayed.fetch_add(1, Ordering::Relaxed);
+                        counts.stream_sent.fetch_add(1, Ordering::Relaxed);
                     }
                     _ => {
-                        stats.backpressure_dropped.fetch_add(1, Ordering::Relaxed);
+                        counts.backpressure_dropped.fetch_add(1, Ordering::Relaxed);
                     }
                 }
             }
@@ -557,7 +559,7 @@ async fn session(
                         if let Some((bucket, action)) = &mut limiter
                             && !bucket.take(Instant::now())
                         {
-                            stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+                            stats.per_message().rate_limited.fetch_add(1, Ordering::Relaxed);
                             match action {
                                 RateLimitAction::Close => break End::Close(1008),
                                 RateLimitAction::Error => {
@@ -568,10 +570,10 @@ async fn session(
                         }
                         match out.push(m) {
                             Pushed::Queued => {
-                                stats.messages_echoed.fetch_add(1, Ordering::Relaxed);
+                                stats.per_message().messages_echoed.fetch_add(1, Ordering::Relaxed);
                             }
                             Pushed::Dropped => {
-                                stats.backpressure_dropped.fetch_add(1, Ordering::Relaxed);
+                                stats.per_message().backpressure_dropped.fetch_add(1, Ordering::Relaxed);
                             }
                             Pushed::Overflow(code) => {
                                 stats.backpressure_closed.fetch_add(1, Ordering::Relaxed);
@@ -600,10 +602,10 @@ async fn session(
                     skip_through = item.seq;
                     match out.push(item.msg) {
                         Pushed::Queued => {
-                            stats.stream_sent.fetch_add(1, Ordering::Relaxed);
+                            stats.per_message().stream_sent.fetch_add(1, Ordering::Relaxed);
                         }
                         Pushed::Dropped => {
-                            stats.backpressure_dropped.fetch_add(1, Ordering::Relaxed);
+                            stats.per_message().backpressure_dropped.fetch_add(1, Ordering::Relaxed);
                         }
                         Pushed::Overflow(code) => {
                             stats.backpressure_closed.fetch_add(1, Ordering::Relaxed);
@@ -612,7 +614,7 @@ async fn session(
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(n)) => {
-                    stats.backpressure_dropped.fetch_add(n, Ordering::Relaxed);
+                    stats.per_message().backpressure_dropped.fetch_add(n, Ordering::Relaxed);
                 }
                 Err(broadcast::error::RecvError::Closed) => rx = None,
             },

@@ -14,6 +14,7 @@
 mod connection;
 pub mod processes;
 pub mod stream;
+pub(crate) mod striped;
 pub mod tls;
 
 use std::collections::BTreeMap;
@@ -30,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::net::background::{Background, Service, Threads};
 use crate::net::listener::{Reservation, listen_shared};
+use striped::Striped;
 
 use crate::auth::Signer;
 use crate::profile::{CertKind, IdleMode, OnFull, RateLimitAction};
@@ -173,23 +175,37 @@ struct Order {
 /// faster than a connection task runs would be lost (and reported as lagged).
 const ORDER_BACKLOG: usize = 256;
 
-/// Declares the server's counters once: the atomic struct the server updates and the plain
-/// struct that goes into results.json.
+/// Declares the server's counters once: the atomics the server updates and the plain struct
+/// that goes into results.json. `events` happen at most a few times per connection (accepts,
+/// refusals, closes) and are plain shared atomics; `per_message` are bumped for every message
+/// and are striped per thread ([`striped`]) so that connection tasks on different cores never
+/// write the same cache line.
 macro_rules! server_counters {
-    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
-        /// Server-side counters. The server is one process serving everyone, so plain atomics
-        /// are right here; the client side never shares counters like this.
+    (
+        events { $($(#[$doc:meta])* $name:ident),* $(,)? }
+        per_message { $($(#[$mdoc:meta])* $hot:ident),* $(,)? }
+    ) => {
+        /// Server-side counters, shared by every connection of one server process.
         #[derive(Debug, Default)]
         pub struct ServerStats {
             $(pub $name: AtomicU64,)*
-            /// Close frames the server sent, by code.
+            per_message: Striped<PerMessage>,
+            /// Close frames the server sent, by code. A lock, but taken once per connection
+            /// at most (when the server closes it), never per message.
             pub closes_sent: Mutex<BTreeMap<u16, u64>>,
+        }
+
+        /// One thread's share of the per-message counters.
+        #[derive(Debug, Default)]
+        struct PerMessage {
+            $($hot: AtomicU64,)*
         }
 
         /// The embedded target's counters at the end of a run.
         #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
         pub struct ServerSummary {
             $($(#[$doc])* #[serde(default)] pub $name: u64,)*
+            $($(#[$mdoc])* #[serde(default)] pub $hot: u64,)*
             #[serde(default)]
             pub closes_sent: BTreeMap<String, u64>,
         }
@@ -198,6 +214,7 @@ macro_rules! server_counters {
             /// Add another process's counters (peaks add up too: they are per process).
             pub fn add(&mut self, o: &ServerSummary) {
                 $(self.$name += o.$name;)*
+                $(self.$hot += o.$hot;)*
                 for (k, v) in &o.closes_sent {
                     *self.closes_sent.entry(k.clone()).or_default() += v;
                 }
@@ -205,9 +222,16 @@ macro_rules! server_counters {
         }
 
         impl ServerStats {
+            /// Exact whenever it is read: every count is in a shared atomic or a stripe the
+            /// moment it happens.
             pub fn summary(&self) -> ServerSummary {
                 ServerSummary {
                     $($name: self.$name.load(Ordering::Relaxed),)*
+                    $($hot: self
+                        .per_message
+                        .all()
+                        .map(|s| s.$hot.load(Ordering::Relaxed))
+                        .sum(),)*
                     closes_sent: self
                         .closes_sent
                         .lock()
@@ -222,44 +246,55 @@ macro_rules! server_counters {
 }
 
 server_counters! {
-    /// TCP connections accepted.
-    accepted,
-    /// Upgrades completed (101 sent).
-    upgraded,
-    /// 503 answers: accept-rate capacity or a full handshake queue.
-    rejected_503,
-    rejected_404,
-    /// 401 answers: missing, forged or expired token.
-    rejected_401,
-    /// Upgrades that failed for other reasons (bad request, client gone, timeout).
-    failed_handshakes,
-    /// Handshakes the server paid service time for, whose client had already left.
-    handshakes_wasted,
-    /// Most handshakes waiting at once (capacity model).
-    handshake_queue_peak,
-    /// Connections open now.
-    open,
-    messages_echoed,
-    dropped_by_action,
-    hung,
-    /// Connections the server's heartbeat found dead.
-    dead_detected,
-    idle_timeouts,
-    rate_limited,
-    /// Sessions closed with 4001 when their token expired.
-    auth_expired,
-    stream_published,
-    /// Stream messages sent (live and replayed).
-    stream_sent,
-    stream_replayed,
-    /// Messages dropped for clients that did not keep up (backpressure `drop`).
-    backpressure_dropped,
-    /// Clients closed for not keeping up (backpressure `close-1008`/`close-1009`).
-    backpressure_closed,
-    accept_errors,
+    events {
+        /// TCP connections accepted.
+        accepted,
+        /// Upgrades completed (101 sent).
+        upgraded,
+        /// 503 answers: accept-rate capacity or a full handshake queue.
+        rejected_503,
+        rejected_404,
+        /// 401 answers: missing, forged or expired token.
+        rejected_401,
+        /// Upgrades that failed for other reasons (bad request, client gone, timeout).
+        failed_handshakes,
+        /// Handshakes the server paid service time for, whose client had already left.
+        handshakes_wasted,
+        /// Most handshakes waiting at once (capacity model).
+        handshake_queue_peak,
+        /// Connections open now.
+        open,
+        dropped_by_action,
+        hung,
+        /// Connections the server's heartbeat found dead.
+        dead_detected,
+        idle_timeouts,
+        /// Sessions closed with 4001 when their token expired.
+        auth_expired,
+        /// Written by the one publisher task only.
+        stream_published,
+        /// Clients closed for not keeping up (backpressure `close-1008`/`close-1009`).
+        backpressure_closed,
+        accept_errors,
+    }
+    per_message {
+        messages_echoed,
+        /// Messages refused by a connection's rate limit (a flooder's every message).
+        rate_limited,
+        /// Stream messages sent (live and replayed).
+        stream_sent,
+        stream_replayed,
+        /// Messages dropped for clients that did not keep up (backpressure `drop`).
+        backpressure_dropped,
+    }
 }
 
 impl ServerStats {
+    /// The calling thread's share of the per-message counters; look it up at each bump.
+    fn per_message(&self) -> &PerMessage {
+        self.per_message.local()
+    }
+
     fn count_close(&self, code: u16) {
         *self
             .closes_sent
@@ -567,6 +602,70 @@ mod tests {
             }
         }
         assert_eq!(admitted, 100);
+    }
+
+    /// Per-message counts live in per-thread stripes: on a server with several worker threads
+    /// they must add up exactly, the moment a client has its replies (no count waits in a
+    /// connection task to be folded in later), and still after the connections have ended.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn per_message_counters_are_exact_during_and_after_connections() {
+        use futures_util::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::Message;
+        const CLIENTS: u64 = 8;
+        const MESSAGES: u64 = 300;
+
+        // On this test's runtime: an embedded server's threads would upset the test that
+        // counts them.
+        let server = Server::bind(crate::plan::server_config(&Default::default()))
+            .await
+            .unwrap();
+        let handle = server.handle();
+        let shutdown = CancellationToken::new();
+        tokio::spawn(server.run(shutdown.clone()));
+        let url = handle.url();
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|_| {
+                let url = url.clone();
+                tokio::spawn(async move {
+                    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+                    // Several in flight, so echoes land on whichever server thread runs.
+                    for i in 0..MESSAGES {
+                        ws.feed(Message::text(i.to_string())).await.unwrap();
+                    }
+                    ws.flush().await.unwrap();
+                    let mut echoes = 0;
+                    while echoes < MESSAGES {
+                        if let Message::Text(_) = ws.next().await.unwrap().unwrap() {
+                            echoes += 1;
+                        }
+                    }
+                    ws
+                })
+            })
+            .collect();
+        let mut open = Vec::new();
+        for c in clients {
+            open.push(c.await.unwrap());
+        }
+        let stats = &handle.stats;
+        let during = stats.summary();
+        assert_eq!(during.open, CLIENTS);
+        assert_eq!(during.messages_echoed, CLIENTS * MESSAGES);
+
+        for mut ws in open {
+            ws.close(None).await.unwrap();
+            while let Some(Ok(_)) = ws.next().await {}
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while stats.open.load(Ordering::Relaxed) > 0 {
+            assert!(Instant::now() < deadline, "connections did not end");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let after = stats.summary();
+        assert_eq!(after.messages_echoed, CLIENTS * MESSAGES);
+        assert_eq!(after.upgraded, CLIENTS);
+        assert_eq!(after.backpressure_dropped, 0);
+        shutdown.cancel();
     }
 
     /// The nice value in a /proc/…/stat: field 19, counted from after the command name.
