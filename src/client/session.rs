@@ -11,7 +11,7 @@ use futures_util::{SinkExt, StreamExt};
 use rand::RngExt;
 use rand::rngs::Xoshiro128PlusPlus;
 use tokio::io::AsyncWriteExt;
-use tokio::time::{Instant, Interval, MissedTickBehavior, interval_at, sleep_until};
+use tokio::time::{Instant, Interval, MissedTickBehavior, interval_at};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
@@ -103,13 +103,6 @@ fn ticker(start: Instant, every: Duration) -> Interval {
 async fn tick_opt(i: &mut Option<Interval>) -> Instant {
     match i {
         Some(i) => i.tick().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn sleep_opt(at: Option<Instant>) {
-    match at {
-        Some(t) => sleep_until(t).await,
         None => std::future::pending().await,
     }
 }
@@ -283,7 +276,7 @@ pub async fn run(
                     None => return SessionEnd::Peer(1006),
                 }
             }
-            _ = sleep_opt(next_deadline) => {
+            _ = crate::net::sleep_until_opt(next_deadline) => {
                 let now = Instant::now();
                 let due = |t: Option<Instant>| t.is_some_and(|t| t <= now);
                 if awake && due(pong_deadline) {
@@ -372,7 +365,7 @@ fn write_or_give_up<'a>(
             biased;
             // Stuck writing: no graceful close is possible; the client closes the socket.
             _ = ctx.cancel.cancelled() => Sent::End(SessionEnd::Stopped),
-            _ = sleep_opt(dead_at) => Sent::End(SessionEnd::Dead {
+            _ = crate::net::sleep_until_opt(dead_at) => Sent::End(SessionEnd::Dead {
                 silent_for: last_inbound.elapsed(),
             }),
             r = io => match r {

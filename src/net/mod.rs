@@ -1,7 +1,19 @@
 //! Sockets shared by the clients, the embedded server and the proxy: the transport under a
 //! WebSocket (plain TCP or TLS), listeners that can refuse connections without losing their
-//! port, and services that run on a runtime of their own.
+//! port, services that run on a runtime of their own, counters every connection bumps
+//! without sharing a cache line, and the optional deadline connection loops wait on.
 
 pub mod background;
 pub mod listener;
+pub mod striped;
 pub mod transport;
+
+/// Sleep until `at`, or forever when there is no deadline: the branch of a connection loop's
+/// `select!` for a deadline it may not have (a pong due, an idle timeout, a frozen client's
+/// wake-up).
+pub async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}

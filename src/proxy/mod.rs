@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::net::background::{Background, Service, Threads};
 use crate::net::listener::{Reservation, listen};
-use crate::server::striped::Striped;
+use crate::net::striped::Striped;
 
 use crate::units::{ByteRate, ByteSize, Dur, Percent};
 

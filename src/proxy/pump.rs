@@ -201,13 +201,6 @@ impl Lane {
     }
 }
 
-async fn sleep_opt(at: Option<Instant>) {
-    match at {
-        Some(t) => sleep_until(t).await,
-        None => std::future::pending().await,
-    }
-}
-
 /// Close both sides: RST, or a clean FIN (see [`close_with_fin`]). The caller drops the
 /// streams afterwards.
 async fn close(client: &TcpStream, upstream: &TcpStream, mode: CutMode) {
@@ -322,7 +315,7 @@ pub(super) async fn pump(
                     return;
                 }
             },
-            _ = sleep_opt(idle_at) => {
+            _ = crate::net::sleep_until_opt(idle_at) => {
                 stats.idle_timeouts.fetch_add(1, Ordering::Relaxed);
                 close(&client, &upstream, eff.idle.map(|(_, m)| m).unwrap_or_default()).await;
                 return;

@@ -17,7 +17,7 @@ use std::time::Duration;
 use futures_util::{Sink, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::broadcast;
-use tokio::time::{Instant, sleep_until, timeout};
+use tokio::time::{Instant, timeout};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
@@ -416,13 +416,6 @@ async fn recv_opt(
     }
 }
 
-async fn sleep_opt(at: Option<Instant>) {
-    match at {
-        Some(t) => sleep_until(t).await,
-        None => std::future::pending().await,
-    }
-}
-
 async fn tick_opt(i: &mut Option<tokio::time::Interval>) {
     match i {
         Some(i) => {
@@ -627,11 +620,11 @@ async fn session(
                     out.push_control(Message::Ping(ping_seq.to_be_bytes().to_vec().into()));
                 }
             }
-            _ = sleep_opt(pong_deadline), if !blackholed => {
+            _ = crate::net::sleep_until_opt(pong_deadline), if !blackholed => {
                 stats.dead_detected.fetch_add(1, Ordering::Relaxed);
                 break End::Abrupt;
             }
-            _ = sleep_opt(idle_at) => {
+            _ = crate::net::sleep_until_opt(idle_at) => {
                 stats.idle_timeouts.fetch_add(1, Ordering::Relaxed);
                 match config.idle_timeout.map(|i| i.mode) {
                     Some(IdleMode::Close) => break End::Abrupt,
@@ -646,7 +639,7 @@ async fn session(
                     break End::Gone;
                 }
             }
-            _ = sleep_opt(token_expiry), if !blackholed => {
+            _ = crate::net::sleep_until_opt(token_expiry), if !blackholed => {
                 stats.auth_expired.fetch_add(1, Ordering::Relaxed);
                 break End::Close(4001);
             }

@@ -14,7 +14,6 @@
 mod connection;
 pub mod processes;
 pub mod stream;
-pub(crate) mod striped;
 pub mod tls;
 
 use std::collections::BTreeMap;
@@ -31,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::net::background::{Background, Service, Threads};
 use crate::net::listener::{Reservation, listen_shared};
-use striped::Striped;
+use crate::net::striped::Striped;
 
 use crate::auth::Signer;
 use crate::profile::{CertKind, IdleMode, OnFull, RateLimitAction};
@@ -178,7 +177,7 @@ const ORDER_BACKLOG: usize = 256;
 /// Declares the server's counters once: the atomics the server updates and the plain struct
 /// that goes into results.json. `events` happen at most a few times per connection (accepts,
 /// refusals, closes) and are plain shared atomics; `per_message` are bumped for every message
-/// and are striped per thread ([`striped`]) so that connection tasks on different cores never
+/// and are striped per thread ([`crate::net::striped`]) so that connection tasks on different cores never
 /// write the same cache line.
 macro_rules! server_counters {
     (
@@ -458,7 +457,7 @@ impl Server {
                         down_until = Some(Instant::now() + down_for);
                     }
                 }
-                _ = sleep_until_opt(down_until) => {
+                _ = crate::net::sleep_until_opt(down_until) => {
                     down_until = None;
                     let reopened = match reserved.take() {
                         Some(r) => r.release(handle.addr, config.backlog, config.reuse_port),
@@ -500,13 +499,6 @@ impl Server {
         drop(listener);
         conns.close();
         let _ = tokio::time::timeout(Duration::from_secs(3), conns.wait()).await;
-    }
-}
-
-async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(t) => tokio::time::sleep_until(t).await,
-        None => std::future::pending().await,
     }
 }
 
@@ -616,7 +608,7 @@ mod tests {
 
         // On this test's runtime: an embedded server's threads would upset the test that
         // counts them.
-        let server = Server::bind(crate::plan::server_config(&Default::default()))
+        let server = Server::bind(crate::plan::server_config(&Default::default()).unwrap())
             .await
             .unwrap();
         let handle = server.handle();
