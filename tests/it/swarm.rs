@@ -587,9 +587,10 @@ groups:
     assert_books_balance(&r);
 }
 
-/// This process's children whose command line ends in `worker` (the client worker processes).
-fn worker_pids() -> Vec<i32> {
+/// This process's children started as `exe worker` (client worker processes).
+fn worker_pids(exe: &std::path::Path) -> Vec<i32> {
     let me = std::process::id().to_string();
+    let wanted = format!("{}\0worker", exe.display());
     std::fs::read_dir("/proc")
         .unwrap()
         .filter_map(|e| {
@@ -602,7 +603,7 @@ fn worker_pids() -> Vec<i32> {
                 .nth(1)?
                 .to_string();
             let cmd = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).ok()?;
-            (ppid == me && cmd.trim_end_matches('\0').ends_with("\0worker")).then_some(pid)
+            (ppid == me && cmd.trim_end_matches('\0') == wanted).then_some(pid)
         })
         .collect()
 }
@@ -618,9 +619,13 @@ groups:
     clients: 100
     arrival: { rate: 1000/s }
 ";
+    // Under a name of its own, so this test's workers are told apart from other tests'.
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("wsstorm-dying-worker");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_wsstorm"), &exe).unwrap();
     let mut plan = Plan::from_yaml(yaml, "test.yaml").unwrap();
     plan.layout.workers = 2;
-    plan.layout.exe = Some(env!("CARGO_BIN_EXE_wsstorm").into());
+    plan.layout.exe = Some(exe.clone());
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (tx, _rx) = watch::channel(Arc::new(Snapshot::default()));
     let started = std::time::Instant::now();
@@ -631,7 +636,7 @@ groups:
         });
         // Once both workers run and their clients are in, kill one.
         tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-        let pids = worker_pids();
+        let pids = worker_pids(&exe);
         assert_eq!(pids.len(), 2, "{pids:?}");
         unsafe_kill(pids[0]);
         run.await.unwrap().unwrap()
