@@ -24,3 +24,19 @@ pub fn run_plan(plan: &Plan) -> Results {
 pub fn run_yaml(yaml: &str, file: &str) -> Results {
     run_plan(&Plan::from_yaml(yaml, file).unwrap_or_else(|e| panic!("{e}")))
 }
+
+/// The repository's root.
+pub fn root() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The YAML files in `dir`, sorted.
+pub fn yaml_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+        .collect();
+    files.sort();
+    files
+}

@@ -2,7 +2,6 @@
 //! passes it, schema-level mistakes fail it, and on each spelling of a unit or a hand-parsed
 //! form it says what the profile parser says. `wsstorm completions` offers what `--help` shows.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
@@ -48,19 +47,7 @@ fn schema_errors(yaml: &str) -> Vec<String> {
         .collect()
 }
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn yaml_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
-        .collect();
-    files.sort();
-    files
-}
+use crate::common::{root, yaml_files};
 
 #[test]
 fn every_shipped_profile_and_bench_file_fits_the_schema() {
