@@ -188,19 +188,30 @@ pub async fn attempt(
 ) -> Attempt {
     let b = &ctx.behaviour;
     let target = &ctx.target;
+    let failed = |kind, text: &dyn Fn() -> String| {
+        ctx.metrics.connect_error_example(kind, text);
+        Attempt::Failed(kind)
+    };
     let addr = match target.resolve().await {
         Ok(a) => a,
-        Err(e) => return Attempt::Failed(e),
+        Err(e) => return failed(e, &|| format!("cannot resolve the host of {}", target.url)),
     };
     let socket = match prepared.map_or_else(|| new_socket(ctx, client, addr), Ok) {
         Ok(s) => s,
-        Err(e) => return Attempt::Failed(classify_io(&e)),
+        Err(e) => return failed(classify_io(&e), &|| format!("cannot make a socket: {e}")),
     };
     let t0 = Instant::now();
     let tcp = match timeout(b.connect_timeout, socket.connect(addr)).await {
         Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Attempt::Failed(classify_io(&e)),
-        Err(_) => return Attempt::Failed(ConnectError::Timeout),
+        Ok(Err(e)) => return failed(classify_io(&e), &|| format!("connect to {addr}: {e}")),
+        Err(_) => {
+            return failed(ConnectError::Timeout, &|| {
+                format!(
+                    "connect to {addr}: no answer within {:?}",
+                    b.connect_timeout
+                )
+            });
+        }
     };
     let connect = t0.elapsed();
 
@@ -210,8 +221,12 @@ pub async fn attempt(
             let t1 = Instant::now();
             match timeout(b.handshake_timeout, connector.connect(name.clone(), tcp)).await {
                 Ok(Ok(s)) => (Transport::Tls(Box::new(s.into())), Some(t1.elapsed())),
-                Ok(Err(e)) => return Attempt::Failed(classify_tls(&e)),
-                Err(_) => return Attempt::Failed(ConnectError::Timeout),
+                Ok(Err(e)) => return failed(classify_tls(&e), &|| format!("TLS: {e}")),
+                Err(_) => {
+                    return failed(ConnectError::Timeout, &|| {
+                        format!("TLS handshake: no answer within {:?}", b.handshake_timeout)
+                    });
+                }
             }
         }
     };
@@ -236,12 +251,12 @@ pub async fn attempt(
         let sep = if target.url.contains('?') { '&' } else { '?' };
         match format!("{}{sep}{}", target.url, query.join("&")).parse::<Uri>() {
             Ok(u) => u,
-            Err(_) => return Attempt::Failed(ConnectError::Other),
+            Err(e) => return failed(ConnectError::Other, &|| format!("request URL: {e}")),
         }
     };
     let mut request = match uri.into_client_request() {
         Ok(r) => r,
-        Err(_) => return Attempt::Failed(ConnectError::Other),
+        Err(e) => return failed(ConnectError::Other, &|| format!("upgrade request: {e}")),
     };
     let headers = request.headers_mut();
     if let (Some(t), false) = (extras.token, token_in_query)
@@ -277,8 +292,10 @@ pub async fn attempt(
             },
         ),
         Ok(Err(Upgrade::Status { code, retry_after })) => Attempt::Status { code, retry_after },
-        Ok(Err(Upgrade::Failed(e))) => Attempt::Failed(e),
-        Err(_) => Attempt::Failed(ConnectError::Timeout),
+        Ok(Err(Upgrade::Failed(e, why))) => failed(e, &|| why.clone()),
+        Err(_) => failed(ConnectError::Timeout, &|| {
+            format!("upgrade: no answer within {:?}", b.handshake_timeout)
+        }),
     }
 }
 
@@ -287,7 +304,8 @@ enum Upgrade {
         code: u16,
         retry_after: Option<Duration>,
     },
-    Failed(ConnectError),
+    /// Why, in words, for the results' example of its kind.
+    Failed(ConnectError, String),
 }
 
 /// The largest upgrade response a client reads before calling it broken.
@@ -306,8 +324,8 @@ async fn upgrade(
 ) -> Result<Ws, Upgrade> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (bytes, key) = tungstenite::handshake::client::generate_request(request)
-        .map_err(|_| Upgrade::Failed(ConnectError::Other))?;
-    let io_failed = |e: io::Error| Upgrade::Failed(classify_io(&e));
+        .map_err(|e| Upgrade::Failed(ConnectError::Other, format!("upgrade request: {e}")))?;
+    let io_failed = |e: io::Error| Upgrade::Failed(classify_io(&e), format!("upgrade: {e}"));
     transport.write_all(&bytes).await.map_err(io_failed)?;
     transport.flush().await.map_err(io_failed)?;
     drop(bytes);
@@ -318,7 +336,13 @@ async fn upgrade(
         let n = transport.read(&mut chunk).await.map_err(io_failed)?;
         if n == 0 {
             // Closed before a complete response: the server went away mid-handshake.
-            return Err(Upgrade::Failed(ConnectError::ClosedInHandshake));
+            return Err(Upgrade::Failed(
+                ConnectError::ClosedInHandshake,
+                format!(
+                    "the server closed the connection after {} bytes of its answer to the upgrade",
+                    response.len()
+                ),
+            ));
         }
         response.extend_from_slice(&chunk[..n]);
         let mut headers = [httparse::EMPTY_HEADER; 32];
@@ -326,7 +350,13 @@ async fn upgrade(
         let len = match parsed.parse(&response) {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) if response.len() < MAX_RESPONSE => continue,
-            _ => return Err(Upgrade::Failed(ConnectError::NotHttp)),
+            _ => {
+                let start = String::from_utf8_lossy(&response[..response.len().min(40)]);
+                return Err(Upgrade::Failed(
+                    ConnectError::NotHttp,
+                    format!("the answer to the upgrade is not HTTP: {start:?}"),
+                ));
+            }
         };
         let find = |name: &str| {
             parsed
@@ -360,7 +390,17 @@ async fn upgrade(
                 .is_some_and(|o| o.split(',').any(|o| o.trim() == p))
         });
         if !upgraded || !protocol_ok {
-            return Err(Upgrade::Failed(ConnectError::BadUpgrade));
+            let why = if !protocol_ok {
+                "a subprotocol the client did not offer"
+            } else if find("Sec-WebSocket-Accept") != Some(accept.as_str()) {
+                "a wrong or missing Sec-WebSocket-Accept"
+            } else {
+                "no `Upgrade: websocket` or `Connection: upgrade`"
+            };
+            return Err(Upgrade::Failed(
+                ConnectError::BadUpgrade,
+                format!("101 with {why}"),
+            ));
         }
         // Exactly the bytes that followed the response: the connection grows its own read
         // buffer to `read_buffer` from there.

@@ -93,6 +93,8 @@ pub struct Collected {
     pub samples: Vec<GeneratorSample>,
     /// What went wrong around the run.
     pub warnings: Vec<String>,
+    /// One error text per connect-error kind seen.
+    pub connect_error_examples: BTreeMap<String, String>,
 }
 
 pub struct Collector {
@@ -141,6 +143,7 @@ impl Collector {
     pub fn finish(&mut self) -> Collected {
         self.tick();
         self.run.warnings = self.metrics.warnings();
+        self.run.connect_error_examples = self.metrics.connect_error_examples();
         let groups = self.run.groups.len();
         std::mem::replace(
             &mut self.run,

@@ -83,6 +83,11 @@ impl ConnectError {
     ];
     pub const COUNT: usize = Self::ALL.len();
 
+    /// The kind a name ([`Self::name`]) stands for.
+    pub fn from_name(name: &str) -> Option<ConnectError> {
+        ConnectError::ALL.into_iter().find(|k| k.name() == name)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             ConnectError::Refused => "refused",
@@ -481,6 +486,10 @@ pub struct Metrics {
     /// dashboard, the summary and results.json: printed to stderr it would garble the
     /// dashboard or vanish behind it. Rare, so one lock is fine.
     warnings: Mutex<Vec<String>>,
+    /// One error text per connect-error kind, the first seen, for results.json. `have` says
+    /// which kinds have one without taking the lock, so a storm of refusals pays one load.
+    examples: Mutex<BTreeMap<&'static str, String>>,
+    have_example: [std::sync::atomic::AtomicBool; ConnectError::COUNT],
 }
 
 impl Metrics {
@@ -504,7 +513,31 @@ impl Metrics {
             groups,
             workers: Mutex::new(Vec::new()),
             warnings: Mutex::new(Vec::new()),
+            examples: Mutex::new(BTreeMap::new()),
+            have_example: std::array::from_fn(|_| std::sync::atomic::AtomicBool::new(false)),
         }
+    }
+
+    /// Keep `text` (made only if needed) as the example of connect errors of kind `e`, unless
+    /// one is kept already.
+    pub fn connect_error_example(&self, e: ConnectError, text: impl FnOnce() -> String) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.have_example[e.index()].load(Relaxed) {
+            return;
+        }
+        let mut ex = self.examples.lock().unwrap_or_else(PoisonError::into_inner);
+        ex.entry(e.name()).or_insert_with(text);
+        self.have_example[e.index()].store(true, Relaxed);
+    }
+
+    /// The example of each connect-error kind seen so far, by kind name.
+    pub fn connect_error_examples(&self) -> BTreeMap<String, String> {
+        self.examples
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
     }
 
     /// Say that something went wrong around the run; the same words are not repeated.

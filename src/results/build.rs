@@ -81,6 +81,8 @@ impl Results {
             c.peak_connected,
             connected_at_end.iter().sum(),
         );
+        let mut totals = totals;
+        totals.connect_errors.examples = c.connect_error_examples;
         let attempts: Vec<u64> = c.points.iter().map(|p| p.attempts).collect();
         let retries: Vec<u64> = c.points.iter().map(|p| p.retries).collect();
         let storm = storm_from(&c.totals, &c.hists, &attempts, &retries);

@@ -140,6 +140,10 @@ pub struct ConnectErrors {
     /// server, or no common version), `other`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tls_causes: BTreeMap<String, u64>,
+    /// One error text per kind (the first seen), e.g. `refused`: "connect to 127.0.0.1:9:
+    /// Connection refused (os error 111)". Whole run only.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub examples: BTreeMap<String, String>,
 }
 
 impl ConnectErrors {
@@ -265,6 +269,7 @@ pub fn totals_from(c: &Counters, clients: u64, peak: u64, connected_at_end: u64)
                     (cause.to_string(), e(*k))
                 })
                 .collect(),
+            examples: BTreeMap::new(),
         },
         handshake_status: c
             .handshake_status

@@ -51,6 +51,9 @@ pub enum FromWorker {
         groups: Vec<WireGroup>,
         #[serde(default)]
         sample: Option<GeneratorSample>,
+        /// Example texts of connect errors, when the worker has new ones.
+        #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+        examples: std::collections::BTreeMap<String, String>,
     },
     /// Open connections per group when `End` arrived.
     AtEnd {
@@ -276,7 +279,16 @@ async fn read_worker(
                 }
                 None => metrics.warn(format!("worker {index}: {e}")),
             },
-            FromWorker::Tick { groups, sample } => {
+            FromWorker::Tick {
+                groups,
+                sample,
+                examples,
+            } => {
+                for (kind, text) in examples {
+                    if let Some(k) = crate::metrics::ConnectError::from_name(&kind) {
+                        metrics.connect_error_example(k, || text);
+                    }
+                }
                 for (g, wire) in groups.iter().enumerate() {
                     match GroupData::from_wire(wire) {
                         Ok(data) => metrics.absorb(g, &data),
@@ -357,8 +369,15 @@ pub async fn worker_main() -> Result<(), String> {
     let mut ticks = 0u64;
     let mut interval = tokio::time::interval_at(epoch + TICK, TICK);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let tick = |totals: &mut Vec<GroupData>, sample: bool, sampler: &mut Sampler| {
+    let mut examples_sent = 0;
+    let mut tick = |totals: &mut Vec<GroupData>, sample: bool, sampler: &mut Sampler| {
         let mut out = vec![GroupData::default(); groups];
+        let mut examples = metrics.connect_error_examples();
+        if examples.len() == examples_sent {
+            examples.clear();
+        } else {
+            examples_sent = examples.len();
+        }
         metrics.drain_into(&mut out, &mut Hists::default());
         for (t, o) in totals.iter_mut().zip(&out) {
             t.counters.add(&o.counters);
@@ -367,6 +386,7 @@ pub async fn worker_main() -> Result<(), String> {
         FromWorker::Tick {
             groups: out.iter().map(GroupData::to_wire).collect(),
             sample: sample.then(|| sampler.sample(epoch.elapsed().as_millis() as u64, connected)),
+            examples,
         }
     };
     loop {

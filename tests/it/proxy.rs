@@ -132,7 +132,12 @@ timeline:
             let d = &r.latency_us.dead_detect;
             // Silent from the last pong: at least the timeout, at most interval + timeout.
             assert!(d.min >= 1_000_000, "{who}: {d:?}");
-            assert!(d.max <= 1_500_000 + 200_000, "{who}: {d:?}");
+            // Plus however late the generator itself was, on a busy machine.
+            let lag = r.generator.schedule_lag_us.max;
+            assert!(
+                d.max <= 1_500_000 + 200_000 + lag,
+                "{who}: {d:?}, lag {lag}"
+            );
             assert!(
                 r.totals.close_codes.is_empty(),
                 "{who}: no close frame ever came"

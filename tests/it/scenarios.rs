@@ -34,6 +34,13 @@ fn run(name: &str, clients: Option<u32>, edit: impl FnOnce(&mut Profile)) -> Res
     common::run_plan(&Plan::compile(&doc).unwrap_or_else(|e| panic!("{e}")))
 }
 
+/// How late the run's generator was against its own schedule, at worst (µs): on a busy
+/// machine every timing the run records can be that much later, so timing bounds add it
+/// instead of assuming an idle machine.
+fn lag_us(r: &Results) -> u64 {
+    r.generator.schedule_lag_us.max
+}
+
 fn group<'a>(r: &'a Results, name: &str) -> &'a GroupResults {
     r.groups
         .iter()
@@ -102,7 +109,7 @@ fn mass_drop_reconnect() {
     assert_eq!(r.storm.losses, 300);
     assert_eq!(r.storm.recovered, 300);
     let p99 = r.storm.recovery_ms.p99.expect("everyone came back");
-    assert!(p99 <= 5000.0, "{p99}");
+    assert!(p99 <= 5000.0 + lag_us(&r) as f64 / 1000.0, "{p99}");
     assert!(r.storm.recovery_ms.p50.unwrap() <= p99);
     assert!(
         r.storm.peak_attempts_per_s >= 300,
@@ -190,9 +197,10 @@ fn slow_consumers_meet_the_backpressure_policy() {
     assert_eq!(fast.totals.messages.duplicated, 0);
     assert!(fast.latency_us.rtt.count > 0);
     assert!(
-        fast.latency_us.rtt.p99 < 250_000,
-        "fast rtt p99 {} us",
-        fast.latency_us.rtt.p99
+        fast.latency_us.rtt.p99 < 250_000 + lag_us(&r),
+        "fast rtt p99 {} us, generator lag up to {} us",
+        fast.latency_us.rtt.p99,
+        lag_us(&r)
     );
     assert_eq!(r.totals.connected_at_end, 60);
 
@@ -213,7 +221,7 @@ fn slow_consumers_meet_the_backpressure_policy() {
         slow.totals.close_codes
     );
     assert!(fast.totals.close_codes.is_empty());
-    assert!(fast.latency_us.rtt.p99 < 250_000);
+    assert!(fast.latency_us.rtt.p99 < 250_000 + lag_us(&r));
 }
 
 #[test]
@@ -235,7 +243,7 @@ fn idle_timeout_is_silent_without_heartbeats() {
     assert_eq!(hb.totals.dead_detected, 50);
     let d = &hb.latency_us.dead_detect;
     assert!(d.min >= 2_000_000, "{d:?}");
-    assert!(d.max <= 3_300_000, "{d:?}");
+    assert!(d.max <= 3_300_000 + lag_us(&r), "{d:?}");
     assert_eq!(hb.storm.recovered, 50);
     assert_eq!(hb.totals.connected_at_end, 50);
 }
@@ -452,7 +460,10 @@ fn network_partition_is_detected_and_heals() {
     );
     assert_eq!(t.dead_detected % 2, 0, "whole addresses are partitioned");
     let d = &r.latency_us.dead_detect;
-    assert!(d.min >= 2_000_000 && d.max <= 3_300_000, "{d:?}");
+    assert!(
+        d.min >= 2_000_000 && d.max <= 3_300_000 + lag_us(&r),
+        "{d:?}"
+    );
     assert!(
         t.close_codes.is_empty(),
         "a partition sends nothing: {:?}",
