@@ -34,6 +34,9 @@ pub struct Threads {
 /// A running service and the runtime it runs on.
 pub struct Background<H> {
     pub handle: H,
+    /// What went wrong starting it that it runs despite (a priority not lowered), for the
+    /// run's warnings.
+    pub warnings: Vec<String>,
     /// The service's runtime: for timers the handle starts from another runtime, and for a
     /// sidecar service to share.
     pub runtime: tokio::runtime::Handle,
@@ -57,7 +60,7 @@ impl<H: Clone + Send + 'static> Background<H> {
             .name(threads.name.into())
             .spawn(move || {
                 // Before the runtime starts: its threads inherit this thread's priority.
-                lower_priority(&[0], threads.nice);
+                let warning = lower_priority(&[0], threads.nice).err();
                 let mut builder = if threads.workers == 0 {
                     tokio::runtime::Builder::new_current_thread()
                 } else {
@@ -79,15 +82,16 @@ impl<H: Clone + Send + 'static> Background<H> {
                         return;
                     }
                 };
-                let _ = tx.send(Ok((service.handle(), runtime.handle().clone())));
+                let _ = tx.send(Ok((service.handle(), runtime.handle().clone(), warning)));
                 runtime.block_on(service.run(token));
                 runtime.shutdown_timeout(Duration::from_secs(1));
             })?;
-        let (handle, runtime) = rx.await.map_err(|_| {
+        let (handle, runtime, warning) = rx.await.map_err(|_| {
             std::io::Error::other(format!("the {} thread ended early", threads.name))
         })??;
         Ok(Background {
             handle,
+            warnings: warning.into_iter().collect(),
             runtime,
             shutdown,
             thread: Some(thread),
@@ -112,6 +116,7 @@ impl<H: Clone + Send + 'static> Background<H> {
         runtime.spawn(service.run(shutdown.clone()));
         Ok(Background {
             handle,
+            warnings: Vec::new(),
             runtime,
             shutdown,
             thread: None,
@@ -136,15 +141,15 @@ impl<H> Drop for Background<H> {
 
 /// Lower the CPU priority of threads `tids` (0: the calling thread; threads it starts later
 /// inherit it) to the absolute nice value `nice`. A failure (e.g. asking for less than wsstorm
-/// already runs at, which needs privileges) is said and the run goes on.
-pub fn lower_priority(tids: &[libc::id_t], nice: u8) {
+/// already runs at, which needs privileges) comes back as a warning: the run goes on.
+pub fn lower_priority(tids: &[libc::id_t], nice: u8) -> Result<(), String> {
     if nice == 0 {
-        return;
+        return Ok(());
     }
     for &tid in tids {
-        if let Err(e) = crate::os::set_thread_nice(tid, nice) {
-            eprintln!("wsstorm: cannot lower the CPU priority to nice {nice}: {e}");
-            return;
-        }
+        crate::os::set_thread_nice(tid, nice).map_err(|e| {
+            format!("cannot lower the embedded target's CPU priority to nice {nice}: {e}")
+        })?;
     }
+    Ok(())
 }

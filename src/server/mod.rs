@@ -192,6 +192,9 @@ macro_rules! server_counters {
             /// Close frames the server sent, by code. A lock, but taken once per connection
             /// at most (when the server closes it), never per message.
             pub closes_sent: Mutex<BTreeMap<u16, u64>>,
+            /// What went wrong in the server (a listener that could not come back): for the
+            /// results, not stderr, where it would garble the dashboard.
+            pub warnings: Mutex<Vec<String>>,
         }
 
         /// One thread's share of the per-message counters.
@@ -207,6 +210,8 @@ macro_rules! server_counters {
             $($(#[$mdoc])* #[serde(default)] pub $hot: u64,)*
             #[serde(default)]
             pub closes_sent: BTreeMap<String, u64>,
+            #[serde(default, skip_serializing_if = "Vec::is_empty")]
+            pub warnings: Vec<String>,
         }
 
         impl ServerSummary {
@@ -217,6 +222,7 @@ macro_rules! server_counters {
                 for (k, v) in &o.closes_sent {
                     *self.closes_sent.entry(k.clone()).or_default() += v;
                 }
+                self.warnings.extend(o.warnings.iter().cloned());
             }
         }
 
@@ -238,6 +244,11 @@ macro_rules! server_counters {
                         .iter()
                         .map(|(k, v)| (k.to_string(), *v))
                         .collect(),
+                    warnings: self
+                        .warnings
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .clone(),
                 }
             }
         }
@@ -466,7 +477,10 @@ impl Server {
                     match reopened {
                         Ok(l) => listener = Some(l),
                         Err(e) => {
-                            eprintln!("wsstorm: the target cannot listen again on {} after restart: {e}", handle.addr);
+                            shared.stats.warnings.lock().unwrap_or_else(PoisonError::into_inner).push(format!(
+                                "the embedded target could not listen again on {} after the restart, and served no new connections: {e}",
+                                handle.addr
+                            ));
                             break;
                         }
                     }

@@ -72,7 +72,7 @@ pub async fn server_worker_main() -> Result<(), String> {
     };
     crate::os::raise_fd_limit();
     // The whole process is server: every thread its runtime already started.
-    crate::net::background::lower_priority(&crate::os::thread_ids(), setup.config.nice);
+    let niced = crate::net::background::lower_priority(&crate::os::thread_ids(), setup.config.nice);
     let server = match Server::bind(config_of(&setup)).await {
         Ok(s) => s,
         Err(e) => {
@@ -81,6 +81,14 @@ pub async fn server_worker_main() -> Result<(), String> {
         }
     };
     let handle = server.handle();
+    if let Err(w) = niced {
+        handle
+            .stats
+            .warnings
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(w);
+    }
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(server.run(shutdown.clone()));
     parent

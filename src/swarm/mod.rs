@@ -254,6 +254,8 @@ impl Swarm {
     ) -> Result<Swarm, SetupError> {
         crate::os::raise_fd_limit();
         let exe = || crate::os::child::executable(plan.layout.exe.as_deref());
+        // Said before the metrics exist; handed to them below.
+        let mut metrics_warnings: Vec<String> = Vec::new();
         let (server, url, embedded) = match &plan.target {
             PlanTarget::Embedded { config, .. } if plan.layout.server_processes > 0 => {
                 let procs = ServerProcesses::start(
@@ -276,6 +278,9 @@ impl Swarm {
                     .await
                     .map_err(|source| SetupError::Server { addr, source })?;
                 let url = server.handle.url();
+                for w in &server.warnings {
+                    metrics_warnings.push(w.clone());
+                }
                 let info = EmbeddedInfo {
                     addr: Some(server.handle.local_addr()),
                     ca_pem: server.handle.ca_pem().map(str::to_string),
@@ -317,6 +322,9 @@ impl Swarm {
         };
 
         let metrics = Arc::new(Metrics::new(plan.groups.len()));
+        for w in metrics_warnings {
+            metrics.warn(w);
+        }
         let started_at = SystemTime::now();
         let epoch = Instant::now();
         let collector = Arc::new(Mutex::new(Collector::new(
@@ -441,6 +449,10 @@ impl Swarm {
             Some(s) => Some(s.lock().await.summary().await),
             None => None,
         };
+        // What went wrong on the server side joins the run's warnings.
+        for w in server.iter().flat_map(|s| &s.warnings) {
+            self.metrics.warn(w.clone());
+        }
         let proxy = self.proxy.as_ref().map(|p| p.handle.stats());
         if let Some(p) = self.proxy.and_then(|p| Arc::try_unwrap(p).ok()) {
             let _ = tokio::task::spawn_blocking(move || p.stop()).await;
