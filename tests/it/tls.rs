@@ -194,3 +194,33 @@ fn a_missing_ca_file_is_a_setup_error_not_a_panic() {
         "{err}"
     );
 }
+
+#[test]
+fn wss_to_a_plain_server_is_named_not_tls() {
+    // A plain HTTP server: it answers the ClientHello with an HTTP error, as a server without
+    // TLS on that port does.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n");
+        }
+    });
+    let r = run(&profile(
+        &format!("wss://127.0.0.1:{port}/ws"),
+        "{ insecure_skip_verify: true }",
+    ));
+    let e = &r.totals.connect_errors;
+    assert_eq!(r.totals.opened, 0);
+    assert!(e.tls > 0, "{e:#?}");
+    assert_eq!(
+        e.tls_causes,
+        [("not_tls".to_string(), e.tls)].into(),
+        "every TLS failure named as not TLS: {e:#?}"
+    );
+    assert!(e.examples.contains_key("tls_not_tls"), "{e:#?}");
+}
