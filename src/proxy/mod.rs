@@ -406,6 +406,9 @@ macro_rules! proxy_counters {
         pub struct ProxyStats {
             $(pub $name: AtomicU64,)*
             per_chunk: Striped<PerChunk>,
+            /// What went wrong in the proxy (a listener that could not come back): for the
+            /// results, not stderr, where it would garble the dashboard.
+            pub warnings: Mutex<Vec<String>>,
         }
 
         /// One thread's share of the per-chunk counters.
@@ -419,6 +422,8 @@ macro_rules! proxy_counters {
         pub struct ProxySummary {
             $($(#[$doc])* #[serde(default)] pub $name: u64,)*
             $($(#[$cdoc])* #[serde(default)] pub $hot: u64,)*
+            #[serde(default, skip_serializing_if = "Vec::is_empty")]
+            pub warnings: Vec<String>,
         }
 
         impl ProxyStats {
@@ -431,6 +436,11 @@ macro_rules! proxy_counters {
                         .all()
                         .map(|s| s.$hot.load(Ordering::Relaxed))
                         .sum(),)*
+                    warnings: self
+                        .warnings
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .clone(),
                 }
             }
         }
@@ -696,7 +706,10 @@ impl Proxy {
                         match reopened {
                             Ok(l) => listener = Some(l),
                             Err(e) => {
-                                eprintln!("wsstorm: the proxy cannot listen again on {}: {e}", handle.addr);
+                                shared.stats.warnings.lock().unwrap_or_else(PoisonError::into_inner).push(format!(
+                                    "the fault proxy could not listen again on {} after a refuse fault, and took no new connections: {e}",
+                                    handle.addr
+                                ));
                                 break;
                             }
                         }

@@ -454,6 +454,9 @@ impl Swarm {
             self.metrics.warn(w.clone());
         }
         let proxy = self.proxy.as_ref().map(|p| p.handle.stats());
+        for w in proxy.iter().flat_map(|p| &p.warnings) {
+            self.metrics.warn(w.clone());
+        }
         if let Some(p) = self.proxy.and_then(|p| Arc::try_unwrap(p).ok()) {
             let _ = tokio::task::spawn_blocking(move || p.stop()).await;
         }
