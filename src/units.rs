@@ -482,16 +482,4 @@ mod tests {
         assert!("130%".parse::<Percent>().is_err());
         assert!("abc".parse::<Percent>().is_err());
     }
-
-    #[test]
-    fn yaml_numbers_and_errors() {
-        let b: ByteSize = crate::profile::from_yaml("128").unwrap();
-        assert_eq!(b.0, 128);
-        let p: Percent = crate::profile::from_yaml("0.5").unwrap();
-        assert_eq!(p.0, 0.5);
-        let e = crate::profile::from_yaml::<Dur>("10")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("invalid duration `10`"), "{e}");
-    }
 }

@@ -72,22 +72,11 @@ pub fn step_profile(p: &Profile, c: &CapacitySettings, load: f64) -> Profile {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use crate::units::Dur;
 
-    /// 100 to 450 in steps of 100 (or as a test changes it), 5 s each, expecting 200.
-    pub(crate) fn settings(vary: CapacityVary) -> CapacitySettings {
-        CapacitySettings {
-            vary,
-            group: None,
-            start: 100.0,
-            step: None,
-            factor: None,
-            max: 450.0,
-            hold: Dur(Duration::from_secs(5)),
-            expect: Some(200.0),
-        }
+    fn settings(vary: CapacityVary) -> CapacitySettings {
+        CapacitySettings::example(vary)
     }
 
     #[test]

@@ -24,8 +24,6 @@ use crate::backoff::Strategy;
 use crate::units::{ByteRate, ByteSize, Dur, Percent, Rate};
 
 pub use locate::locate;
-#[cfg(test)]
-pub(crate) use read::from_yaml;
 pub use read::{Document, MAX_DEPTH, MAX_PROFILE_BYTES, load, parse};
 pub use schema::schema;
 
@@ -93,6 +91,24 @@ pub struct CapacitySettings {
     /// A regression gate: exit 1 when the last good step is below this load.
     #[serde(default)]
     pub expect: Option<f64>,
+}
+
+#[cfg(test)]
+impl CapacitySettings {
+    /// 100 to 450 in steps of 100 (or as a test changes it), 5 s each, expecting 200: the
+    /// search the plan's and the results' tests share.
+    pub(crate) fn example(vary: CapacityVary) -> CapacitySettings {
+        CapacitySettings {
+            vary,
+            group: None,
+            start: 100.0,
+            step: None,
+            factor: None,
+            max: 450.0,
+            hold: Dur(std::time::Duration::from_secs(5)),
+            expect: Some(200.0),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]

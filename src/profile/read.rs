@@ -324,6 +324,17 @@ mod tests {
     }
 
     #[test]
+    fn units_read_from_yaml_numbers_and_strings() {
+        use crate::units::{ByteSize, Dur, Percent};
+        let b: ByteSize = from_yaml("128").unwrap();
+        assert_eq!(b.0, 128);
+        let p: Percent = from_yaml("0.5").unwrap();
+        assert_eq!(p.0, 0.5);
+        let e = from_yaml::<Dur>("10").unwrap_err().to_string();
+        assert!(e.contains("invalid duration `10`"), "{e}");
+    }
+
+    #[test]
     fn messages_speak_yaml_not_rust() {
         let p = problem(&MIN.replace("clients: 10", "clients: -3"));
         assert!(

@@ -231,7 +231,6 @@ pub fn fmt_load(v: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::capacity::tests::settings;
 
     fn step(load: f64, passed: bool, warnings: Vec<String>) -> CapacityStep {
         CapacityStep {
@@ -259,7 +258,7 @@ mod tests {
 
     #[test]
     fn verdict_names_the_knee_and_whose_limit() {
-        let s = settings(CapacityVary::ConnectionRate);
+        let s = CapacitySettings::example(CapacityVary::ConnectionRate);
         let conclude =
             |steps| Capacity::conclude("n".into(), 1, "t".into(), &s, "g".into(), steps, false);
         let c = conclude(vec![

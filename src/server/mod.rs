@@ -590,6 +590,35 @@ pub async fn start_embedded(
     Background::start(threads, move || Server::bind(config)).await
 }
 
+/// A plain server for the server's own tests (a run's config comes from its plan).
+#[cfg(test)]
+pub(crate) fn test_config() -> ServerConfig {
+    ServerConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        path: "/ws".into(),
+        accept_rate: None,
+        accept_burst: None,
+        retry_after: Duration::from_secs(1),
+        backlog: 1024,
+        read_buffer: 1024,
+        max_message: 64 << 10,
+        rate_limit: None,
+        heartbeat: None,
+        idle_timeout: None,
+        handshake: None,
+        auth_secret: None,
+        stream: None,
+        backpressure: Backpressure {
+            limit: 256 << 10,
+            on_full: OnFull::Drop,
+        },
+        socket_send_buffer: None,
+        nice: 0,
+        tls: None,
+        reuse_port: false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -622,9 +651,7 @@ mod tests {
 
         // On this test's runtime: an embedded server's threads would upset the test that
         // counts them.
-        let server = Server::bind(crate::plan::server_config(&Default::default()).unwrap())
-            .await
-            .unwrap();
+        let server = Server::bind(test_config()).await.unwrap();
         let handle = server.handle();
         let shutdown = CancellationToken::new();
         tokio::spawn(server.run(shutdown.clone()));
@@ -697,7 +724,7 @@ mod tests {
     async fn nice_lowers_the_embedded_target_only() {
         let config = ServerConfig {
             nice: 7,
-            ..crate::plan::server_config(&Default::default()).unwrap()
+            ..test_config()
         };
         let server = start_embedded(config, 2).await.unwrap();
         let target = nice_of_threads("wsstorm-server");

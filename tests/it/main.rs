@@ -4,6 +4,7 @@
 mod cli;
 mod common;
 mod dashboard;
+mod map;
 mod peers;
 mod proxy;
 mod report;
