@@ -109,7 +109,10 @@ The profile's `capacity:` section says what to step and how far, its `thresholds
 
 Each step is a fresh run written to <out>/step-NN-<load>/; <out>/capacity.json and
 <out>/capacity.html hold the per-step table, the last good and first bad step, which
-threshold broke and whether the limit was the server's or the generator's.";
+threshold broke and whether the limit was the server's or the generator's.
+
+Example:
+  wsstorm capacity profiles/capacity-connection-rate.yaml --threshold 'handshake.p99 < 100ms'";
 
 #[derive(Args, Debug)]
 pub struct CapacityArgs {

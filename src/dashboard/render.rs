@@ -585,6 +585,20 @@ mod tests {
     }
 
     #[test]
+    fn what_went_wrong_around_the_run_is_on_the_screen_not_stderr() {
+        let mut d = dashboard();
+        let mut s = (*d.snapshot).clone();
+        s.elapsed += Duration::from_millis(100);
+        s.warnings = vec!["worker process 1 ended unexpectedly 4.2 s into the run".into()];
+        d.on_snapshot(Arc::new(s));
+        let screen = draw(&d, 160, 48);
+        assert!(
+            screen.contains("worker process 1 ended unexpectedly"),
+            "{screen}"
+        );
+    }
+
+    #[test]
     fn a_tiny_terminal_gets_a_message_not_a_panic() {
         let screen = draw(&dashboard(), 40, 10);
         assert!(screen.contains("needs 60x20"), "{screen}");

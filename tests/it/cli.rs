@@ -182,6 +182,70 @@ fn help_has_examples() {
     ] {
         assert!(out.contains(flag), "{flag} missing from run --help");
     }
+    // Every command explains itself: an example where one helps, each flag described, and
+    // no value name made up from a field name (`<RETRY_AFTER>`).
+    for sub in [
+        "run",
+        "serve",
+        "proxy",
+        "report",
+        "compare",
+        "capacity",
+        "validate",
+        "schema",
+        "completions",
+    ] {
+        let o = output(wsstorm().args([sub, "--help"]));
+        assert!(o.status.success(), "{sub}");
+        let out = String::from_utf8_lossy(&o.stdout);
+        if !["schema", "completions"].contains(&sub) {
+            assert!(
+                out.contains("Example"),
+                "{sub} --help has no example:\n{out}"
+            );
+        }
+        // Option lines are indented; prose that starts with a flag is not.
+        for line in out
+            .lines()
+            .filter(|l| l.starts_with("  ") && l.trim_start().starts_with("--"))
+        {
+            let described = line
+                .trim_start()
+                .split_once("  ")
+                .is_some_and(|(_, d)| !d.trim().is_empty());
+            assert!(described, "{sub}: undescribed flag `{line}`");
+            assert!(
+                !line.contains('_'),
+                "{sub}: a placeholder from a field name in `{line}`"
+            );
+        }
+    }
+}
+
+/// Replacing an embedded target whose server is configured says what will not be measured.
+#[test]
+fn a_target_override_says_which_server_settings_it_ignores() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = output(
+        wsstorm()
+            .arg("run")
+            .arg(root().join("profiles/slow-consumers.yaml"))
+            .args([
+                "--target",
+                "ws://127.0.0.1:9/ws",
+                "--duration",
+                "1s",
+                "--out",
+            ])
+            .arg(dir.path()),
+    );
+    let err = stderr(&o);
+    assert!(
+        err.contains("replaces the profile's embedded target")
+            && err.contains("`target.server.stream`")
+            && err.contains("`target.server.backpressure`"),
+        "{err}"
+    );
 }
 
 const SMALL: &str = "
