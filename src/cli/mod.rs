@@ -242,8 +242,13 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
         .map_err(|e| Failure::runtime(format!("cannot start the async runtime: {e}")))
 }
 
-/// Stop on Ctrl-C or SIGTERM, as an interruption, saying `what` happens next.
-async fn stop_on_signal(stop: Stop, what: &'static str) {
+/// Stop on Ctrl-C or SIGTERM, as an interruption, saying `what` happens next — unless `quiet`
+/// (the dashboard owns the terminal then, and the summary after it says INTERRUPTED).
+async fn stop_on_signal(
+    stop: Stop,
+    what: &'static str,
+    quiet: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut s) => {
@@ -256,6 +261,8 @@ async fn stop_on_signal(stop: Stop, what: &'static str) {
         _ = tokio::signal::ctrl_c() => {}
         _ = term => {}
     }
-    eprintln!("wsstorm: {what}");
+    if !quiet.load(std::sync::atomic::Ordering::Relaxed) {
+        eprintln!("wsstorm: {what}");
+    }
     stop.request(StopReason::Interrupted);
 }

@@ -328,17 +328,25 @@ struct Runner {
     /// Always `Some` until dropped.
     rt: Option<tokio::runtime::Runtime>,
     stop: Stop,
+    /// While the dashboard owns the terminal, nothing else writes to it.
+    dashboard_up: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Runner {
     fn new() -> Result<Runner, Failure> {
         let rt = runtime()?;
         let stop = Stop::new();
+        let dashboard_up = Arc::new(std::sync::atomic::AtomicBool::new(false));
         rt.spawn(stop_on_signal(
             stop.clone(),
             "stopping — writing the results gathered so far",
+            dashboard_up.clone(),
         ));
-        Ok(Runner { rt: Some(rt), stop })
+        Ok(Runner {
+            rt: Some(rt),
+            stop,
+            dashboard_up,
+        })
     }
 
     fn interrupted(&self) -> bool {
@@ -382,6 +390,8 @@ impl Runner {
             View::Lines | View::Quiet => None,
         };
         let lines = view == View::Lines || (view == View::Dashboard && ui.is_none());
+        self.dashboard_up
+            .store(ui.is_some(), std::sync::atomic::Ordering::Relaxed);
         let (duration, clients) = (plan.duration, plan.total_clients());
         let Some(rt) = &self.rt else {
             return Err(Failure::runtime("the async runtime is gone"));
@@ -410,6 +420,8 @@ impl Runner {
         {
             eprintln!("wsstorm: the dashboard failed: {e}");
         }
+        self.dashboard_up
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         results.map_err(|e| Failure::runtime(e.to_string()))
     }
 }

@@ -119,7 +119,7 @@ pub fn proxy(args: ProxyArgs) -> Result<ExitCode, Failure> {
                 .unwrap_or_default()
         );
         let stop = Stop::new();
-        tokio::spawn(stop_on_signal(stop.clone(), "stopping"));
+        tokio::spawn(stop_on_signal(stop.clone(), "stopping", Default::default()));
         tokio::spawn(serve_control(
             control_listener,
             handle.clone(),
@@ -184,7 +184,7 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
             }
         }
         let stop = Stop::new();
-        tokio::spawn(stop_on_signal(stop.clone(), "stopping"));
+        tokio::spawn(stop_on_signal(stop.clone(), "stopping", Default::default()));
         server.run(stop.token()).await;
         let s = handle.stats.summary();
         println!(

@@ -287,6 +287,7 @@ pub fn fit(
     }
     plan.layout.workers = workers;
     plan.layout.server_processes = server_processes;
+    plan.layout.notes = notes.clone();
     Ok(notes)
 }
 
@@ -366,6 +367,7 @@ mod tests {
         // 250000 / (28232 * 0.1) -> 89 addresses.
         assert_eq!(p.groups[0].behaviour.source_addrs, addrs(1..=89));
         assert_eq!(notes.len(), 3);
+        assert_eq!(p.layout.notes, notes, "kept for the results");
     }
 
     #[test]

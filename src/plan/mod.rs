@@ -80,6 +80,9 @@ pub struct Layout {
     pub server_processes: usize,
     /// The wsstorm executable child processes are started from (default: this one).
     pub exe: Option<PathBuf>,
+    /// What the budget decided and why (processes, source addresses), for the user and the
+    /// results.
+    pub notes: Vec<String>,
 }
 
 #[derive(Clone, Debug)]

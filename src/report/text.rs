@@ -239,6 +239,9 @@ pub fn summary(r: &Results) -> String {
         g.peak_rss_bytes as f64 / (1 << 20) as f64,
         ms_text(g.schedule_lag_us.p99)
     );
+    for l in &g.layout {
+        let _ = writeln!(o, "  layout       {l}");
+    }
     for w in &g.warnings {
         let _ = writeln!(o, "  WARNING      {w}");
     }

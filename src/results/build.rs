@@ -45,6 +45,8 @@ pub struct Record {
     pub fd_limit: u64,
     /// The profile expects nothing to connect.
     pub expect_failures: bool,
+    /// How the run was laid out over processes and addresses.
+    pub layout: Vec<String>,
     /// What broke the run itself (a worker process that died), if anything did.
     pub failures: Vec<String>,
 }
@@ -73,6 +75,7 @@ impl Results {
             fd_limit,
             expect_failures,
             failures,
+            layout,
         } = record;
         let clients: u64 = group_clients.iter().map(|(_, n)| u64::from(*n)).sum();
         let totals = totals_from(
@@ -139,6 +142,7 @@ impl Results {
                 retry_lag_us: summarize(c.hists.get(Latency::RetryLag), true),
                 samples: c.samples,
                 warnings,
+                layout,
             },
             totals,
             storm,

@@ -232,6 +232,10 @@ pub struct Generator {
     pub samples: Vec<GeneratorSample>,
     /// When the generator itself may have distorted the figures.
     pub warnings: Vec<String>,
+    /// How the run was laid out over processes and source addresses, as the pre-flight budget
+    /// decided it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layout: Vec<String>,
 }
 
 pub fn totals_from(c: &Counters, clients: u64, peak: u64, connected_at_end: u64) -> Totals {

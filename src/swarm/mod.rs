@@ -494,6 +494,7 @@ impl Swarm {
             fd_limit: crate::os::fd_limit().0,
             expect_failures: plan.expect_failures,
             failures,
+            layout: plan.layout.notes.clone(),
         }
     }
 }

@@ -94,45 +94,7 @@ timeline:
     )
     .unwrap();
     let out = dir.path().join("out");
-    let pty = openpty(24, 80);
-    let slave = pty.slave.as_raw_fd();
-    assert!(cooked(slave), "a fresh pty starts in cooked mode");
-    let io = || Stdio::from(pty.slave.try_clone().unwrap());
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wsstorm"));
-    cmd.arg("run")
-        .arg(&profile)
-        .arg("--out")
-        .arg(&out)
-        .env("TERM", "xterm-256color")
-        .stdin(io())
-        .stdout(io())
-        .stderr(io());
-    // SAFETY: only async-signal-safe calls between fork and exec: a new session with the pty
-    // as its controlling terminal, as a shell would give it.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            libc::ioctl(0, libc::TIOCSCTTY, 0);
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().expect("wsstorm starts");
-
-    let output = Arc::new(Mutex::new(Vec::new()));
-    let mut reader = pty.master.try_clone().unwrap();
-    let sink = output.clone();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 8192];
-        while let Ok(n) = reader.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            sink.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .extend_from_slice(&buf[..n]);
-        }
-    });
-
+    let (pty, mut child, output) = run_in_pty(&profile, &out);
     for panel in [
         "wsstorm · tui · embedded target · seed 1",
         "connected clients",
@@ -211,10 +173,100 @@ timeline:
         summary > left,
         "the summary is printed on the normal screen"
     );
-    assert!(cooked(slave), "raw mode was switched off");
+    assert!(cooked(pty.slave.as_raw_fd()), "raw mode was switched off");
 
     let r = Results::read(&out.join("results.json")).unwrap();
     assert_eq!(r.end_reason, EndReason::Stopped);
     assert!(r.duration_ms < 30_000);
     assert_eq!(r.totals.close_codes.get("1012"), Some(&50));
+}
+
+/// `wsstorm run PROFILE --out OUT` with a new pty as its controlling terminal, as a shell
+/// would start it; what it writes to the terminal is gathered in the returned buffer.
+fn run_in_pty(
+    profile: &std::path::Path,
+    out: &std::path::Path,
+) -> (Pty, std::process::Child, Arc<Mutex<Vec<u8>>>) {
+    let pty = openpty(24, 80);
+    let slave = pty.slave.as_raw_fd();
+    assert!(cooked(slave), "a fresh pty starts in cooked mode");
+    let io = || Stdio::from(pty.slave.try_clone().unwrap());
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wsstorm"));
+    cmd.arg("run")
+        .arg(profile)
+        .arg("--out")
+        .arg(out)
+        .env("TERM", "xterm-256color")
+        .stdin(io())
+        .stdout(io())
+        .stderr(io());
+    // SAFETY: only async-signal-safe calls between fork and exec: a new session with the pty
+    // as its controlling terminal, as a shell would give it.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            libc::ioctl(0, libc::TIOCSCTTY, 0);
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().expect("wsstorm starts");
+
+    let output = Arc::new(Mutex::new(Vec::new()));
+    let mut reader = pty.master.try_clone().unwrap();
+    let sink = output.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend_from_slice(&buf[..n]);
+        }
+    });
+    (pty, child, output)
+}
+
+/// SIGTERM while the dashboard owns the terminal: the run stops as interrupted (exit 130,
+/// results written) and nothing is printed over the dashboard.
+#[test]
+fn sigterm_under_the_dashboard_stops_quietly_and_writes_the_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("term.yaml");
+    std::fs::write(
+        &profile,
+        "name: term\nduration: 60s\ntarget: embedded\ngroups:\n  - name: g\n    clients: 10\n    arrival: { rate: 100/s }\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let (_pty, mut child, output) = run_in_pty(&profile, &out);
+    assert!(
+        wait_for(&output, "connected 10/10", Duration::from_secs(20)),
+        "{}",
+        screen(&output)
+    );
+    // SAFETY: kill(2) on the child this test started.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(130));
+    let text = String::from_utf8_lossy(&output.lock().unwrap()).into_owned();
+    assert!(
+        !text.contains("stopping"),
+        "printed over the dashboard: {text}"
+    );
+    let r = Results::read(&out.join("results.json")).unwrap();
+    assert_eq!(r.end_reason, EndReason::Interrupted);
 }
