@@ -291,9 +291,9 @@ fn compile(
 
 /// Lay the plan out over this machine's processes and addresses, or refuse it.
 pub(super) fn fit_here(plan: &mut Plan, workers: Option<usize>) -> Result<(), Failure> {
-    let notes = fit(plan, workers, &Limits::here())
+    fit(plan, workers, &Limits::here())
         .map_err(|e| Failure::usage(format!("this run does not fit: {e}")))?;
-    for note in notes {
+    for note in &plan.layout.notes {
         eprintln!("wsstorm: {note}");
     }
     Ok(())

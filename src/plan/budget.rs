@@ -95,14 +95,10 @@ impl Limits {
     }
 }
 
-/// Lay the run out (`plan.layout`), or say why it cannot be. Gives loopback source addresses
-/// to groups that have none when one address would not do. `workers`: what `--workers` asked
-/// for. Returns what was decided, for the user.
-pub fn fit(
-    plan: &mut Plan,
-    workers: Option<usize>,
-    limits: &Limits,
-) -> Result<Vec<String>, String> {
+/// Lay the run out (`plan.layout`, with what was decided in `layout.notes`), or say why it
+/// cannot be. Gives loopback source addresses to groups that have none when one address would
+/// not do. `workers`: what `--workers` asked for.
+pub fn fit(plan: &mut Plan, workers: Option<usize>, limits: &Limits) -> Result<(), String> {
     let cap = limits.per_process();
     let asked_for_workers = workers.is_some();
     let clients: u64 = plan.groups.iter().map(|g| u64::from(g.clients)).sum();
@@ -204,10 +200,9 @@ pub fn fit(
         }
     }
 
-    if !asked_for_workers && auto_workers_and_servers(clients, comfortable, server_fds) > most {
+    if !asked_for_workers && workers + server_processes > most {
         return Err(format!(
-            "{clients} clients would need {} client worker and {server_processes} server processes, more than the {most} this machine's {} CPUs should run ({PROCESSES_PER_CPU} per CPU). Fix: fewer clients, shards on several machines, or ask for it with --workers",
-            auto_workers(clients, comfortable),
+            "{clients} clients would need {workers} client worker and {server_processes} server processes, more than the {most} this machine's {} CPUs should run ({PROCESSES_PER_CPU} per CPU). Fix: fewer clients, shards on several machines, or ask for it with --workers",
             limits.cpus
         ));
     }
@@ -287,25 +282,8 @@ pub fn fit(
     }
     plan.layout.workers = workers;
     plan.layout.server_processes = server_processes;
-    plan.layout.notes = notes.clone();
-    Ok(notes)
-}
-
-fn auto_workers(clients: u64, comfortable: u64) -> u64 {
-    if clients <= comfortable {
-        0
-    } else {
-        clients.div_ceil(comfortable)
-    }
-}
-
-fn auto_workers_and_servers(clients: u64, comfortable: u64, server_fds: u64) -> usize {
-    let servers = if server_fds > comfortable {
-        server_fds.div_ceil(comfortable)
-    } else {
-        0
-    };
-    (auto_workers(clients, comfortable) + servers) as usize
+    plan.layout.notes = notes;
+    Ok(())
 }
 
 fn gib(bytes: u64) -> String {
@@ -360,14 +338,13 @@ mod tests {
     #[test]
     fn big_runs_spread_over_processes_and_addresses() {
         let mut p = profile(250_000, "embedded", "");
-        let notes = fit(&mut p, None, &LIMITS).unwrap();
+        fit(&mut p, None, &LIMITS).unwrap();
         // Filled to 85 % of the 19,900 a process may hold: 16,915 each.
         assert_eq!(p.layout.workers, 15, "250000 / 16915");
         assert_eq!(p.layout.server_processes, 15);
         // 250000 / (28232 * 0.1) -> 89 addresses.
         assert_eq!(p.groups[0].behaviour.source_addrs, addrs(1..=89));
-        assert_eq!(notes.len(), 3);
-        assert_eq!(p.layout.notes, notes, "kept for the results");
+        assert_eq!(p.layout.notes.len(), 3, "kept for the user and the results");
     }
 
     #[test]

@@ -78,13 +78,12 @@ impl Results {
             layout,
         } = record;
         let clients: u64 = group_clients.iter().map(|(_, n)| u64::from(*n)).sum();
-        let totals = totals_from(
+        let mut totals = totals_from(
             &c.totals,
             clients,
             c.peak_connected,
             connected_at_end.iter().sum(),
         );
-        let mut totals = totals;
         totals.connect_errors.examples = c.connect_error_examples;
         let attempts: Vec<u64> = c.points.iter().map(|p| p.attempts).collect();
         let retries: Vec<u64> = c.points.iter().map(|p| p.retries).collect();

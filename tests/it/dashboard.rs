@@ -125,17 +125,11 @@ timeline:
     let mut master = pty.master.try_clone().unwrap();
     master.write_all(b"q").unwrap();
 
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "wsstorm did not stop on q"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = exit_within(
+        &mut child,
+        Duration::from_secs(20),
+        "wsstorm did not stop on q",
+    );
     assert_eq!(status.code(), Some(0));
     assert!(
         wait_for(&output, "results ", Duration::from_secs(5)),
@@ -250,17 +244,7 @@ fn sigterm_under_the_dashboard_stops_quietly_and_writes_the_results() {
     unsafe {
         libc::kill(child.id() as i32, libc::SIGTERM);
     }
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "no stop on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = exit_within(&mut child, Duration::from_secs(20), "no stop on SIGTERM");
     assert_eq!(status.code(), Some(130));
     let text = String::from_utf8_lossy(&output.lock().unwrap()).into_owned();
     assert!(
@@ -269,4 +253,20 @@ fn sigterm_under_the_dashboard_stops_quietly_and_writes_the_results() {
     );
     let r = Results::read(&out.join("results.json")).unwrap();
     assert_eq!(r.end_reason, EndReason::Interrupted);
+}
+
+/// The child's exit status, once it has exited; fails the test with `why` after `limit`.
+fn exit_within(
+    child: &mut std::process::Child,
+    limit: Duration,
+    why: &str,
+) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(start.elapsed() < limit, "{why}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

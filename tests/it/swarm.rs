@@ -395,21 +395,31 @@ timeline:
     assert_books_balance(&r);
 }
 
-#[test]
-fn an_absurd_retry_after_does_not_crash_the_client() {
-    // A server that answers every upgrade with 503 and a Retry-After of u64::MAX seconds.
+/// A server no WebSocket library would be: `serve` gets each connection, numbered in the
+/// order they arrive, on a thread of its own. Returns the port.
+fn raw_server(serve: impl Fn(usize, std::net::TcpStream) + Clone + Send + 'static) -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
-        use std::io::{Read, Write};
-        for stream in listener.incoming() {
-            let Ok(mut s) = stream else { continue };
-            let mut buf = [0u8; 4096];
-            let _ = s.read(&mut buf);
-            let _ = s.write_all(
-                b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 18446744073709551615\r\ncontent-length: 0\r\n\r\n",
-            );
+        for (i, stream) in listener.incoming().enumerate() {
+            let Ok(s) = stream else { continue };
+            let serve = serve.clone();
+            std::thread::spawn(move || serve(i, s));
         }
+    });
+    port
+}
+
+#[test]
+fn an_absurd_retry_after_does_not_crash_the_client() {
+    // A server that answers every upgrade with 503 and a Retry-After of u64::MAX seconds.
+    let port = raw_server(|_, mut s| {
+        use std::io::{Read, Write};
+        let mut buf = [0u8; 4096];
+        let _ = s.read(&mut buf);
+        let _ = s.write_all(
+            b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 18446744073709551615\r\ncontent-length: 0\r\n\r\n",
+        );
     });
     let started = std::time::Instant::now();
     let r = run(&format!(
@@ -670,56 +680,47 @@ fn unsafe_kill(pid: i32) {
 /// A server no library would be: it completes the upgrade, then breaks the protocol, a
 /// different way for each connection in turn, and notes the close code each client sends.
 fn protocol_breaking_server() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<u16>>>) {
-    use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let codes = seen.clone();
-    std::thread::spawn(move || {
-        for (i, stream) in listener.incoming().enumerate() {
-            let Ok(mut s) = stream else { continue };
-            let codes = codes.clone();
-            std::thread::spawn(move || {
-                let mut req = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => req.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let text = String::from_utf8_lossy(&req);
-                let key = text
-                    .lines()
-                    .find_map(|l| {
-                        l.strip_prefix("Sec-WebSocket-Key: ")
-                            .or_else(|| l.strip_prefix("sec-websocket-key: "))
-                    })
-                    .unwrap_or_default()
-                    .trim()
-                    .to_string();
-                let accept =
-                    tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
-                let _ = write!(
-                    s,
-                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
-                );
-                let bad: &[u8] = match i % 3 {
-                    // A frame with reserved opcode 0x3.
-                    0 => &[0x83, 0x00],
-                    // A text message that is not UTF-8.
-                    1 => &[0x81, 0x02, 0xC3, 0x28],
-                    // A masked frame: servers must not mask.
-                    _ => &[0x81, 0x82, 1, 2, 3, 4, b'h' ^ 1, b'i' ^ 2],
-                };
-                let _ = s.write_all(bad);
-                // The client's close frame: FIN+close, masked length, mask, code ^ mask.
-                let mut frame = [0u8; 8];
-                if s.read_exact(&mut frame).is_ok() && frame[0] == 0x88 {
-                    let code = u16::from_be_bytes([frame[6] ^ frame[2], frame[7] ^ frame[3]]);
-                    codes.lock().unwrap().push(code);
-                }
-            });
+    let port = raw_server(move |i, mut s| {
+        use std::io::{Read, Write};
+        let mut req = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => req.extend_from_slice(&buf[..n]),
+            }
+        }
+        let text = String::from_utf8_lossy(&req);
+        let key = text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("Sec-WebSocket-Key: ")
+                    .or_else(|| l.strip_prefix("sec-websocket-key: "))
+            })
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+        let _ = write!(
+            s,
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+        );
+        let bad: &[u8] = match i % 3 {
+            // A frame with reserved opcode 0x3.
+            0 => &[0x83, 0x00],
+            // A text message that is not UTF-8.
+            1 => &[0x81, 0x02, 0xC3, 0x28],
+            // A masked frame: servers must not mask.
+            _ => &[0x81, 0x82, 1, 2, 3, 4, b'h' ^ 1, b'i' ^ 2],
+        };
+        let _ = s.write_all(bad);
+        // The client's close frame: FIN+close, masked length, mask, code ^ mask.
+        let mut frame = [0u8; 8];
+        if s.read_exact(&mut frame).is_ok() && frame[0] == 0x88 {
+            let code = u16::from_be_bytes([frame[6] ^ frame[2], frame[7] ^ frame[3]]);
+            codes.lock().unwrap().push(code);
         }
     });
     (port, seen)
@@ -761,29 +762,21 @@ groups:
 
 /// A server that fails the upgrade a different way for each connection in turn.
 fn handshake_breaking_server() -> u16 {
-    use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for (i, stream) in listener.incoming().enumerate() {
-            let Ok(mut s) = stream else { continue };
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                let _ = s.read(&mut buf);
-                let _ = match i % 3 {
-                    // Gone before answering.
-                    0 => Ok(()),
-                    // Not a web server at all.
-                    1 => s.write_all(b"SSH-2.0-OpenSSH_9.6\r\n\r\n"),
-                    // A 101 that does not prove it read the key.
-                    _ => s.write_all(
-                        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: bm90IHRoZSByaWdodCBrZXk=\r\n\r\n",
-                    ),
-                };
-            });
-        }
-    });
-    port
+    raw_server(|i, mut s| {
+        use std::io::{Read, Write};
+        let mut buf = [0u8; 4096];
+        let _ = s.read(&mut buf);
+        let _ = match i % 3 {
+            // Gone before answering.
+            0 => Ok(()),
+            // Not a web server at all.
+            1 => s.write_all(b"SSH-2.0-OpenSSH_9.6\r\n\r\n"),
+            // A 101 that does not prove it read the key.
+            _ => s.write_all(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: bm90IHRoZSByaWdodCBrZXk=\r\n\r\n",
+            ),
+        };
+    })
 }
 
 #[test]
