@@ -18,15 +18,18 @@
 //! - [`plan`]: one pass from a profile to a checked, typed [`plan::Plan`] or a list of problems
 //!   with positions; the pre-flight [`plan::budget`]; the steps of a capacity search.
 //! - [`swarm`]: the coordinator (start, run, drain) and its client worker processes.
-//! - [`client`]: the per-client state machine; [`backoff`]: retry policies as pure functions.
+//! - [`client`]: the per-client state machine, and the conversation it holds with a real
+//!   application ([`client::conversation`]); [`backoff`]: retry policies as pure functions.
 //! - [`metrics`]: sharded recording, the per-tick collector, [`metrics::Snapshot`].
 //! - [`results`]: `results.json` built from what the collector hands over, thresholds.
 //! - [`dashboard`] (ratatui) and [`report`] (HTML, comparison, text) read results or snapshots.
 //! - [`server`], [`proxy`]: what the clients connect to and through.
 //!
 //! Leaves that every stage may use and that use no stage: [`units`] (human units), [`seed`]
-//! (seeds and share selection), [`auth`] (tokens), [`net`] (sockets, listeners, services on
-//! their own runtime), [`os`] (libc calls and child processes).
+//! (seeds and share selection), [`auth`] (tokens), [`script`] (what a conversation says:
+//! templates, matchers, JWTs, data feeders — compiled by the plan, run by the clients),
+//! [`net`] (sockets, listeners, services on their own runtime), [`os`] (libc calls and child
+//! processes).
 
 pub mod auth;
 pub mod backoff;
@@ -41,6 +44,7 @@ pub mod profile;
 pub mod proxy;
 pub mod report;
 pub mod results;
+pub mod script;
 pub mod seed;
 pub mod server;
 pub mod swarm;

@@ -378,6 +378,7 @@ impl Runner {
                         .map(|a| (a.at, a.action.to_string()))
                         .collect(),
                     fd_limit: crate::os::raise_fd_limit(),
+                    conversations: crate::dashboard::conversation::names(plan),
                 };
                 match crate::dashboard::Ui::start(info, rx.clone(), stop.clone()) {
                     Ok(ui) => Some(ui),

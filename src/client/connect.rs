@@ -139,8 +139,15 @@ pub enum Attempt {
 }
 
 /// What differs between one client's attempts.
+/// What a conversation adds to an attempt: the encoded query (`a=1&b=2`) and headers.
+pub type Added = (String, Vec<(String, String)>);
+
 #[derive(Default)]
 pub struct AttemptExtras<'a> {
+    /// Query parameters a conversation adds, encoded (`a=1&b=2`), and the headers it adds,
+    /// rendered. Boxed: most clients have none, and this lives in every client's task while
+    /// it connects.
+    pub added: Option<Box<Added>>,
     /// An auth token, sent as the behaviour says.
     pub token: Option<&'a str>,
     pub subscribe: bool,
@@ -183,7 +190,7 @@ fn new_socket(ctx: &GroupCtx, client: u32, addr: SocketAddr) -> io::Result<TcpSo
 pub async fn attempt(
     ctx: &GroupCtx,
     client: u32,
-    extras: &AttemptExtras<'_>,
+    extras: AttemptExtras<'_>,
     prepared: Option<TcpSocket>,
 ) -> Attempt {
     let b = &ctx.behaviour;
@@ -232,6 +239,13 @@ pub async fn attempt(
     };
 
     let mut query: Vec<String> = Vec::new();
+    let (added_query, added_headers) = match extras.added.as_deref() {
+        Some((q, h)) => (q.as_str(), h.as_slice()),
+        None => ("", &[][..]),
+    };
+    if !added_query.is_empty() {
+        query.push(added_query.to_string());
+    }
     if extras.subscribe {
         query.push("subscribe=1".into());
     }
@@ -242,6 +256,10 @@ pub async fn attempt(
         .auth
         .as_ref()
         .is_some_and(|a| a.place == TokenPlace::Query);
+    let token_in_header = b
+        .auth
+        .as_ref()
+        .is_some_and(|a| a.place == TokenPlace::Header);
     if let (Some(t), true) = (extras.token, token_in_query) {
         query.push(format!("token={t}"));
     }
@@ -259,13 +277,28 @@ pub async fn attempt(
         Err(e) => return failed(ConnectError::Other, &|| format!("upgrade request: {e}")),
     };
     let headers = request.headers_mut();
-    if let (Some(t), false) = (extras.token, token_in_query)
+    if let (Some(t), true) = (extras.token, token_in_header)
         && let Ok(v) = format!("Bearer {t}").parse()
     {
         headers.insert(header::AUTHORIZATION, v);
     }
     for (k, v) in &b.headers {
         headers.insert(k.clone(), v.clone());
+    }
+    for (k, v) in added_headers {
+        match (
+            header::HeaderName::from_bytes(k.as_bytes()),
+            header::HeaderValue::from_str(v),
+        ) {
+            (Ok(k), Ok(v)) => {
+                headers.insert(k, v);
+            }
+            _ => {
+                return failed(ConnectError::Other, &|| {
+                    format!("header `{k}`: its rendered value `{v}` is not a valid header value")
+                });
+            }
+        }
     }
     if let Some(p) = &b.subprotocols {
         headers.insert(header::SEC_WEBSOCKET_PROTOCOL, p.clone());

@@ -12,6 +12,7 @@
 
 pub mod abuse;
 pub mod connect;
+pub mod conversation;
 mod session;
 pub mod stream;
 pub mod tls;
@@ -19,8 +20,8 @@ pub mod tls;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::SeedableRng;
 use rand::rngs::Xoshiro128PlusPlus;
+use rand::{RngExt, SeedableRng};
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
@@ -29,12 +30,15 @@ use crate::plan::ClientBehaviour;
 use crate::profile::Decision;
 use crate::seed::client_seed;
 use connect::{Attempt, AttemptExtras, Endpoint};
+use conversation::{Env, Memory};
 pub use session::SessionEnd;
 use stream::StreamTracker;
 
 /// What every client of a group shares.
 pub struct GroupCtx {
     pub group: u16,
+    /// The group's name (the `group` template variable).
+    pub name: Arc<str>,
     pub behaviour: Arc<ClientBehaviour>,
     pub target: Arc<Endpoint>,
     pub metrics: Arc<Metrics>,
@@ -56,6 +60,16 @@ impl GroupCtx {
     }
 }
 
+/// A client's auth token. Boxed in the client: most clients have none, and every client's
+/// task carries the field.
+struct Token {
+    text: String,
+    /// Unix ms.
+    expires: u64,
+    /// When a refresh that takes time completes (meanwhile the client has this old token).
+    refresh_due: Option<Instant>,
+}
+
 /// One client's state between connections.
 struct Client {
     ctx: Arc<GroupCtx>,
@@ -68,9 +82,11 @@ struct Client {
     retries: u32,
     previous_delay: Duration,
     lost_at: Option<Instant>,
-    /// The auth token and its expiry (unix ms).
-    token: Option<(String, u64)>,
+    /// The auth token, its expiry and any refresh in flight.
+    token: Option<Box<Token>>,
     stream: Option<Box<StreamTracker>>,
+    /// What the client's conversation keeps across connections.
+    memory: Option<Box<Memory>>,
 }
 
 /// Run client `id` from its first intended attempt until the run ends or it gives up.
@@ -85,6 +101,11 @@ pub async fn run(ctx: Arc<GroupCtx>, id: u32, first_attempt: Instant) {
             .behaviour
             .subscribe
             .map(|s| Box::new(StreamTracker::new(s.checkpoint_every))),
+        memory: ctx
+            .behaviour
+            .conversation
+            .as_deref()
+            .map(|plan| Box::new(Memory::new(plan, id, ctx.seed))),
         ctx,
         who,
         attempts: 0,
@@ -95,6 +116,16 @@ pub async fn run(ctx: Arc<GroupCtx>, id: u32, first_attempt: Instant) {
         token: None,
     };
     c.run(first_attempt).await;
+    if let Some(mem) = &c.memory {
+        // Final only now: a late arrival could still fill a gap.
+        for (i, lost) in mem.lost().into_iter().enumerate() {
+            if lost > 0 {
+                c.ctx
+                    .metrics
+                    .conversation(who, |d| d.stream(i).counts.lost += lost);
+            }
+        }
+    }
     let lost = c.stream.as_ref().map_or(0, |s| s.lost());
     c.ctx.metrics.client_done(who, c.attempts, lost);
 }
@@ -125,8 +156,23 @@ impl Client {
                 self.attempts > 1,
             );
             self.prepare_token(false);
+            let added = match (b.conversation.as_deref(), self.memory.as_deref_mut()) {
+                (Some(plan), Some(mem)) => {
+                    let mut env = Env {
+                        ctx: &ctx,
+                        who,
+                        rng: &mut self.rng,
+                        token: self.token.as_ref().map(|t| t.text.as_str()),
+                    };
+                    Some(Box::new(conversation::handshake_extras(
+                        plan, mem, &mut env,
+                    )))
+                }
+                _ => None,
+            };
             let extras = AttemptExtras {
-                token: self.token.as_ref().map(|(t, _)| t.as_str()),
+                added,
+                token: self.token.as_ref().map(|t| t.text.as_str()),
                 subscribe: b.subscribe.is_some(),
                 resume_after: b
                     .subscribe
@@ -135,7 +181,8 @@ impl Client {
             };
             // Boxed: the handshake future is large and only lives while connecting; an idle
             // connected client should not carry its space.
-            let attempt = Box::pin(connect::attempt(&ctx, who.client, &extras, prepared.take()));
+            // The extras move into the boxed future: the client's own task does not keep them.
+            let attempt = Box::pin(connect::attempt(&ctx, who.client, extras, prepared.take()));
             let attempt = tokio::select! {
                 a = attempt => a,
                 _ = ctx.cancel.cancelled() => {
@@ -164,8 +211,13 @@ impl Client {
                         &mut ws,
                         &mut self.rng,
                         self.stream.as_deref_mut(),
+                        self.memory.as_deref_mut(),
+                        self.token.as_deref(),
                     )
                     .await;
+                    if let Some(m) = self.memory.as_deref_mut() {
+                        m.close();
+                    }
                     if matches!(end, SessionEnd::Dead { .. }) {
                         // Abort a connection found dead (RST): a FIN would queue behind data the
                         // peer never read and leave an orphan socket holding the port, and the
@@ -191,6 +243,14 @@ impl Client {
                         SessionEnd::Violation(code) => {
                             m.closed(who, Closed::Violation(code));
                             b.on_close.decide(code)
+                        }
+                        SessionEnd::Closed { code, reconnect } => {
+                            m.closed(who, Closed::Policy(code));
+                            if reconnect {
+                                Decision::Retry
+                            } else {
+                                Decision::Stop
+                            }
                         }
                     }
                 }
@@ -242,18 +302,98 @@ impl Client {
     }
 
     /// Get a token if the client has none, or (refreshing clients, or when `force`d by a
-    /// refresh-auth decision) if it has expired.
+    /// refresh-auth decision) if it has expired. A refresh that takes time leaves the client
+    /// with its old token until it completes — an attempt meanwhile goes out with the old one
+    /// (the refresh race) — and may fail, in which case the next attempt starts another.
     fn prepare_token(&mut self, force: bool) {
-        let Some(auth) = &self.ctx.behaviour.auth else {
+        let ctx = self.ctx.clone();
+        let Some(auth) = &ctx.behaviour.auth else {
             return;
         };
         let expired = self
             .token
             .as_ref()
-            .is_some_and(|(_, exp)| *exp <= crate::auth::now_ms());
-        if self.token.is_none() || force || (auth.refresh && expired) {
-            self.token = Some(auth.signer.mint(self.who.client, auth.lifetime));
+            .is_some_and(|t| t.expires <= crate::auth::now_ms());
+        let wanted = self.token.is_none() || force || (auth.refresh && expired);
+        if let Some(t) = self.token.as_deref_mut()
+            && (wanted || t.refresh_due.is_some())
+            && !auth.refresh_takes.is_zero()
+        {
+            let now = Instant::now();
+            match t.refresh_due {
+                None => {
+                    t.refresh_due = Some(now + auth.refresh_takes);
+                    return;
+                }
+                Some(due) if due > now => return,
+                Some(_) => {
+                    t.refresh_due = None;
+                    self.ctx
+                        .metrics
+                        .conversation(self.who, |d| d.refreshes += 1);
+                    if self.rng.random::<f64>() < auth.refresh_fails {
+                        self.ctx
+                            .metrics
+                            .conversation(self.who, |d| d.refresh_failures += 1);
+                        return;
+                    }
+                }
+            }
+        } else if !wanted {
+            return;
+        } else if self.token.is_some() {
+            self.ctx
+                .metrics
+                .conversation(self.who, |d| d.refreshes += 1);
         }
+        let (text, expires) = self.mint(auth);
+        self.token = Some(Box::new(Token {
+            text,
+            expires,
+            refresh_due: None,
+        }));
+    }
+
+    fn mint(&mut self, auth: &crate::plan::AuthPlan) -> (String, u64) {
+        let Some(jwt) = &auth.jwt else {
+            return auth.signer.mint(self.who.client, auth.lifetime);
+        };
+        let b = &self.ctx.behaviour;
+        let feed = b
+            .feeder
+            .as_ref()
+            .map(|f| (f, conversation::feed_row(f, self.who.client, self.ctx.seed)));
+        let claims = conversation::render_claims(
+            &jwt.claims,
+            self.who.client,
+            &self.ctx.name,
+            &mut self.rng,
+            feed,
+        );
+        let now = crate::auth::now_ms();
+        let expires = now + auth.lifetime.as_millis() as u64;
+        // The claims template is a JSON object (checked when compiled); `iat`/`exp` go in
+        // unless the profile gave its own.
+        let mut claims = claims;
+        let mut extra = String::new();
+        if jwt.add_iat {
+            extra.push_str(&format!("\"iat\":{},", now / 1000));
+        }
+        if jwt.add_exp {
+            extra.push_str(&format!("\"exp\":{},", expires.div_ceil(1000)));
+        }
+        if !extra.is_empty() {
+            let body = claims
+                .trim_start()
+                .strip_prefix('{')
+                .unwrap_or("}")
+                .to_string();
+            if body.trim_start().starts_with('}') {
+                extra.pop();
+            }
+            claims = format!("{{{extra}{body}");
+        }
+        (jwt.key.sign(&claims), expires)
     }
 }
 
@@ -294,6 +434,7 @@ groups:
         let _guard = rt.enter();
         let ctx = Arc::new(GroupCtx {
             group: 0,
+            name: "g".into(),
             behaviour: plan.groups[0].behaviour.clone(),
             target: Arc::new(Endpoint::new("ws://127.0.0.1:9/ws", &plan.tls).unwrap()),
             metrics: Arc::new(Metrics::new(1)),
@@ -305,6 +446,8 @@ groups:
         let fut = run(ctx, 0, Instant::now());
         let size = std::mem::size_of_val(&fut);
         println!("client future: {size} bytes");
+        // 1920 before conversations; they add a pointer to the client's conversation memory
+        // (the conversation's state is boxed there) and the session's parameter for it.
         assert!(size <= 1952, "client future grew to {size} bytes");
     }
 

@@ -18,9 +18,11 @@ use tokio_tungstenite::tungstenite::{self, Message};
 
 use super::GroupCtx;
 use super::connect::Ws;
+use super::conversation::{Conversation, Env, Memory, Out};
 use super::stream::{Arrival, StreamTracker};
 use crate::metrics::Who;
 use crate::net::transport::{WriteBatch, flush_now, poll_next_flushing};
+use crate::script::matcher::Msg;
 use crate::server::stream::parse_seq;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,6 +37,9 @@ pub enum SessionEnd {
     /// The server broke the protocol (RFC 6455 §7.4.1); the client closed with this code:
     /// 1002 protocol error, 1007 invalid UTF-8, 1009 a message or frame over the limit.
     Violation(u16),
+    /// The conversation closed with this code (a `close` step, an expect that timed out) and
+    /// says whether to reconnect.
+    Closed { code: u16, reconnect: bool },
 }
 
 /// The close code RFC 6455 asks an endpoint to send for a read error, when the error is the
@@ -90,7 +95,7 @@ fn echoed_send_time(client: u32, data: &[u8]) -> Option<u64> {
 /// lateness within this slack is timer granularity, not the target's doing, and is not charged
 /// to it; lateness beyond it is (coordinated-omission correction). The full lateness is in the
 /// schedule-lag histogram either way.
-const TIMER_SLACK: Duration = Duration::from_millis(2);
+pub(super) const TIMER_SLACK: Duration = Duration::from_millis(2);
 
 fn ticker(start: Instant, every: Duration) -> Interval {
     let mut i = interval_at(start, every);
@@ -107,15 +112,40 @@ async fn tick_opt(i: &mut Option<Interval>) -> Instant {
     }
 }
 
+/// Run one connection. Besides its socket, a client brings its RNG, its position in the
+/// embedded target's stream, its conversation's memory and its token; all are parameters, not
+/// a struct, because an `async fn` keeps its arguments in its future and a destructured struct
+/// would be kept twice.
 pub async fn run(
     ctx: &GroupCtx,
     who: Who,
     ws: &mut Ws,
     rng: &mut Xoshiro128PlusPlus,
     mut stream: Option<&mut StreamTracker>,
+    mut memory: Option<&mut Memory>,
+    token: Option<&super::Token>,
 ) -> SessionEnd {
+    let token = || token.map(|t| t.text.as_str());
     let b = &ctx.behaviour;
     let opened = Instant::now();
+    // The conversation, if the group holds one: its place is kept in the client's memory.
+    if let (Some(plan), Some(mem)) = (b.conversation.as_deref(), memory.as_deref_mut()) {
+        {
+            let mut env = Env {
+                ctx,
+                who,
+                rng: &mut *rng,
+                token: token(),
+            };
+            mem.open(plan, &mut env);
+        }
+        if let Some(c) = mem.current()
+            && !c.outs.is_empty()
+            && let Some(end) = Box::pin(flush_outs(ctx, ws, c, false, None, opened)).await
+        {
+            return end;
+        }
+    }
     // A random phase per connection, so a thousand clients that opened together do not send
     // in lock-step forever.
     let mut sender = b
@@ -180,6 +210,11 @@ pub async fn run(
             wake_at,
             abuse_at.filter(|_| awake),
             (awake && !may_read).then_some(read_at),
+            memory
+                .as_deref()
+                .zip(b.conversation.as_deref())
+                .and_then(|(m, p)| m.deadline(p))
+                .filter(|_| awake),
         ]
         .into_iter()
         .flatten()
@@ -227,6 +262,30 @@ pub async fn run(
                     read_at = read_at.max(last_inbound) + gap;
                 }
                 match msg {
+                    Some(Ok(msg @ (Message::Text(_) | Message::Binary(_))))
+                        if memory.as_deref().is_some_and(Memory::is_open) =>
+                    {
+                        let (Some(p), Some(mem)) = (b.conversation.as_deref(), memory.as_deref_mut()) else {
+                            unreachable!("an open conversation has its plan and memory")
+                        };
+                        let (data, text): (&[u8], bool) = match &msg {
+                            Message::Text(t) => (t.as_bytes(), true),
+                            Message::Binary(b) => (b, false),
+                            _ => (&[], false),
+                        };
+                        // Scoped: nothing of the engine's call is kept across the write.
+                        let has_outs = {
+                            let mut env = Env { ctx, who, rng: &mut *rng, token: token() };
+                            mem.on_message(p, &mut env, &Msg::new(data, text), last_inbound)
+                        };
+                        drop(msg);
+                        if has_outs && let Some(c) = mem.current() {
+                            batch.fed();
+                            if let Some(end) = Box::pin(flush_outs(ctx, ws, c, true, pong_deadline, last_inbound)).await {
+                                return end;
+                            }
+                        }
+                    }
                     Some(Ok(msg @ (Message::Text(_) | Message::Binary(_)))) => {
                         let echo = record_data(ctx, who, &msg, stream.as_deref_mut());
                         if closed_loop && echo {
@@ -249,7 +308,10 @@ pub async fn run(
                     }
                     Some(Ok(Message::Close(frame))) => {
                         // tungstenite answers the close; keep reading until the stream ends.
-                        let code = frame.map(|f| u16::from(f.code)).unwrap_or(1005);
+                        let code = frame.as_ref().map(|f| u16::from(f.code)).unwrap_or(1005);
+                        if let Some(f) = &frame {
+                            ctx.metrics.close_reason(who, code, &f.reason);
+                        }
                         let _ = Box::pin(tokio::time::timeout(Duration::from_secs(1), async {
                             while let Some(Ok(_)) = ws.next().await {}
                         }))
@@ -282,6 +344,21 @@ pub async fn run(
                 if awake && due(pong_deadline) {
                     return SessionEnd::Dead { silent_for: last_inbound.elapsed() };
                 }
+                if awake
+                    && let (Some(p), Some(mem)) = (b.conversation.as_deref(), memory.as_deref_mut())
+                    && mem.deadline(p).is_some_and(|t| t <= now)
+                {
+                    let has_outs = {
+                        let mut env = Env { ctx, who, rng: &mut *rng, token: token() };
+                        mem.on_timer(p, &mut env, now)
+                    };
+                    if has_outs
+                        && let Some(c) = mem.current()
+                        && let Some(end) = Box::pin(flush_outs(ctx, ws, c, false, pong_deadline, last_inbound)).await
+                    {
+                        return end;
+                    }
+                }
                 if due(sleep_at) {
                     // Frozen: nothing is read (so no pongs go out), sent or timed until it wakes.
                     sleep_at = None;
@@ -298,6 +375,9 @@ pub async fn run(
                     }
                     if let Some(p) = &mut pinger {
                         p.reset();
+                    }
+                    if let (Some(p), Some(mem)) = (b.conversation.as_deref(), memory.as_deref_mut()) {
+                        mem.woke(p, now);
                     }
                     read_at = now;
                 }
@@ -327,6 +407,55 @@ pub async fn run(
 enum Sent {
     Ok,
     End(SessionEnd),
+}
+
+/// Put out what the conversation asked for: its messages (fed to the write buffer when
+/// `feed`, for the read loop to flush with the rest of a batch; sent at once otherwise) or a
+/// close, which ends the session.
+async fn flush_outs(
+    ctx: &GroupCtx,
+    ws: &mut Ws,
+    c: &mut Conversation,
+    feed: bool,
+    pong_deadline: Option<Instant>,
+    last_inbound: Instant,
+) -> Option<SessionEnd> {
+    let mut outs = std::mem::take(&mut c.outs);
+    let mut end = None;
+    for out in outs.drain(..) {
+        match out {
+            Out::Send(m) => {
+                let what = if feed { Write::Feed(m) } else { Write::Send(m) };
+                if let Sent::End(e) =
+                    write_or_give_up(ctx, ws, what, pong_deadline, last_inbound).await
+                {
+                    end = Some(e);
+                    break;
+                }
+            }
+            Out::Close {
+                code,
+                reason,
+                reconnect,
+            } => {
+                let frame = CloseFrame {
+                    code: code.into(),
+                    reason: reason.into(),
+                };
+                let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                    if ws.close(Some(frame)).await.is_ok() {
+                        while let Some(Ok(_)) = ws.next().await {}
+                    }
+                })
+                .await;
+                end = Some(SessionEnd::Closed { code, reconnect });
+                break;
+            }
+        }
+    }
+    // The buffer goes back, so a busy connection does not allocate a new one per message.
+    c.outs = outs;
+    end
 }
 
 /// What [`write_or_give_up`] does with the socket.

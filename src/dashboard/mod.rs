@@ -1,7 +1,8 @@
 //! The live terminal dashboard: the article's debugging checklist (§15) on one screen while a
 //! run goes — connected clients and attempts over time with the timeline's actions marked,
 //! latency percentiles, close codes with their names, handshake statuses and connect errors,
-//! the storm (backoff, give-ups, recovery) and the generator's own health.
+//! the storm (backoff, give-ups, recovery) and the generator's own health; when clients hold a
+//! conversation, its steps and streams too ([`conversation`]).
 //!
 //! One direction only: the swarm publishes snapshots on a watch channel; the dashboard's own
 //! thread takes the latest one when it draws (at most [`FPS`] times a second). A slow terminal
@@ -10,6 +11,7 @@
 //! [`Dashboard::handle_key`]) and drawing ([`render::render`]) are pure, so both are tested
 //! without a terminal.
 
+pub mod conversation;
 pub mod render;
 
 use std::sync::Arc;
@@ -37,6 +39,8 @@ pub struct RunInfo {
     pub timeline: Vec<(Duration, String)>,
     /// The generator's open-file limit.
     pub fd_limit: u64,
+    /// Each group's conversation sample and stream names ([`conversation::names`]).
+    pub conversations: Vec<crate::results::conversation::Names>,
 }
 
 /// One point of the charts.
@@ -105,12 +109,16 @@ pub struct Dashboard {
     pub show_help: bool,
     /// Latency table shows the whole run (true) or the last second (false).
     pub latency_whole_run: bool,
+    /// The steps panel's figures; `None` when no group holds a conversation.
+    pub conversation: Option<conversation::Live>,
+    tracker: conversation::Tracker,
     last_t: f64,
 }
 
 impl Dashboard {
     pub fn new(info: RunInfo) -> Dashboard {
         Dashboard {
+            tracker: conversation::Tracker::new(info.conversations.clone()),
             info,
             ..Default::default()
         }
@@ -130,6 +138,9 @@ impl Dashboard {
             attempts_per_s: s.last_second.attempts as f64,
         });
         self.last_t = t;
+        if self.tracker.any() {
+            self.conversation = Some(self.tracker.update(&s));
+        }
         self.snapshot = s;
     }
 

@@ -11,6 +11,7 @@ use ratatui::widgets::{
 };
 
 use super::Dashboard;
+use super::conversation::Live;
 use crate::metrics::LatencySummary;
 use crate::metrics::close_code_name;
 use crate::units::ms_text;
@@ -29,9 +30,15 @@ pub fn render(app: &Dashboard, f: &mut Frame) {
         f.render_widget(Paragraph::new(msg).wrap(Wrap { trim: true }), area);
         return;
     }
-    let [header, charts, middle, bottom, footer] = Layout::vertical([
+    // At 80x24 the standard rows leave the charts 7 lines. The steps panel gets a row of its
+    // own only where the charts keep those; otherwise it takes the attempts chart's place
+    // (the attempts rate moves into the other chart's title).
+    let steps_height = app.conversation.as_ref().map(steps_height);
+    let own_row = steps_height.filter(|h| area.height >= 3 + 7 + 7 + 6 + 1 + h);
+    let [header, charts, steps, middle, bottom, footer] = Layout::vertical([
         Constraint::Length(3),
         Constraint::Min(6),
+        Constraint::Length(own_row.unwrap_or(0)),
         Constraint::Length(7),
         Constraint::Length(6),
         Constraint::Length(1),
@@ -40,8 +47,21 @@ pub fn render(app: &Dashboard, f: &mut Frame) {
     render_header(app, f, header);
     let [left, right] =
         Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(charts);
-    render_chart(app, f, left, Series::Connected);
-    render_chart(app, f, right, Series::Attempts);
+    match (&app.conversation, own_row) {
+        (Some(live), Some(_)) => {
+            render_chart(app, f, left, Series::Connected);
+            render_chart(app, f, right, Series::Attempts);
+            render_steps(app, live, f, steps);
+        }
+        (Some(live), None) => {
+            render_chart(app, f, left, Series::ConnectedAndRate);
+            render_steps(app, live, f, right);
+        }
+        (None, _) => {
+            render_chart(app, f, left, Series::Connected);
+            render_chart(app, f, right, Series::Attempts);
+        }
+    }
     let [lat, codes] =
         Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(middle);
     render_latency(app, f, lat);
@@ -102,6 +122,8 @@ fn render_header(app: &Dashboard, f: &mut Frame, area: Rect) {
 #[derive(Clone, Copy)]
 enum Series {
     Connected,
+    /// Connected clients, with the attempts rate in the title.
+    ConnectedAndRate,
     Attempts,
 }
 
@@ -113,7 +135,7 @@ fn render_chart(app: &Dashboard, f: &mut Frame, area: Rect, series: Series) {
             (
                 s.t,
                 match series {
-                    Series::Connected => s.connected,
+                    Series::Connected | Series::ConnectedAndRate => s.connected,
                     Series::Attempts => s.attempts_per_s,
                 },
             )
@@ -133,7 +155,7 @@ fn render_chart(app: &Dashboard, f: &mut Frame, area: Rect, series: Series) {
         .map(|p| p.1)
         .fold(0.0f64, f64::max)
         .max(match series {
-            Series::Connected => f64::from(app.info.clients),
+            Series::Connected | Series::ConnectedAndRate => f64::from(app.info.clients),
             Series::Attempts => 1.0,
         })
         * 1.1;
@@ -161,7 +183,7 @@ fn render_chart(app: &Dashboard, f: &mut Frame, area: Rect, series: Series) {
             .marker(Marker::Braille)
             .graph_type(GraphType::Line)
             .style(Style::new().fg(match series {
-                Series::Connected => Color::Green,
+                Series::Connected | Series::ConnectedAndRate => Color::Green,
                 Series::Attempts => Color::Cyan,
             }))
             .data(&points),
@@ -169,6 +191,10 @@ fn render_chart(app: &Dashboard, f: &mut Frame, area: Rect, series: Series) {
     let now = points.last().map(|p| p.1).unwrap_or(0.0);
     let title = match series {
         Series::Connected => format!(" connected clients: {now:.0} "),
+        Series::ConnectedAndRate => format!(
+            " connected {now:.0} · attempts/s {} ",
+            app.snapshot.last_second.attempts
+        ),
         Series::Attempts => format!(" connect attempts/s (last 1 s): {now:.0} "),
     };
     let chart = Chart::new(datasets)
@@ -234,6 +260,146 @@ fn render_latency(app: &Dashboard, f: &mut Frame, area: Rect) {
             .style(Style::new().add_modifier(Modifier::BOLD)),
     )
     .block(Block::bordered().title(title));
+    f.render_widget(table, area);
+}
+
+/// Lines the steps panel wants: borders, a heading, a row per step, and the streams under
+/// their own heading. Capped: the panel says how many rows it could not show.
+fn steps_height(live: &Live) -> u16 {
+    let streams = if live.streams.is_empty() {
+        0
+    } else {
+        1 + live.streams.len()
+    };
+    (3 + live.steps.len() + streams).min(12) as u16
+}
+
+/// A count that fits a narrow column: exact up to 99999, then in thousands or millions.
+fn count(n: u64) -> String {
+    match n {
+        0..100_000 => n.to_string(),
+        100_000..100_000_000 => format!("{}k", n / 1000),
+        _ => format!("{}M", n / 1_000_000),
+    }
+}
+
+fn right<'a>(text: String) -> Cell<'a> {
+    Cell::from(Line::from(text).alignment(Alignment::Right))
+}
+
+fn ms(l: &LatencySummary, p: u64) -> String {
+    if l.count == 0 { "-".into() } else { ms_text(p) }
+}
+
+/// The steps panel's columns, wide; a narrow panel keeps the columns of `NARROW_*`.
+const STEP_COLUMNS: [&str; 9] = [
+    "step", "ok/s", "sent", "ok", "tmo", "aband", "err", "p50", "p99",
+];
+const STREAM_COLUMNS: [&str; 9] = [
+    "stream", "dlv/s", "dlv", "lost", "dup", "ooo", "unrd", "p50", "p99",
+];
+const NARROW_STEP: [usize; 5] = [0, 1, 3, 4, 8];
+const NARROW_STREAM: [usize; 5] = [0, 1, 3, 4, 5];
+/// Column widths, the first (names) taking what is left.
+const WIDE_WIDTHS: [u16; 9] = [0, 6, 8, 8, 6, 6, 5, 7, 7];
+const NARROW_WIDTHS: [u16; 5] = [0, 6, 7, 5, 6];
+
+/// Each step (replies matched per second; so far: sent, matched, timed out, abandoned,
+/// skipped; latency) and each stream (delivered per second; so far: delivered, lost,
+/// duplicated, out of order, unreadable; delivery latency). Narrow, only what matters most.
+fn render_steps(app: &Dashboard, live: &Live, f: &mut Frame, area: Rect) {
+    let whole = app.latency_whole_run;
+    let mut title = format!(
+        " steps · ms {} ",
+        if whole { "whole run" } else { "last 1s" }
+    );
+    if live.app_errors > 0 {
+        title.push_str(&format!("· app errors {} ", count(live.app_errors)));
+    }
+    let block = Block::bordered().title(title);
+    let inner = block.inner(area);
+    let wide = inner.width >= 66;
+    // The cells of one row; the column `alarm` in red (timeouts, lost messages).
+    let row = |texts: [String; 9], narrow: &[usize; 5], alarm: Option<usize>| {
+        Row::new(
+            texts
+                .into_iter()
+                .enumerate()
+                .filter(|(i, _)| wide || narrow.contains(i))
+                .map(|(i, text)| match i {
+                    0 => Cell::from(text),
+                    i if alarm == Some(i) => right(text).red(),
+                    _ => right(text),
+                })
+                .collect::<Vec<_>>(),
+        )
+    };
+    let heading = |columns: [&str; 9], narrow| {
+        row(columns.map(String::from), narrow, None)
+            .style(Style::new().add_modifier(Modifier::BOLD))
+    };
+    let latency = |l: &LatencySummary| [ms(l, l.p50), ms(l, l.p99)];
+    let mut rows: Vec<Row> = Vec::new();
+    for s in &live.steps {
+        let c = &s.counts;
+        let [p50, p99] = latency(if whole { &s.latency } else { &s.latency_recent });
+        let texts = [
+            s.name.clone(),
+            count(s.matched_per_s.round() as u64),
+            count(c.sent),
+            count(c.matched),
+            count(c.timeouts),
+            count(c.abandoned),
+            count(c.errors),
+            p50,
+            p99,
+        ];
+        rows.push(row(texts, &NARROW_STEP, (c.timeouts > 0).then_some(4)));
+    }
+    if !live.streams.is_empty() {
+        rows.push(heading(STREAM_COLUMNS, &NARROW_STREAM));
+    }
+    for s in &live.streams {
+        let c = &s.counts;
+        let [p50, p99] = latency(if whole {
+            &s.delivery
+        } else {
+            &s.delivery_recent
+        });
+        let texts = [
+            s.name.clone(),
+            count(s.delivered_per_s.round() as u64),
+            count(c.delivered),
+            count(c.lost),
+            count(c.duplicated),
+            count(c.out_of_order),
+            count(c.unreadable),
+            p50,
+            p99,
+        ];
+        rows.push(row(texts, &NARROW_STREAM, (c.lost > 0).then_some(3)));
+    }
+    let room = usize::from(inner.height.saturating_sub(1));
+    if rows.len() > room && room > 0 {
+        // Steps and streams not shown; the streams' heading is a row but not one of them.
+        let shown = room - 1;
+        let heading_shown = !live.streams.is_empty() && live.steps.len() < shown;
+        let hidden = live.steps.len() + live.streams.len() + usize::from(heading_shown) - shown;
+        rows.truncate(shown);
+        rows.push(Row::new([format!("+{hidden} more")]).dim());
+    }
+    let widths = if wide {
+        &WIDE_WIDTHS[..]
+    } else {
+        &NARROW_WIDTHS[..]
+    };
+    let widths = widths.iter().map(|w| match w {
+        0 => Constraint::Fill(1),
+        w => Constraint::Length(*w),
+    });
+    let table = Table::new(rows, widths)
+        .header(heading(STEP_COLUMNS, &NARROW_STEP))
+        .block(block);
     f.render_widget(table, area);
 }
 
@@ -407,6 +573,8 @@ fn render_help(f: &mut Frame, area: Rect) {
         Line::from("1 2 3 4    charts: last 30s, 2m, 10m, all"),
         Line::from("w, Tab     next chart window"),
         Line::from("l          latency: last second / whole run"),
+        Line::from("steps: ok replies matched, tmo timed out,"),
+        Line::from("  aband unanswered at close, err sends skipped"),
         Line::from(""),
         Line::from("Yellow lines in the charts: timeline actions."),
         Line::from("Close codes: 1006 = ended without a close frame."),
@@ -456,6 +624,7 @@ mod tests {
             clients: 1000,
             timeline: vec![(Duration::from_secs(10), "drop-all abrupt".into())],
             fd_limit: 20_000,
+            conversations: Vec::new(),
         });
         let mut close_codes = std::collections::BTreeMap::new();
         close_codes.insert(1006, 1000);
@@ -603,5 +772,133 @@ mod tests {
         let screen = draw(&dashboard(), 40, 10);
         assert!(screen.contains("needs 60x20"), "{screen}");
         draw(&Dashboard::default(), 80, 24);
+    }
+
+    /// The run of [`dashboard`], its clients holding a conversation: `subscribe` (answered
+    /// once, 2 ms), `req` (40 answers a tick at 5 ms, 5 timeouts), stream `prices` (100 a tick
+    /// at 7 ms; 3 lost, 1 duplicated, 2 out of order), and `extra` more samples never used.
+    fn conversing(extra: usize) -> Dashboard {
+        use crate::metrics::conversation::ConvData;
+        let base = dashboard();
+        let mut samples = vec!["subscribe".to_string(), "req".to_string()];
+        samples.extend((0..extra).map(|i| format!("unused-{i}")));
+        let mut d = Dashboard::new(RunInfo {
+            conversations: vec![crate::results::conversation::Names {
+                samples,
+                streams: vec!["prices".into()],
+            }],
+            ..base.info.clone()
+        });
+        for i in 1..=150u64 {
+            let mut c = ConvData::default();
+            let sub = c.sample(0);
+            sub.counts.sent = 1;
+            sub.counts.matched = 1;
+            sub.latency.record(2000).unwrap();
+            let req = c.sample(1);
+            req.counts.sent = 40 * i + 5;
+            req.counts.matched = 40 * i;
+            req.counts.timeouts = 5;
+            req.latency.record_n(5000, 40 * i).unwrap();
+            let prices = c.stream(0);
+            prices.counts.delivered = 100 * i;
+            prices.counts.lost = 3;
+            prices.counts.duplicated = 1;
+            prices.counts.out_of_order = 2;
+            prices.delivery.record_n(7000, 100 * i).unwrap();
+            c.app_errors = 4;
+            let mut s = (*base.snapshot).clone();
+            s.elapsed = Duration::from_millis(i * 100);
+            s.conversation = Arc::new(vec![c]);
+            d.on_snapshot(Arc::new(s));
+        }
+        d
+    }
+
+    #[test]
+    fn at_80x24_the_steps_take_the_attempts_chart_place() {
+        let screen = draw(&conversing(0), 80, 24);
+        for expect in [
+            " connected 990 · attempts/s 100 ",
+            " steps · ms last 1s · app errors 4 ",
+            "│step         ok/s      ok   tmo    p99│",
+            "│subscribe       0       1     0      -│",
+            "│req           400    6000     5   5.00│",
+            "│stream      dlv/s    lost   dup    ooo│",
+            "│prices       1000       3     1      2│",
+            // The rest as ever.
+            "latency ms · last 1s",
+            "1006 abnormal closure",
+            "backoff 0  gave up 2  dead 0",
+            "q stop · ? help",
+        ] {
+            assert!(screen.contains(expect), "missing `{expect}` in:\n{screen}");
+        }
+        assert!(!screen.contains("connect attempts/s"), "{screen}");
+        // The whole run: subscribe's one answer counts.
+        let mut d = conversing(0);
+        d.latency_whole_run = true;
+        let screen = draw(&d, 80, 24);
+        assert!(screen.contains(" steps · ms whole run "), "{screen}");
+        assert!(
+            screen.contains("│subscribe       0       1     0   2.00│"),
+            "{screen}"
+        );
+    }
+
+    #[test]
+    fn timeouts_and_lost_messages_are_red() {
+        let mut t = Terminal::new(TestBackend::new(80, 24)).unwrap();
+        t.draw(|f| render(&conversing(0), f)).unwrap();
+        let buf = t.backend().buffer();
+        // The red text of the row that shows `name`.
+        let red = |name: &str| {
+            (0..24)
+                .map(|y| (0..80).map(|x| &buf[(x, y)]).collect::<Vec<_>>())
+                .find(|row| {
+                    row.iter()
+                        .map(|c| c.symbol())
+                        .collect::<String>()
+                        .contains(&format!("│{name} "))
+                })
+                .map(|row| {
+                    row.iter()
+                        .filter(|c| c.fg == Color::Red)
+                        .map(|c| c.symbol().trim())
+                        .collect::<String>()
+                })
+        };
+        assert_eq!(red("req").as_deref(), Some("5"), "5 timeouts");
+        assert_eq!(red("prices").as_deref(), Some("3"), "3 lost");
+        assert_eq!(red("subscribe").as_deref(), Some(""));
+    }
+
+    #[test]
+    fn a_taller_terminal_gives_the_steps_a_row_of_their_own() {
+        let screen = draw(&conversing(0), 100, 32);
+        for expect in [
+            "connected clients: 990",
+            "connect attempts/s",
+            "ok/s     sent       ok    tmo  aband   err     p50     p99│",
+            "│req                                      400     6005     6000      5      0     0    5.00    5.00│",
+            "dlv/s      dlv     lost    dup    ooo  unrd     p50     p99│",
+            "│prices                                  1000    15000        3      1      2     0    7.00    7.00│",
+        ] {
+            assert!(screen.contains(expect), "missing `{expect}` in:\n{screen}");
+        }
+    }
+
+    #[test]
+    fn steps_that_do_not_fit_are_counted() {
+        let screen = draw(&conversing(4), 80, 24);
+        assert!(screen.contains("subscribe"), "{screen}");
+        // Four of six samples and the stream do not fit.
+        assert!(
+            screen.contains("│unused-0        0       0     0      -│"),
+            "{screen}"
+        );
+        assert!(screen.contains("│+4 more "), "{screen}");
+        // Without a conversation, no panel.
+        assert!(!draw(&dashboard(), 160, 48).contains(" steps "));
     }
 }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::conversation::ConvData;
 use super::generator::{GeneratorSample, Sampler};
 use std::collections::BTreeMap;
 
@@ -54,6 +55,11 @@ pub struct Snapshot {
     pub storm: super::storm::Storm,
     /// What went wrong around the run so far.
     pub warnings: Vec<String>,
+    /// Each group's conversation so far (run totals, indexed like the plan's groups, samples
+    /// and streams); empty when no group has recorded any. Totals rather than the last second,
+    /// so a reader that skips snapshots loses no counts: it gets any window by subtracting an
+    /// earlier snapshot's. Shared, so cloning a snapshot stays cheap.
+    pub conversation: Arc<Vec<ConvData>>,
 }
 
 const RECENT_TICKS: usize = (1000 / TICK.as_millis()) as usize;
@@ -170,6 +176,7 @@ impl Collector {
         for g in &mut self.interval {
             g.counters = Counters::default();
             g.hists.reset();
+            g.conv = Default::default();
         }
         self.metrics.drain_into(&mut self.interval, &mut self.spare);
         let run = &mut self.run;
@@ -236,6 +243,12 @@ impl Collector {
             recent_hists.add(h);
         }
         let run = &self.run;
+        // One clone of the run's conversation per tick, and none for runs without one.
+        let conversation = if run.groups.iter().all(|g| g.data.conv.is_empty()) {
+            Arc::default()
+        } else {
+            Arc::new(run.groups.iter().map(|g| g.data.conv.clone()).collect())
+        };
         Snapshot {
             elapsed,
             totals: run.totals.clone(),
@@ -253,6 +266,7 @@ impl Collector {
                 &self.retry_series,
             ),
             warnings: self.metrics.warnings(),
+            conversation,
         }
     }
 }
@@ -322,5 +336,30 @@ mod tests {
         assert_eq!(last.latency_recent.connect.count, 0);
         assert_eq!(last.latency.connect.count, 10);
         assert_eq!(last.totals.close_codes[&1006], 4);
+    }
+
+    #[test]
+    fn snapshots_carry_the_conversation_so_far_and_only_with_one() {
+        let m = Arc::new(Metrics::new(2));
+        let mut c = Collector::new(m.clone(), Instant::now());
+        open(&m, 1);
+        assert!(
+            c.tick().conversation.is_empty(),
+            "no conversation, nothing cloned"
+        );
+        m.conversation(who(1), |d| {
+            d.sample(1).counts.matched += 2;
+            d.record_latency(1, Duration::from_millis(3));
+        });
+        let s1 = c.tick();
+        m.conversation(who(1), |d| d.sample(1).counts.matched += 5);
+        m.conversation(who(2), |d| d.stream(0).counts.lost += 1);
+        let s2 = c.tick();
+        // Run totals per group, by index: the earlier snapshot is left as it was.
+        assert_eq!(s1.conversation.len(), 2);
+        assert_eq!(s1.conversation[1].samples[1].counts.matched, 2);
+        assert_eq!(s2.conversation[1].samples[1].counts.matched, 7);
+        assert_eq!(s2.conversation[1].samples[1].latency.len(), 1);
+        assert_eq!(s2.conversation[0].streams[0].counts.lost, 1);
     }
 }

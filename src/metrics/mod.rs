@@ -8,6 +8,7 @@
 //! exactly into totals, and totals serialize into results so several runs can be merged later.
 
 mod collector;
+pub mod conversation;
 pub mod generator;
 pub mod storm;
 mod summary;
@@ -240,6 +241,8 @@ pub enum Closed {
     Dead { silent_for: Duration },
     /// The server broke the protocol; the client closed with this code (1002, 1007, 1009).
     Violation(u16),
+    /// The conversation closed it with this code (a `close` step, an expect that timed out).
+    Policy(u16),
 }
 
 /// The standard name of a close code (RFC 6455 §7.4.1 and the IANA registry).
@@ -395,12 +398,17 @@ impl Hists {
 pub struct GroupData {
     pub counters: Counters,
     pub hists: Hists,
+    /// What conversations recorded (empty without one).
+    pub conv: conversation::ConvData,
 }
 
 impl GroupData {
     pub fn add(&mut self, o: &GroupData) {
         self.counters.add(&o.counters);
         self.hists.add(&o.hists);
+        if !o.conv.is_empty() {
+            self.conv.add(&o.conv);
+        }
     }
 
     /// For the pipe from a worker process: counters as they are, histograms encoded (empty
@@ -422,6 +430,7 @@ impl GroupData {
                 .chain(std::iter::once(&self.hists.attempts_per_client))
                 .map(enc)
                 .collect(),
+            conv: self.conv.to_wire(),
         }
     }
 
@@ -439,6 +448,7 @@ impl GroupData {
         Ok(GroupData {
             counters: w.counters.clone(),
             hists,
+            conv: conversation::ConvData::from_wire(&w.conv)?,
         })
     }
 }
@@ -449,6 +459,8 @@ pub struct WireGroup {
     pub counters: Counters,
     /// Encoded histograms in [`Latency`] order, then attempts per client; "" when empty.
     pub hists: Vec<String>,
+    #[serde(default, skip_serializing_if = "conversation::WireConv::is_empty")]
+    pub conv: conversation::WireConv,
 }
 
 struct ShardData {
@@ -633,6 +645,12 @@ impl Metrics {
                 Closed::Violation(code) => {
                     *s.counters.client_close_codes.entry(code).or_default() += 1
                 }
+                Closed::Policy(code) => {
+                    // The client's own choice, like the close at the end of a run: not a
+                    // loss the storm figures count, nor the server's fault.
+                    s.counters.client_closes += 1;
+                    *s.conv.closes.entry(code).or_default() += 1
+                }
             }
         });
     }
@@ -658,6 +676,11 @@ impl Metrics {
         });
     }
 
+    /// A message sent that had no schedule of its own (a conversation's step or answer).
+    pub fn sent_unscheduled(&self, who: Who) {
+        self.with(who, |s| s.counters.sent += 1);
+    }
+
     pub fn received(&self, who: Who, rtt: Option<Duration>) {
         self.with(who, |s| {
             s.counters.received += 1;
@@ -677,6 +700,18 @@ impl Metrics {
                 .record(u64::from(attempts.max(1)));
             s.counters.lost += lost;
         });
+    }
+
+    /// Record what a conversation did (samples, streams, application errors).
+    pub fn conversation(&self, who: Who, f: impl FnOnce(&mut conversation::ConvData)) {
+        self.with(who, |s| f(&mut s.conv));
+    }
+
+    /// The reason text of a close frame with `code`, when it had one.
+    pub fn close_reason(&self, who: Who, code: u16, reason: &str) {
+        if !reason.is_empty() {
+            self.with(who, |s| s.conv.close_reason(code, reason));
+        }
     }
 
     /// A sequenced-stream message that was a duplicate, or that arrived after a later one.
@@ -705,13 +740,20 @@ impl Metrics {
         for shard in self.shards.iter() {
             for (g, acc) in out.iter_mut().enumerate() {
                 let taken_counters;
+                let taken_conv;
                 {
                     let mut s = shard.0.lock().unwrap_or_else(PoisonError::into_inner);
                     let data = &mut s.groups[g];
                     taken_counters = std::mem::take(&mut data.counters);
+                    // Taken whole: only groups with a conversation have any, and a tick's
+                    // few allocations to start again are off every client's path.
+                    taken_conv = std::mem::take(&mut data.conv);
                     std::mem::swap(&mut data.hists, spare);
                 }
                 acc.counters.add(&taken_counters);
+                if !taken_conv.is_empty() {
+                    acc.conv.add(&taken_conv);
+                }
                 acc.hists.add(spare);
                 spare.reset();
             }

@@ -40,10 +40,10 @@ const MAX_GRACE: Duration = Duration::from_secs(300);
 
 /// Problems found so far, by path in the document.
 #[derive(Default)]
-struct Problems(Vec<(String, String)>);
+pub(super) struct Problems(Vec<(String, String)>);
 
 impl Problems {
-    fn bad(&mut self, path: impl Into<String>, message: impl Into<String>) {
+    pub(super) fn bad(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.0.push((path.into(), message.into()));
     }
 
@@ -58,7 +58,11 @@ impl Problems {
 pub(super) fn compile(doc: &Document) -> Result<Plan, ProfileError> {
     let p = &doc.profile;
     let mut problems = Problems::default();
-    let plan = compile_into(p, &doc.text, &mut problems);
+    let dir = std::path::Path::new(&doc.file)
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    let plan = compile_into(p, &doc.text, &dir, &mut problems);
     if problems.0.is_empty() {
         Ok(plan)
     } else {
@@ -73,7 +77,7 @@ pub(super) fn compile(doc: &Document) -> Result<Plan, ProfileError> {
 }
 
 /// The plan, as far as it can be made; `problems` says whether it may be used.
-fn compile_into(p: &Profile, text: &str, problems: &mut Problems) -> Plan {
+fn compile_into(p: &Profile, text: &str, dir: &std::path::Path, problems: &mut Problems) -> Plan {
     if p.name.trim().is_empty() {
         problems.bad("name", "must not be empty");
     }
@@ -109,10 +113,11 @@ fn compile_into(p: &Profile, text: &str, problems: &mut Problems) -> Plan {
     let mut first_client = 0u32;
     let mut groups = Vec::with_capacity(p.groups.len());
     for (i, g) in p.groups.iter().enumerate() {
-        let group = group(p, i, g, server, first_client, problems);
+        let group = group(p, i, g, server, first_client, dir, problems);
         first_client = first_client.saturating_add(g.clients);
         groups.push(group);
     }
+    conversation_thresholds(&thresholds, &groups, problems);
     let total: u64 = p.groups.iter().map(|g| u64::from(g.clients)).sum();
     if total > u64::from(u32::MAX) {
         problems.bad(
@@ -315,6 +320,16 @@ fn server(s: &ServerSettings, at: &str, problems: &mut Problems) -> ServerConfig
     if s.backpressure.buffer.0 < 1024 {
         problems.bad(path("backpressure.buffer"), "must be at least 1KiB");
     }
+    if let Some(sio) = &s.socket_io {
+        problems.positive(path("socket_io.ping_every"), sio.ping_every.0);
+        problems.positive(path("socket_io.timeout"), sio.timeout.0);
+        if s.heartbeat.is_some() {
+            problems.bad(
+                path("socket_io"),
+                "pings with Engine.IO's `2`, which takes the place of `heartbeat`: give one",
+            );
+        }
+    }
     ServerConfig {
         listen,
         path: s.path.clone(),
@@ -357,6 +372,13 @@ fn server(s: &ServerSettings, at: &str, problems: &mut Problems) -> ServerConfig
         nice: s.nice,
         tls: s.tls.as_ref().map(|t| t.certificate),
         reuse_port: false,
+        socket_io: s
+            .socket_io
+            .as_ref()
+            .map(|h| crate::server::socketio::SocketIo {
+                ping_interval: h.ping_every.0,
+                ping_timeout: h.timeout.0,
+            }),
     }
 }
 
@@ -385,6 +407,15 @@ fn thresholds(specs: &[ThresholdSpec], problems: &mut Problems) -> Vec<Threshold
                 if let ThresholdSpec::Full(o) = spec {
                     t.abort_on_fail = o.abort_on_fail;
                     t.delay = o.delay.map(|d| d.0).unwrap_or_default();
+                    if o.abort_on_fail && t.reads_conversation() {
+                        problems.bad(
+                            format!("thresholds[{i}].abort_on_fail"),
+                            format!(
+                                "`{}` reads what conversations measured, which is judged at the end of the run: it cannot stop the run early",
+                                spec.expr()
+                            ),
+                        );
+                    }
                 }
                 out.push(t);
             }
@@ -400,6 +431,48 @@ fn thresholds(specs: &[ThresholdSpec], problems: &mut Problems) -> Vec<Threshold
     out
 }
 
+/// A threshold on a conversation's step or stream must name one some group has: a typo would
+/// otherwise fail every run for lack of data, and say so only at the end.
+fn conversation_thresholds(
+    thresholds: &[Threshold],
+    groups: &[PlanGroup],
+    problems: &mut Problems,
+) {
+    let convs: Vec<&super::conversation::ConversationPlan> = groups
+        .iter()
+        .filter_map(|g| g.behaviour.conversation.as_deref())
+        .collect();
+    for (i, t) in thresholds.iter().enumerate() {
+        let Some((kind, name)) = t.conversation_name() else {
+            continue;
+        };
+        let known: Vec<&str> = match kind {
+            "step" => convs
+                .iter()
+                .flat_map(|c| c.samples.iter().map(String::as_str))
+                .collect(),
+            _ => convs
+                .iter()
+                .flat_map(|c| c.streams.iter().map(|s| s.name.as_str()))
+                .collect(),
+        };
+        if !known.contains(&name) {
+            let names = if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            };
+            problems.bad(
+                format!("thresholds[{i}]"),
+                format!(
+                    "`{}`: no {kind} is named `{name}` (the {kind}s: {names})",
+                    t.expression
+                ),
+            );
+        }
+    }
+}
+
 /// One group: its schedule and its clients' behaviour.
 fn group(
     p: &Profile,
@@ -407,6 +480,7 @@ fn group(
     g: &Group,
     server: Option<&ServerConfig>,
     first_client: u32,
+    dir: &std::path::Path,
     problems: &mut Problems,
 ) -> PlanGroup {
     let at = |field: &str| format!("groups[{i}].{field}");
@@ -431,7 +505,7 @@ fn group(
     problems.positive(at("connect_timeout"), g.connect_timeout.0);
     problems.positive(at("handshake_timeout"), g.handshake_timeout.0);
     let headers = headers(g, &at, problems);
-    let subprotocols = subprotocols(g, &at, problems);
+    let mut subprotocols = subprotocols(g, &at, problems);
     if !(256..=16 << 20).contains(&g.read_buffer.0) {
         problems.bad(at("read_buffer"), "must be between 256B and 16MiB");
     }
@@ -495,10 +569,29 @@ fn group(
             .secret
             .clone()
             .or_else(|| server.and_then(|s| s.auth_secret.clone()));
-        if secret.is_none() {
+        if secret.is_none() && a.jwt.is_none() {
             problems.bad(
                 at("behaviour.auth"),
-                "needs a `secret`, or an embedded target with `server.auth`",
+                "needs a `secret`, a `jwt`, or an embedded target with `server.auth`",
+            );
+        }
+        let jwt = a.jwt.as_ref().and_then(|j| {
+            jwt(
+                j,
+                g,
+                dir,
+                &|f| at(&format!("behaviour.auth.jwt.{f}")),
+                problems,
+            )
+        });
+        let (refresh_takes, refresh_fails) = a
+            .refresh
+            .as_ref()
+            .map_or((Duration::ZERO, 0.0), |r| (r.takes.0, r.fails.0));
+        if a.refresh.is_some() && !refresh {
+            problems.bad(
+                at("behaviour.auth.refresh"),
+                "describes refreshes, which a client with `on_expiry: naive` never makes",
             );
         }
         AuthPlan {
@@ -506,7 +599,83 @@ fn group(
             lifetime: a.lifetime.0,
             refresh,
             place: a.send_as,
+            jwt,
+            refresh_takes,
+            refresh_fails,
         }
+    });
+    let feeder = b.feeder.as_ref().and_then(|f| {
+        let path = dir.join(&f.file);
+        match crate::script::feeder::Feeder::load(&path) {
+            Ok(data) => {
+                // Rows are taken by the run-wide client id, so groups that share a file get
+                // different rows: the last client of this group needs row first + clients - 1.
+                let needed = u64::from(first_client) + u64::from(g.clients);
+                if f.order == crate::profile::FeedOrder::Unique && (data.rows() as u64) < needed {
+                    problems.bad(
+                        at("behaviour.feeder.order"),
+                        if first_client == 0 {
+                            format!(
+                                "`unique` gives each client its own row, but {} has {} rows for {} clients",
+                                path.display(),
+                                data.rows(),
+                                g.clients
+                            )
+                        } else {
+                            format!(
+                                "`unique` gives each client its own row, but {} has {} rows and this group's clients are numbered {first_client} to {} in the run: it needs {needed}",
+                                path.display(),
+                                data.rows(),
+                                needed - 1
+                            )
+                        },
+                    );
+                }
+                Some(super::conversation::FeederPlan {
+                    data: Arc::new(data),
+                    order: f.order,
+                })
+            }
+            Err(e) => {
+                problems.bad(at("behaviour.feeder.file"), e);
+                None
+            }
+        }
+    });
+    if b.feeder.is_some()
+        && b.conversation.is_none()
+        && b.auth.as_ref().is_none_or(|a| a.jwt.is_none())
+    {
+        problems.bad(
+            at("behaviour.feeder"),
+            "feeds templates, and this group has none: add a `conversation` or an `auth.jwt`",
+        );
+    }
+    let conversation = b.conversation.as_ref().map(|c| {
+        let (plan, extras) = super::conversation::compile(
+            c,
+            feeder.clone(),
+            b.feeder.is_some(),
+            auth.is_some(),
+            &|f| at(&format!("behaviour.conversation.{f}")),
+            problems,
+        );
+        if let (Some(p), None) = (extras.subprotocol, &subprotocols) {
+            subprotocols = HeaderValue::from_str(p).ok();
+        }
+        if b.send.is_some() {
+            problems.bad(
+                at("behaviour.send"),
+                "sends wsstorm's echo messages, which a conversation replaces: send with `conversation.every`",
+            );
+        }
+        if b.subscribe.is_some() {
+            problems.bad(
+                at("behaviour.subscribe"),
+                "subscribes to the embedded target's stream; with a conversation, declare `conversation.streams`",
+            );
+        }
+        Box::new(plan)
     });
     let subscribe = b.subscribe.as_ref().map(|sub| {
         if server.is_some_and(|s| s.stream.is_none()) {
@@ -584,9 +753,137 @@ fn group(
             auth,
             subscribe,
             abuse,
+            conversation,
+            feeder,
         }),
     }
 }
+
+/// A JWT signer: the key from the profile or its key file, and the claims template.
+fn jwt(
+    j: &crate::profile::Jwt,
+    g: &Group,
+    dir: &std::path::Path,
+    at: &dyn Fn(&str) -> String,
+    problems: &mut Problems,
+) -> Option<crate::plan::JwtPlan> {
+    use crate::profile::JwtAlg;
+    use crate::script::jwt::{Alg, JwtKey};
+    let key = match (j.alg, &j.secret, &j.key_file) {
+        (JwtAlg::HS256, Some(secret), None) => {
+            if secret.is_empty() {
+                problems.bad(at("secret"), "must not be empty");
+            }
+            Some(JwtKey::hs256(secret))
+        }
+        (JwtAlg::HS256, _, _) => {
+            problems.bad(at("alg"), "HS256 signs with a `secret` (and no `key_file`)");
+            None
+        }
+        (alg, None, Some(file)) => {
+            let path = dir.join(file);
+            let alg = if alg == JwtAlg::RS256 {
+                Alg::RS256
+            } else {
+                Alg::ES256
+            };
+            match std::fs::read_to_string(&path) {
+                Ok(pem) => match JwtKey::from_pem(alg, &pem) {
+                    Ok(k) => Some(k),
+                    Err(e) => {
+                        problems.bad(at("key_file"), format!("{}: {e}", path.display()));
+                        None
+                    }
+                },
+                Err(e) => {
+                    problems.bad(
+                        at("key_file"),
+                        format!("cannot read {}: {e}", path.display()),
+                    );
+                    None
+                }
+            }
+        }
+        (alg, _, _) => {
+            problems.bad(
+                at("alg"),
+                format!("{alg:?} signs with a private `key_file` (PEM) and no `secret`"),
+            );
+            None
+        }
+    };
+    let claims = j
+        .claims
+        .clone()
+        .unwrap_or_else(|| serde_json::json!({"sub": "client-{{client}}"}));
+    if !claims.is_object() {
+        problems.bad(at("claims"), "must be a map of claims");
+    }
+    struct ClaimNames<'a>(Option<&'a crate::script::feeder::Feeder>);
+    impl crate::script::template::Names for ClaimNames<'_> {
+        fn capture(&self, name: &str) -> Result<usize, String> {
+            Err(format!(
+                "`capture.{name}`: a token is minted before any message is received"
+            ))
+        }
+        fn stream(&self, _: &str) -> Option<usize> {
+            None
+        }
+        fn feed_column(&self, name: &str) -> Result<usize, String> {
+            let f = self
+                .0
+                .ok_or_else(|| format!("`feed.{name}` needs a `feeder:` in the behaviour"))?;
+            f.column(name)
+                .ok_or_else(|| format!("the feeder has no column `{name}`"))
+        }
+        fn answering(&self) -> bool {
+            false
+        }
+        fn has_token(&self) -> bool {
+            false
+        }
+        fn has_id(&self) -> bool {
+            false
+        }
+    }
+    // The feeder is loaded again here only for its column names when claims use it; the
+    // group's own copy is the one the clients read.
+    let feeder = g
+        .behaviour
+        .feeder
+        .as_ref()
+        .and_then(|f| crate::script::feeder::Feeder::load(&dir.join(&f.file)).ok());
+    let template =
+        match crate::script::template::Template::json(&claims, &ClaimNames(feeder.as_ref())) {
+            Ok(t) => t,
+            Err((sub, e)) => {
+                problems.bad(at(&format!("claims.{sub}")), e.message);
+                return None;
+            }
+        };
+    let has = |k: &str| claims.get(k).is_some();
+    Some(crate::plan::JwtPlan {
+        key: key?,
+        claims: template,
+        add_iat: !has("iat"),
+        add_exp: !has("exp"),
+    })
+}
+
+/// Headers the WebSocket handshake sets itself.
+pub(super) const OWN: [&str; 5] = [
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "upgrade",
+    "connection",
+    "host",
+];
+
+/// Why a client may not offer extensions: a server that accepted permessage-deflate would send
+/// compressed frames the client cannot read.
+pub(super) const NO_EXTENSIONS: &str = "wsstorm's clients do not support WebSocket extensions \
+     (permessage-deflate is not implemented): offering one would make a server send compressed \
+     frames the clients cannot read";
 
 /// Handshake headers the user adds, parsed; the ones the handshake sets itself are refused.
 fn headers(
@@ -594,13 +891,6 @@ fn headers(
     at: &impl Fn(&str) -> String,
     problems: &mut Problems,
 ) -> Vec<(HeaderName, HeaderValue)> {
-    const OWN: [&str; 5] = [
-        "sec-websocket-key",
-        "sec-websocket-version",
-        "upgrade",
-        "connection",
-        "host",
-    ];
     let mut out = Vec::with_capacity(g.headers.len());
     for (name, value) in &g.headers {
         let path = at(&format!("headers.{name}"));
@@ -613,6 +903,10 @@ fn headers(
                 path,
                 format!("`{name}` is set by the WebSocket handshake itself"),
             );
+            continue;
+        }
+        if header == "sec-websocket-extensions" {
+            problems.bad(path, NO_EXTENSIONS);
             continue;
         }
         match HeaderValue::from_str(value) {

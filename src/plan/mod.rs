@@ -11,6 +11,7 @@
 pub mod budget;
 pub mod capacity;
 mod compile;
+pub mod conversation;
 pub mod decision;
 #[cfg(test)]
 mod tests;
@@ -164,6 +165,10 @@ pub struct ClientBehaviour {
     pub auth: Option<AuthPlan>,
     pub subscribe: Option<SubscribePlan>,
     pub abuse: Option<AbusePlan>,
+    /// A real application's conversation, compiled once for the group.
+    pub conversation: Option<Box<conversation::ConversationPlan>>,
+    /// The data feeder (also in the conversation, for its templates; here for the token's).
+    pub feeder: Option<conversation::FeederPlan>,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
@@ -179,6 +184,22 @@ pub struct AuthPlan {
     /// `refresh`: mint a new token when the old one has expired; `naive`: never.
     pub refresh: bool,
     pub place: TokenPlace,
+    /// Mint JWTs instead of wsstorm tokens.
+    pub jwt: Option<JwtPlan>,
+    /// A refresh takes this long…
+    pub refresh_takes: Duration,
+    /// …and fails this share of the time (0–1).
+    pub refresh_fails: f64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JwtPlan {
+    pub key: crate::script::jwt::JwtKey,
+    /// The claims, a JSON object template.
+    pub claims: crate::script::template::Template,
+    /// Add `iat` / `exp` (from the token lifetime) to the rendered claims.
+    pub add_iat: bool,
+    pub add_exp: bool,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
@@ -260,6 +281,21 @@ impl Plan {
 
     pub fn total_clients(&self) -> u32 {
         self.groups.iter().map(|g| g.clients).sum()
+    }
+
+    /// Each group's conversation sample and stream names, in plan order (empty for a group
+    /// without a conversation): what the results and the dashboard join figures to.
+    pub fn conversation_names(&self) -> Vec<crate::results::conversation::Names> {
+        self.groups
+            .iter()
+            .map(|g| match g.behaviour.conversation.as_deref() {
+                Some(c) => crate::results::conversation::Names {
+                    samples: c.samples.clone(),
+                    streams: c.streams.iter().map(|s| s.name.clone()).collect(),
+                },
+                None => Default::default(),
+            })
+            .collect()
     }
 
     /// Whether the plan runs the embedded server.

@@ -10,6 +10,7 @@
 //! later stages use them as they are rather than keep copies. The schema imports no runtime
 //! module.
 
+mod conversation;
 mod locate;
 mod read;
 mod schema;
@@ -23,6 +24,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use crate::backoff::Strategy;
 use crate::units::{ByteRate, ByteSize, Dur, Percent, Rate};
 
+pub use conversation::*;
 pub use locate::locate;
 pub use read::{Document, MAX_DEPTH, MAX_PROFILE_BYTES, load, parse};
 pub use schema::schema;
@@ -275,6 +277,11 @@ pub struct ServerSettings {
     pub nice: u8,
     /// Serve wss:// with a certificate generated at start.
     pub tls: Option<ServerTls>,
+    /// Speak Socket.IO v4 (Engine.IO 4) to `protocol: socket.io` clients: the open packet,
+    /// namespace connects, events echoed, acks answered, and Engine.IO's heartbeat in place of
+    /// `heartbeat`: ping `2` every `ping_every` (pingInterval, Socket.IO's default 25s), drop
+    /// a client whose pong `3` is `timeout` late (pingTimeout, default 20s).
+    pub socket_io: Option<Heartbeat>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
@@ -427,6 +434,7 @@ impl Default for ServerSettings {
             socket_send_buffer: None,
             nice: 0,
             tls: None,
+            socket_io: None,
         }
     }
 }
@@ -537,6 +545,13 @@ pub struct Behaviour {
     /// Send one malformed frame after the connection opens.
     #[serde(default)]
     pub abuse: Option<Abuse>,
+    /// Hold a real application's conversation: steps, periodic requests, reply rules,
+    /// streams, application errors (see the README, "Testing your own server").
+    #[serde(default)]
+    pub conversation: Option<Conversation>,
+    /// A CSV or JSONL file whose rows feed `{{feed.COLUMN}}` in templates.
+    #[serde(default)]
+    pub feeder: Option<Feeder>,
     #[serde(default)]
     pub reconnect: Reconnect,
 }
@@ -570,6 +585,12 @@ pub struct ClientAuth {
     /// HMAC secret (default: the embedded target's).
     #[serde(default)]
     pub secret: Option<String>,
+    /// Mint JSON Web Tokens instead of wsstorm's own tokens.
+    #[serde(default)]
+    pub jwt: Option<Jwt>,
+    /// A refresh takes time and may fail (default: instant, never fails).
+    #[serde(default)]
+    pub refresh: Option<Refresh>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
@@ -585,6 +606,8 @@ pub enum TokenPlace {
     #[default]
     Header,
     Query,
+    /// Only where a template says `{{token}}`.
+    None,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]

@@ -26,14 +26,43 @@ pub struct Document {
 impl Document {
     /// A problem at `path` in the document, with the line and column of the value there (or
     /// of its nearest existing parent).
+    ///
+    /// A path may end in `@N`: the problem is N characters into that value's text (a template
+    /// variable inside a string), so the column points at it when the string is on one line.
     pub fn problem(&self, path: &str, message: impl Into<String>) -> Problem {
-        let at = locate(&self.text, path);
+        let (path, within) = match path.rsplit_once('@') {
+            Some((p, n)) if n.bytes().all(|b| b.is_ascii_digit()) && !n.is_empty() => {
+                (p, n.parse::<usize>().ok())
+            }
+            _ => (path, None),
+        };
+        let mut at = locate(&self.text, path);
+        if let (Some((line, col)), Some(n)) = (at, within) {
+            at = Some((line, col + self.offset_in_value(line, col, n)));
+        }
         Problem {
             file: self.file.clone(),
             line: at.map(|l| l.0),
             column: at.map(|l| l.1),
             path: path.to_string(),
             message: message.into(),
+        }
+    }
+
+    /// Columns from the start of the value at `line:col` to its `n`th character: past an
+    /// opening quote, and only when the value's text has that many characters on its line
+    /// (escapes and folded strings are left at the value's start).
+    fn offset_in_value(&self, line: usize, col: usize, n: usize) -> usize {
+        let Some(text) = self.text.lines().nth(line.saturating_sub(1)) else {
+            return 0;
+        };
+        let rest: Vec<char> = text.chars().skip(col.saturating_sub(1)).collect();
+        let quoted = matches!(rest.first(), Some('"' | '\''));
+        let body = &rest[usize::from(quoted)..];
+        if body.len() > n && !body[..n].contains(&'\\') {
+            n + usize::from(quoted)
+        } else {
+            0
         }
     }
 }

@@ -10,12 +10,15 @@ pub mod compare;
 pub mod svg;
 pub mod text;
 
+use std::collections::BTreeMap;
+
 use hdrhistogram::Histogram;
 use maud::{DOCTYPE, Markup, PreEscaped, Render, html};
 
 use crate::metrics::close_code_name;
 use crate::metrics::generator::GeneratorSample;
-use crate::metrics::{Point, decode_histogram};
+use crate::metrics::{LatencySummary, Point, decode_histogram};
+use crate::results::conversation::ConversationResults;
 use crate::results::{EndReason, GroupSeries, LatencyTable, Results, Totals};
 use crate::units::ms_text;
 use svg::{Chart, PALETTE, Series, XScale, bars, line_chart};
@@ -240,6 +243,32 @@ fn latency_table(prefix: &str, l: &LatencyTable) -> Markup {
     }
 }
 
+/// A latency distribution as a curve by percentile, when it has samples (its histogram is in
+/// the summary).
+fn percentile_series(name: &str, color: &str, s: &LatencySummary) -> Option<Series> {
+    let points = decode_histogram(&s.hdr)
+        .map(|h| quantile_curve(&h))
+        .unwrap_or_default();
+    (!points.is_empty()).then(|| Series {
+        name: name.into(),
+        color: color.into(),
+        points,
+    })
+}
+
+fn percentile_chart(title: String, series: Vec<Series>) -> String {
+    line_chart(&Chart {
+        title,
+        x_label: "percentile".into(),
+        y_label: "ms".into(),
+        series,
+        markers: Vec::new(),
+        x_scale: XScale::Percentile,
+        width: 540,
+        height: 220,
+    })
+}
+
 fn percentile_plots(l: &LatencyTable) -> Markup {
     let plots = [
         ("connect", &l.connect),
@@ -250,25 +279,11 @@ fn percentile_plots(l: &LatencyTable) -> Markup {
     .into_iter()
     .enumerate()
     .filter_map(|(i, (name, s))| {
-        let points = decode_histogram(&s.hdr)
-            .map(|h| quantile_curve(&h))
-            .unwrap_or_default();
-        (!points.is_empty()).then(|| {
-            line_chart(&Chart {
-                title: format!("{name} latency by percentile"),
-                x_label: "percentile".into(),
-                y_label: "ms".into(),
-                series: vec![Series {
-                    name: name.into(),
-                    color: PALETTE[i].into(),
-                    points,
-                }],
-                markers: Vec::new(),
-                x_scale: XScale::Percentile,
-                width: 540,
-                height: 220,
-            })
-        })
+        let series = percentile_series(name, PALETTE[i], s)?;
+        Some(percentile_chart(
+            format!("{name} latency by percentile"),
+            vec![series],
+        ))
     });
     html! { div.charts { @for svg in plots { (inline_svg(svg)) } } }
 }
@@ -393,7 +408,9 @@ fn close_codes_and_errors(t: &Totals) -> Markup {
         .collect();
     html! {
         h2 { "Close codes, handshakes and connect errors" }
-        (inline_svg(bars("closes by close code (whole run)", &bar_rows, 720)))
+        @if !bar_rows.is_empty() {
+            (inline_svg(bars("closes by close code (whole run)", &bar_rows, 720)))
+        }
         table {
             (header_row(&["close code", "name", "count"]))
             @for (c, n) in &codes {
@@ -401,6 +418,17 @@ fn close_codes_and_errors(t: &Totals) -> Markup {
                     td { (c) }
                     td { (c.parse().map(close_code_name).unwrap_or("")) }
                     (num(&format!("totals.close_codes.{c}"), n))
+                }
+            }
+        }
+        @if !t.close_reasons.is_empty() {
+            h3 { "Close reasons" }
+            table #close-reasons {
+                (header_row(&["close code", "reason", "count"]))
+                @for (c, reasons) in &t.close_reasons {
+                    @for (reason, n) in by_count(reasons) {
+                        tr { td { (c) } td { (reason) } td { (n) } }
+                    }
                 }
             }
         }
@@ -471,6 +499,165 @@ fn storm_and_messages(r: &Results) -> Markup {
                 (num("totals.messages.lost", mm.lost))
                 (num("totals.messages.duplicated", mm.duplicated))
                 (num("totals.messages.out_of_order", mm.out_of_order))
+            }
+        }
+    }
+}
+
+/// Values with their counts, the most frequent first (ties by value).
+fn by_count(counts: &BTreeMap<String, u64>) -> Vec<(&String, u64)> {
+    let mut v: Vec<(&String, u64)> = counts.iter().map(|(k, n)| (k, *n)).collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    v
+}
+
+/// A conversation section with something to show. (Close reasons alone make the results carry
+/// an empty one for a run without a conversation.)
+fn has_figures(c: &ConversationResults) -> bool {
+    !c.steps.is_empty()
+        || !c.streams.is_empty()
+        || c.app_errors.count > 0
+        || c.token_refreshes + c.token_refresh_failures > 0
+}
+
+/// Latency cells of a step or stream: p50, p90, p99, max (ms), or a note across them.
+fn latency_cells(key: &str, l: &LatencySummary, none: &str) -> Markup {
+    html! {
+        @if l.count == 0 {
+            td.muted colspan="4" { (none) }
+        } @else {
+            td data-key={ (key) ".p50" } data-us=(l.p50) { (ms_text(l.p50)) }
+            td { (ms_text(l.p90)) }
+            td data-key={ (key) ".p99" } data-us=(l.p99) { (ms_text(l.p99)) }
+            td { (ms_text(l.max)) }
+        }
+    }
+}
+
+/// Steps, streams and application errors of a conversation; `prefix` is where they are in
+/// results.json.
+fn conversation_tables(prefix: &str, c: &ConversationResults) -> Markup {
+    let a = &c.app_errors;
+    html! {
+        @if !c.steps.is_empty() {
+            table.steps {
+                (header_row(&[
+                    "step", "sent", "matched", "timeouts", "abandoned", "errors",
+                    "p50 ms", "p90 ms", "p99 ms", "max ms",
+                ]))
+                @for (name, s) in &c.steps {
+                    @let k = |f: &str| format!("{prefix}steps.{name}.{f}");
+                    tr {
+                        td { (name) }
+                        (num(&k("sent"), s.counts.sent))
+                        (num(&k("matched"), s.counts.matched))
+                        (num(&k("timeouts"), s.counts.timeouts))
+                        (num(&k("abandoned"), s.counts.abandoned))
+                        (num(&k("errors"), s.counts.errors))
+                        (latency_cells(&k("latency_us"), &s.latency_us, "no replies"))
+                    }
+                }
+            }
+        }
+        @if !c.streams.is_empty() {
+            table.streams {
+                (header_row(&[
+                    "stream", "delivered", "lost", "duplicated", "out of order", "unreadable",
+                    "delivery p50 ms", "p90 ms", "p99 ms", "max ms",
+                ]))
+                @for (name, s) in &c.streams {
+                    @let k = |f: &str| format!("{prefix}streams.{name}.{f}");
+                    tr {
+                        td { (name) }
+                        (num(&k("delivered"), s.counts.delivered))
+                        (num(&k("lost"), s.counts.lost))
+                        (num(&k("duplicated"), s.counts.duplicated))
+                        (num(&k("out_of_order"), s.counts.out_of_order))
+                        (num(&k("unreadable"), s.counts.unreadable))
+                        (latency_cells(
+                            &k("delivery_latency_us"),
+                            &s.delivery_latency_us,
+                            "no publish times",
+                        ))
+                    }
+                }
+            }
+        }
+        p {
+            "Application errors: " span data-key={ (prefix) "app_errors.count" } { (a.count) }
+            " (" span data-key={ (prefix) "app_errors.rate" } { (a.rate) }
+            " % of messages received)"
+            @if c.token_refreshes + c.token_refresh_failures > 0 {
+                "; tokens refreshed "
+                span data-key={ (prefix) "token_refreshes" } { (c.token_refreshes) }
+                ", refreshes failed "
+                span data-key={ (prefix) "token_refresh_failures" } { (c.token_refresh_failures) }
+            }
+        }
+        @if !a.by_value.is_empty() {
+            table.app-errors {
+                (header_row(&["application error", "count"]))
+                @for (v, n) in by_count(&a.by_value) {
+                    tr { td { (v) } td { (n) } }
+                }
+            }
+        }
+    }
+}
+
+/// Latency of every step, and delivery latency of every stream, by percentile.
+fn conversation_charts(c: &ConversationResults) -> Markup {
+    let color = |i: usize| PALETTE[i % PALETTE.len()];
+    let steps: Vec<Series> = c
+        .steps
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (name, s))| percentile_series(name, color(i), &s.latency_us))
+        .collect();
+    let streams: Vec<Series> = c
+        .streams
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (name, s))| percentile_series(name, color(i), &s.delivery_latency_us))
+        .collect();
+    html! {
+        div.charts {
+            @if !steps.is_empty() {
+                (inline_svg(percentile_chart("step latency by percentile".into(), steps)))
+            }
+            @if !streams.is_empty() {
+                (inline_svg(percentile_chart(
+                    "stream delivery latency by percentile".into(),
+                    streams,
+                )))
+            }
+        }
+    }
+}
+
+/// What the clients' conversations measured, all groups by name; then each group's, when
+/// more than one group held a conversation.
+fn conversation(r: &Results) -> Markup {
+    let Some(c) = r.conversation.as_ref().filter(|c| has_figures(c)) else {
+        return html! {};
+    };
+    let groups: Vec<(usize, &str, &ConversationResults)> = r
+        .groups
+        .iter()
+        .enumerate()
+        .filter_map(|(i, g)| {
+            let gc = g.conversation.as_ref().filter(|c| has_figures(c))?;
+            Some((i, g.name.as_str(), gc))
+        })
+        .collect();
+    html! {
+        h2 #conversation { "Conversation" }
+        (conversation_tables("conversation.", c))
+        (conversation_charts(c))
+        @if groups.len() > 1 {
+            @for (i, name, gc) in groups {
+                h3 { "Group " (name) }
+                (conversation_tables(&format!("groups.{i}.conversation."), gc))
             }
         }
     }
@@ -663,6 +850,7 @@ pub fn render(r: &Results) -> String {
         (latency_table("latency_us.", &r.latency_us))
         (percentile_plots(&r.latency_us))
         (storm_and_messages(r))
+        (conversation(r))
         (groups(r, &xs, interval_s, &m))
         (target_and_proxy(r))
         (generator(r, &m))
@@ -680,6 +868,145 @@ pub fn write(r: &Results, dir: &std::path::Path) -> std::io::Result<std::path::P
     Ok(path)
 }
 
+/// Results to render in tests: a plain run, and one whose clients held a conversation.
+#[cfg(test)]
+pub(crate) mod fixture {
+    use std::collections::BTreeMap;
+
+    use hdrhistogram::Histogram;
+
+    use crate::metrics::conversation::{SampleCounts, StreamCounts};
+    use crate::metrics::summarize;
+    use crate::results::conversation::{
+        AppErrorResults, ConversationResults, StepResults, StreamResults,
+    };
+    use crate::results::{EndReason, GroupResults, LatencyTable, Results, Timeline, Totals};
+
+    pub fn results() -> Results {
+        Results {
+            schema: crate::results::SCHEMA.into(),
+            name: "plain".into(),
+            description: None,
+            seed: 1,
+            started_at: "t".into(),
+            duration_ms: 1000,
+            end_reason: EndReason::Completed,
+            target: "ws://x".into(),
+            totals: Totals::default(),
+            conversation: None,
+            latency_us: LatencyTable::default(),
+            storm: Default::default(),
+            groups: Vec::new(),
+            timeline: Timeline {
+                interval_ms: 100,
+                ..Timeline::default()
+            },
+            generator: Default::default(),
+            server: None,
+            proxy: None,
+            thresholds: Vec::new(),
+            profile: String::new(),
+            warnings: Vec::new(),
+            failed: None,
+        }
+    }
+
+    /// `ms` milliseconds, `n` times, as results keep latency (µs, with the histogram).
+    fn latency(n: u64, ms: u64) -> crate::metrics::LatencySummary {
+        let mut h = Histogram::<u64>::new(3).unwrap();
+        h.record_n(ms * 1000, n).unwrap();
+        summarize(&h, true)
+    }
+
+    /// Steps `hello` and a hostile `<i>req</i>`, a stream `prices`, application errors by
+    /// value (one of them markup), close reasons of 4000 and 1001; in two groups, `subs`
+    /// (everything) and `pubs` (only `hello`).
+    pub fn conversation() -> Results {
+        let step = |sent, matched, timeouts, abandoned, errors, ms| StepResults {
+            counts: SampleCounts {
+                sent,
+                matched,
+                timeouts,
+                errors,
+                skipped: 0,
+                abandoned,
+            },
+            latency_us: if matched > 0 {
+                latency(matched, ms)
+            } else {
+                Default::default()
+            },
+        };
+        let c = ConversationResults {
+            steps: BTreeMap::from([
+                ("hello".into(), step(30, 30, 0, 0, 0, 2)),
+                ("<i>req</i>".into(), step(1200, 1150, 40, 7, 3, 12)),
+            ]),
+            streams: BTreeMap::from([(
+                "prices".into(),
+                StreamResults {
+                    counts: StreamCounts {
+                        delivered: 5000,
+                        lost: 12,
+                        duplicated: 2,
+                        out_of_order: 1,
+                        unreadable: 0,
+                    },
+                    delivery_latency_us: latency(5000, 5),
+                },
+            )]),
+            app_errors: AppErrorResults {
+                count: 60,
+                rate: 0.9,
+                by_value: BTreeMap::from([
+                    ("RATE_LIMITED".into(), 30),
+                    ("<b>E42</b>".into(), 10),
+                    ("E1".into(), 6),
+                    ("E2".into(), 5),
+                    ("E3".into(), 5),
+                    ("E4".into(), 4),
+                ]),
+            },
+            closes: Default::default(),
+            token_refreshes: 4,
+            token_refresh_failures: 1,
+        };
+        let mut r = results();
+        r.name = "conv".into();
+        r.totals.close_codes = BTreeMap::from([("4000".into(), 25), ("1001".into(), 3)]);
+        r.totals.close_reasons = BTreeMap::from([
+            (
+                "4000".into(),
+                BTreeMap::from([
+                    ("kicked".into(), 10),
+                    ("bye".into(), 12),
+                    ("\u{1b}[31mred".into(), 2),
+                    ("idle".into(), 1),
+                ]),
+            ),
+            ("1001".into(), BTreeMap::from([("going away".into(), 3)])),
+        ]);
+        let pubs = ConversationResults {
+            steps: BTreeMap::from([("hello".into(), step(10, 10, 0, 0, 0, 2))]),
+            ..Default::default()
+        };
+        r.groups = vec![
+            GroupResults {
+                name: "subs".into(),
+                conversation: Some(c.clone()),
+                ..Default::default()
+            },
+            GroupResults {
+                name: "pubs".into(),
+                conversation: Some(pubs),
+                ..Default::default()
+            },
+        ];
+        r.conversation = Some(c);
+        r
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -694,41 +1021,21 @@ mod tests {
     }
 
     use super::*;
-    use crate::results::{FiredAction, Timeline};
+    use crate::results::FiredAction;
 
     #[test]
     fn what_the_user_wrote_is_text_not_markup() {
         let hostile = "<script>alert(\"x\")</script> & co";
-        let r = Results {
-            schema: crate::results::SCHEMA.into(),
-            name: hostile.into(),
-            description: Some(hostile.into()),
-            seed: 1,
-            started_at: "t".into(),
-            duration_ms: 1000,
-            end_reason: EndReason::Completed,
-            target: hostile.into(),
-            totals: Totals::default(),
-            latency_us: LatencyTable::default(),
-            storm: Default::default(),
-            groups: Vec::new(),
-            timeline: Timeline {
-                interval_ms: 100,
-                actions: vec![FiredAction {
-                    t_ms: 500,
-                    action: hostile.into(),
-                    connections: 3,
-                }],
-                ..Timeline::default()
-            },
-            generator: Default::default(),
-            server: None,
-            proxy: None,
-            thresholds: Vec::new(),
-            profile: hostile.into(),
-            warnings: Vec::new(),
-            failed: None,
-        };
+        let mut r = fixture::results();
+        r.name = hostile.into();
+        r.description = Some(hostile.into());
+        r.target = hostile.into();
+        r.profile = hostile.into();
+        r.timeline.actions = vec![FiredAction {
+            t_ms: 500,
+            action: hostile.into(),
+            connections: 3,
+        }];
         let html = render(&r);
         assert!(!html.contains("<script"), "{html}");
         let escaped = "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; co";
@@ -751,5 +1058,62 @@ mod tests {
         assert!((c[120].0 - 0.99999).abs() < 1e-9);
         assert!(c.windows(2).all(|w| w[0].1 <= w[1].1), "monotonic");
         assert!((c[120].1 - 100.0).abs() < 1.0, "max ~100 ms: {}", c[120].1);
+    }
+
+    #[test]
+    fn a_conversation_has_its_section_with_every_name_escaped() {
+        let html = render(&fixture::conversation());
+        let req = "&lt;i&gt;req&lt;/i&gt;";
+        for expect in [
+            r#"<h2 id="conversation">Conversation</h2>"#,
+            "<th>step</th><th>sent</th><th>matched</th><th>timeouts</th><th>abandoned</th>",
+            r#"<td>hello</td><td data-key="conversation.steps.hello.sent">30</td>"#,
+            &format!(r#"<td>{req}</td><td data-key="conversation.steps.{req}.sent">1200</td>"#),
+            &format!(r#"<td data-key="conversation.steps.{req}.timeouts">40</td>"#),
+            &format!(r#"<td data-key="conversation.steps.{req}.abandoned">7</td>"#),
+            &format!(r#"<td data-key="conversation.steps.{req}.errors">3</td>"#),
+            &format!(
+                r#"<td data-key="conversation.steps.{req}.latency_us.p99" data-us="12007">12.0</td>"#
+            ),
+            r#"<td data-key="conversation.streams.prices.delivered">5000</td><td data-key="conversation.streams.prices.lost">12</td>"#,
+            r#"<td data-key="conversation.streams.prices.out_of_order">1</td>"#,
+            r#"<span data-key="conversation.app_errors.count">60</span>"#,
+            r#"<span data-key="conversation.app_errors.rate">0.9</span>"#,
+            r#"<span data-key="conversation.token_refresh_failures">1</span>"#,
+            // By value, the most frequent first.
+            "<tr><td>RATE_LIMITED</td><td>30</td></tr><tr><td>&lt;b&gt;E42&lt;/b&gt;</td><td>10</td></tr>",
+            "step latency by percentile",
+            "stream delivery latency by percentile",
+            // Close reasons beside the close codes, the most frequent first.
+            "<tr><td>4000</td><td>bye</td><td>12</td></tr><tr><td>4000</td><td>kicked</td>",
+            "<td>1001</td><td>going away</td><td>3</td>",
+            // Each group's own figures, as two groups held a conversation.
+            "<h3>Group subs</h3>",
+            r#"<td data-key="groups.1.conversation.steps.hello.matched">10</td>"#,
+        ] {
+            assert!(html.contains(expect), "missing {expect}");
+        }
+        assert!(!html.contains("<i>req"), "a name became markup");
+        assert!(!html.contains("<b>E42"), "a value became markup");
+    }
+
+    #[test]
+    fn one_group_with_a_conversation_gets_no_group_tables() {
+        let mut r = fixture::conversation();
+        r.groups[1].conversation = None;
+        let html = render(&r);
+        assert!(html.contains("Conversation</h2>"));
+        assert!(!html.contains("<h3>Group "), "the totals are that group's");
+    }
+
+    #[test]
+    fn no_conversation_no_section() {
+        let plain = render(&fixture::results());
+        assert!(!plain.contains("Conversation"));
+        assert!(!plain.contains("Close reasons"));
+        // Close reasons alone leave an empty section in results.json: nothing to show.
+        let mut r = fixture::results();
+        r.conversation = Some(Default::default());
+        assert_eq!(render(&r), plain);
     }
 }

@@ -1,12 +1,14 @@
 //! Text for people: the once-a-second progress line and the end-of-run summary. Pure functions
 //! of a snapshot or of results; the caller decides where the text goes.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::time::Duration;
 
 use crate::metrics::{LatencySummary, Snapshot, close_code_name};
 use crate::results::Results;
 use crate::results::capacity::{Capacity, fmt_load};
+use crate::results::conversation::ConversationResults;
 use crate::units::ms_text;
 
 fn secs(d: Duration) -> String {
@@ -121,12 +123,16 @@ pub fn summary(r: &Results) -> String {
         let mut first = true;
         for (code, n) in &t.close_codes {
             let name = code.parse().map(close_code_name).unwrap_or("unknown");
-            let _ = writeln!(
+            let _ = write!(
                 o,
                 "  {:<12} {:>9} × {code} {name}",
                 if first { "close codes" } else { "" },
                 n
             );
+            if let Some(reasons) = t.close_reasons.get(code) {
+                let _ = write!(o, ": {}", top(reasons, 3));
+            }
+            o.push('\n');
             first = false;
         }
     }
@@ -173,6 +179,9 @@ pub fn summary(r: &Results) -> String {
     latency_row(&mut o, "reconnect", &l.reconnect);
     if l.dead_detect.count > 0 {
         latency_row(&mut o, "dead detect", &l.dead_detect);
+    }
+    if let Some(c) = r.conversation.as_ref().filter(|c| super::has_figures(c)) {
+        conversation(&mut o, c);
     }
     if r.groups.len() > 1 {
         for g in &r.groups {
@@ -267,6 +276,110 @@ pub fn summary(r: &Results) -> String {
         }
     }
     o
+}
+
+/// The `n` most frequent of `counts` (values the server chose: quoted, control characters
+/// escaped, so a reason cannot drive the terminal), then how many others there were.
+fn top(counts: &BTreeMap<String, u64>, n: usize) -> String {
+    let by_count = super::by_count(counts);
+    let mut parts: Vec<String> = by_count
+        .iter()
+        .take(n)
+        .map(|(v, k)| format!("{v:?} ×{k}"))
+        .collect();
+    if by_count.len() > n {
+        parts.push(format!("+{} more", by_count.len() - n));
+    }
+    parts.join(", ")
+}
+
+/// Steps and streams as two small tables, then application errors and token refreshes.
+fn conversation(o: &mut String, c: &ConversationResults) {
+    let w = c
+        .steps
+        .keys()
+        .chain(c.streams.keys())
+        .map(|k| k.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(12);
+    let ms = |l: &LatencySummary, p: u64| {
+        if l.count == 0 {
+            "-".to_string()
+        } else {
+            ms_text(p)
+        }
+    };
+    // One grid for both tables: the latency columns line up.
+    if !c.steps.is_empty() {
+        let _ = writeln!(
+            o,
+            "  {:<w$} {:>9} {:>8} {:>8} {:>9} {:>8} {:>8} {:>8}",
+            "steps", "sent", "matched", "timeouts", "abandoned", "errors", "p50 ms", "p99 ms"
+        );
+        for (name, s) in &c.steps {
+            let (k, l) = (&s.counts, &s.latency_us);
+            let _ = writeln!(
+                o,
+                "  {name:<w$} {:>9} {:>8} {:>8} {:>9} {:>8} {:>8} {:>8}",
+                k.sent,
+                k.matched,
+                k.timeouts,
+                k.abandoned,
+                k.errors,
+                ms(l, l.p50),
+                ms(l, l.p99)
+            );
+        }
+    }
+    if !c.streams.is_empty() {
+        let _ = writeln!(
+            o,
+            "  {:<w$} {:>9} {:>8} {:>8} {:>9} {:>8} {:>8} {:>8}",
+            "streams", "delivered", "lost", "dup", "ooo", "unread", "p50 ms", "p99 ms"
+        );
+        for (name, s) in &c.streams {
+            let (k, l) = (&s.counts, &s.delivery_latency_us);
+            let _ = writeln!(
+                o,
+                "  {name:<w$} {:>9} {:>8} {:>8} {:>9} {:>8} {:>8} {:>8}",
+                k.delivered,
+                k.lost,
+                k.duplicated,
+                k.out_of_order,
+                k.unreadable,
+                ms(l, l.p50),
+                ms(l, l.p99)
+            );
+        }
+    }
+    let a = &c.app_errors;
+    if a.count > 0 {
+        let _ = write!(
+            o,
+            "  app errors   {:>9} ({}% of messages received)",
+            a.count, a.rate
+        );
+        if !a.by_value.is_empty() {
+            let _ = write!(o, ": {}", top(&a.by_value, 5));
+        }
+        o.push('\n');
+    }
+    if !c.closes.is_empty() {
+        let list: Vec<String> = c
+            .closes
+            .iter()
+            .map(|(code, n)| format!("{n} × {code}"))
+            .collect();
+        let _ = writeln!(o, "  closed by the conversation: {}", list.join(", "));
+    }
+    if c.token_refreshes + c.token_refresh_failures > 0 {
+        let _ = writeln!(
+            o,
+            "  tokens       {:>9} refreshed, {} refreshes failed",
+            c.token_refreshes, c.token_refresh_failures
+        );
+    }
 }
 
 fn storm_line(o: &mut String, s: &crate::results::Storm) {
@@ -480,5 +593,40 @@ mod tests {
         assert_eq!(close_code_name(4001), "application");
         assert_eq!(ms_text(1234), "1.23");
         assert_eq!(ms_text(123_456), "123");
+    }
+
+    #[test]
+    fn a_conversation_gets_steps_streams_and_app_errors() {
+        let text = summary(&crate::report::fixture::conversation());
+        for expect in [
+            "  steps             sent  matched timeouts abandoned   errors   p50 ms   p99 ms\n",
+            "  <i>req</i>        1200     1150       40         7        3     12.0     12.0\n",
+            "  hello               30       30        0         0        0     2.00     2.00\n",
+            "  streams      delivered     lost      dup       ooo   unread   p50 ms   p99 ms\n",
+            "  prices            5000       12        2         1        0     5.00     5.00\n",
+            "  app errors          60 (0.9% of messages received): \"RATE_LIMITED\" ×30, \"<b>E42</b>\" ×10, \"E1\" ×6, \"E2\" ×5, \"E3\" ×5, +1 more\n",
+            "  tokens               4 refreshed, 1 refreshes failed\n",
+            // Reasons next to their code, the most frequent three; the server's text quoted
+            // and escaped.
+            "         25 × 4000 application: \"bye\" ×12, \"kicked\" ×10, \"\\u{1b}[31mred\" ×2, +1 more\n",
+            "          3 × 1001 going away: \"going away\" ×3\n",
+        ] {
+            assert!(text.contains(expect), "missing {expect:?} in:\n{text}");
+        }
+        assert!(
+            !text.contains('\u{1b}'),
+            "a close reason reached the terminal raw"
+        );
+    }
+
+    #[test]
+    fn no_conversation_no_change() {
+        let mut r = crate::report::fixture::results();
+        let plain = summary(&r);
+        for absent in ["steps", "streams", "app errors", "tokens"] {
+            assert!(!plain.contains(absent), "{absent} in:\n{plain}");
+        }
+        r.conversation = Some(Default::default());
+        assert_eq!(summary(&r), plain);
     }
 }

@@ -4,6 +4,7 @@
 
 use std::time::{Duration, SystemTime};
 
+use super::conversation;
 use super::threshold::{self, Threshold};
 use super::{
     EndReason, FiredAction, Generator, GroupResults, LatencyTable, Results, SCHEMA, Timeline,
@@ -31,6 +32,8 @@ pub struct Record {
     pub aborted_by: Option<(usize, Duration)>,
     /// Clients per group, as planned.
     pub group_clients: Vec<(String, u32)>,
+    /// The names of each group's conversation samples and streams (empty without one).
+    pub conversation_names: Vec<conversation::Names>,
     /// What the collector recorded.
     pub collected: Collected,
     /// Open connections per group at the end, before clients closed: counted exactly by
@@ -66,6 +69,7 @@ impl Results {
             end,
             aborted_by,
             group_clients,
+            conversation_names,
             collected: c,
             connected_at_end,
             fired,
@@ -88,18 +92,40 @@ impl Results {
         let attempts: Vec<u64> = c.points.iter().map(|p| p.attempts).collect();
         let retries: Vec<u64> = c.points.iter().map(|p| p.retries).collect();
         let storm = storm_from(&c.totals, &c.hists, &attempts, &retries);
+        let mut merged = conversation::Merge::default();
+        let mut close_reasons = crate::metrics::conversation::ConvData::default();
+        for (g, names) in c.groups.iter().zip(&conversation_names) {
+            merged.add(&g.data.conv, names);
+            close_reasons.add(&crate::metrics::conversation::ConvData {
+                close_reasons: g.data.conv.close_reasons.clone(),
+                ..Default::default()
+            });
+        }
+        totals.close_reasons = conversation::close_reasons(&close_reasons);
+        let conversation_results = merged.finish(c.totals.received);
+        let no_names = conversation::Names::default();
         let groups = group_clients
             .into_iter()
             .zip(c.groups)
             .zip(&connected_at_end)
-            .map(|(((name, clients), g), at_end)| GroupResults {
+            .enumerate()
+            .map(|(i, (((name, clients), g), at_end))| GroupResults {
                 name,
-                totals: totals_from(
-                    &g.data.counters,
-                    u64::from(clients),
-                    g.peak_connected,
-                    *at_end,
-                ),
+                conversation: {
+                    let mut m = conversation::Merge::default();
+                    m.add(&g.data.conv, conversation_names.get(i).unwrap_or(&no_names));
+                    m.finish(g.data.counters.received)
+                },
+                totals: {
+                    let mut t = totals_from(
+                        &g.data.counters,
+                        u64::from(clients),
+                        g.peak_connected,
+                        *at_end,
+                    );
+                    t.close_reasons = conversation::close_reasons(&g.data.conv);
+                    t
+                },
                 latency_us: LatencyTable::from_hists(&g.data.hists),
                 storm: storm_from(
                     &g.data.counters,
@@ -145,6 +171,7 @@ impl Results {
             },
             totals,
             storm,
+            conversation: conversation_results,
             groups,
             server,
             proxy,

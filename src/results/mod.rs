@@ -3,6 +3,7 @@
 
 mod build;
 pub mod capacity;
+pub mod conversation;
 pub mod threshold;
 
 pub use build::Record;
@@ -40,6 +41,10 @@ pub struct Results {
     /// How the swarm weathered losing connections: recovery, retry pressure, give-ups.
     #[serde(default)]
     pub storm: Storm,
+    /// What the clients' conversations measured (steps, streams, application errors), when
+    /// any group held one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversation: Option<conversation::ConversationResults>,
     /// The same figures for each group of the profile, in profile order.
     #[serde(default)]
     pub groups: Vec<GroupResults>,
@@ -108,6 +113,10 @@ pub struct Totals {
     /// Connections the heartbeat found dead (pong timeout).
     pub dead_detected: u64,
     pub messages: Messages,
+    /// The reason texts of close frames, by close code then reason, with counts (at most 64
+    /// reasons per code; the rest under `(other)`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub close_reasons: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -191,6 +200,8 @@ pub struct GroupResults {
     pub totals: Totals,
     pub latency_us: LatencyTable,
     pub storm: Storm,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversation: Option<conversation::ConversationResults>,
     /// The group's share of the run's timeline, one entry per point of `timeline.points`.
     #[serde(default)]
     pub timeline: GroupSeries,
@@ -291,6 +302,7 @@ pub fn totals_from(c: &Counters, clients: u64, peak: u64, connected_at_end: u64)
             .map(|(k, v)| (k.to_string(), *v))
             .collect(),
         dead_detected: c.dead_detected,
+        close_reasons: BTreeMap::new(),
         messages: Messages {
             sent: c.sent,
             received: c.received,
@@ -368,6 +380,7 @@ impl Results {
             totals: &self.totals,
             latency: &self.latency_us,
             storm: &self.storm,
+            conversation: self.conversation.as_ref(),
         }
     }
 

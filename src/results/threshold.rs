@@ -83,7 +83,36 @@ enum Metric {
     MessageLossRate,
     PeakAttemptsPerS,
     PeakRetriesPerS,
+    /// A conversation step, request or reply rule by name.
+    Step(String, Part),
+    /// A conversation stream by name.
+    Stream(String, Part),
+    AppErrorsRate,
+    AppErrorsCount,
 }
+
+/// What of a step or stream: a count by name, or a latency statistic.
+#[derive(Clone, Debug, PartialEq)]
+enum Part {
+    Count(&'static str),
+    Latency(Stat),
+}
+
+const STEP_COUNTS: [&str; 6] = [
+    "sent",
+    "matched",
+    "timeouts",
+    "errors",
+    "skipped",
+    "abandoned",
+];
+const STREAM_COUNTS: [&str; 5] = [
+    "delivered",
+    "lost",
+    "duplicated",
+    "out_of_order",
+    "unreadable",
+];
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Stat {
@@ -146,7 +175,10 @@ connect_errors.{refused,timeout,reset,addr_unavailable,dns,tls,fd_limit,other,ca
 handshake_status.{CODE,total}, close_codes.{CODE,total}, \
 clients, connect_attempts, opened, peak_connected, connected_at_end, connected_at_end.share, \
 client_closes, gave_up, dead_detected, messages.{sent,received,lost,duplicated,out_of_order}, \
-messages.loss_rate, storm.peak_attempts_per_s, storm.peak_retries_per_s";
+messages.loss_rate, storm.peak_attempts_per_s, storm.peak_retries_per_s, \
+step.NAME.{sent,matched,timeouts,errors,skipped,abandoned,p50,p90,p99,p999,max,min,mean,count}, \
+stream.NAME.{delivered,lost,duplicated,out_of_order,unreadable,p50,p90,p99,p999,max,min,mean,count} \
+(delivery latency), app_errors.{rate,count}";
 
 impl Metric {
     fn parse(name: &str) -> Result<Metric, String> {
@@ -205,6 +237,35 @@ impl Metric {
             ("connected_at_end", Some("share")) => Metric::ConnectedShare,
             ("messages", Some("loss_rate")) => Metric::MessageLossRate,
             ("messages", Some(r)) if MESSAGES.contains(&r) => Metric::Messages(r.to_string()),
+            ("step" | "stream", Some(r)) => {
+                let Some((name, part)) = r.rsplit_once('.') else {
+                    return Err(format!(
+                        "`{name}`: write {head}.NAME.STATISTIC, e.g. {head}.subscribe.p99"
+                    ));
+                };
+                let counts: &[&'static str] = if head == "step" {
+                    &STEP_COUNTS
+                } else {
+                    &STREAM_COUNTS
+                };
+                let part = if let Some(c) = counts.iter().find(|c| **c == part) {
+                    Part::Count(c)
+                } else if let Some((_, st)) = STATS.iter().find(|(n, _)| *n == part) {
+                    Part::Latency(*st)
+                } else {
+                    return Err(format!(
+                        "unknown statistic `{part}` of `{head}.{name}`, expected one of {}, p50, p90, p99, p999, max, min, mean, count",
+                        counts.join(", ")
+                    ));
+                };
+                if head == "step" {
+                    Metric::Step(name.to_string(), part)
+                } else {
+                    Metric::Stream(name.to_string(), part)
+                }
+            }
+            ("app_errors", Some("rate")) => Metric::AppErrorsRate,
+            ("app_errors", Some("count")) => Metric::AppErrorsCount,
             ("storm", Some("peak_attempts_per_s")) => Metric::PeakAttemptsPerS,
             ("storm", Some("peak_retries_per_s")) => Metric::PeakRetriesPerS,
             (h, None) => match TOTALS.iter().find(|(n, _)| *n == h) {
@@ -218,8 +279,16 @@ impl Metric {
     fn kind(&self) -> Kind {
         match self {
             Metric::Latency(_, Stat::Count) => Kind::Count,
-            Metric::Latency(..) | Metric::Recovery(_) => Kind::Duration,
-            Metric::ErrorsRate | Metric::ConnectedShare | Metric::MessageLossRate => Kind::Percent,
+            Metric::Step(_, Part::Latency(Stat::Count))
+            | Metric::Stream(_, Part::Latency(Stat::Count)) => Kind::Count,
+            Metric::Latency(..)
+            | Metric::Recovery(_)
+            | Metric::Step(_, Part::Latency(_))
+            | Metric::Stream(_, Part::Latency(_)) => Kind::Duration,
+            Metric::ErrorsRate
+            | Metric::ConnectedShare
+            | Metric::MessageLossRate
+            | Metric::AppErrorsRate => Kind::Percent,
             _ => Kind::Count,
         }
     }
@@ -232,24 +301,39 @@ impl Metric {
         match self {
             Metric::Latency(l, stat) => {
                 // Parsing admits only the table's kinds.
-                let s = f.latency.get(*l)?;
-                if *stat == Stat::Count {
-                    return Some(s.count as f64);
-                }
-                if s.count == 0 {
-                    return None;
-                }
-                Some(match stat {
-                    Stat::Count => unreachable!("handled above"),
-                    Stat::Min => s.min as f64,
-                    Stat::Mean => s.mean,
-                    Stat::P50 => s.p50 as f64,
-                    Stat::P90 => s.p90 as f64,
-                    Stat::P99 => s.p99 as f64,
-                    Stat::P999 => s.p999 as f64,
-                    Stat::Max => s.max as f64,
-                })
+                stat_of(f.latency.get(*l)?, *stat)
             }
+            Metric::Step(name, part) => {
+                let s = f.conversation?.steps.get(name)?;
+                match part {
+                    Part::Latency(st) => stat_of(&s.latency_us, *st),
+                    Part::Count(c) => Some(match *c {
+                        "sent" => s.counts.sent,
+                        "matched" => s.counts.matched,
+                        "timeouts" => s.counts.timeouts,
+                        "abandoned" => s.counts.abandoned,
+                        "skipped" => s.counts.skipped,
+                        _ => s.counts.errors,
+                    } as f64),
+                }
+            }
+            Metric::Stream(name, part) => {
+                let s = f.conversation?.streams.get(name)?;
+                match part {
+                    Part::Latency(st) => stat_of(&s.delivery_latency_us, *st),
+                    Part::Count(c) => Some(match *c {
+                        "delivered" => s.counts.delivered,
+                        "lost" => s.counts.lost,
+                        "duplicated" => s.counts.duplicated,
+                        "out_of_order" => s.counts.out_of_order,
+                        _ => s.counts.unreadable,
+                    } as f64),
+                }
+            }
+            // No conversation figures (a run without one, or the live check, which sees
+            // none): no data, not zero.
+            Metric::AppErrorsRate => pct(f.conversation?.app_errors.count, t.messages.received),
+            Metric::AppErrorsCount => Some(f.conversation?.app_errors.count as f64),
             Metric::Recovery(share) => {
                 let r = &f.storm.recovery_ms;
                 let ms = match share {
@@ -303,6 +387,46 @@ impl Metric {
     }
 }
 
+impl Threshold {
+    /// Whether it reads what conversations measured, which is only known at the end of a run
+    /// (so `abort_on_fail` cannot watch it).
+    pub fn reads_conversation(&self) -> bool {
+        matches!(
+            self.metric,
+            Metric::Step(..) | Metric::Stream(..) | Metric::AppErrorsRate | Metric::AppErrorsCount
+        )
+    }
+
+    /// `("step", NAME)` or `("stream", NAME)` when the threshold reads a conversation's step or
+    /// stream by name.
+    pub fn conversation_name(&self) -> Option<(&'static str, &str)> {
+        match &self.metric {
+            Metric::Step(n, _) => Some(("step", n)),
+            Metric::Stream(n, _) => Some(("stream", n)),
+            _ => None,
+        }
+    }
+}
+
+fn stat_of(s: &crate::metrics::LatencySummary, stat: Stat) -> Option<f64> {
+    if stat == Stat::Count {
+        return Some(s.count as f64);
+    }
+    if s.count == 0 {
+        return None;
+    }
+    Some(match stat {
+        Stat::Count => unreachable!("handled above"),
+        Stat::Min => s.min as f64,
+        Stat::Mean => s.mean,
+        Stat::P50 => s.p50 as f64,
+        Stat::P90 => s.p90 as f64,
+        Stat::P99 => s.p99 as f64,
+        Stat::P999 => s.p999 as f64,
+        Stat::Max => s.max as f64,
+    })
+}
+
 /// Failed attempts: connect errors (not those cut short by the end of the run) and non-101
 /// answers to the upgrade.
 pub fn errors(t: &Totals) -> u64 {
@@ -321,6 +445,8 @@ pub struct Figures<'a> {
     pub totals: &'a Totals,
     pub latency: &'a LatencyTable,
     pub storm: &'a Storm,
+    /// What conversations measured (none while running: their names are joined at the end).
+    pub conversation: Option<&'a super::conversation::ConversationResults>,
 }
 
 /// A parse error: what was expected, and where in the expression (0-based character offset).
@@ -618,12 +744,42 @@ mod tests {
 
     fn eval(expr: &str) -> ThresholdResult {
         let (t, l, s) = figures();
+        let mut c = crate::results::conversation::ConversationResults::default();
+        let mut step = crate::results::conversation::StepResults::default();
+        step.counts.sent = 10;
+        step.counts.timeouts = 2;
+        step.latency_us.count = 8;
+        step.latency_us.p99 = 150_000;
+        c.steps.insert("subscribe".into(), step);
+        let mut stream = crate::results::conversation::StreamResults::default();
+        stream.counts.lost = 3;
+        c.streams.insert("prices".into(), stream);
+        c.app_errors.count = 5;
         let f = Figures {
             totals: &t,
             latency: &l,
             storm: &s,
+            conversation: Some(&c),
         };
         Threshold::parse(expr).unwrap().evaluate(&f)
+    }
+
+    #[test]
+    fn conversation_figures_by_name() {
+        assert!(eval("step.subscribe.p99 < 200ms").passed);
+        assert!(!eval("step.subscribe.p99 < 100ms").passed);
+        assert!(!eval("step.subscribe.timeouts == 0").passed);
+        assert!(eval("step.subscribe.sent == 10").passed);
+        assert!(!eval("stream.prices.lost == 0").passed);
+        assert!(eval("stream.prices.lost == 3").passed);
+        assert!(
+            !eval("step.nope.p99 < 1s").passed,
+            "no such step: no data fails"
+        );
+        let e = Threshold::parse("step.subscribe.p42 < 1s").unwrap_err();
+        assert!(e.message.contains("unknown statistic `p42`"), "{e:?}");
+        let e = Threshold::parse("step.subscribe < 1s").unwrap_err();
+        assert!(e.message.contains("step.NAME.STATISTIC"), "{e:?}");
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! One connection of the embedded target: admission (handshake capacity model, accept rate,
 //! path, token), the upgrade, then the session — echo, stream fan-out with backpressure,
-//! limits, heartbeat, idle timeout, token expiry, and the timeline's orders.
+//! limits, heartbeat, idle timeout, token expiry, and the timeline's orders. With
+//! `socket_io` the session speaks that dialect ([`super::socketio`]) instead of echoing
+//! everything.
 //!
 //! Writes never block the loop: everything the server sends goes through an [`Outbox`] that is
 //! drained only as fast as the socket takes it, so a client that does not read fills *its*
@@ -27,8 +29,9 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
 
+use super::socketio::{self, Answer};
 use super::stream::StreamItem;
-use super::{Action, DropMode, Order, Shared, TokenBucket};
+use super::{Action, DropMode, Heartbeat, Order, Shared, TokenBucket};
 use crate::auth::{TokenError, now_ms};
 use crate::net::transport::{Transport, WriteBatch, close_with_fin, flush_now, poll_next_flushing};
 use crate::profile::{IdleMode, OnFull, RateLimitAction};
@@ -354,13 +357,23 @@ impl Outbox {
             };
         }
         self.bytes += len;
-        self.queue.push_back(m);
+        self.enqueue(m);
         Pushed::Queued
     }
 
     /// Queue a control frame regardless of the limit (it still counts toward it).
     fn push_control(&mut self, m: Message) {
         self.bytes += m.len();
+        self.enqueue(m);
+    }
+
+    /// The first message reserves one slot, where a `VecDeque` would take four: the queue
+    /// keeps its buffer, so a connection sent a message now and then (a ping, Socket.IO's
+    /// open packet) keeps 56 bytes rather than 224. A busy one grows past it as before.
+    fn enqueue(&mut self, m: Message) {
+        if self.queue.capacity() == 0 {
+            self.queue.reserve_exact(1);
+        }
         self.queue.push_back(m);
     }
 
@@ -485,7 +498,20 @@ async fn session(
         }
         _ => (None, 0),
     };
-    let mut pinger = config.heartbeat.map(|h| {
+    // Socket.IO's ping (`2`, answered `3`) is the heartbeat of a connection that speaks it: the
+    // same interval and deadline, so the dialect adds no timer (the plan allows one or the
+    // other).
+    let engine_io = config.heartbeat.is_none() && config.socket_io.is_some();
+    let heartbeat = || {
+        config.heartbeat.or(config.socket_io.map(|s| Heartbeat {
+            ping_every: s.ping_interval,
+            timeout: s.ping_timeout,
+        }))
+    };
+    if let Some(dialect) = &config.socket_io {
+        out.push_control(Message::text(shared.sids.open_packet(id, dialect)));
+    }
+    let mut pinger = heartbeat().map(|h| {
         let mut i = tokio::time::interval_at(Instant::now() + h.ping_every, h.ping_every);
         i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         i
@@ -561,9 +587,40 @@ async fn session(
                                 }
                             }
                         }
-                        match out.push(m) {
+                        // What goes back: the message itself (an echo), or the dialect's answer.
+                        let (reply, echo) = match (&config.socket_io, &m) {
+                            (Some(_), Message::Text(packet)) => match socketio::answer(
+                                packet,
+                                &shared.sids,
+                            ) {
+                                Answer::Echo => (Some(m), true),
+                                Answer::Pong => {
+                                    stats.per_message().socket_io_pongs.fetch_add(1, Ordering::Relaxed);
+                                    if engine_io {
+                                        pong_deadline = None;
+                                    }
+                                    (None, false)
+                                }
+                                Answer::Connected(r) => {
+                                    stats.socket_io_connects.fetch_add(1, Ordering::Relaxed);
+                                    (Some(Message::text(r)), false)
+                                }
+                                Answer::Ack(r) => {
+                                    stats.per_message().socket_io_acks.fetch_add(1, Ordering::Relaxed);
+                                    (Some(Message::text(r)), false)
+                                }
+                                Answer::Send(r) => (Some(Message::text(r)), false),
+                                Answer::Close => break End::Close(1000),
+                                Answer::Nothing => (None, false),
+                            },
+                            _ => (Some(m), true),
+                        };
+                        let Some(reply) = reply else { continue };
+                        match out.push(reply) {
                             Pushed::Queued => {
-                                stats.per_message().messages_echoed.fetch_add(1, Ordering::Relaxed);
+                                if echo {
+                                    stats.per_message().messages_echoed.fetch_add(1, Ordering::Relaxed);
+                                }
                             }
                             Pushed::Dropped => {
                                 stats.per_message().backpressure_dropped.fetch_add(1, Ordering::Relaxed);
@@ -575,7 +632,7 @@ async fn session(
                         }
                     }
                     Some(Ok(Message::Pong(p))) => {
-                        if p.as_ref() == ping_seq.to_be_bytes() {
+                        if !engine_io && p.as_ref() == ping_seq.to_be_bytes() {
                             pong_deadline = None;
                         }
                     }
@@ -614,14 +671,24 @@ async fn session(
             _ = tick_opt(&mut pinger), if !blackholed => {
                 if pong_deadline.is_none() {
                     ping_seq += 1;
-                    let wait = config.heartbeat.map(|h| h.timeout).unwrap_or_default();
+                    let wait = heartbeat().map(|h| h.timeout).unwrap_or_default();
                     pong_deadline = Some(Instant::now() + wait);
-                    // Control frames are not held to the backpressure limit.
-                    out.push_control(Message::Ping(ping_seq.to_be_bytes().to_vec().into()));
+                    // Control frames (and Engine.IO's ping) are not held to the backpressure
+                    // limit.
+                    if engine_io {
+                        stats.per_message().socket_io_pings.fetch_add(1, Ordering::Relaxed);
+                        out.push_control(Message::text(socketio::PING));
+                    } else {
+                        out.push_control(Message::Ping(ping_seq.to_be_bytes().to_vec().into()));
+                    }
                 }
             }
             _ = crate::net::sleep_until_opt(pong_deadline), if !blackholed => {
-                stats.dead_detected.fetch_add(1, Ordering::Relaxed);
+                if engine_io {
+                    stats.socket_io_ping_timeouts.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    stats.dead_detected.fetch_add(1, Ordering::Relaxed);
+                }
                 break End::Abrupt;
             }
             _ = crate::net::sleep_until_opt(idle_at) => {
@@ -721,5 +788,26 @@ mod tests {
             out.push(Message::text("y".repeat(500))),
             Pushed::Queued
         ));
+    }
+
+    #[test]
+    fn an_outbox_sent_one_message_at_a_time_keeps_one_slot() {
+        let mut out = Outbox {
+            queue: VecDeque::new(),
+            bytes: 0,
+            unflushed: 0,
+            batch: WriteBatch::default(),
+            limit: 1 << 20,
+            on_full: OnFull::Drop,
+        };
+        for _ in 0..3 {
+            out.push_control(Message::text("2"));
+            out.pop();
+        }
+        assert_eq!(out.queue.capacity(), 1);
+        for _ in 0..3 {
+            assert!(matches!(out.push(Message::text("x")), Pushed::Queued));
+        }
+        assert!(out.queue.capacity() >= 3);
     }
 }

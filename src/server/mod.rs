@@ -13,6 +13,7 @@
 
 mod connection;
 pub mod processes;
+pub mod socketio;
 pub mod stream;
 pub mod tls;
 
@@ -108,6 +109,9 @@ pub struct ServerConfig {
     pub tls: Option<CertKind>,
     /// Share the port with other server processes (SO_REUSEPORT).
     pub reuse_port: bool,
+    /// Speak Socket.IO v4 (Engine.IO 4) on every connection; its ping is the heartbeat.
+    #[serde(default)]
+    pub socket_io: Option<socketio::SocketIo>,
 }
 
 /// A fault the timeline fires at the server.
@@ -286,6 +290,10 @@ server_counters! {
         /// Clients closed for not keeping up (backpressure `close-1008`/`close-1009`).
         backpressure_closed,
         accept_errors,
+        /// Socket.IO namespace connects answered (`40…`).
+        socket_io_connects,
+        /// Socket.IO connections dropped for a pong (`3`) later than `ping_timeout`.
+        socket_io_ping_timeouts,
     }
     per_message {
         messages_echoed,
@@ -296,6 +304,12 @@ server_counters! {
         stream_replayed,
         /// Messages dropped for clients that did not keep up (backpressure `drop`).
         backpressure_dropped,
+        /// Engine.IO pings (`2`) sent and pongs (`3`) received.
+        socket_io_pings,
+        socket_io_pongs,
+        /// Socket.IO events acknowledged (`43…`); events without an ack id are echoed and
+        /// counted in `messages_echoed`.
+        socket_io_acks,
     }
 }
 
@@ -368,6 +382,8 @@ struct Shared {
     /// Capacity model: workers and the number of handshakes waiting.
     workers: Option<Semaphore>,
     queued: AtomicU64,
+    /// Session ids of the Socket.IO dialect.
+    sids: socketio::Sids,
 }
 
 pub struct Server {
@@ -403,6 +419,7 @@ impl Server {
             tls: generated.map(|g| g.acceptor),
             workers: config.handshake.map(|h| Semaphore::new(h.workers as usize)),
             queued: AtomicU64::new(0),
+            sids: socketio::Sids::new(),
             config,
             stats,
             orders,
@@ -616,6 +633,7 @@ pub(crate) fn test_config() -> ServerConfig {
         nice: 0,
         tls: None,
         reuse_port: false,
+        socket_io: None,
     }
 }
 
@@ -698,6 +716,101 @@ mod tests {
         assert_eq!(after.messages_echoed, CLIENTS * MESSAGES);
         assert_eq!(after.upgraded, CLIENTS);
         assert_eq!(after.backpressure_dropped, 0);
+        shutdown.cancel();
+    }
+
+    /// The Socket.IO dialect over a real socket, frame by frame: the open packet first, then
+    /// answers to a namespace connect, an acked and a plain event, and pings on the interval;
+    /// a client that stops answering them is dropped once its pong is late.
+    #[tokio::test]
+    async fn socket_io_session_answers_and_pings() {
+        use futures_util::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::Message;
+        let config = ServerConfig {
+            socket_io: Some(socketio::SocketIo {
+                ping_interval: Duration::from_millis(100),
+                ping_timeout: Duration::from_millis(100),
+            }),
+            ..test_config()
+        };
+        let server = Server::bind(config).await.unwrap();
+        let handle = server.handle();
+        let shutdown = CancellationToken::new();
+        tokio::spawn(server.run(shutdown.clone()));
+        let (mut ws, _) =
+            tokio_tungstenite::connect_async(handle.url() + "?EIO=4&transport=websocket")
+                .await
+                .unwrap();
+        // The open packet comes first, unasked.
+        let open = match tokio::time::timeout(Duration::from_secs(2), ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => t.to_string(),
+            other => panic!("no open packet: {other:?}"),
+        };
+        let open: serde_json::Value =
+            serde_json::from_str(open.strip_prefix('0').unwrap()).unwrap();
+        assert_eq!(open["pingInterval"], 100);
+        assert_eq!(open["pingTimeout"], 100);
+        assert_eq!(open["upgrades"], serde_json::json!([]));
+        assert_eq!(open["sid"].as_str().unwrap().len(), 20);
+
+        let mut ask = async |packet: &str| -> String {
+            ws.send(Message::text(packet.to_string())).await.unwrap();
+            loop {
+                match tokio::time::timeout(Duration::from_secs(2), ws.next()).await {
+                    // The server's pings come whenever they are due: answer and read on.
+                    Ok(Some(Ok(Message::Text(t)))) if t.as_str() == "2" => {
+                        ws.send(Message::text("3")).await.unwrap();
+                    }
+                    Ok(Some(Ok(Message::Text(t)))) => return t.to_string(),
+                    other => panic!("after {packet}: {other:?}"),
+                }
+            }
+        };
+        let connected = ask("40/chat,").await;
+        assert!(connected.starts_with(r#"40/chat,{"sid":""#), "{connected}");
+        assert_eq!(
+            ask(r#"42/chat,12["say",{"text":"hi"}]"#).await,
+            "43/chat,12[]"
+        );
+        assert_eq!(
+            ask(r#"42/chat,["say","x"]"#).await,
+            r#"42/chat,["say","x"]"#
+        );
+        // Answered pings keep the connection: it is still there after several intervals.
+        let until = Instant::now() + Duration::from_millis(450);
+        while Instant::now() < until {
+            assert_eq!(ask(r#"42["k"]"#).await, r#"42["k"]"#);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let stats = &handle.stats;
+        let pongs = stats.summary().socket_io_pongs;
+        assert!(pongs >= 3, "{pongs} pongs in 450 ms of 100 ms pings");
+        assert_eq!(stats.socket_io_ping_timeouts.load(Ordering::Relaxed), 0);
+
+        // Now silent: the next ping goes unanswered and the server drops the connection.
+        let started = Instant::now();
+        let end = tokio::time::timeout(Duration::from_secs(2), async {
+            loop {
+                match ws.next().await {
+                    Some(Ok(Message::Text(t))) => assert_eq!(t.as_str(), "2"),
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                    Some(Ok(_)) => {}
+                }
+            }
+        })
+        .await;
+        assert!(end.is_ok(), "the silent client was not dropped");
+        assert!(
+            started.elapsed() <= Duration::from_millis(400),
+            "{:?}",
+            started.elapsed()
+        );
+        let s = stats.summary();
+        assert_eq!(s.socket_io_ping_timeouts, 1);
+        assert_eq!(s.dead_detected, 0);
+        assert_eq!(s.socket_io_connects, 1);
+        assert_eq!(s.socket_io_acks, 1);
+        assert_eq!(s.socket_io_pings, s.socket_io_pongs + 1);
         shutdown.cancel();
     }
 

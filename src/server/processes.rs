@@ -40,9 +40,15 @@ pub enum Order {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Reply {
-    Listening { addr: SocketAddr, url: String },
-    Applied { open: u64 },
-    Stats(ServerSummary),
+    Listening {
+        addr: SocketAddr,
+        url: String,
+    },
+    Applied {
+        open: u64,
+    },
+    /// Boxed: the counters are far bigger than the other replies.
+    Stats(Box<ServerSummary>),
     Error(String),
 }
 
@@ -114,12 +120,16 @@ pub async fn server_worker_main() -> Result<(), String> {
                 let _ = parent.send(&Reply::Applied { open }).await;
             }
             Order::Stats => {
-                let _ = parent.send(&Reply::Stats(handle.stats.summary())).await;
+                let _ = parent
+                    .send(&Reply::Stats(Box::new(handle.stats.summary())))
+                    .await;
             }
             Order::Stop => {
                 shutdown.cancel();
                 let _ = running.await;
-                let _ = parent.send(&Reply::Stats(handle.stats.summary())).await;
+                let _ = parent
+                    .send(&Reply::Stats(Box::new(handle.stats.summary())))
+                    .await;
                 return Ok(());
             }
         }

@@ -189,6 +189,7 @@ impl Clients {
         for group in &self.groups {
             let ctx = Arc::new(GroupCtx {
                 group: group.index as u16,
+                name: group.name.as_str().into(),
                 behaviour: group.behaviour.clone(),
                 target: match (&endpoints.proxied, group.via_proxy) {
                     (Some(p), true) => p.clone(),
@@ -485,6 +486,7 @@ impl Swarm {
                 .iter()
                 .map(|g| (g.name.clone(), g.clients))
                 .collect(),
+            conversation_names: plan.conversation_names(),
             collected,
             connected_at_end,
             fired,
@@ -540,6 +542,7 @@ async fn abort_watch(
             totals: &totals,
             latency: &snap.latency,
             storm: &snap.storm,
+            conversation: None,
         };
         for (i, t) in &watched {
             if snap.elapsed >= t.delay && t.fails_now(&figures).is_some() {

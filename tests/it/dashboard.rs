@@ -175,6 +175,83 @@ timeline:
     assert_eq!(r.totals.close_codes.get("1012"), Some(&50));
 }
 
+/// A conversation against the embedded (echo) target: at 80x24 its steps panel shows each
+/// sample live, in place of the attempts chart.
+#[test]
+fn a_conversation_shows_its_steps_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("conv.yaml");
+    std::fs::write(
+        &profile,
+        r#"
+name: conv
+duration: 60s
+target: embedded
+groups:
+  - name: g
+    clients: 20
+    arrival: { rate: 200/s }
+    behaviour:
+      conversation:
+        steps:
+          - send: { json: { type: hello, id: "{{id}}" } }
+          - expect: { name: hello, match: { json: { "$.type": hello } }, id: "$.id", timeout: 2s }
+        every:
+          - name: req
+            every: 50ms
+            send: { json: { type: req, id: "{{id}}" } }
+            reply: { match: { json: { "$.type": req } }, id: "$.id", timeout: 1s }
+"#,
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let (pty, mut child, output) = run_in_pty(&profile, &out);
+    for expect in [
+        "steps · ms last 1s",
+        "step         ok/s      ok   tmo    p99",
+        "│hello           0      20     0",
+        "connected 20 · attempts/s",
+        "latency ms · last 1s",
+    ] {
+        assert!(
+            wait_for(&output, expect, Duration::from_secs(20)),
+            "`{expect}` never appeared:\n{}",
+            screen(&output)
+        );
+    }
+    // 20 clients asking every 50 ms: about 400 answers a second, well below the total once a
+    // few seconds have gone.
+    let req = || {
+        let shown = screen(&output);
+        let row = shown.lines().rev().find_map(|l| l.split("│req").nth(1))?;
+        let mut cells = row.split_whitespace().map(|c| c.parse::<u64>().ok());
+        Some((cells.next()??, cells.next()??))
+    };
+    let start = Instant::now();
+    let (rate, total) = loop {
+        match req() {
+            Some((rate, total)) if total > 1200 => break (rate, total),
+            _ if start.elapsed() > Duration::from_secs(20) => {
+                panic!("req never passed 1200 answers:\n{}", screen(&output))
+            }
+            _ => std::thread::sleep(Duration::from_millis(200)),
+        }
+    };
+    assert!(
+        (200..=600).contains(&rate),
+        "req at {rate}/s, {total} in all:\n{}",
+        screen(&output)
+    );
+    let mut master = pty.master.try_clone().unwrap();
+    master.write_all(b"q").unwrap();
+    let status = exit_within(&mut child, Duration::from_secs(20), "no stop on q");
+    assert_eq!(status.code(), Some(0));
+    let r = Results::read(&out.join("results.json")).unwrap();
+    let steps = &r.conversation.expect("a conversation section").steps;
+    assert_eq!(steps["hello"].counts.matched, 20);
+    assert!(steps["req"].counts.matched > 100);
+}
+
 /// `wsstorm run PROFILE --out OUT` with a new pty as its controlling terminal, as a shell
 /// would start it; what it writes to the terminal is gathered in the returned buffer.
 fn run_in_pty(

@@ -1,8 +1,10 @@
 //! The integration tests, as one test binary (one link instead of eight). Each module runs the
 //! real `wsstorm` binary or the library against real sockets; `common` is what they share.
 
+mod apps;
 mod cli;
 mod common;
+mod conversation;
 mod dashboard;
 mod map;
 mod peers;
@@ -10,6 +12,7 @@ mod proxy;
 mod report;
 mod scenarios;
 mod schema;
+mod socketio_embedded;
 mod swarm;
 mod thresholds;
 mod tls;

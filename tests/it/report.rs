@@ -69,6 +69,44 @@ fn assert_clean_page(page: &Value, html: &Path, min_charts: usize) {
     assert!(lines > 100, "the line charts have data points: {lines}");
 }
 
+/// Every number the page labels with a results.json field (`data-key`) equals that field;
+/// returns how many there were.
+fn assert_values_are_the_results(page: &Value, raw: &Value) -> usize {
+    let values = page["values"].as_object().unwrap();
+    let mut checked = 0;
+    for (key, shown) in values {
+        let mut v = raw;
+        for part in key.split('.') {
+            v = match v {
+                Value::Array(a) => &a[part.parse::<usize>().unwrap()],
+                _ => &v[part],
+            };
+        }
+        let shown = shown.as_str().unwrap();
+        match v {
+            Value::Number(n) if key.contains("latency_us.") && !key.ends_with(".count") => {
+                // Latency shown in ms with 2-3 significant digits.
+                let us = n.as_f64().unwrap();
+                let ms: f64 = shown.parse().unwrap();
+                assert!(
+                    (ms * 1000.0 - us).abs() <= us * 0.01 + 10.0,
+                    "{key}: {shown} vs {us}"
+                );
+            }
+            Value::Number(n) if n.is_f64() => {
+                let x: f64 = shown.parse().unwrap_or(f64::NAN);
+                assert_eq!(x, n.as_f64().unwrap(), "{key}: {shown}");
+            }
+            Value::Number(n) => assert_eq!(shown, n.to_string(), "{key}"),
+            Value::String(s) => assert_eq!(shown, s, "{key}"),
+            Value::Null if key.starts_with("storm.recovery_ms") => assert_eq!(shown, "never"),
+            other => panic!("{key}: page shows {shown}, results has {other}"),
+        }
+        checked += 1;
+    }
+    checked
+}
+
 const STORM: &str = "
 name: report-storm
 description: drop, reconnect, echo — something in every section
@@ -122,37 +160,7 @@ fn a_run_report_opens_offline_and_shows_the_results() {
     // Every number the page labels with a results.json field equals that field.
     let values = page["values"].as_object().unwrap();
     assert!(values.len() > 40, "{} labelled values", values.len());
-    let mut checked = 0;
-    for (key, shown) in values {
-        let mut v = &raw;
-        for part in key.split('.') {
-            v = match v {
-                Value::Array(a) => &a[part.parse::<usize>().unwrap()],
-                _ => &v[part],
-            };
-        }
-        let shown = shown.as_str().unwrap();
-        match v {
-            Value::Number(n) if key.contains("latency_us.") && !key.ends_with(".count") => {
-                // Latency shown in ms with 2-3 significant digits.
-                let us = n.as_f64().unwrap();
-                let ms: f64 = shown.parse().unwrap();
-                assert!(
-                    (ms * 1000.0 - us).abs() <= us * 0.01 + 10.0,
-                    "{key}: {shown} vs {us}"
-                );
-            }
-            Value::Number(n) if n.is_f64() => {
-                let x: f64 = shown.parse().unwrap_or(f64::NAN);
-                assert_eq!(x, n.as_f64().unwrap(), "{key}: {shown}");
-            }
-            Value::Number(n) => assert_eq!(shown, n.to_string(), "{key}"),
-            Value::String(s) => assert_eq!(shown, s, "{key}"),
-            Value::Null if key.starts_with("storm.recovery_ms") => assert_eq!(shown, "never"),
-            other => panic!("{key}: page shows {shown}, results has {other}"),
-        }
-        checked += 1;
-    }
+    let checked = assert_values_are_the_results(&page, &raw);
     assert!(checked > 40);
     // The key figures are all there.
     for key in [
@@ -334,4 +342,94 @@ fn compare_without_strategies_explains_itself() {
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("unknown strategy `fibonacci`"));
+}
+
+/// Two groups hold a conversation with the embedded (echo) target: the summary has its steps,
+/// the report its section, all groups by name and then each group's, every figure as
+/// results.json has it.
+#[test]
+fn a_conversation_run_reports_its_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("conv.yaml");
+    std::fs::write(
+        &profile,
+        r#"
+name: report-conv
+duration: 2s
+target: embedded
+groups:
+  - name: askers
+    clients: 10
+    arrival: { rate: 1000/s }
+    behaviour:
+      conversation:
+        steps:
+          - send: { json: { type: hello, id: "{{id}}" } }
+          - expect: { name: hello, match: { json: { "$.type": hello } }, id: "$.id", timeout: 2s }
+        every:
+          - name: req
+            every: 50ms
+            send: { json: { type: req, id: "{{id}}" } }
+            reply: { match: { json: { "$.type": req } }, id: "$.id", timeout: 1s }
+  - name: greeters
+    clients: 5
+    arrival: { rate: 1000/s }
+    behaviour:
+      conversation:
+        steps:
+          - send: { json: { type: hello, id: "{{id}}" } }
+          - expect: { name: hello, match: { json: { "$.type": hello } }, id: "$.id", timeout: 2s }
+"#,
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let o = wsstorm()
+        .arg("run")
+        .arg(&profile)
+        .args(["--no-tui", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r = Results::read(&out.join("results.json")).unwrap();
+    let c = r.conversation.as_ref().expect("a conversation section");
+    assert_eq!(c.steps["hello"].counts.matched, 15, "both groups' hellos");
+    let req = &c.steps["req"].counts;
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    for expect in [
+        "  steps             sent  matched timeouts abandoned   errors   p50 ms   p99 ms\n"
+            .to_string(),
+        "  hello               15       15        0         0        0 ".to_string(),
+        format!(
+            "  {:<12} {:>9} {:>8} {:>8} {:>9} ",
+            "req", req.sent, req.matched, req.timeouts, req.abandoned
+        ),
+    ] {
+        assert!(stdout.contains(&expect), "missing {expect:?} in:\n{stdout}");
+    }
+    let html = out.join("report.html");
+    let text = std::fs::read_to_string(&html).unwrap();
+    assert!(text.contains(r#"<h2 id="conversation">Conversation</h2>"#));
+    assert!(text.contains("<h3>Group greeters</h3>"));
+
+    let Some(page) = browse(&html, "report::a_conversation_run_reports_its_steps") else {
+        return;
+    };
+    assert_clean_page(&page, &html, 6);
+    let raw: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    assert_values_are_the_results(&page, &raw);
+    let values = page["values"].as_object().unwrap();
+    for key in [
+        "conversation.steps.req.matched",
+        "conversation.steps.req.timeouts",
+        "conversation.steps.req.latency_us.p99",
+        "conversation.steps.hello.matched",
+        "conversation.app_errors.count",
+        "groups.0.conversation.steps.req.matched",
+        "groups.1.conversation.steps.hello.matched",
+    ] {
+        assert!(values.contains_key(key), "missing {key}");
+    }
+    assert_eq!(values["groups.1.conversation.steps.hello.matched"], "5");
 }
