@@ -7,6 +7,10 @@
                              and the machine's ceiling without wsstorm (bench/handshake_floor.rs)
   bench/scale.py storm       10,000 clients told to reconnect at one instant: connect() spread
   bench/scale.py echo        echo round trips per second with 100 busy connections
+  bench/scale.py socketio-memory
+                             client RSS per connection at 100k: idle echo clients and
+                             Socket.IO clients (connected, heartbeating) side by side
+  bench/scale.py json        JSON requests matched and answered per second (correlated replies)
 
 Each prints what it measured and the numbers it came from. Runs use the release build and
 bench/*.yaml; process memory is read from /proc for the processes the run started (workers
@@ -130,37 +134,75 @@ def hold():
     print("target: 250,000 held 60 s, no errors, all connected at the end:", "MET" if ok else "NOT MET")
 
 
+def held(profile, n, settle, rate=5000):
+    """Run `profile` with `n` clients arriving at `rate`/s and hold them; RSS by role, the
+    median of ~10 samples taken from `settle` s after the ramp. Returns (workers, target,
+    results); exits unless all `n` were connected at the end."""
+    ramp = n // rate
+    samples = []
+
+    def watch(pid, elapsed):
+        if ramp + settle < elapsed < ramp + settle + 10:
+            samples.append(rss_by_role(pid))
+
+    r, _, _ = run(profile, ["--clients", str(n), "--duration", f"{ramp + settle + 12}s"], watch)
+    t = r["totals"]
+    if t["connected_at_end"] != n or not samples:
+        sys.exit(f"{profile} {n}: only {t['connected_at_end']} connected")
+    w = statistics.median(s["workers"] for s in samples)
+    tg = statistics.median(s["target"] for s in samples)
+    return w, tg, r
+
+
+def slope(points, k):
+    """Least-squares slope of points[i][k] over points[i][0]: bytes per connection."""
+    xs = [p[0] for p in points]
+    ys = [p[k] for p in points]
+    mx, my = statistics.mean(xs), statistics.mean(ys)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+
+
 def memory():
-    sizes, rate = [50_000, 100_000, 150_000], 5000
+    sizes = [50_000, 100_000, 150_000]
     points = []
     for n in sizes:
-        ramp = n // rate
-        samples = []
-
-        def watch(pid, elapsed, samples=samples, ramp=ramp):
-            if ramp + 4 < elapsed < ramp + 14:
-                samples.append(rss_by_role(pid))
-
-        r, _, _ = run("idle.yaml", ["--clients", str(n), "--duration", f"{ramp + 16}s"], watch)
-        t = r["totals"]
-        if t["connected_at_end"] != n or not samples:
-            sys.exit(f"{n}: only {t['connected_at_end']} connected")
-        w = statistics.median(s["workers"] for s in samples)
-        tg = statistics.median(s["target"] for s in samples)
+        w, tg, _ = held("idle.yaml", n, settle=4)
         points.append((n, w, tg))
         print(f"  {n:>7} idle connections: client workers {w / 2**20:7.1f} MiB, target {tg / 2**20:7.1f} MiB")
-
-    def slope(k):
-        xs = [p[0] for p in points]
-        ys = [p[k] for p in points]
-        mx, my = statistics.mean(xs), statistics.mean(ys)
-        return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
-
-    c, s = slope(1), slope(2)
+    c, s = slope(points, 1), slope(points, 2)
     print(f"client RSS per idle connection (slope over {sizes}): {c / 1024:.2f} KiB  (target <= 4 KiB: "
           f"{'MET' if c <= 4096 else 'NOT MET'})")
     print(f"target RSS per connection:                         {s / 1024:.2f} KiB  (target <= 8 KiB: "
           f"{'MET' if s <= 8192 else 'NOT MET'})")
+
+
+def socketio_memory():
+    # Both kinds of client against the embedded target, the same sizes and timing: held until
+    # every Socket.IO connection has had its first ping (25 s after it opened) and answered
+    # it, then sampled for 10 s. The echo clients need no such wait; they wait the same.
+    sizes, ping_s = [50_000, 100_000, 150_000], 25
+    slopes = {}
+    for label, profile in [("echo client", "idle.yaml"), ("Socket.IO client", "socketio-idle.yaml")]:
+        points = []
+        for n in sizes:
+            w, tg, r = held(profile, n, settle=ping_s + 3)
+            points.append((n, w, tg))
+            extra = ""
+            if "conversation" in r:
+                st, sv = r["conversation"]["steps"], r["server"]
+                extra = (f"; eio_open {st['eio_open']['matched']}, connect {st['connect']['matched']}, "
+                         f"pings answered {st['eio_pong']['sent']}, server ping timeouts "
+                         f"{sv['socket_io_ping_timeouts']}")
+                if st["connect"]["matched"] != n or st["eio_pong"]["sent"] < n:
+                    sys.exit(f"{profile} {n}: not every client connected and answered a ping{extra}")
+            print(f"  {label}, {n:>7} connections: client workers {w / 2**20:7.1f} MiB, "
+                  f"target {tg / 2**20:7.1f} MiB{extra}")
+        slopes[label] = (slope(points, 1), slope(points, 2))
+        print(f"  {label}: {slopes[label][0] / 1024:.2f} KiB per connection (target "
+              f"{slopes[label][1] / 1024:.2f} KiB), slope over {sizes}")
+    diff = slopes["Socket.IO client"][0] - slopes["echo client"][0]
+    print(f"Socket.IO client minus echo client: {diff / 1024:+.2f} KiB per connection  (target <= 1 KiB: "
+          f"{'MET' if diff <= 1024 else 'NOT MET'})")
 
 
 def with_text(profile, old, new):
@@ -253,9 +295,81 @@ def echo():
     print(verdict)
 
 
+def thread_cpu(pid):
+    """CPU seconds of process `pid` so far: (all threads, the embedded target's threads)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = target = 0.0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    for t in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{t}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()
+        cpu = (int(fields[11]) + int(fields[12])) / tick
+        total += cpu
+        if comm.startswith("wsstorm-server"):
+            target += cpu
+    return total, target
+
+
+def json_throughput():
+    # bench/json-throughput.yaml as it is (250 clients every 2 ms: 125,000/s asked) is the
+    # figure; 200 clients every 2 ms and 100 every 1 ms show how it depends on the period. Both
+    # ends are one process: the embedded target's threads are told apart by name, so the
+    # client's CPU is the rest.
+    rows = []
+    for clients, every_ms in [(250, 2), (200, 2), (100, 1)]:
+        path = with_text("json-throughput.yaml", "clients: 250", f"clients: {clients}")
+        path2 = with_text(path, "every: 2ms", f"every: {every_ms}ms")
+        os.unlink(path)
+        last = {}
+
+        def watch(pid, elapsed):
+            # The target's threads end before the process does: keep the last sample that
+            # still had them.
+            cpu = thread_cpu(pid)
+            if cpu and cpu[1] > 0:
+                last["share"] = cpu[1] / cpu[0]
+
+        r, notes, _ = run(path2, [], watch)
+        os.unlink(path2)
+        secs = r["duration_ms"] / 1000
+        st = r["conversation"]["steps"]["req"]
+        g = r["generator"]
+        cpu = g["cpu_user_s"] + g["cpu_sys_s"]
+        client_cpu = cpu * (1 - last.get("share", 0.0))
+        matched = st["matched"]
+        lag = g["schedule_lag_us"]
+        rate = matched / secs
+        asked = clients * 1000 / every_ms
+        print(f"  {clients} clients every {every_ms} ms (asked {asked:.0f}/s): sent {st['sent']} "
+              f"({st['sent'] / (asked * secs):.0%} of asked), matched {matched} in {secs:.1f} s = "
+              f"{rate:.0f} matched/s; timeouts {st['timeouts']}, skipped {st.get('skipped', 0)}, "
+              f"abandoned {st['abandoned']}; reply latency p50 {st['latency_us']['p50']} us p99 "
+              f"{st['latency_us']['p99']} us; target echoed {r['server']['messages_echoed']}")
+        print(f"    CPU {cpu:.2f} s in all = {cpu / max(1, matched) * 1e6:.1f} us per request+reply; client "
+              f"{client_cpu:.2f} s = {client_cpu / max(1, matched) * 1e6:.1f} us, target "
+              f"{cpu - client_cpu:.2f} s; schedule lag p50 {lag['p50']} us p99 {lag['p99']} us max "
+              f"{lag['max']} us; generator warnings {len(g['warnings'])}")
+        for w in g["warnings"]:
+            print("    generator warning:", w)
+        rows.append((rate, not g["warnings"]))
+    rate, healthy = rows[0]
+    print(f"JSON requests matched and answered (bench/json-throughput.yaml): {rate:.0f}/s, generator "
+          f"{'healthy' if healthy else 'warned'}  (target >= 100,000/s: "
+          f"{'MET' if rate >= 100_000 and healthy else 'NOT MET'})")
+
+
 if __name__ == "__main__":
     what = sys.argv[1] if len(sys.argv) > 1 else ""
-    fns = {"hold": hold, "memory": memory, "handshakes": handshakes, "storm": storm, "echo": echo}
+    fns = {"hold": hold, "memory": memory, "handshakes": handshakes, "storm": storm, "echo": echo,
+           "socketio-memory": socketio_memory, "json": json_throughput}
     if what not in fns:
         sys.exit(__doc__)
     build()
