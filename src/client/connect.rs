@@ -303,6 +303,12 @@ pub async fn attempt(
     if let Some(p) = &b.subprotocols {
         headers.insert(header::SEC_WEBSOCKET_PROTOCOL, p.clone());
     }
+    if b.deflate {
+        headers.insert(
+            header::SEC_WEBSOCKET_EXTENSIONS,
+            header::HeaderValue::from_static(crate::net::deflate::OFFER),
+        );
+    }
     let config = WebSocketConfig::default()
         .read_buffer_size(b.read_buffer)
         // Sends are written out by an explicit flush, so a closed-loop client can answer a
@@ -312,7 +318,13 @@ pub async fn attempt(
     let t2 = Instant::now();
     match timeout(
         b.handshake_timeout,
-        upgrade(request, transport, config, b.subprotocols.as_ref()),
+        upgrade(
+            request,
+            transport,
+            config,
+            b.subprotocols.as_ref(),
+            b.deflate,
+        ),
     )
     .await
     {
@@ -354,6 +366,7 @@ async fn upgrade(
     mut transport: Transport,
     config: WebSocketConfig,
     offered: Option<&header::HeaderValue>,
+    deflate: bool,
 ) -> Result<Ws, Upgrade> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (bytes, key) = tungstenite::handshake::client::generate_request(request)
@@ -435,9 +448,47 @@ async fn upgrade(
                 format!("101 with {why}"),
             ));
         }
+        // Every extension the server accepted, however many headers it spread them over.
+        let extensions = parsed
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("Sec-WebSocket-Extensions"))
+            .filter_map(|h| std::str::from_utf8(h.value).ok())
+            .collect::<Vec<_>>()
+            .join(",");
+        let negotiated = if deflate {
+            crate::net::deflate::parse_answer(&extensions)
+        } else if extensions.trim().is_empty() {
+            Ok(None)
+        } else {
+            Err(format!(
+                "an extension the client did not offer: `{extensions}`"
+            ))
+        };
+        let negotiated = negotiated
+            .map_err(|why| Upgrade::Failed(ConnectError::BadUpgrade, format!("101 with {why}")))?;
         // Exactly the bytes that followed the response: the connection grows its own read
         // buffer to `read_buffer` from there.
-        let tail = response[len..].to_vec();
+        let mut tail = response[len..].to_vec();
+        let (transport, config) = match negotiated {
+            None => (transport, config),
+            Some(n) => {
+                // The compression layer gets the frames that came with the response and
+                // hands tungstenite each message as one frame, so tungstenite's frame limit
+                // is the message limit.
+                let limit = crate::net::deflate::DEFAULT_LIMIT;
+                let layer = crate::net::deflate::Deflate::new(
+                    transport,
+                    n,
+                    limit,
+                    std::mem::take(&mut tail),
+                );
+                let config = config
+                    .max_message_size(Some(limit))
+                    .max_frame_size(Some(limit));
+                (Transport::Deflate(Box::new(layer)), config)
+            }
+        };
         return Ok(WebSocketStream::from_partially_read(
             transport,
             tail,

@@ -225,6 +225,9 @@ impl Client {
                         let _ = socket2::SockRef::from(ws.get_ref().tcp())
                             .set_linger(Some(Duration::ZERO));
                     }
+                    if let Some(counts) = ws.get_ref().compression_counts() {
+                        m.compressed(who, counts);
+                    }
                     drop(ws);
                     self.lost_at = Some(Instant::now());
                     match end {

@@ -391,7 +391,7 @@ pub async fn run(
                             // Buffered messages first: the raw frame must not land inside one.
                             ws.flush().await.map_err(std::io::Error::other)?;
                             batch = WriteBatch::default();
-                            let raw = ws.get_mut();
+                            let raw = ws.get_mut().untransformed();
                             raw.write_all(&frame).await?;
                             raw.flush().await
                         }))

@@ -294,10 +294,35 @@ pub struct Counters {
     /// Closes the client sent because the server broke the protocol, by code.
     #[serde(default)]
     pub client_close_codes: BTreeMap<u16, u64>,
+    /// What permessage-deflate did, counted when each compressed connection closes.
+    #[serde(default)]
+    pub compression: CompressionCounters,
+}
+
+/// Connections that negotiated permessage-deflate and the payload bytes of their data
+/// messages, on the wire and as the client wrote or read them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CompressionCounters {
+    pub connections: u64,
+    pub bytes_in_wire: u64,
+    pub bytes_in_inflated: u64,
+    pub bytes_out_wire: u64,
+    pub bytes_out_deflated: u64,
+}
+
+impl CompressionCounters {
+    pub fn add(&mut self, o: &CompressionCounters) {
+        self.connections += o.connections;
+        self.bytes_in_wire += o.bytes_in_wire;
+        self.bytes_in_inflated += o.bytes_in_inflated;
+        self.bytes_out_wire += o.bytes_out_wire;
+        self.bytes_out_deflated += o.bytes_out_deflated;
+    }
 }
 
 impl Counters {
     pub fn add(&mut self, o: &Counters) {
+        self.compression.add(&o.compression);
         self.attempts += o.attempts;
         self.retries += o.retries;
         self.opened += o.opened;
@@ -628,6 +653,19 @@ impl Metrics {
     pub fn handshake_status(&self, who: Who, status: u16) {
         self.with(who, |s| {
             *s.counters.handshake_status.entry(status).or_default() += 1
+        });
+    }
+
+    /// A compressed connection ended having moved these payload bytes.
+    pub fn compressed(&self, who: Who, c: crate::net::deflate::Counts) {
+        self.with(who, |s| {
+            s.counters.compression.add(&CompressionCounters {
+                connections: 1,
+                bytes_in_wire: c.in_wire,
+                bytes_in_inflated: c.in_inflated,
+                bytes_out_wire: c.out_wire,
+                bytes_out_deflated: c.out_deflated,
+            })
         });
     }
 

@@ -1,5 +1,7 @@
 //! The socket under a WebSocket, for clients and the embedded target alike: plain TCP, or TLS
-//! over TCP (boxed: it is large, and plain connections should not pay for it).
+//! over TCP (boxed: it is large, and plain connections should not pay for it); for a client
+//! whose server accepted permessage-deflate, either of those under the compression layer
+//! (boxed too: only compressed connections carry it).
 
 use std::io;
 use std::pin::Pin;
@@ -11,10 +13,14 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsStream;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
+use super::deflate::{Counts, Deflate};
+
 /// The socket under a WebSocket: plain TCP, or TLS over TCP (boxed: it is large and rarer).
 pub enum Transport {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
+    /// permessage-deflate between the socket and tungstenite (clients only).
+    Deflate(Box<Deflate<Transport>>),
 }
 
 impl Transport {
@@ -22,6 +28,24 @@ impl Transport {
         match self {
             Transport::Plain(s) => s,
             Transport::Tls(s) => s.get_ref().0,
+            Transport::Deflate(d) => d.get_ref().tcp(),
+        }
+    }
+
+    /// The transport under any compression layer, for bytes written as they are (abusive
+    /// frames); flush first, so nothing transformed is left waiting above it.
+    pub fn untransformed(&mut self) -> &mut Transport {
+        match self {
+            Transport::Deflate(d) => d.get_mut().untransformed(),
+            t => t,
+        }
+    }
+
+    /// The payload bytes the compression layer counted, if the connection has one.
+    pub fn compression_counts(&self) -> Option<Counts> {
+        match self {
+            Transport::Deflate(d) => Some(d.counts()),
+            _ => None,
         }
     }
 }
@@ -35,6 +59,7 @@ impl AsyncRead for Transport {
         match self.get_mut() {
             Transport::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Transport::Deflate(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -48,18 +73,21 @@ impl AsyncWrite for Transport {
         match self.get_mut() {
             Transport::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Transport::Deflate(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Transport::Plain(s) => Pin::new(s).poll_flush(cx),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Transport::Deflate(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Transport::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Transport::Deflate(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }

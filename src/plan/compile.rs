@@ -738,6 +738,7 @@ fn group(
             headers,
             subprotocols,
             read_buffer: g.read_buffer.0 as usize,
+            deflate: g.compression == Some(crate::profile::Compression::Deflate),
             socket_recv_buffer: g
                 .socket_recv_buffer
                 .map(|b| b.0.min(u64::from(u32::MAX)) as u32),

@@ -148,6 +148,9 @@ pub struct ClientBehaviour {
     #[serde(with = "header_value")]
     pub subprotocols: Option<HeaderValue>,
     pub read_buffer: usize,
+    /// Offer permessage-deflate in the upgrade (`compression: deflate`).
+    #[serde(default)]
+    pub deflate: bool,
     pub socket_recv_buffer: Option<u32>,
     /// Client `i` connects from `source_addrs[i % len]`.
     pub source_addrs: Vec<IpAddr>,

@@ -486,8 +486,22 @@ pub struct Group {
     /// 28k) and gives a partition something to split.
     #[serde(default)]
     pub source_addrs: Vec<String>,
+    /// `deflate`: offer permessage-deflate (RFC 7692) and compress messages when the server
+    /// accepts; a server that declines gets a plain connection. Default: off. Each compressed
+    /// connection carries a compressor (~230 KiB) once it sends and an inflater (~40 KiB) once
+    /// it receives.
+    #[serde(default)]
+    pub compression: Option<Compression>,
     #[serde(default)]
     pub behaviour: Behaviour,
+}
+
+/// Per-message compression a group's clients offer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Compression {
+    /// permessage-deflate (RFC 7692).
+    Deflate,
 }
 
 fn default_timeout() -> Dur {

@@ -117,6 +117,43 @@ pub struct Totals {
     /// reasons per code; the rest under `(other)`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub close_reasons: BTreeMap<String, BTreeMap<String, u64>>,
+    /// permessage-deflate, when any connection negotiated it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<CompressionTotals>,
+}
+
+/// Payload bytes of the data messages of compressed connections, counted as each closed.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CompressionTotals {
+    /// Connections that negotiated permessage-deflate.
+    pub connections: u64,
+    /// Received, as on the wire, and as inflated for the client.
+    pub bytes_in_wire: u64,
+    pub bytes_in_inflated: u64,
+    /// Sent, as on the wire, and as the client wrote them before deflating.
+    pub bytes_out_wire: u64,
+    pub bytes_out_deflated: u64,
+    /// Wire bytes over uncompressed bytes, both ways together (0.1: the wire carried a tenth).
+    pub ratio: f64,
+}
+
+impl CompressionTotals {
+    fn from(c: &crate::metrics::CompressionCounters) -> Option<CompressionTotals> {
+        let wire = c.bytes_in_wire + c.bytes_out_wire;
+        let plain = c.bytes_in_inflated + c.bytes_out_deflated;
+        (c.connections > 0).then(|| CompressionTotals {
+            connections: c.connections,
+            bytes_in_wire: c.bytes_in_wire,
+            bytes_in_inflated: c.bytes_in_inflated,
+            bytes_out_wire: c.bytes_out_wire,
+            bytes_out_deflated: c.bytes_out_deflated,
+            ratio: if plain == 0 {
+                1.0
+            } else {
+                wire as f64 / plain as f64
+            },
+        })
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -303,6 +340,7 @@ pub fn totals_from(c: &Counters, clients: u64, peak: u64, connected_at_end: u64)
             .collect(),
         dead_detected: c.dead_detected,
         close_reasons: BTreeMap::new(),
+        compression: CompressionTotals::from(&c.compression),
         messages: Messages {
             sent: c.sent,
             received: c.received,

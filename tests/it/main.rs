@@ -6,6 +6,7 @@ mod cli;
 mod common;
 mod conversation;
 mod dashboard;
+mod deflate;
 mod map;
 mod peers;
 mod proxy;

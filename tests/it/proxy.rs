@@ -11,13 +11,13 @@ use tokio_util::sync::CancellationToken;
 use wsstorm::results::{GroupResults, Results};
 
 /// The Python echo server, killed when dropped.
-struct PeerServer {
+pub struct PeerServer {
     child: Child,
-    url: String,
+    pub url: String,
 }
 
 impl PeerServer {
-    fn start() -> PeerServer {
+    pub fn start() -> PeerServer {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/echo_server.py");
         // stderr goes to a file, not a pipe: a pipe nobody drains fills up and blocks the
         // server the moment it logs too much.

@@ -1,0 +1,634 @@
+//! permessage-deflate (RFC 7692) for the clients, as a byte-stream layer between the socket and
+//! tungstenite, which has no extension support (a frame with RSV1 set is a protocol error to
+//! it). Reading, the layer parses the server's frames, inflates each compressed message into
+//! one plain frame and passes everything else through; writing, it parses tungstenite's masked
+//! frames, deflates data messages, sets RSV1 and masks them again. tungstenite never learns
+//! that the connection is compressed.
+//!
+//! A connection carries this layer only when the server accepted the offer; the compressor
+//! and the decompressor are made on first use, so a connection that stays idle pays only for
+//! the layer's small struct. Failures the layer detects are turned into frames tungstenite
+//! rejects with the right close code: an inflated message over the limit into a frame header
+//! that claims more than the limit (tungstenite: message too long, the client closes with
+//! 1009); a broken compressed stream or a frame that breaks RFC 7692 into a frame with all
+//! reserved bits set (tungstenite: protocol error, 1002).
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// What the client offers: no `client_max_window_bits`, because the deflate backend
+/// (miniz_oxide) always compresses with a 32 KiB window and could not honour a smaller one.
+pub const OFFER: &str = "permessage-deflate";
+
+/// The tail every sync flush ends with; stripped from sent messages, added to received ones.
+const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
+
+/// The largest inflated message when the group sets no limit of its own.
+pub const DEFAULT_LIMIT: usize = 64 << 20;
+
+/// Transformed bytes waiting for the socket past which a write waits for the socket.
+const WRITE_HIGH_WATER: usize = 64 << 10;
+
+/// What the server accepted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Negotiated {
+    /// The server starts every message with a fresh compressor: reset the inflater per message.
+    pub server_no_context_takeover: bool,
+    /// The client must start every message with a fresh compressor.
+    pub client_no_context_takeover: bool,
+}
+
+/// The server's `Sec-WebSocket-Extensions` answer to [`OFFER`] (all its values joined with
+/// `,`): `None` if it declined (a plain connection), an error in words if it answered with
+/// something the client did not offer or cannot do.
+pub fn parse_answer(value: &str) -> Result<Option<Negotiated>, String> {
+    let mut found = None;
+    for ext in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let mut parts = ext.split(';').map(str::trim);
+        let name = parts.next().unwrap_or("");
+        if !name.eq_ignore_ascii_case("permessage-deflate") {
+            return Err(format!("an extension the client did not offer: `{name}`"));
+        }
+        if found.is_some() {
+            return Err("permessage-deflate accepted twice".into());
+        }
+        let mut n = Negotiated::default();
+        let mut seen: Vec<String> = Vec::new();
+        for p in parts.filter(|p| !p.is_empty()) {
+            let (key, val) = match p.split_once('=') {
+                Some((k, v)) => (k.trim(), Some(v.trim().trim_matches('"'))),
+                None => (p, None),
+            };
+            let key = key.to_ascii_lowercase();
+            if seen.contains(&key) {
+                return Err(format!("permessage-deflate with `{key}` twice"));
+            }
+            seen.push(key.clone());
+            let bits = || -> Result<u8, String> {
+                val.and_then(|v| v.parse::<u8>().ok())
+                    .filter(|b| (8..=15).contains(b))
+                    .ok_or_else(|| format!("permessage-deflate with `{p}`: not 8 to 15 bits"))
+            };
+            match (key.as_str(), val) {
+                ("server_no_context_takeover", None) => n.server_no_context_takeover = true,
+                ("client_no_context_takeover", None) => n.client_no_context_takeover = true,
+                // Any server window is fine: the inflater's 32 KiB window reads smaller ones.
+                ("server_max_window_bits", Some(_)) => {
+                    bits()?;
+                }
+                // Not offered (the compressor cannot use a smaller window); 15 changes nothing.
+                ("client_max_window_bits", Some(_)) => {
+                    if bits()? < 15 {
+                        return Err(format!(
+                            "permessage-deflate with `{p}`: the client compresses with a \
+                             15-bit window only (and did not offer client_max_window_bits)"
+                        ));
+                    }
+                }
+                _ => {
+                    return Err(format!(
+                        "permessage-deflate with an unknown parameter `{p}`"
+                    ));
+                }
+            }
+        }
+        found = Some(n);
+    }
+    Ok(found)
+}
+
+/// Compressed and uncompressed payload bytes of one connection's data messages.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Received, as on the wire.
+    pub in_wire: u64,
+    /// Received, as handed to the client.
+    pub in_inflated: u64,
+    /// Sent, as on the wire.
+    pub out_wire: u64,
+    /// Sent, as the client wrote them.
+    pub out_deflated: u64,
+}
+
+/// A parsed frame header.
+#[derive(Clone, Copy, Debug)]
+struct Header {
+    fin: bool,
+    rsv1: bool,
+    /// RSV2 or RSV3.
+    rsv23: bool,
+    opcode: u8,
+    mask: Option<[u8; 4]>,
+    len: u64,
+    /// Bytes the header takes.
+    size: usize,
+}
+
+impl Header {
+    fn parse(b: &[u8]) -> Option<Header> {
+        let (&b0, &b1) = (b.first()?, b.get(1)?);
+        let (len, mut size) = match b1 & 0x7f {
+            126 => (
+                u64::from(u16::from_be_bytes(b.get(2..4)?.try_into().ok()?)),
+                4,
+            ),
+            127 => (u64::from_be_bytes(b.get(2..10)?.try_into().ok()?), 10),
+            n => (u64::from(n), 2),
+        };
+        let mask = if b1 & 0x80 != 0 {
+            let m = b.get(size..size + 4)?.try_into().ok()?;
+            size += 4;
+            Some(m)
+        } else {
+            None
+        };
+        Some(Header {
+            fin: b0 & 0x80 != 0,
+            rsv1: b0 & 0x40 != 0,
+            rsv23: b0 & 0x30 != 0,
+            opcode: b0 & 0x0f,
+            mask,
+            len,
+            size,
+        })
+    }
+
+    fn is_control(&self) -> bool {
+        self.opcode & 0x08 != 0
+    }
+}
+
+/// Append a frame header: `first` is the FIN/RSV/opcode byte.
+fn put_header(out: &mut Vec<u8>, first: u8, len: u64, mask: Option<[u8; 4]>) {
+    let m = if mask.is_some() { 0x80 } else { 0 };
+    out.push(first);
+    match len {
+        0..=125 => out.push(m | len as u8),
+        126..=0xffff => {
+            out.push(m | 126);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        _ => {
+            out.push(m | 127);
+            out.extend_from_slice(&len.to_be_bytes());
+        }
+    }
+    if let Some(k) = mask {
+        out.extend_from_slice(&k);
+    }
+}
+
+fn apply_mask(data: &mut [u8], key: [u8; 4]) {
+    for (i, b) in data.iter_mut().enumerate() {
+        *b ^= key[i & 3];
+    }
+}
+
+/// Why an inflate failed.
+enum Refused {
+    TooBig,
+    Corrupt,
+}
+
+/// Inflate `input` onto `out`, which may not grow past `limit`. Capacity is reserved by
+/// doubling up to `limit + 1`, so a bomb costs at most the limit in memory.
+fn inflate(
+    d: &mut Decompress,
+    mut input: &[u8],
+    out: &mut Vec<u8>,
+    limit: usize,
+) -> Result<(), Refused> {
+    loop {
+        if out.len() > limit {
+            return Err(Refused::TooBig);
+        }
+        if out.capacity() - out.len() < 256 {
+            let want = (out.len() * 2).max(4096).min(limit + 1);
+            out.reserve_exact(want.saturating_sub(out.len()).max(1));
+        }
+        let (in0, out0) = (d.total_in(), d.total_out());
+        let status = d
+            .decompress_vec(input, out, FlushDecompress::Sync)
+            .map_err(|_| Refused::Corrupt)?;
+        let used = (d.total_in() - in0) as usize;
+        let made = d.total_out() - out0;
+        input = &input[used..];
+        if out.len() > limit {
+            return Err(Refused::TooBig);
+        }
+        // A final block: whatever follows it (the sync tail) is not part of this stream.
+        if status == Status::StreamEnd {
+            return Ok(());
+        }
+        if input.is_empty() && out.len() < out.capacity() {
+            return Ok(());
+        }
+        if used == 0 && made == 0 && out.len() < out.capacity() {
+            return Err(Refused::Corrupt);
+        }
+    }
+}
+
+/// The message being received, as far as the layer is concerned.
+#[derive(Debug, Default, PartialEq, Eq)]
+enum Receiving {
+    #[default]
+    Nothing,
+    /// A fragmented uncompressed message: its continuations pass through.
+    Plain,
+    /// A compressed message of this opcode: its payload is inflated into `ReadSide::message`.
+    Compressed { opcode: u8 },
+}
+
+#[derive(Default)]
+struct ReadSide {
+    /// Bytes from the socket not yet parsed.
+    raw: Vec<u8>,
+    /// Bytes for tungstenite, from `out_at` on.
+    out: Vec<u8>,
+    out_at: usize,
+    /// Payload bytes of a frame passing through still to come.
+    pass: u64,
+    receiving: Receiving,
+    /// Inside a compressed frame's payload: how many bytes are still to come, and whether the
+    /// frame is the message's last.
+    inflating: bool,
+    compressed_left: u64,
+    compressed_fin: bool,
+    /// The inflated message so far.
+    message: Vec<u8>,
+    /// Its compressed size so far.
+    message_wire: u64,
+    inflater: Option<Box<Decompress>>,
+    /// A failure was handed to tungstenite: nothing more is read.
+    failed: bool,
+}
+
+#[derive(Default)]
+struct WriteSide {
+    /// tungstenite's bytes not yet a complete frame.
+    raw: Vec<u8>,
+    /// Bytes for the socket, from `out_at` on.
+    out: Vec<u8>,
+    out_at: usize,
+    /// A fragmented message is being compressed: its continuations are compressed too.
+    compressing: bool,
+    deflater: Option<Box<Compress>>,
+    /// Scratch space for one frame's compressed payload.
+    scratch: Vec<u8>,
+}
+
+/// A stream with permessage-deflate between it and tungstenite (see the module header).
+pub struct Deflate<S> {
+    inner: S,
+    params: Negotiated,
+    /// The largest inflated message; tungstenite's frame and message limits are set to it.
+    limit: usize,
+    read: ReadSide,
+    write: WriteSide,
+    counts: Counts,
+}
+
+impl<S> Deflate<S> {
+    /// `tail`: bytes already read past the upgrade response (frames the server sent at once).
+    pub fn new(inner: S, params: Negotiated, limit: usize, tail: Vec<u8>) -> Deflate<S> {
+        let mut d = Deflate {
+            inner,
+            params,
+            limit,
+            read: ReadSide {
+                raw: tail,
+                ..ReadSide::default()
+            },
+            write: WriteSide::default(),
+            counts: Counts::default(),
+        };
+        d.transform_read();
+        d
+    }
+
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The stream underneath, for bytes that must not be transformed (abusive frames); only
+    /// after a flush, so nothing transformed is still waiting.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    pub fn counts(&self) -> Counts {
+        self.counts
+    }
+}
+
+impl<S> Deflate<S> {
+    /// Parse what the socket gave into bytes for tungstenite, as far as it goes.
+    fn transform_read(&mut self) {
+        let r = &mut self.read;
+        let mut at = 0;
+        while !r.failed {
+            let rest = &r.raw[at..];
+            if r.pass > 0 {
+                let n = rest.len().min(r.pass as usize);
+                if n == 0 {
+                    break;
+                }
+                r.out.extend_from_slice(&rest[..n]);
+                r.pass -= n as u64;
+                at += n;
+                continue;
+            }
+            if r.inflating {
+                let n = rest
+                    .len()
+                    .min(usize::try_from(r.compressed_left).unwrap_or(usize::MAX));
+                if n == 0 && r.compressed_left > 0 {
+                    break;
+                }
+                let inflater = r
+                    .inflater
+                    .get_or_insert_with(|| Box::new(Decompress::new(false)));
+                let mut result = inflate(inflater, &rest[..n], &mut r.message, self.limit);
+                r.compressed_left -= n as u64;
+                r.message_wire += n as u64;
+                at += n;
+                if result.is_ok() && r.compressed_left == 0 && r.compressed_fin {
+                    result = inflate(inflater, &TAIL, &mut r.message, self.limit);
+                }
+                if let Err(e) = result {
+                    Self::fail(r, e, self.limit);
+                    continue;
+                }
+                if r.compressed_left > 0 {
+                    continue;
+                }
+                r.inflating = false;
+                if r.compressed_fin {
+                    let Receiving::Compressed { opcode } = std::mem::take(&mut r.receiving) else {
+                        unreachable!("inflating a compressed message")
+                    };
+                    put_header(&mut r.out, 0x80 | opcode, r.message.len() as u64, None);
+                    r.out.extend_from_slice(&r.message);
+                    self.counts.in_wire += r.message_wire;
+                    self.counts.in_inflated += r.message.len() as u64;
+                    r.message_wire = 0;
+                    r.message.clear();
+                    if r.message.capacity() > 64 << 10 {
+                        r.message = Vec::new();
+                    }
+                    if self.params.server_no_context_takeover
+                        && let Some(d) = r.inflater.as_deref_mut()
+                    {
+                        d.reset(false);
+                    }
+                }
+                continue;
+            }
+            let Some(h) = Header::parse(rest) else {
+                break;
+            };
+            let data = !h.is_control() && h.mask.is_none();
+            let compressed = matches!(r.receiving, Receiving::Compressed { .. });
+            if data && compressed {
+                // A continuation of the compressed message, or a frame that breaks it.
+                if h.opcode != 0 || h.rsv1 || h.rsv23 {
+                    Self::fail(r, Refused::Corrupt, self.limit);
+                    continue;
+                }
+            } else if data
+                && h.rsv1
+                && !h.rsv23
+                && h.opcode != 0
+                && r.receiving == Receiving::Nothing
+            {
+                r.receiving = Receiving::Compressed { opcode: h.opcode };
+            } else {
+                // Control frames, uncompressed messages, and anything tungstenite should
+                // judge for itself pass through untouched.
+                r.out.extend_from_slice(&rest[..h.size]);
+                at += h.size;
+                r.pass = h.len;
+                if !h.is_control() {
+                    self.counts.in_wire += h.len;
+                    self.counts.in_inflated += h.len;
+                    r.receiving = if h.fin {
+                        Receiving::Nothing
+                    } else {
+                        Receiving::Plain
+                    };
+                }
+                continue;
+            }
+            at += h.size;
+            r.inflating = true;
+            r.compressed_left = h.len;
+            r.compressed_fin = h.fin;
+        }
+        r.raw.drain(..at);
+    }
+
+    /// Hand tungstenite a frame it refuses with the right close code, and stop reading.
+    fn fail(r: &mut ReadSide, why: Refused, limit: usize) {
+        match why {
+            // A frame that claims more than tungstenite's limit: message too long, 1009.
+            Refused::TooBig => put_header(&mut r.out, 0x82, limit as u64 + 1, None),
+            // Reserved bits set: a protocol error, 1002.
+            Refused::Corrupt => r.out.extend_from_slice(&[0xf2, 0x00]),
+        }
+        r.failed = true;
+        r.message = Vec::new();
+        r.inflater = None;
+    }
+
+    /// Turn tungstenite's complete frames into frames for the socket.
+    fn transform_write(&mut self) {
+        let w = &mut self.write;
+        let mut at = 0;
+        while let Some(h) = Header::parse(&w.raw[at..]) {
+            let end = at + h.size + h.len as usize;
+            if w.raw.len() < end {
+                break;
+            }
+            let compress = match h.opcode {
+                1 | 2 => true,
+                0 => w.compressing,
+                _ => false,
+            };
+            let (Some(key), true, false) = (h.mask, compress, h.rsv1 || h.rsv23) else {
+                w.out.extend_from_slice(&w.raw[at..end]);
+                at = end;
+                continue;
+            };
+            let payload = &mut w.raw[at + h.size..end];
+            apply_mask(payload, key);
+            let deflater = w
+                .deflater
+                .get_or_insert_with(|| Box::new(Compress::new(Compression::fast(), false)));
+            w.scratch.clear();
+            w.scratch.reserve(payload.len() / 2 + 64);
+            let mut input: &[u8] = payload;
+            loop {
+                if w.scratch.capacity() - w.scratch.len() < 64 {
+                    w.scratch.reserve(w.scratch.capacity().max(256));
+                }
+                let before = deflater.total_in();
+                deflater
+                    .compress_vec(input, &mut w.scratch, FlushCompress::Sync)
+                    .expect("deflate of a buffer cannot fail");
+                input = &input[(deflater.total_in() - before) as usize..];
+                // Done once all input is in and the flush did not fill the output.
+                if input.is_empty() && w.scratch.len() < w.scratch.capacity() {
+                    break;
+                }
+            }
+            if h.fin && w.scratch.ends_with(&TAIL) {
+                w.scratch.truncate(w.scratch.len() - TAIL.len());
+            }
+            let first = (u8::from(h.fin) << 7) | if h.opcode != 0 { 0x40 } else { 0 } | h.opcode;
+            let key: [u8; 4] = rand::random();
+            put_header(&mut w.out, first, w.scratch.len() as u64, Some(key));
+            let start = w.out.len();
+            w.out.extend_from_slice(&w.scratch);
+            apply_mask(&mut w.out[start..], key);
+            self.counts.out_deflated += h.len;
+            self.counts.out_wire += w.scratch.len() as u64;
+            w.compressing = !h.fin;
+            if h.fin && self.params.client_no_context_takeover {
+                deflater.reset();
+            }
+            at = end;
+        }
+        w.raw.drain(..at);
+        if w.raw.is_empty() && w.raw.capacity() > 64 << 10 {
+            w.raw = Vec::new();
+        }
+        if w.scratch.capacity() > 64 << 10 {
+            w.scratch = Vec::new();
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> Deflate<S> {
+    /// Write transformed bytes to the socket until none are left or it would block.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let w = &mut self.write;
+        while w.out_at < w.out.len() {
+            match Pin::new(&mut self.inner).poll_write(cx, &w.out[w.out_at..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => w.out_at += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        w.out.clear();
+        w.out_at = 0;
+        if w.out.capacity() > 64 << 10 {
+            w.out = Vec::new();
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Deflate<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            let r = &mut this.read;
+            if r.out_at < r.out.len() {
+                let n = buf.remaining().min(r.out.len() - r.out_at);
+                buf.put_slice(&r.out[r.out_at..r.out_at + n]);
+                r.out_at += n;
+                if r.out_at == r.out.len() {
+                    r.out.clear();
+                    r.out_at = 0;
+                    if r.out.capacity() > 64 << 10 {
+                        r.out = Vec::new();
+                    }
+                }
+                return Poll::Ready(Ok(()));
+            }
+            if r.failed {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "permessage-deflate: the connection already failed",
+                )));
+            }
+            let mut chunk = [0u8; 4096];
+            let mut rb = ReadBuf::new(&mut chunk);
+            std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, &mut rb))?;
+            let got = rb.filled();
+            if got.is_empty() {
+                return Poll::Ready(Ok(()));
+            }
+            let r = &mut this.read;
+            // A frame passing through with nothing buffered goes straight to tungstenite.
+            if r.pass > 0 && r.raw.is_empty() && !r.failed {
+                let n = got
+                    .len()
+                    .min(buf.remaining())
+                    .min(usize::try_from(r.pass).unwrap_or(usize::MAX));
+                buf.put_slice(&got[..n]);
+                r.pass -= n as u64;
+                r.raw.extend_from_slice(&got[n..]);
+                if n > 0 {
+                    this.transform_read();
+                    return Poll::Ready(Ok(()));
+                }
+            } else {
+                r.raw.extend_from_slice(got);
+            }
+            this.transform_read();
+            if this.read.raw.is_empty() && this.read.raw.capacity() > 64 << 10 {
+                this.read.raw = Vec::new();
+            }
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Deflate<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.write.out.len() - this.write.out_at >= WRITE_HIGH_WATER {
+            match this.poll_drain(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending if this.write.out.len() - this.write.out_at >= WRITE_HIGH_WATER => {
+                    return Poll::Pending;
+                }
+                Poll::Pending => {}
+            }
+        }
+        this.write.raw.extend_from_slice(buf);
+        this.transform_write();
+        // Out at once if the socket takes it, as an untransformed write would be.
+        if let Poll::Ready(Err(e)) = this.poll_drain(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        std::task::ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        std::task::ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.inner).poll_shutdown(cx)
+    }
+}
