@@ -569,6 +569,87 @@ mod tests {
         );
     }
 
+    /// Upgrade against a server that answers with `extensions` (after checking the offer), and
+    /// return what the client made of it.
+    async fn upgrade_answered_with(extensions: &'static str) -> Result<Ws, Upgrade> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}/", l.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut req = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !req.ends_with(b"\r\n\r\n") {
+                let n = s.read(&mut buf).await.unwrap();
+                req.extend_from_slice(&buf[..n]);
+            }
+            let req = String::from_utf8(req).unwrap();
+            assert!(
+                req.to_ascii_lowercase()
+                    .contains("\r\nsec-websocket-extensions: permessage-deflate\r\n"),
+                "{req}"
+            );
+            let key = req
+                .lines()
+                .find(|l| l.to_ascii_lowercase().starts_with("sec-websocket-key:"))
+                .and_then(|l| l.split_once(':'))
+                .unwrap()
+                .1;
+            let accept = tungstenite::handshake::derive_accept_key(key.trim().as_bytes());
+            let answer = format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Accept: {accept}\r\n{extensions}\r\n"
+            );
+            s.write_all(answer.as_bytes()).await.unwrap();
+            s
+        });
+        let tcp =
+            tokio::net::TcpStream::connect(url.trim_start_matches("ws://").trim_end_matches('/'))
+                .await
+                .unwrap();
+        let mut request = url.into_client_request().unwrap();
+        request.headers_mut().insert(
+            header::SEC_WEBSOCKET_EXTENSIONS,
+            header::HeaderValue::from_static(crate::net::deflate::OFFER),
+        );
+        let r = upgrade(
+            request,
+            Transport::Plain(tcp),
+            WebSocketConfig::default(),
+            None,
+            true,
+        )
+        .await;
+        drop(server.await.unwrap());
+        r
+    }
+
+    #[tokio::test]
+    async fn deflate_is_negotiated_or_refused() {
+        let accepted = upgrade_answered_with(
+            "Sec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=12\r\n",
+        )
+        .await;
+        let Ok(ws) = accepted else { panic!("accepted") };
+        assert!(matches!(ws.get_ref(), Transport::Deflate(_)));
+        let Ok(ws) = upgrade_answered_with("").await else {
+            panic!("declined: a plain connection")
+        };
+        assert!(matches!(ws.get_ref(), Transport::Plain(_)));
+        let refused = upgrade_answered_with(
+            "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits=10\r\n",
+        )
+        .await;
+        let Err(Upgrade::Failed(ConnectError::BadUpgrade, why)) = refused else {
+            panic!("a window the client cannot use is a bad upgrade")
+        };
+        assert_eq!(
+            why,
+            "101 with permessage-deflate with `client_max_window_bits=10`: the client \
+             compresses with a 15-bit window only (and did not offer client_max_window_bits)"
+        );
+    }
+
     #[test]
     fn target_urls() {
         let t = Endpoint::new("ws://127.0.0.1:9001/ws", &TlsSettings::default()).unwrap();
