@@ -450,7 +450,8 @@ impl<S> Deflate<S> {
         let w = &mut self.write;
         let mut at = 0;
         while let Some(h) = Header::parse(&w.raw[at..]) {
-            let end = at + h.size + h.len as usize;
+            let end = usize::try_from(h.len)
+                .map_or(usize::MAX, |len| (at + h.size).saturating_add(len));
             if w.raw.len() < end {
                 break;
             }
