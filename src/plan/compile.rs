@@ -880,11 +880,10 @@ pub(super) const OWN: [&str; 5] = [
     "host",
 ];
 
-/// Why a client may not offer extensions: a server that accepted permessage-deflate would send
-/// compressed frames the client cannot read.
-pub(super) const NO_EXTENSIONS: &str = "wsstorm's clients do not support WebSocket extensions \
-     (permessage-deflate is not implemented): offering one would make a server send compressed \
-     frames the clients cannot read";
+/// Why a client may not offer extensions by header: the clients negotiate what they can read
+/// themselves; a hand-written offer would make a server send frames they are not set up for.
+pub(super) const NO_EXTENSIONS: &str = "extensions are negotiated by wsstorm itself: for \
+     permessage-deflate set `compression: deflate` on the group instead of this header";
 
 /// Handshake headers the user adds, parsed; the ones the handshake sets itself are refused.
 fn headers(

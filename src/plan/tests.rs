@@ -381,3 +381,29 @@ fn a_plan_group_survives_the_pipe_to_a_worker() {
     assert_eq!(b.on_close.decide(1000), Decision::Stop);
     assert_eq!(b.backoff, a.backoff);
 }
+
+/// `compression: deflate` turns the offer on; it is off by default, and an extensions header
+/// of the user's own is refused with a pointer to the key.
+#[test]
+fn compression_is_a_key_not_a_header() {
+    assert!(
+        !Plan::from_yaml(GOOD, "p.yaml").unwrap().groups[0]
+            .behaviour
+            .deflate
+    );
+    let on = GOOD.replace(
+        "    behaviour:\n",
+        "    compression: deflate\n    behaviour:\n",
+    );
+    assert!(
+        Plan::from_yaml(&on, "p.yaml").unwrap().groups[0]
+            .behaviour
+            .deflate
+    );
+    let header = GOOD.replace(
+        "    behaviour:\n",
+        "    headers: { Sec-WebSocket-Extensions: permessage-deflate }\n    behaviour:\n",
+    );
+    let p = one(&header);
+    assert!(p.message.contains("`compression: deflate`"), "{p:?}");
+}

@@ -68,10 +68,15 @@ fn compressed_conversation_against_python_websockets() {
         .expect("the server accepted permessage-deflate");
     assert_eq!(c.connections, 10, "{c:?}");
     let sent = r.conversation.as_ref().unwrap().steps["req"].counts.sent;
-    // `pad 2000` brings each request to 2,000 bytes; the echoes come back as sent.
-    assert_eq!(c.bytes_out_deflated, sent * 2000, "{c:?}");
+    // `pad 2000` brings each request to 2,000 bytes; the echoes come back as sent. A request
+    // counted as sent as the run ended may not have reached the socket.
+    assert_eq!(c.bytes_out_deflated % 2000, 0, "{c:?}");
     assert!(
-        c.bytes_in_inflated >= c.bytes_out_deflated - 10 * 2000,
+        c.bytes_out_deflated.abs_diff(sent * 2000) <= 10 * 2000,
+        "{sent}: {c:?}"
+    );
+    assert!(
+        c.bytes_in_inflated.abs_diff(c.bytes_out_deflated) <= 10 * 2000,
         "{c:?}"
     );
     // The padding repeats one character: the wire carries a small fraction.
