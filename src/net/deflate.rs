@@ -450,8 +450,8 @@ impl<S> Deflate<S> {
         let w = &mut self.write;
         let mut at = 0;
         while let Some(h) = Header::parse(&w.raw[at..]) {
-            let end = usize::try_from(h.len)
-                .map_or(usize::MAX, |len| (at + h.size).saturating_add(len));
+            let end =
+                usize::try_from(h.len).map_or(usize::MAX, |len| (at + h.size).saturating_add(len));
             if w.raw.len() < end {
                 break;
             }
@@ -686,6 +686,15 @@ mod tests {
             .await
             .expect("a message in time")
             .expect("the stream goes on")
+    }
+
+    /// All an idle compressed connection carries beyond a plain one: the layer, boxed, with no
+    /// (de)compressor and empty buffers until the first message.
+    #[test]
+    fn an_idle_layer_is_small() {
+        let size = std::mem::size_of::<Deflate<crate::net::transport::Transport>>();
+        println!("deflate layer: {size} bytes");
+        assert!(size <= 384, "the layer grew to {size} bytes");
     }
 
     #[test]
