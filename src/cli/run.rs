@@ -545,7 +545,15 @@ pub fn compare(args: CompareArgs) -> Result<ExitCode, Failure> {
         seed: plan.seed,
         started_at,
         winners: cmp::winners(&runs),
+        ranking: Vec::new(),
+        verdict: String::new(),
         runs,
+    };
+    let (ranking, verdict) = cmp::rank(&comparison.runs);
+    let comparison = Comparison {
+        ranking,
+        verdict,
+        ..comparison
     };
     let json = serde_json::to_string_pretty(&comparison)
         .map_err(|e| Failure::runtime(format!("compare.json: {e}")))?;

@@ -38,6 +38,9 @@ pub struct Recovery {
     pub p50: Option<f64>,
     pub p95: Option<f64>,
     pub p99: Option<f64>,
+    /// Until every lost connection was back (`null`: some never came back).
+    #[serde(default)]
+    pub p100: Option<f64>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -89,6 +92,7 @@ pub fn storm_from(
             p50: at(0.5),
             p95: at(0.95),
             p99: at(0.99),
+            p100: at(1.0),
         },
         peak_attempts_per_s: per_s(attempts_per_tick),
         peak_attempts_per_100ms: attempts_per_tick.iter().copied().max().unwrap_or(0),

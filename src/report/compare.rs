@@ -22,7 +22,23 @@ pub struct Comparison {
     pub runs: Vec<CompareRun>,
     /// For each column, the strategies with the best value (several when tied).
     pub winners: BTreeMap<String, Vec<String>>,
+    /// The strategies best first, by [`RANKED_BY`].
+    #[serde(default)]
+    pub ranking: Vec<String>,
+    /// Why the first ranks first, in one sentence.
+    #[serde(default)]
+    pub verdict: String,
 }
+
+/// How strategies are ranked: time until 99 % of the lost clients were back (never counts as
+/// worst; times within [`TIME_TIE`] of the fastest of their group count as a tie, so a few
+/// milliseconds do not outweigh ten times the work), then failed attempts per client back, then
+/// clients not back.
+pub const RANKED_BY: &str = "time until 99 % of lost clients were back (within 10 % is a tie), \
+     then wasted attempts per client back";
+
+/// Recovery times within this share of each other rank as equal.
+pub const TIME_TIE: f64 = 0.10;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CompareRun {
@@ -32,13 +48,34 @@ pub struct CompareRun {
     pub row: CompareRow,
 }
 
-/// The compared figures of one run; lower is better in every column.
+/// The compared figures of one run; lower is better in every ranked column.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct CompareRow {
+    /// Connections lost (closed by the server or the network, or found dead).
+    #[serde(default)]
+    pub lost: u64,
+    /// Lost connections open again by the end of the run.
+    #[serde(default)]
+    pub back: u64,
+    /// Lost and not open again by the end: still waiting, or gave up. The clock flatters a
+    /// strategy that leaves these.
+    #[serde(default)]
+    pub not_back: u64,
     /// Time until 50 / 95 / 99 % of the lost connections were back; `null` = never.
     pub recovery_p50_ms: Option<f64>,
     pub recovery_p95_ms: Option<f64>,
     pub recovery_p99_ms: Option<f64>,
+    /// Until every lost connection was back; `null` = some never were.
+    #[serde(default)]
+    pub recovery_p100_ms: Option<f64>,
+    /// Retries (attempts after a client's first) per connection back: the work a recovery
+    /// cost. `null` when nothing came back.
+    #[serde(default)]
+    pub attempts_per_back: Option<f64>,
+    /// Failed attempts (refused, timed out, 503 and any other non-101 answer, reset…) per
+    /// connection back: work the clients and the server did for nothing.
+    #[serde(default)]
+    pub wasted_per_back: Option<f64>,
     pub peak_attempts_per_s: u64,
     /// Most retries in one 100 ms interval: how synchronized the retries are.
     #[serde(default)]
@@ -52,10 +89,16 @@ pub struct CompareRow {
 }
 
 /// The columns, in table order: (key, heading).
-pub const COLUMNS: [(&str, &str); 9] = [
+pub const COLUMNS: [(&str, &str); 15] = [
+    ("lost", "lost"),
+    ("back", "back by the end"),
+    ("not_back", "not back"),
     ("recovery_p50_ms", "50 % back (ms)"),
     ("recovery_p95_ms", "95 % back (ms)"),
     ("recovery_p99_ms", "99 % back (ms)"),
+    ("recovery_p100_ms", "100 % back (ms)"),
+    ("attempts_per_back", "retries per client back"),
+    ("wasted_per_back", "wasted per client back"),
     ("peak_attempts_per_s", "peak attempts/s"),
     ("peak_retries_per_100ms", "peak retries in 100 ms"),
     ("total_attempts", "total attempts"),
@@ -68,7 +111,21 @@ impl CompareRow {
     pub fn from_results(r: &Results) -> CompareRow {
         let t = &r.totals;
         let status = |s: &str| t.handshake_status.get(s).copied().unwrap_or(0);
+        let st = &r.storm;
+        let back = st.recovered;
+        let per_back =
+            |n: u64| (back > 0).then(|| (n as f64 / back as f64 * 100.0).round() / 100.0);
+        let retries = t
+            .connect_attempts
+            .saturating_sub(st.attempts_per_client.count);
+        let failed = crate::results::threshold::errors(t);
         CompareRow {
+            lost: st.losses,
+            back,
+            not_back: st.losses.saturating_sub(back),
+            recovery_p100_ms: st.recovery_ms.p100,
+            attempts_per_back: per_back(retries),
+            wasted_per_back: per_back(failed),
             recovery_p50_ms: r.storm.recovery_ms.p50,
             recovery_p95_ms: r.storm.recovery_ms.p95,
             recovery_p99_ms: r.storm.recovery_ms.p99,
@@ -84,6 +141,12 @@ impl CompareRow {
     /// A column's value for ranking; `None` (never, or not measured) ranks last.
     pub fn value(&self, column: &str) -> Option<f64> {
         match column {
+            "lost" => Some(self.lost as f64),
+            "back" => Some(self.back as f64),
+            "not_back" => Some(self.not_back as f64),
+            "recovery_p100_ms" => self.recovery_p100_ms,
+            "attempts_per_back" => self.attempts_per_back,
+            "wasted_per_back" => self.wasted_per_back,
             "recovery_p50_ms" => self.recovery_p50_ms,
             "recovery_p95_ms" => self.recovery_p95_ms,
             "recovery_p99_ms" => self.recovery_p99_ms,
@@ -103,16 +166,24 @@ impl CompareRow {
             (_, None) => "—".into(),
             ("rtt_p99_us", Some(v)) => format!("{:.2}", v / 1000.0),
             (c, Some(v)) if c.starts_with("recovery") => format!("{v}"),
+            (c, Some(v)) if c.ends_with("_per_back") => format!("{v:.2}"),
             (_, Some(v)) => format!("{v:.0}"),
         }
     }
 }
+
+/// Columns that describe the run rather than rank it: the same profile loses about as many
+/// connections whatever the strategy, and more back is better, not worse.
+const UNRANKED: [&str; 2] = ["lost", "back"];
 
 /// The best strategies per column (lowest value; ties share the win; nobody wins a column
 /// where every value is missing).
 pub fn winners(runs: &[CompareRun]) -> BTreeMap<String, Vec<String>> {
     let mut w = BTreeMap::new();
     for (col, _) in COLUMNS {
+        if UNRANKED.contains(&col) {
+            continue;
+        }
         let best = runs
             .iter()
             .filter_map(|r| r.row.value(col))
@@ -127,6 +198,99 @@ pub fn winners(runs: &[CompareRun]) -> BTreeMap<String, Vec<String>> {
         }
     }
     w
+}
+
+/// The strategies best first ([`RANKED_BY`]), and a sentence saying why the first won.
+pub fn rank(runs: &[CompareRun]) -> (Vec<String>, String) {
+    let key = |r: &CompareRun| {
+        (
+            r.row.recovery_p99_ms.unwrap_or(f64::INFINITY),
+            r.row.wasted_per_back.unwrap_or(f64::INFINITY),
+            r.row.not_back,
+        )
+    };
+    let mut by_time: Vec<&CompareRun> = runs.iter().collect();
+    by_time.sort_by(|a, b| key(a).0.total_cmp(&key(b).0));
+    // Groups of recovery times within TIME_TIE of their fastest; inside a group, less work
+    // wins. (Strategies that never got 99 % back form one group, at the end.)
+    let mut order: Vec<&CompareRun> = Vec::new();
+    let mut i = 0;
+    while i < by_time.len() {
+        let fastest = key(by_time[i]).0;
+        let mut j = i + 1;
+        while j < by_time.len() && {
+            let t = key(by_time[j]).0;
+            t == fastest || t <= fastest * (1.0 + TIME_TIE)
+        } {
+            j += 1;
+        }
+        let mut group = by_time[i..j].to_vec();
+        group.sort_by(|a, b| {
+            let (ka, kb) = (key(a), key(b));
+            ka.1.total_cmp(&kb.1)
+                .then(ka.2.cmp(&kb.2))
+                .then(ka.0.total_cmp(&kb.0))
+        });
+        order.extend(group);
+        i = j;
+    }
+    let ranking = order.iter().map(|r| r.strategy.clone()).collect();
+    let verdict = match order.as_slice() {
+        [] => String::new(),
+        [first, ..] if first.row.lost == 0 => format!(
+            "Nothing was lost in any run, so no strategy had anything to recover; {} is listed first.",
+            first.strategy
+        ),
+        [first, rest @ ..] => {
+            let p99 = |r: &CompareRun| {
+                r.row.recovery_p99_ms.map_or("never".to_string(), |ms| {
+                    format!("after {} ms", crate::units::ms_text((ms * 1000.0) as u64))
+                })
+            };
+            let wasted = |r: &CompareRun| {
+                r.row
+                    .wasted_per_back
+                    .map_or("no client back".to_string(), |w| {
+                        format!("{w:.2} wasted attempts per client back")
+                    })
+            };
+            let worst = rest.last();
+            let mut v = format!(
+                "{} ranks first: 99 % of the lost clients were back {} with {}",
+                first.strategy,
+                p99(first),
+                wasted(first)
+            );
+            if let Some(second) = rest.first() {
+                let tie = match (first.row.recovery_p99_ms, second.row.recovery_p99_ms) {
+                    (Some(a), Some(b)) => (b - a).abs() <= a.min(b) * TIME_TIE,
+                    (None, None) => true,
+                    _ => false,
+                };
+                let why = if tie { " (as fast, more work)" } else { "" };
+                v.push_str(&format!(
+                    "; next, {}{why}: {} with {}",
+                    second.strategy,
+                    p99(second),
+                    wasted(second)
+                ));
+            }
+            if let Some(w) = worst.filter(|w| rest.len() > 1 && w.strategy != first.strategy) {
+                v.push_str(&format!(
+                    "; last, {}: {} with {}",
+                    w.strategy,
+                    p99(w),
+                    wasted(w)
+                ));
+                if w.row.not_back > 0 {
+                    v.push_str(&format!(", {} not back", w.row.not_back));
+                }
+            }
+            v.push('.');
+            v
+        }
+    };
+    (ranking, verdict)
 }
 
 pub fn render(c: &Comparison, results: &[Results]) -> String {
@@ -189,9 +353,13 @@ pub fn render(c: &Comparison, results: &[Results]) -> String {
         .collect();
 
     let body = html! {
+        @if !c.verdict.is_empty() {
+            p #verdict { strong { (c.verdict) } }
+            p.muted { "Ranked by " (RANKED_BY) ": " (c.ranking.join(" › ")) }
+        }
         p.muted {
             "The same profile and seed (" (c.seed) "), run once per strategy. Lower is better in "
-            "every column; the best is highlighted."
+            "every column but lost and back; the best is highlighted."
         }
         table #compare {
             (header_row(&headings))
@@ -258,5 +426,72 @@ mod tests {
         assert_eq!(w["total_attempts"], ["full-jitter", "fixed"]);
         assert!(!w.contains_key("rtt_p99_us"), "nobody wins an empty column");
         assert_eq!(runs[1].row.cell("recovery_p99_ms"), "never");
+    }
+
+    fn storm(s: &str, lost: u64, back: u64, p99: Option<f64>, wasted: Option<f64>) -> CompareRun {
+        CompareRun {
+            strategy: s.into(),
+            results: format!("{s}/results.json"),
+            row: CompareRow {
+                lost,
+                back,
+                not_back: lost - back,
+                recovery_p99_ms: p99,
+                wasted_per_back: wasted,
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn the_ranking_puts_recovery_first_then_work_and_says_why() {
+        let runs = vec![
+            storm("none", 1000, 277, None, Some(17.2)),
+            storm("exponential", 1000, 1000, Some(4100.0), Some(15.1)),
+            storm("full-jitter", 1000, 1000, Some(2300.0), Some(3.5)),
+            storm("equal-jitter", 1000, 1000, Some(2300.0), Some(4.1)),
+        ];
+        let (ranking, verdict) = rank(&runs);
+        assert_eq!(
+            ranking,
+            ["full-jitter", "equal-jitter", "exponential", "none"]
+        );
+        assert!(
+            verdict.starts_with("full-jitter ranks first: 99 % of the lost clients were back after 2300 ms with 3.50 wasted attempts per client back"),
+            "{verdict}"
+        );
+        assert!(verdict.contains("next, equal-jitter"), "{verdict}");
+        assert!(verdict.contains("last, none: never"), "{verdict}");
+        assert!(verdict.contains("723 not back"), "{verdict}");
+        let w = winners(&runs);
+        assert!(
+            !w.contains_key("lost") && !w.contains_key("back"),
+            "they describe, not rank"
+        );
+        assert_eq!(
+            w["not_back"],
+            ["exponential", "full-jitter", "equal-jitter"]
+        );
+        assert_eq!(runs[0].row.cell("wasted_per_back"), "17.20");
+
+        // A few milliseconds faster does not outweigh fourteen times the work.
+        let close = vec![
+            storm("none", 1500, 1500, Some(4182.0), Some(99.0)),
+            storm("fixed", 1500, 1500, Some(4215.0), Some(7.0)),
+            storm("exponential", 1500, 1500, Some(7651.0), Some(3.0)),
+        ];
+        let (ranking, verdict) = rank(&close);
+        assert_eq!(ranking, ["fixed", "none", "exponential"]);
+        assert!(
+            verdict.contains("next, none (as fast, more work)"),
+            "{verdict}"
+        );
+
+        let calm = vec![
+            storm("fixed", 0, 0, None, None),
+            storm("none", 0, 0, None, None),
+        ];
+        let (_, verdict) = rank(&calm);
+        assert!(verdict.starts_with("Nothing was lost"), "{verdict}");
     }
 }

@@ -457,17 +457,48 @@ fn group_line(o: &mut String, g: &crate::results::GroupResults) {
     let _ = writeln!(o, "{line}");
 }
 
+/// `text` as lines of at most `width` characters, indented by two, broken between words.
+fn wrapped(o: &mut String, text: &str, width: usize) {
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
+            let _ = writeln!(o, "  {line}");
+            line.clear();
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    if !line.is_empty() {
+        let _ = writeln!(o, "  {line}");
+    }
+}
+
 /// The comparison table for the terminal.
 /// The comparison as a table with a row per figure and a column per strategy, so six
 /// strategies fit a 100-column terminal.
 pub fn comparison(c: &crate::report::compare::Comparison) -> String {
     use crate::report::compare::COLUMNS;
     let mut o = format!("wsstorm compare: {} (seed {})\n", c.name, c.seed);
+    if !c.verdict.is_empty() {
+        wrapped(&mut o, &c.verdict, 96);
+        wrapped(
+            &mut o,
+            &format!(
+                "ranking: {} (by {})",
+                c.ranking.join(" > "),
+                crate::report::compare::RANKED_BY
+            ),
+            96,
+        );
+    }
     let cell = |run: &crate::report::compare::CompareRun, col: &str| {
         let v = match run.row.value(col) {
             None if col.starts_with("recovery") => "never".to_string(),
             None => "-".to_string(),
             Some(v) if col == "rtt_p99_us" => format!("{:.2}", v / 1000.0),
+            Some(v) if col.ends_with("_per_back") => format!("{v:.2}"),
             Some(v) => format!("{v:.0}"),
         };
         let win = c
@@ -501,7 +532,7 @@ pub fn comparison(c: &crate::report::compare::Comparison) -> String {
         }
         o.push('\n');
     }
-    o.push_str("  (* best in its row; lower is better)\n");
+    o.push_str("  (* best in its row; lower is better, but for lost and back)\n");
     o
 }
 
@@ -548,15 +579,21 @@ mod tests {
     #[test]
     fn a_comparison_of_every_strategy_fits_100_columns() {
         use crate::report::compare::{CompareRow, CompareRun, Comparison};
-        let runs = crate::backoff::Strategy::ALL
+        let runs: Vec<CompareRun> = crate::backoff::Strategy::ALL
             .iter()
             .map(|s| CompareRun {
                 strategy: s.name().to_string(),
                 results: format!("{}/results.json", s.name()),
                 row: CompareRow {
+                    lost: 1_000_000,
+                    back: 999_999,
+                    not_back: 1,
                     recovery_p50_ms: Some(123_456.0),
                     recovery_p95_ms: None,
                     recovery_p99_ms: None,
+                    recovery_p100_ms: None,
+                    attempts_per_back: Some(12345.67),
+                    wasted_per_back: Some(12345.67),
                     peak_attempts_per_s: 1_000_000,
                     peak_retries_per_100ms: 100_000,
                     total_attempts: 12_345_678,
@@ -571,11 +608,14 @@ mod tests {
             name: "n".into(),
             seed: 1,
             started_at: String::new(),
-            runs,
             winners: Default::default(),
+            ranking: runs.iter().map(|r| r.strategy.clone()).collect(),
+            verdict: crate::report::compare::rank(&runs).1,
+            runs,
         };
         let text = super::comparison(&c);
         assert!(text.contains("decorrelated-jitter"), "{text}");
+        assert!(text.contains("ranks first"), "{text}");
         for line in text.lines() {
             assert!(
                 line.chars().count() <= 100,

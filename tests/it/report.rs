@@ -265,6 +265,34 @@ fn compare_runs_each_strategy_and_tabulates_their_results() {
         serde_json::from_str(&std::fs::read_to_string(out.join("compare.json")).unwrap()).unwrap();
     assert_eq!(c.schema, "wsstorm.compare/1");
     assert_eq!(c.runs.len(), 3, "one result per strategy");
+    let mut ranked = c.ranking.clone();
+    ranked.sort();
+    assert_eq!(
+        ranked,
+        ["exponential", "fixed", "full-jitter"],
+        "every strategy ranked once"
+    );
+    assert!(
+        c.verdict
+            .starts_with(&format!("{} ranks first", c.ranking[0])),
+        "{}",
+        c.verdict
+    );
+    assert!(
+        stdout.contains("ranks first"),
+        "the verdict comes first: {stdout}"
+    );
+    for run in &c.runs {
+        assert_eq!(
+            run.row.lost,
+            run.row.back + run.row.not_back,
+            "{}",
+            run.strategy
+        );
+        if run.row.back > 0 {
+            assert!(run.row.wasted_per_back.is_some() && run.row.attempts_per_back.is_some());
+        }
+    }
     assert_eq!(
         c.runs
             .iter()
