@@ -86,10 +86,15 @@ pub struct CompareRow {
     pub gave_up: u64,
     /// `null` when no round trip was measured.
     pub rtt_p99_us: Option<u64>,
+    /// Handshakes the embedded target served after their client had given up on them: work
+    /// the server paid for and nobody used. `null` against another server (it cannot be seen
+    /// from the client side).
+    #[serde(default)]
+    pub server_handshakes_wasted: Option<u64>,
 }
 
 /// The columns, in table order: (key, heading).
-pub const COLUMNS: [(&str, &str); 15] = [
+pub const COLUMNS: [(&str, &str); 16] = [
     ("lost", "lost"),
     ("back", "back by the end"),
     ("not_back", "not back"),
@@ -104,6 +109,7 @@ pub const COLUMNS: [(&str, &str); 15] = [
     ("total_attempts", "total attempts"),
     ("rejections", "503/429 answers"),
     ("gave_up", "gave up"),
+    ("server_handshakes_wasted", "handshakes abandoned"),
     ("rtt_p99_us", "rtt p99 (ms)"),
 ];
 
@@ -135,6 +141,7 @@ impl CompareRow {
             rejections: status("503") + status("429"),
             gave_up: t.gave_up,
             rtt_p99_us: (r.latency_us.rtt.count > 0).then_some(r.latency_us.rtt.p99),
+            server_handshakes_wasted: r.server.as_ref().map(|s| s.handshakes_wasted),
         }
     }
 
@@ -156,6 +163,7 @@ impl CompareRow {
             "rejections" => Some(self.rejections as f64),
             "gave_up" => Some(self.gave_up as f64),
             "rtt_p99_us" => self.rtt_p99_us.map(|v| v as f64),
+            "server_handshakes_wasted" => self.server_handshakes_wasted.map(|v| v as f64),
             _ => None,
         }
     }

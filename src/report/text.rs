@@ -600,6 +600,7 @@ mod tests {
                     rejections: 1_234_567,
                     gave_up: 1000,
                     rtt_p99_us: Some(12_345_678),
+                    server_handshakes_wasted: Some(1_234_567),
                 },
             })
             .collect();

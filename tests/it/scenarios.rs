@@ -491,6 +491,12 @@ fn backoff_contention_jitter_beats_lockstep_on_time_and_waste() {
         let r = common::run_plan(&plan.with_strategy(s));
         assert_eq!(r.storm.losses, 300, "{s:?}: every client dropped");
         let row = wsstorm::report::compare::CompareRow::from_results(&r);
+        assert_eq!(
+            row.server_handshakes_wasted,
+            r.server.as_ref().map(|s| s.handshakes_wasted),
+            "{s:?}: the embedded target's abandoned handshakes are a column"
+        );
+        assert!(row.server_handshakes_wasted.is_some());
         // "never" (under 99 % back by the end) counts as infinitely late.
         let p99 = row.recovery_p99_ms.unwrap_or(f64::INFINITY);
         let wasted = row.wasted_per_back.unwrap_or(f64::INFINITY);
