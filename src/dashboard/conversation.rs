@@ -114,13 +114,7 @@ fn merge_samples(names: &[Names], groups: &[ConvData]) -> Vec<Merged<SampleCount
         |n| &n.samples,
         |c, i| c.samples.get(i),
         |s| (&s.counts, &s.latency),
-        |a, b| {
-            a.sent += b.sent;
-            a.matched += b.matched;
-            a.timeouts += b.timeouts;
-            a.errors += b.errors;
-            a.abandoned += b.abandoned;
-        },
+        SampleCounts::add,
     )
 }
 
@@ -131,13 +125,7 @@ fn merge_streams(names: &[Names], groups: &[ConvData]) -> Vec<Merged<StreamCount
         |n| &n.streams,
         |c, i| c.streams.get(i),
         |s| (&s.counts, &s.delivery),
-        |a, b| {
-            a.delivered += b.delivered;
-            a.lost += b.lost;
-            a.duplicated += b.duplicated;
-            a.out_of_order += b.out_of_order;
-            a.unreadable += b.unreadable;
-        },
+        StreamCounts::add,
     )
 }
 

@@ -52,7 +52,7 @@ pub struct SampleCounts {
 }
 
 impl SampleCounts {
-    fn add(&mut self, o: &SampleCounts) {
+    pub fn add(&mut self, o: &SampleCounts) {
         self.sent += o.sent;
         self.matched += o.matched;
         self.timeouts += o.timeouts;
@@ -89,7 +89,7 @@ pub struct StreamCounts {
 }
 
 impl StreamCounts {
-    fn add(&mut self, o: &StreamCounts) {
+    pub fn add(&mut self, o: &StreamCounts) {
         self.delivered += o.delivered;
         self.lost += o.lost;
         self.duplicated += o.duplicated;

@@ -469,17 +469,13 @@ impl Cx<'_> {
     }
 
     fn message(&mut self, m: &Message, path: &str, answering: bool, has_id: bool) -> MessagePlan {
-        let given = [
+        if !exactly_one(&[
             m.text.is_some(),
             m.json.is_some(),
             m.hex.is_some(),
             m.base64.is_some(),
             m.random_bytes.is_some(),
-        ]
-        .into_iter()
-        .filter(|g| *g)
-        .count();
-        if given != 1 {
+        ]) {
             self.bad(
                 path,
                 "needs exactly one of `text`, `json`, `hex`, `base64`, `random_bytes`",
@@ -555,7 +551,7 @@ impl Cx<'_> {
     }
 
     fn step(&mut self, s: &Step, path: &str, index: usize, steps: &mut Vec<StepPlan>) {
-        let given = [
+        if !exactly_one(&[
             s.send.is_some(),
             s.expect.is_some(),
             s.wait.is_some(),
@@ -563,11 +559,7 @@ impl Cx<'_> {
             s.close.is_some(),
             s.emit.is_some(),
             s.subscribe.is_some(),
-        ]
-        .into_iter()
-        .filter(|g| *g)
-        .count();
-        if given != 1 {
+        ]) {
             self.bad(
                 path,
                 "a step is exactly one of `send`, `expect`, `wait`, `capture`, `close`, `emit` (Socket.IO), `subscribe` (GraphQL)",
@@ -1006,6 +998,11 @@ enum StepKind<'a> {
     Close(&'a profile::CloseStep),
     Emit(&'a profile::Emit),
     Subscribe(&'a profile::GraphqlSubscribe),
+}
+
+/// Whether exactly one of the keys that exclude each other was given.
+fn exactly_one(given: &[bool]) -> bool {
+    given.iter().filter(|g| **g).count() == 1
 }
 
 fn valid_close_code(code: u16) -> bool {

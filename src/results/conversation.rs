@@ -97,7 +97,7 @@ impl Merge {
                 .entry(name.clone())
                 .or_insert_with(|| (SampleCounts::default(), hist()));
             if let Some(s) = d.samples.get(i) {
-                add_sample(&mut e.0, &s.counts);
+                e.0.add(&s.counts);
                 let _ = e.1.add(&s.latency);
             }
         }
@@ -107,7 +107,7 @@ impl Merge {
                 .entry(name.clone())
                 .or_insert_with(|| (StreamCounts::default(), hist()));
             if let Some(s) = d.streams.get(i) {
-                add_stream(&mut e.0, &s.counts);
+                e.0.add(&s.counts);
                 let _ = e.1.add(&s.delivery);
             }
         }
@@ -163,23 +163,6 @@ impl Merge {
             token_refresh_failures: self.refresh_failures,
         })
     }
-}
-
-fn add_sample(a: &mut SampleCounts, b: &SampleCounts) {
-    a.sent += b.sent;
-    a.matched += b.matched;
-    a.timeouts += b.timeouts;
-    a.errors += b.errors;
-    a.skipped += b.skipped;
-    a.abandoned += b.abandoned;
-}
-
-fn add_stream(a: &mut StreamCounts, b: &StreamCounts) {
-    a.delivered += b.delivered;
-    a.lost += b.lost;
-    a.duplicated += b.duplicated;
-    a.out_of_order += b.out_of_order;
-    a.unreadable += b.unreadable;
 }
 
 /// Close reasons by code, as results.json writes them: the most frequent first is up to the
