@@ -5,6 +5,11 @@
 //! window, *equal jitter* keeps half the window as a floor, *decorrelated jitter* grows from the
 //! previous delay instead of from the attempt number. `exponential` and `fixed` are the
 //! lock-step policies a storm test wants to show failing.
+//!
+//! [`Retry`] is what one client carries between attempts (failure count, attempt number,
+//! previous delay, retry budget) and decides the next delay from. The swarm's clients and the
+//! virtual-time model (`wsstorm model`) both call it, so a modelled strategy is the code that
+//! runs, not a copy of it.
 
 use std::time::Duration;
 
@@ -72,7 +77,7 @@ impl std::fmt::Display for Strategy {
     }
 }
 
-/// A validated backoff policy. `max_attempts` counts consecutive failed attempts; the counter
+/// A validated backoff policy. `max_attempts` counts consecutive failed attempts; that count
 /// resets when a connection opens.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Backoff {
@@ -81,6 +86,26 @@ pub struct Backoff {
     pub cap: Duration,
     pub multiplier: f64,
     pub max_attempts: Option<u32>,
+    /// The attempt number (and decorrelated jitter's previous delay) go back to the start
+    /// only once a connection has stayed open this long; `None`: as soon as one opens. A
+    /// server that accepts and drops at once then meets a growing delay, not a hot loop.
+    #[serde(default)]
+    pub reset_after: Option<Duration>,
+    /// A per-client token bucket every retry spends from; an empty bucket holds the retry
+    /// until a token refills.
+    #[serde(default)]
+    pub budget: Option<Budget>,
+    /// A fixed delay (a server's Retry-After, an `on_close` `retry-after:`) gets up to this
+    /// share of itself added at random, so a herd told "come back in 2s" does not.
+    #[serde(default)]
+    pub retry_after_jitter: f64,
+}
+
+/// A retry budget: `size` retries at most in a burst, `refill` more per second.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Budget {
+    pub size: u32,
+    pub refill: f64,
 }
 
 impl Default for Backoff {
@@ -92,6 +117,9 @@ impl Default for Backoff {
             cap: Duration::from_secs(30),
             multiplier: 2.0,
             max_attempts: None,
+            reset_after: None,
+            budget: None,
+            retry_after_jitter: 0.0,
         }
     }
 }
@@ -126,6 +154,136 @@ impl Backoff {
     }
 }
 
+/// One client's retry state between attempts. Small and `Copy`: a swarm holds one per client,
+/// and the model ten million.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Retry {
+    /// Consecutive failed attempts (for `max_attempts`).
+    failures: u32,
+    /// Retries since the counter last reset: the backoff's attempt number.
+    retries: u32,
+    /// The delay chosen before the last retry, in nanoseconds (decorrelated jitter grows
+    /// from it).
+    previous_ns: u64,
+    /// Budget tokens left, as of `budget_at_ms`.
+    tokens: f32,
+    /// Milliseconds since the run start when `tokens` was last brought up to date.
+    budget_at_ms: u32,
+}
+
+/// What the client does next.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Next {
+    /// Try again after this delay.
+    Wait(Duration),
+    /// Give up (`max_attempts` reached or the decision was to stop).
+    GiveUp,
+}
+
+impl Retry {
+    /// A client's state before its first attempt: a full budget.
+    pub fn new(policy: &Backoff) -> Retry {
+        Retry {
+            tokens: policy.budget.map_or(0.0, |b| b.size as f32),
+            ..Retry::default()
+        }
+    }
+
+    /// Consecutive failed attempts so far.
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    /// An attempt failed (refused, timed out, answered with a status).
+    pub fn failed(&mut self) {
+        self.failures = self.failures.saturating_add(1);
+    }
+
+    /// A connection opened.
+    pub fn opened(&mut self, policy: &Backoff) {
+        self.failures = 0;
+        if policy.reset_after.is_none() {
+            self.reset();
+        }
+    }
+
+    /// A connection that had opened ended after `lived`.
+    pub fn lost(&mut self, policy: &Backoff, lived: Duration) {
+        if policy.reset_after.is_some_and(|stable| lived >= stable) {
+            self.reset();
+        }
+    }
+
+    fn reset(&mut self) {
+        self.retries = 0;
+        self.previous_ns = 0;
+    }
+
+    /// Decide the delay before the next attempt, `now` since the run start. `fixed` is a
+    /// delay the client's own close-code policy asked for (`retry-after:`), `server` the
+    /// server's Retry-After: both are honoured (with `retry_after_jitter` added), the
+    /// server's as a floor under the backoff. `stop` gives up whatever the budget.
+    pub fn next(
+        &mut self,
+        policy: &Backoff,
+        stop: bool,
+        fixed: Option<Duration>,
+        server: Option<Duration>,
+        now: Duration,
+        rng: &mut impl Rng,
+    ) -> Next {
+        if stop || !policy.allows(self.failures) {
+            return Next::GiveUp;
+        }
+        let jittered = |d: Duration, rng: &mut _| {
+            if policy.retry_after_jitter > 0.0 {
+                d + d.mul_f64(uniform(rng, 0.0, policy.retry_after_jitter))
+            } else {
+                d
+            }
+        };
+        let mut delay = match fixed {
+            Some(d) => jittered(d, rng),
+            None => policy.delay(self.retries, Duration::from_nanos(self.previous_ns), rng),
+        };
+        if let Some(ra) = server {
+            delay = delay.max(jittered(ra, rng));
+        }
+        if let Some(b) = policy.budget {
+            delay += self.spend(b, now + delay);
+        }
+        self.retries = self.retries.saturating_add(1);
+        self.previous_ns = delay.as_nanos().min(u128::from(u64::MAX)) as u64;
+        Next::Wait(delay)
+    }
+
+    /// Spend a budget token for a retry at `at`; how much longer it must wait for one.
+    fn spend(&mut self, b: Budget, at: Duration) -> Duration {
+        let at_ms = at.as_millis().min(u128::from(u32::MAX)) as u32;
+        let refilled = f64::from(at_ms.saturating_sub(self.budget_at_ms)) / 1000.0 * b.refill;
+        let tokens = (f64::from(self.tokens) + refilled).min(f64::from(b.size));
+        self.budget_at_ms = self.budget_at_ms.max(at_ms);
+        if tokens >= 1.0 - 1e-6 {
+            self.tokens = (tokens - 1.0).max(0.0) as f32;
+            return Duration::ZERO;
+        }
+        // Wait for the missing share of a token, which the retry then spends.
+        let wait = Duration::from_secs_f64((1.0 - tokens) / b.refill);
+        self.tokens = 0.0;
+        let ms = u64::from(self.budget_at_ms) + wait.as_millis() as u64;
+        self.budget_at_ms = ms.min(u64::from(u32::MAX)) as u32;
+        wait
+    }
+}
+
+/// `since` rounded up to the next multiple of `align` (both since the run start): clients that
+/// retry "on the next full second".
+pub fn align_up(since: Duration, align: Duration) -> Duration {
+    let step = align.as_nanos().max(1);
+    let aligned = since.as_nanos().div_ceil(step) * step;
+    Duration::from_nanos(aligned.min(u128::from(u64::MAX)) as u64)
+}
+
 fn uniform(rng: &mut impl Rng, lo: f64, hi: f64) -> f64 {
     if hi <= lo {
         lo
@@ -147,6 +305,7 @@ mod tests {
             cap: Duration::from_secs(10),
             multiplier: 2.0,
             max_attempts: Some(5),
+            ..Backoff::default()
         }
     }
 
@@ -244,6 +403,126 @@ mod tests {
             ..p
         };
         assert!(unbounded.allows(u32::MAX - 1));
+    }
+
+    fn wait(n: Next) -> Duration {
+        match n {
+            Next::Wait(d) => d,
+            Next::GiveUp => panic!("gave up"),
+        }
+    }
+
+    #[test]
+    fn the_attempt_number_resets_on_open_or_only_after_a_stable_connection() {
+        let z = Duration::ZERO;
+        let eager = policy(Strategy::Exponential);
+        let mut r = Retry::new(&eager);
+        for _ in 0..3 {
+            r.next(&eager, false, None, None, z, &mut rng());
+        }
+        r.opened(&eager);
+        r.lost(&eager, Duration::from_millis(5));
+        let d = wait(r.next(&eager, false, None, None, z, &mut rng()));
+        assert_eq!(d.as_millis(), 100, "reset on open");
+
+        let patient = Backoff {
+            reset_after: Some(Duration::from_secs(10)),
+            ..eager
+        };
+        let mut r = Retry::new(&patient);
+        for _ in 0..3 {
+            r.next(&patient, false, None, None, z, &mut rng());
+        }
+        r.opened(&patient);
+        r.lost(&patient, Duration::from_secs(1));
+        let d = wait(r.next(&patient, false, None, None, z, &mut rng()));
+        assert_eq!(d.as_millis(), 800, "a flap keeps growing the delay");
+        r.opened(&patient);
+        r.lost(&patient, Duration::from_secs(10));
+        let d = wait(r.next(&patient, false, None, None, z, &mut rng()));
+        assert_eq!(d.as_millis(), 100, "a stable connection resets it");
+        assert_eq!(r.failures(), 0, "opens reset the failure count either way");
+    }
+
+    #[test]
+    fn max_attempts_and_stop_give_up() {
+        let p = policy(Strategy::Fixed);
+        let mut r = Retry::new(&p);
+        for _ in 0..4 {
+            r.failed();
+            assert!(matches!(
+                r.next(&p, false, None, None, Duration::ZERO, &mut rng()),
+                Next::Wait(_)
+            ));
+        }
+        r.failed();
+        assert_eq!(
+            r.next(&p, false, None, None, Duration::ZERO, &mut rng()),
+            Next::GiveUp
+        );
+        let mut fresh = Retry::new(&p);
+        assert_eq!(
+            fresh.next(&p, true, None, None, Duration::ZERO, &mut rng()),
+            Next::GiveUp
+        );
+    }
+
+    #[test]
+    fn the_budget_holds_retries_once_spent() {
+        // 3 tokens, one more every 2s; fixed 100ms delays.
+        let p = Backoff {
+            budget: Some(Budget {
+                size: 3,
+                refill: 0.5,
+            }),
+            max_attempts: None,
+            ..policy(Strategy::Fixed)
+        };
+        let mut r = Retry::new(&p);
+        let mut now = Duration::ZERO;
+        let mut delays = Vec::new();
+        for _ in 0..5 {
+            let d = wait(r.next(&p, false, None, None, now, &mut rng()));
+            delays.push(d.as_millis());
+            now += d;
+        }
+        // Three retries from the bucket (which refills 0.05 per 100ms meanwhile), then each
+        // waits for its token: the 4th finds 0.15 and waits 1.7s for the rest, the 5th a
+        // whole token's 2s less the 100ms of its own delay.
+        assert_eq!(&delays[..3], &[100, 100, 100]);
+        assert!((1790..=1810).contains(&delays[3]), "{delays:?}");
+        assert!((1990..=2010).contains(&delays[4]), "{delays:?}");
+    }
+
+    #[test]
+    fn retry_after_is_a_floor_and_takes_jitter() {
+        let z = Duration::ZERO;
+        let p = policy(Strategy::Fixed);
+        let mut r = Retry::new(&p);
+        let two = Duration::from_secs(2);
+        assert_eq!(wait(r.next(&p, false, None, Some(two), z, &mut rng())), two);
+        assert_eq!(wait(r.next(&p, false, Some(two), None, z, &mut rng())), two);
+        let j = Backoff {
+            retry_after_jitter: 0.5,
+            max_attempts: None,
+            ..p
+        };
+        let mut r = Retry::new(&j);
+        let mut g = rng();
+        let ds: Vec<f64> = (0..1000)
+            .map(|_| wait(r.next(&j, false, None, Some(two), z, &mut g)).as_secs_f64())
+            .collect();
+        assert!(ds.iter().all(|d| (2.0..=3.0).contains(d)), "within 2s..3s");
+        let mean = ds.iter().sum::<f64>() / ds.len() as f64;
+        assert!((mean - 2.5).abs() < 0.05, "spread over the window: {mean}");
+    }
+
+    #[test]
+    fn align_up_rounds_to_the_grid() {
+        let s = Duration::from_secs(1);
+        assert_eq!(align_up(Duration::from_millis(1), s), s);
+        assert_eq!(align_up(s, s), s);
+        assert_eq!(align_up(Duration::from_millis(2300), s), 3 * s);
     }
 
     #[test]

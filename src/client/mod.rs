@@ -25,6 +25,7 @@ use rand::{RngExt, SeedableRng};
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::{Next, Retry, align_up};
 use crate::metrics::{Closed, ConnectError, Metrics, OpenTimings, Who};
 use crate::plan::ClientBehaviour;
 use crate::profile::Decision;
@@ -76,12 +77,11 @@ struct Client {
     who: Who,
     rng: Xoshiro128PlusPlus,
     attempts: u32,
-    /// Consecutive failed attempts (for max_attempts).
-    failures: u32,
-    /// Retries since the last open: the backoff's attempt number.
-    retries: u32,
-    previous_delay: Duration,
-    lost_at: Option<Instant>,
+    /// Failures, attempt number, previous delay, retry budget: what the backoff decides from.
+    retry: Retry,
+    /// When the last connection was lost; while one is open, when it opened (one field for
+    /// both keeps the task small).
+    mark: Option<Instant>,
     /// The auth token, its expiry and any refresh in flight.
     token: Option<Box<Token>>,
     stream: Option<Box<StreamTracker>>,
@@ -106,13 +106,11 @@ pub async fn run(ctx: Arc<GroupCtx>, id: u32, first_attempt: Instant) {
             .conversation
             .as_deref()
             .map(|plan| Box::new(Memory::new(plan, id, ctx.seed))),
+        retry: Retry::new(&ctx.behaviour.backoff),
         ctx,
         who,
         attempts: 0,
-        failures: 0,
-        retries: 0,
-        previous_delay: Duration::ZERO,
-        lost_at: None,
+        mark: None,
         token: None,
     };
     c.run(first_attempt).await;
@@ -144,7 +142,7 @@ impl Client {
                 _ = sleep_until(intended) => true,
             };
             if std::mem::take(&mut in_backoff) {
-                m.backoff(who, false);
+                m.backoff_ended(who);
             }
             if !woke {
                 return;
@@ -154,6 +152,7 @@ impl Client {
                 who,
                 Instant::now().saturating_duration_since(intended),
                 self.attempts > 1,
+                self.retry.failures() > 0,
             );
             self.prepare_token(false);
             let added = match (b.conversation.as_deref(), self.memory.as_deref_mut()) {
@@ -199,12 +198,11 @@ impl Client {
                             connect: t.connect,
                             tls: t.tls,
                             handshake: t.handshake,
-                            reconnect: self.lost_at.map(|l| l.elapsed()),
+                            reconnect: self.mark.map(|l| l.elapsed()),
                         },
                     );
-                    self.failures = 0;
-                    self.retries = 0;
-                    self.previous_delay = Duration::ZERO;
+                    self.retry.opened(&b.backoff);
+                    self.mark = Some(Instant::now());
                     let end = session::run(
                         &ctx,
                         who,
@@ -229,7 +227,12 @@ impl Client {
                         m.compressed(who, counts);
                     }
                     drop(ws);
-                    self.lost_at = Some(Instant::now());
+                    let now = Instant::now();
+                    if let Some(opened) = self.mark {
+                        self.retry
+                            .lost(&b.backoff, now.saturating_duration_since(opened));
+                    }
+                    self.mark = Some(now);
                     match end {
                         SessionEnd::Stopped => {
                             m.closed(who, Closed::ByClient);
@@ -259,7 +262,7 @@ impl Client {
                 }
                 Attempt::Failed(e) => {
                     m.connect_error(who, e);
-                    self.failures += 1;
+                    self.retry.failed();
                     Decision::Retry
                 }
                 Attempt::Status {
@@ -267,7 +270,7 @@ impl Client {
                     retry_after: ra,
                 } => {
                     m.handshake_status(who, code);
-                    self.failures += 1;
+                    self.retry.failed();
                     retry_after = ra;
                     b.on_status.decide(code)
                 }
@@ -275,30 +278,35 @@ impl Client {
             if ctx.cancel.is_cancelled() {
                 return;
             }
-            if decision == Decision::Stop || !b.backoff.allows(self.failures) {
-                m.gave_up(who);
-                return;
-            }
-            let mut delay = match decision {
-                Decision::RetryAfter(d) => d.0,
-                _ => b
-                    .backoff
-                    .delay(self.retries, self.previous_delay, &mut self.rng),
+            let fixed = match decision {
+                Decision::RetryAfter(d) => Some(d.0),
+                _ => None,
+            };
+            let now = Instant::now();
+            let delay = match self.retry.next(
+                &b.backoff,
+                decision == Decision::Stop,
+                fixed,
+                // A server that says when to come back is obeyed (429/503 with Retry-After).
+                retry_after,
+                now.saturating_duration_since(ctx.epoch),
+                &mut self.rng,
+            ) {
+                Next::Wait(d) => d,
+                Next::GiveUp => {
+                    m.gave_up(who);
+                    return;
+                }
             };
             if decision == Decision::RefreshAuth {
                 self.prepare_token(true);
             }
-            if let Some(ra) = retry_after {
-                // A server that says when to come back is obeyed (429/503 with Retry-After).
-                delay = delay.max(ra);
-            }
-            self.retries = self.retries.saturating_add(1);
-            self.previous_delay = delay;
-            intended = Instant::now() + delay;
+            intended = now + delay;
             if let Some(align) = b.align {
-                intended = align_up(ctx.epoch, intended, align);
+                intended =
+                    ctx.epoch + align_up(intended.saturating_duration_since(ctx.epoch), align);
             }
-            m.backoff(who, true);
+            m.backoff_started(who, intended.saturating_duration_since(now));
             in_backoff = true;
             prepared = connect::prepare_socket(&ctx, who.client);
         }
@@ -400,14 +408,6 @@ impl Client {
     }
 }
 
-/// The first multiple of `align` since `epoch` at or after `t`.
-fn align_up(epoch: Instant, t: Instant, align: Duration) -> Instant {
-    let since = t.saturating_duration_since(epoch).as_nanos();
-    let step = align.as_nanos().max(1);
-    let aligned = since.div_ceil(step) * step;
-    epoch + Duration::from_nanos(aligned.min(u128::from(u64::MAX)) as u64)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -452,14 +452,5 @@ groups:
         // 1920 before conversations; they add a pointer to the client's conversation memory
         // (the conversation's state is boxed there) and the session's parameter for it.
         assert!(size <= 1952, "client future grew to {size} bytes");
-    }
-
-    #[test]
-    fn align_rounds_up_to_the_grid() {
-        let e = Instant::now();
-        let s = Duration::from_secs(1);
-        assert_eq!(align_up(e, e + Duration::from_millis(1), s), e + s);
-        assert_eq!(align_up(e, e + s, s), e + s);
-        assert_eq!(align_up(e, e + Duration::from_millis(2300), s), e + 3 * s);
     }
 }

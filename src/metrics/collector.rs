@@ -25,6 +25,9 @@ pub struct Point {
     /// Attempts that were not a client's first.
     #[serde(default)]
     pub retries: u64,
+    /// Retries after a failed attempt (waves after the first).
+    #[serde(default)]
+    pub repeat_retries: u64,
     pub opened: u64,
     pub closed: u64,
     pub errors: u64,
@@ -74,6 +77,9 @@ pub struct GroupSeries {
     /// Attempts that were retries, in each interval.
     #[serde(default)]
     pub retries: Vec<u64>,
+    /// Retries after a failed attempt, in each interval.
+    #[serde(default)]
+    pub repeat_retries: Vec<u64>,
     /// Open connections at each interval's end.
     pub connected: Vec<u64>,
 }
@@ -113,8 +119,12 @@ pub struct Collector {
     /// `points[].attempts` and `.retries`, kept apart for the storm figures of each snapshot.
     attempt_series: Vec<u64>,
     retry_series: Vec<u64>,
+    repeat_series: Vec<u64>,
     sampler: Sampler,
     ticks: u64,
+    /// Sample this process's memory and CPU every second (not in virtual time: the model's
+    /// seconds are not the process's).
+    sample: bool,
     /// What the run recorded so far.
     run: Collected,
 }
@@ -130,12 +140,23 @@ impl Collector {
             recent: VecDeque::with_capacity(RECENT_TICKS + 1),
             attempt_series: Vec::new(),
             retry_series: Vec::new(),
+            repeat_series: Vec::new(),
             sampler: Sampler::new(),
             ticks: 0,
+            sample: true,
             run: Collected {
                 groups: vec![GroupTotals::default(); groups],
                 ..Collected::default()
             },
+        }
+    }
+
+    /// A collector whose ticks are given their time ([`Self::tick_at`], [`Self::finish_at`])
+    /// by a simulation in virtual time; it takes no generator samples.
+    pub fn virtual_time(metrics: Arc<Metrics>) -> Collector {
+        Collector {
+            sample: false,
+            ..Collector::new(metrics, Instant::now())
         }
     }
 
@@ -147,7 +168,13 @@ impl Collector {
     /// Close the last interval and hand over everything recorded (the collector is left
     /// empty).
     pub fn finish(&mut self) -> Collected {
-        self.tick();
+        let elapsed = self.epoch.elapsed();
+        self.finish_at(elapsed)
+    }
+
+    /// [`Self::finish`] with the last interval closed at `elapsed`.
+    pub fn finish_at(&mut self, elapsed: Duration) -> Collected {
+        self.tick_at(elapsed);
         self.run.warnings = self.metrics.warnings();
         self.run.connect_error_examples = self.metrics.connect_error_examples();
         let groups = self.run.groups.len();
@@ -163,6 +190,11 @@ impl Collector {
     /// Close the current interval now.
     pub fn tick(&mut self) -> Snapshot {
         let elapsed = self.epoch.elapsed();
+        self.tick_at(elapsed)
+    }
+
+    /// Close the current interval, `elapsed` into the run.
+    pub fn tick_at(&mut self, elapsed: Duration) -> Snapshot {
         // Reuse the oldest interval's histograms once the window is full.
         let mut hists = match self.recent.len() {
             n if n >= RECENT_TICKS => {
@@ -185,6 +217,10 @@ impl Collector {
             let connected = total.data.counters.connected();
             total.series.attempts.push(interval.counters.attempts);
             total.series.retries.push(interval.counters.retries);
+            total
+                .series
+                .repeat_retries
+                .push(interval.counters.repeat_retries);
             total.series.connected.push(connected);
             total.peak_connected = total.peak_connected.max(connected);
             counters.add(&interval.counters);
@@ -199,6 +235,7 @@ impl Collector {
             connected,
             attempts: counters.attempts,
             retries: counters.retries,
+            repeat_retries: counters.repeat_retries,
             opened: counters.opened,
             closed: counters.closed,
             errors: counters.failed_attempts(),
@@ -209,6 +246,7 @@ impl Collector {
         run.points.push(point);
         self.attempt_series.push(point.attempts);
         self.retry_series.push(point.retries);
+        self.repeat_series.push(point.repeat_retries);
         let n = run.points.len();
         for (code, count) in &counters.close_codes {
             let series = run.close_series.entry(*code).or_default();
@@ -221,7 +259,7 @@ impl Collector {
         self.recent.push_back((counters, hists));
         self.ticks += 1;
 
-        let generator = if self.ticks.is_multiple_of(SAMPLE_EVERY) {
+        let generator = if self.sample && self.ticks.is_multiple_of(SAMPLE_EVERY) {
             // The generator is this process plus its worker processes: memory and CPU add
             // up; open files are per process, so the largest counts.
             let mut s = self.sampler.sample(point.t_ms, connected);
@@ -264,6 +302,7 @@ impl Collector {
                 &run.hists,
                 &self.attempt_series,
                 &self.retry_series,
+                &self.repeat_series,
             ),
             warnings: self.metrics.warnings(),
             conversation,
@@ -284,7 +323,7 @@ mod tests {
     }
 
     fn open(m: &Metrics, c: u32) {
-        m.attempt(who(c), Duration::ZERO, false);
+        m.attempt(who(c), Duration::ZERO, false, false);
         m.opened(
             who(c),
             OpenTimings {
@@ -309,7 +348,7 @@ mod tests {
         for id in 0..4 {
             m.closed(who(id), Closed::ByPeer(1006));
         }
-        m.attempt(who(99), Duration::ZERO, false);
+        m.attempt(who(99), Duration::ZERO, false, false);
         m.connect_error(who(99), ConnectError::Refused);
         let s2 = c.tick();
         assert_eq!(s2.point.opened, 0);

@@ -148,10 +148,13 @@ pub enum Latency {
     /// How late each retry's connect started: for a herd told to retry at one instant, the
     /// spread of this is the generator's storm precision.
     RetryLag,
+    /// The delay the backoff chose before each retry (Retry-After, budget and alignment
+    /// included): what a strategy actually did.
+    BackoffDelay,
 }
 
 impl Latency {
-    pub const ALL: [Latency; 8] = [
+    pub const ALL: [Latency; 9] = [
         Latency::Connect,
         Latency::Tls,
         Latency::Handshake,
@@ -160,6 +163,7 @@ impl Latency {
         Latency::DeadDetect,
         Latency::ScheduleLag,
         Latency::RetryLag,
+        Latency::BackoffDelay,
     ];
     pub const COUNT: usize = Self::ALL.len();
 
@@ -173,6 +177,7 @@ impl Latency {
             Latency::DeadDetect => "dead_detect",
             Latency::ScheduleLag => "schedule_lag",
             Latency::RetryLag => "retry_lag",
+            Latency::BackoffDelay => "backoff_delay",
         }
     }
 }
@@ -187,17 +192,21 @@ pub struct LatencyTable {
     pub rtt: LatencySummary,
     pub reconnect: LatencySummary,
     pub dead_detect: LatencySummary,
+    /// Not a latency but a time, summarized alike: the delays the backoff chose.
+    #[serde(default)]
+    pub backoff_delay: LatencySummary,
 }
 
 impl LatencyTable {
     /// The histograms this table holds, in its order (the generator's lags are elsewhere).
-    pub const KINDS: [Latency; 6] = [
+    pub const KINDS: [Latency; 7] = [
         Latency::Connect,
         Latency::Tls,
         Latency::Handshake,
         Latency::Rtt,
         Latency::Reconnect,
         Latency::DeadDetect,
+        Latency::BackoffDelay,
     ];
 
     /// Every latency of `h` summarized, with the whole histogram kept in each summary.
@@ -213,6 +222,7 @@ impl LatencyTable {
             rtt: f(Latency::Rtt),
             reconnect: f(Latency::Reconnect),
             dead_detect: f(Latency::DeadDetect),
+            backoff_delay: f(Latency::BackoffDelay),
         }
     }
 
@@ -225,6 +235,7 @@ impl LatencyTable {
             Latency::Rtt => Some(&self.rtt),
             Latency::Reconnect => Some(&self.reconnect),
             Latency::DeadDetect => Some(&self.dead_detect),
+            Latency::BackoffDelay => Some(&self.backoff_delay),
             Latency::ScheduleLag | Latency::RetryLag => None,
         }
     }
@@ -275,6 +286,9 @@ pub struct Counters {
     pub attempts: u64,
     /// Attempts that were not a client's first.
     pub retries: u64,
+    /// Retries after a failed attempt: every retry wave after a lost client's first.
+    #[serde(default)]
+    pub repeat_retries: u64,
     pub opened: u64,
     pub closed: u64,
     pub client_closes: u64,
@@ -325,6 +339,7 @@ impl Counters {
         self.compression.add(&o.compression);
         self.attempts += o.attempts;
         self.retries += o.retries;
+        self.repeat_retries += o.repeat_retries;
         self.opened += o.opened;
         self.closed += o.closed;
         self.client_closes += o.client_closes;
@@ -620,11 +635,13 @@ impl Metrics {
     }
 
     /// An attempt starts, `lag` after its intended time; `retry` unless it is the client's
-    /// first.
-    pub fn attempt(&self, who: Who, lag: Duration, retry: bool) {
+    /// first, `after_failure` when the client's previous attempt failed (a wave after the
+    /// first).
+    pub fn attempt(&self, who: Who, lag: Duration, retry: bool, after_failure: bool) {
         self.with(who, |s| {
             s.counters.attempts += 1;
             s.counters.retries += u64::from(retry);
+            s.counters.repeat_retries += u64::from(retry && after_failure);
             s.hists.record(Latency::ScheduleLag, lag);
             if retry {
                 s.hists.record(Latency::RetryLag, lag);
@@ -697,14 +714,16 @@ impl Metrics {
         self.with(who, |s| s.counters.gave_up += 1);
     }
 
-    pub fn backoff(&self, who: Who, entering: bool) {
+    /// The client waits `delay` before its next attempt.
+    pub fn backoff_started(&self, who: Who, delay: Duration) {
         self.with(who, |s| {
-            if entering {
-                s.counters.backoff_started += 1
-            } else {
-                s.counters.backoff_ended += 1
-            }
+            s.counters.backoff_started += 1;
+            s.hists.record(Latency::BackoffDelay, delay);
         });
+    }
+
+    pub fn backoff_ended(&self, who: Who) {
+        self.with(who, |s| s.counters.backoff_ended += 1);
     }
 
     pub fn sent(&self, who: Who, lag: Duration) {
@@ -836,7 +855,7 @@ mod tests {
     fn shards_drain_exactly_per_group() {
         let m = Metrics::new(2);
         for c in 0..1000u32 {
-            m.attempt(who(c), Duration::from_micros(5), false);
+            m.attempt(who(c), Duration::from_micros(5), false, false);
             if c % 10 == 0 {
                 m.connect_error(who(c), ConnectError::Refused);
             } else {

@@ -27,6 +27,12 @@ pub struct Storm {
     pub peak_retries_per_s: u64,
     #[serde(default)]
     pub peak_retries_per_100ms: u64,
+    /// The same for retries after a failed attempt: the waves after each lost client's
+    /// first retry, where lock-step strategies keep hammering and jittered ones have spread.
+    #[serde(default)]
+    pub peak_repeat_retries_per_s: u64,
+    #[serde(default)]
+    pub peak_repeat_retries_per_100ms: u64,
     /// Attempts each client made over the run.
     pub attempts_per_client: Counts,
     pub gave_up: u64,
@@ -60,6 +66,7 @@ pub fn storm_from(
     h: &Hists,
     attempts_per_tick: &[u64],
     retries_per_tick: &[u64],
+    repeats_per_tick: &[u64],
 ) -> Storm {
     // Closes the client sent because the server broke the protocol are losses too: the
     // client did not want them.
@@ -98,6 +105,8 @@ pub fn storm_from(
         peak_attempts_per_100ms: attempts_per_tick.iter().copied().max().unwrap_or(0),
         peak_retries_per_s: per_s(retries_per_tick),
         peak_retries_per_100ms: retries_per_tick.iter().copied().max().unwrap_or(0),
+        peak_repeat_retries_per_s: per_s(repeats_per_tick),
+        peak_repeat_retries_per_100ms: repeats_per_tick.iter().copied().max().unwrap_or(0),
         attempts_per_client: if a.is_empty() {
             Counts::default()
         } else {
@@ -123,7 +132,7 @@ mod tests {
 
     #[test]
     fn nothing_lost_is_no_recovery_time_not_zero() {
-        let s = storm_from(&Counters::default(), &Hists::default(), &[], &[]);
+        let s = storm_from(&Counters::default(), &Hists::default(), &[], &[], &[]);
         assert_eq!(s.losses, 0);
         assert_eq!(s.recovery_ms, Recovery::default());
 
@@ -133,7 +142,7 @@ mod tests {
         for ms in [10, 20, 30] {
             h.record(Latency::Reconnect, Duration::from_millis(ms));
         }
-        let s = storm_from(&c, &h, &[], &[]);
+        let s = storm_from(&c, &h, &[], &[], &[]);
         assert_eq!((s.losses, s.recovered), (4, 3));
         assert_eq!(s.recovery_ms.p50, Some(20.0));
         assert_eq!(s.recovery_ms.p99, None, "the fourth never came back");

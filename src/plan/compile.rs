@@ -1021,12 +1021,29 @@ fn backoff(
             "must be at least 1 (leave it out for no limit)",
         );
     }
+    if let Some(r) = bo.reset_after {
+        problems.positive(at("behaviour.reconnect.backoff.reset_after"), r.0);
+    }
+    if let Some(b) = bo.budget
+        && b.size == 0
+    {
+        problems.bad(
+            at("behaviour.reconnect.backoff.budget.size"),
+            "must be at least 1 (a budget of 0 would never retry; use `max_attempts` or an `on_close: stop` for that)",
+        );
+    }
     Backoff {
         strategy: bo.strategy,
         base: bo.base.0,
         cap: bo.cap.0,
         multiplier: bo.multiplier,
         max_attempts: bo.max_attempts,
+        reset_after: bo.reset_after.map(|r| r.0),
+        budget: bo.budget.map(|b| crate::backoff::Budget {
+            size: b.size,
+            refill: b.refill.0,
+        }),
+        retry_after_jitter: bo.retry_after_jitter.map_or(0.0, |p| p.0),
     }
 }
 

@@ -776,6 +776,28 @@ pub struct BackoffSettings {
     /// retry "on the next full second" (synchronized by the clock, not by the failure).
     #[serde(default)]
     pub align: Option<Dur>,
+    /// Go back to the first delay only once a connection has stayed open this long (default:
+    /// as soon as one opens). Against a server that accepts and drops at once (flapping), the
+    /// delay keeps growing instead of looping hot.
+    #[serde(default)]
+    pub reset_after: Option<Dur>,
+    /// A per-client retry budget (token bucket): every retry spends a token; with none left
+    /// the retry waits for the next one.
+    #[serde(default)]
+    pub budget: Option<RetryBudget>,
+    /// Add up to this share at random to a fixed delay: a server's Retry-After or an
+    /// `on_close` `retry-after:` (default 0%: obeyed to the letter, in lock-step).
+    #[serde(default)]
+    pub retry_after_jitter: Option<Percent>,
+}
+
+/// `{ size: 10, refill: 1/s }`: at most `size` retries in a burst, `refill` more per unit of
+/// time.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetryBudget {
+    pub size: u32,
+    pub refill: Rate,
 }
 
 fn default_base() -> Dur {
@@ -797,6 +819,9 @@ impl Default for BackoffSettings {
             multiplier: default_multiplier(),
             max_attempts: None,
             align: None,
+            reset_after: None,
+            budget: None,
+            retry_after_jitter: None,
         }
     }
 }

@@ -80,6 +80,16 @@ pub struct CompareRow {
     /// Most retries in one 100 ms interval: how synchronized the retries are.
     #[serde(default)]
     pub peak_retries_per_100ms: u64,
+    /// Most retries in one second among those after a failed attempt: the storm after the
+    /// first wave (which is the same for every strategy: everyone lost retries once).
+    #[serde(default)]
+    pub peak_after_first_wave_per_s: u64,
+    /// The delays the strategy chose before its retries (ms): p50 and p99 of
+    /// `latency_us.backoff_delay`. Shown, not ranked: a longer delay is neither good nor bad.
+    #[serde(default)]
+    pub delay_p50_ms: Option<f64>,
+    #[serde(default)]
+    pub delay_p99_ms: Option<f64>,
     pub total_attempts: u64,
     /// Handshakes answered 503 or 429.
     pub rejections: u64,
@@ -94,7 +104,7 @@ pub struct CompareRow {
 }
 
 /// The columns, in table order: (key, heading).
-pub const COLUMNS: [(&str, &str); 16] = [
+pub const COLUMNS: [(&str, &str); 19] = [
     ("lost", "lost"),
     ("back", "back by the end"),
     ("not_back", "not back"),
@@ -106,11 +116,14 @@ pub const COLUMNS: [(&str, &str); 16] = [
     ("wasted_per_back", "wasted per client back"),
     ("peak_attempts_per_s", "peak attempts/s"),
     ("peak_retries_per_100ms", "peak retries in 100 ms"),
+    ("peak_after_first_wave_per_s", "peak/s after 1st wave"),
     ("total_attempts", "total attempts"),
     ("rejections", "503/429 answers"),
     ("gave_up", "gave up"),
     ("server_handshakes_wasted", "handshakes abandoned"),
     ("rtt_p99_us", "rtt p99 (ms)"),
+    ("delay_p50_ms", "delay chosen p50 (ms)"),
+    ("delay_p99_ms", "delay chosen p99 (ms)"),
 ];
 
 impl CompareRow {
@@ -125,6 +138,8 @@ impl CompareRow {
             .connect_attempts
             .saturating_sub(st.attempts_per_client.count);
         let failed = crate::results::threshold::errors(t);
+        let chosen = r.latency_us.backoff_delay.count > 0;
+        let delay = |us: u64| chosen.then(|| (us as f64 / 100.0).round() / 10.0);
         CompareRow {
             lost: st.losses,
             back,
@@ -137,6 +152,9 @@ impl CompareRow {
             recovery_p99_ms: r.storm.recovery_ms.p99,
             peak_attempts_per_s: r.storm.peak_attempts_per_s,
             peak_retries_per_100ms: r.storm.peak_retries_per_100ms,
+            peak_after_first_wave_per_s: r.storm.peak_repeat_retries_per_s,
+            delay_p50_ms: delay(r.latency_us.backoff_delay.p50),
+            delay_p99_ms: delay(r.latency_us.backoff_delay.p99),
             total_attempts: t.connect_attempts,
             rejections: status("503") + status("429"),
             gave_up: t.gave_up,
@@ -159,6 +177,9 @@ impl CompareRow {
             "recovery_p99_ms" => self.recovery_p99_ms,
             "peak_attempts_per_s" => Some(self.peak_attempts_per_s as f64),
             "peak_retries_per_100ms" => Some(self.peak_retries_per_100ms as f64),
+            "peak_after_first_wave_per_s" => Some(self.peak_after_first_wave_per_s as f64),
+            "delay_p50_ms" => self.delay_p50_ms,
+            "delay_p99_ms" => self.delay_p99_ms,
             "total_attempts" => Some(self.total_attempts as f64),
             "rejections" => Some(self.rejections as f64),
             "gave_up" => Some(self.gave_up as f64),
@@ -173,7 +194,9 @@ impl CompareRow {
             (_, None) if column.starts_with("recovery") => "never".into(),
             (_, None) => "—".into(),
             ("rtt_p99_us", Some(v)) => format!("{:.2}", v / 1000.0),
-            (c, Some(v)) if c.starts_with("recovery") => format!("{v}"),
+            (c, Some(v)) if c.starts_with("recovery") || c.starts_with("delay_") => {
+                format!("{v}")
+            }
             (c, Some(v)) if c.ends_with("_per_back") => format!("{v:.2}"),
             (_, Some(v)) => format!("{v:.0}"),
         }
@@ -182,7 +205,7 @@ impl CompareRow {
 
 /// Columns that describe the run rather than rank it: the same profile loses about as many
 /// connections whatever the strategy, and more back is better, not worse.
-const UNRANKED: [&str; 2] = ["lost", "back"];
+const UNRANKED: [&str; 4] = ["lost", "back", "delay_p50_ms", "delay_p99_ms"];
 
 /// The best strategies per column (lowest value; ties share the win; nobody wins a column
 /// where every value is missing).

@@ -908,6 +908,8 @@ pub(crate) mod fixture {
             profile: String::new(),
             warnings: Vec::new(),
             failed: None,
+            modelled: false,
+            model: None,
         }
     }
 

@@ -532,7 +532,9 @@ pub fn comparison(c: &crate::report::compare::Comparison) -> String {
         }
         o.push('\n');
     }
-    o.push_str("  (* best in its row; lower is better, but for lost and back)\n");
+    o.push_str(
+        "  (* best in its row; lower is better, but for lost, back and the delays chosen)\n",
+    );
     o
 }
 
@@ -596,6 +598,9 @@ mod tests {
                     wasted_per_back: Some(12345.67),
                     peak_attempts_per_s: 1_000_000,
                     peak_retries_per_100ms: 100_000,
+                    peak_after_first_wave_per_s: 1_000_000,
+                    delay_p50_ms: Some(12_345.6),
+                    delay_p99_ms: Some(123_456.7),
                     total_attempts: 12_345_678,
                     rejections: 1_234_567,
                     gave_up: 1000,

@@ -91,7 +91,8 @@ impl Results {
         totals.connect_errors.examples = c.connect_error_examples;
         let attempts: Vec<u64> = c.points.iter().map(|p| p.attempts).collect();
         let retries: Vec<u64> = c.points.iter().map(|p| p.retries).collect();
-        let storm = storm_from(&c.totals, &c.hists, &attempts, &retries);
+        let repeats: Vec<u64> = c.points.iter().map(|p| p.repeat_retries).collect();
+        let storm = storm_from(&c.totals, &c.hists, &attempts, &retries, &repeats);
         let mut merged = conversation::Merge::default();
         let mut close_reasons = crate::metrics::conversation::ConvData::default();
         for (g, names) in c.groups.iter().zip(&conversation_names) {
@@ -132,6 +133,7 @@ impl Results {
                     &g.data.hists,
                     &g.series.attempts,
                     &g.series.retries,
+                    &g.series.repeat_retries,
                 ),
                 timeline: g.series,
             })
@@ -179,6 +181,8 @@ impl Results {
             profile,
             warnings: c.warnings,
             failed: None,
+            modelled: false,
+            model: None,
         };
         let mut failed = failures;
         failed.extend(run_failed(&results.totals, expect_failures));

@@ -70,6 +70,26 @@ pub struct Results {
     /// did; the exit code is then 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed: Option<String>,
+    /// The run was `wsstorm model`'s, in virtual time with no sockets: its figures are what
+    /// the plan's rules produce, not what a network and a machine measured.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub modelled: bool,
+    /// How the model ran and what it left out (modelled runs only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelInfo>,
+}
+
+/// What results.json says about a modelled run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    /// The fixed network round trip every attempt paid (µs).
+    pub rtt_us: u64,
+    /// Events the model processed (attempts, answers, closes).
+    pub events: u64,
+    /// Wall-clock time the model took (ms).
+    pub wall_ms: u64,
+    /// What the profile asks for that the model leaves out; its figures are as if absent.
+    pub not_modelled: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -548,27 +548,36 @@ fn is_transient_accept_error(e: &std::io::Error) -> bool {
 }
 
 /// `rate` tokens per second, at most `burst`: the accept-rate capacity and per-connection
-/// message rate limits.
-struct TokenBucket {
+/// message rate limits. Also the capacity model of `wsstorm model`, which drives it in virtual
+/// time through [`TokenBucket::take_at`]: one admission rule for the server and its model.
+pub struct TokenBucket {
     rate: f64,
     burst: f64,
     tokens: f64,
-    last: Instant,
+    /// The clock `take` reads is time since this.
+    origin: Instant,
+    last: Duration,
 }
 
 impl TokenBucket {
-    fn new(rate: f64, burst: f64) -> Self {
+    pub fn new(rate: f64, burst: f64) -> Self {
         TokenBucket {
             rate,
             burst,
             tokens: burst,
-            last: Instant::now(),
+            origin: Instant::now(),
+            last: Duration::ZERO,
         }
     }
 
     fn take(&mut self, now: Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.last = now;
+        self.take_at(now.saturating_duration_since(self.origin))
+    }
+
+    /// Take a token at `now` on a clock that starts when the bucket is made (full).
+    pub fn take_at(&mut self, now: Duration) -> bool {
+        let elapsed = now.saturating_sub(self.last).as_secs_f64();
+        self.last = self.last.max(now);
         self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
         // The epsilon keeps float drift from refusing the token that exactly refilled.
         if self.tokens >= 1.0 - 1e-9 {
@@ -644,7 +653,7 @@ mod tests {
     #[test]
     fn token_bucket_admits_the_rate() {
         let mut b = TokenBucket::new(100.0, 10.0);
-        let t0 = b.last;
+        let t0 = b.origin;
         // The burst first, then one per 10ms.
         let burst = (0..20).filter(|_| b.take(t0)).count();
         assert_eq!(burst, 10);

@@ -2,6 +2,7 @@
 //! real `wsstorm` binary or the library against real sockets; `common` is what they share.
 
 mod apps;
+mod backoff;
 mod cli;
 mod common;
 mod conversation;
