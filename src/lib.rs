@@ -37,6 +37,7 @@ pub mod cli;
 pub mod client;
 pub mod dashboard;
 pub mod metrics;
+pub mod model;
 pub mod net;
 pub mod os;
 pub mod plan;

@@ -1,6 +1,7 @@
 //! Command line: raw arguments become a compiled plan before anything runs, every command runs
 //! plans through one routine ([`run`]), and every outcome maps to one exit code in `main`.
 
+mod model;
 mod run;
 mod serve;
 
@@ -14,6 +15,7 @@ use crate::profile::ProfileError;
 use crate::results::Results;
 use crate::swarm::{Stop, StopReason};
 
+pub use model::ModelArgs;
 pub use run::{CapacityArgs, CompareArgs, Overrides, PlanFlags, RunArgs, SizeFlags};
 pub use serve::{ProxyArgs, ServeArgs};
 
@@ -75,6 +77,10 @@ pub enum Command {
     /// Run a profile once per backoff strategy (same seed) and compare them.
     #[command(after_help = run::COMPARE_HELP)]
     Compare(CompareArgs),
+    /// Run a profile in virtual time (no sockets): millions of clients against the embedded
+    /// target's capacity model, in seconds.
+    #[command(after_help = model::MODEL_HELP)]
+    Model(ModelArgs),
     /// Step the load up, one run per step, until the thresholds break; report the knee.
     #[command(after_help = run::CAPACITY_HELP)]
     Capacity(CapacityArgs),
@@ -150,6 +156,7 @@ pub fn main() -> Result<ExitCode, Failure> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Compare(args) => run::compare(args),
+        Command::Model(args) => model::model(args),
         Command::Capacity(args) => run::capacity(args),
         Command::ServerWorker => {
             let rt = runtime()?;

@@ -90,6 +90,13 @@ pub struct CompareArgs {
     pub plan: PlanFlags,
     #[command(flatten)]
     pub size: SizeFlags,
+    /// Run each strategy in virtual time (`wsstorm model`) instead of over sockets: the
+    /// same comparison at any number of clients.
+    #[arg(long)]
+    pub model: bool,
+    /// With --model: the network round trip every connect and upgrade pays (default 100us).
+    #[arg(long, value_name = "D", requires = "model")]
+    pub rtt: Option<Dur>,
 }
 
 pub const CAPACITY_HELP: &str = "\
@@ -229,7 +236,7 @@ fn configured_server_settings(p: &Profile) -> Vec<String> {
 
 /// Make sure results can be written to `dir` before a run starts, rather than lose a run at
 /// its end: the directory is made, a file written and removed, and the free space checked.
-fn check_out(dir: &Path) -> Result<(), Failure> {
+pub(super) fn check_out(dir: &Path) -> Result<(), Failure> {
     let cannot = |e: &dyn std::fmt::Display| {
         Failure::runtime(format!(
             "{}: cannot write results there: {e} (choose another --out)",
@@ -258,7 +265,7 @@ const MIN_FREE_BYTES: u64 = 64 << 20;
 
 /// Compile `doc` with the command line's thresholds added; problems an override caused say
 /// so.
-fn compile(
+pub(super) fn compile(
     doc: &Document,
     overrides: &Overrides,
     thresholds: &[(String, Threshold)],
@@ -300,7 +307,7 @@ pub(super) fn fit_here(plan: &mut Plan, workers: Option<usize>) -> Result<(), Fa
 }
 
 /// `--threshold` expressions, or a usage error that points at the offending character.
-fn parse_thresholds(exprs: &[String]) -> Result<Vec<(String, Threshold)>, Failure> {
+pub(super) fn parse_thresholds(exprs: &[String]) -> Result<Vec<(String, Threshold)>, Failure> {
     exprs
         .iter()
         .map(|e| {
@@ -324,7 +331,7 @@ enum View {
 
 /// Runs plans, one after another, on one runtime; Ctrl-C stops the run under way and every
 /// later one.
-struct Runner {
+pub(super) struct Runner {
     /// Always `Some` until dropped.
     rt: Option<tokio::runtime::Runtime>,
     stop: Stop,
@@ -333,7 +340,7 @@ struct Runner {
 }
 
 impl Runner {
-    fn new() -> Result<Runner, Failure> {
+    pub(super) fn new() -> Result<Runner, Failure> {
         let rt = runtime()?;
         let stop = Stop::new();
         let dashboard_up = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -349,7 +356,7 @@ impl Runner {
         })
     }
 
-    fn interrupted(&self) -> bool {
+    pub(super) fn interrupted(&self) -> bool {
         self.stop.is_stopped()
     }
 
@@ -488,7 +495,11 @@ pub fn compare(args: CompareArgs) -> Result<ExitCode, Failure> {
     let extra = parse_thresholds(&args.plan.thresholds)?;
     let doc = load(&args.profile, &overrides)?;
     let mut plan = compile(&doc, &overrides, &extra)?;
-    fit_here(&mut plan, args.plan.workers)?;
+    if args.model {
+        crate::model::check(&plan).map_err(|e| Failure::usage(e.to_string()))?;
+    } else {
+        fit_here(&mut plan, args.plan.workers)?;
+    }
     let strategies = if !args.strategies.is_empty() {
         args.strategies.clone()
     } else if !plan.compare.is_empty() {
@@ -520,8 +531,19 @@ pub fn compare(args: CompareArgs) -> Result<ExitCode, Failure> {
             "{}\n# compare: every group's backoff strategy = {strategy}\n",
             plan.source
         );
-        eprintln!("wsstorm compare: running {} with {strategy}", plan.name);
-        let results = runner.run(&run, View::Quiet)?;
+        eprintln!(
+            "wsstorm compare: {} {} with {strategy}",
+            if args.model { "modelling" } else { "running" },
+            plan.name
+        );
+        let results = if args.model {
+            crate::model::run(&run, &super::model::options(args.rtt), &|| {
+                runner.interrupted()
+            })
+            .map_err(|e| Failure::usage(e.to_string()))?
+        } else {
+            runner.run(&run, View::Quiet)?
+        };
         let path = write_run(&results, &dir.join(strategy.name()))?;
         let t = &results.totals;
         eprintln!(
@@ -707,12 +729,12 @@ fn safe_name(name: &str) -> String {
 }
 
 /// `reports/<name>-<UTC time>/`, the name made safe for a directory.
-fn default_out_dir(r: &Results) -> PathBuf {
+pub(super) fn default_out_dir(r: &Results) -> PathBuf {
     stamped_dir(&r.name, "", &r.started_at)
 }
 
 /// `reports/<name><kind>-<UTC time to the second>Z/` from an RFC 3339 start time.
-fn stamped_dir(name: &str, kind: &str, started_at: &str) -> PathBuf {
+pub(super) fn stamped_dir(name: &str, kind: &str, started_at: &str) -> PathBuf {
     let stamp: String = started_at
         .chars()
         .take(19)
@@ -723,7 +745,7 @@ fn stamped_dir(name: &str, kind: &str, started_at: &str) -> PathBuf {
 
 /// Write results; if the chosen directory fails, keep them in the temp directory rather than
 /// lose a run.
-fn write_results(r: &Results, dir: &Path) -> Result<PathBuf, Failure> {
+pub(super) fn write_results(r: &Results, dir: &Path) -> Result<PathBuf, Failure> {
     match r.write(dir) {
         Ok(p) => Ok(p),
         Err(e) => {

@@ -1,0 +1,563 @@
+//! `wsstorm model`: a plan run in virtual time, in one process, with no sockets.
+//!
+//! A fleet of millions cannot be run on one machine, but what it does after a mass drop is
+//! decided by a few rules: when each client tries again (its backoff), what the server does
+//! with a handshake (admission, a queue of workers, a timeout that makes clients abandon work
+//! the server still does), and what the timeline does to open connections. The model runs
+//! exactly those rules — the clients' [`Retry`] and close-code [`DecisionTable`]s, the server's
+//! [`TokenBucket`], the same seeds — as events on one clock, and records them into the same
+//! [`Metrics`] and [`Collector`] a real run records into, so results.json, the report and
+//! `compare` read it like any run (marked `"modelled": true`).
+//!
+//! What it leaves out is listed in the results (`model.not_modelled`): the network is a fixed
+//! round trip, the machine's CPU and kernel queues are infinitely fast, and messages,
+//! conversations, tokens and streams do not exist.
+//!
+//! [`DecisionTable`]: crate::plan::DecisionTable
+
+mod server;
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use rand::SeedableRng;
+use rand::rngs::Xoshiro128PlusPlus;
+
+use crate::backoff::{Next, Retry, align_up};
+use crate::metrics::{Closed, Collector, ConnectError, Metrics, OpenTimings, TICK, Who};
+use crate::plan::{Plan, PlanTarget, TimelineAction};
+use crate::profile::Decision;
+use crate::results::{EndReason, FiredAction, ModelInfo, Record, Results};
+use crate::seed::{client_seed, in_share};
+use crate::server::{Action, DropMode, ServerConfig};
+use server::{Answer, ServerModel};
+
+/// How the model departs from a real run, as the user may set it.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// Network round trip: a connect takes one, the upgrade another (half each way).
+    pub rtt: Duration,
+}
+
+/// A loopback round trip on a busy machine, as real runs measure the connect.
+pub const DEFAULT_RTT: Duration = Duration::from_micros(100);
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { rtt: DEFAULT_RTT }
+    }
+}
+
+/// Why a plan cannot be modelled.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Unmodellable(String);
+
+/// What of `plan` the model can run and what it leaves out; an error for what it cannot run
+/// at all.
+pub fn check(plan: &Plan) -> Result<(&ServerConfig, Vec<String>), Unmodellable> {
+    let config = match &plan.target {
+        PlanTarget::Embedded { config, .. } => config.as_ref(),
+        PlanTarget::External { url, .. } => {
+            return Err(Unmodellable(format!(
+                "the model simulates the embedded target's capacity model, and {url} is another server: describe its capacity as `target: {{ url: embedded, server: {{ accept_rate: 40000/s, handshake: {{ service_time: 2ms, workers: 64, queue: 10000 }}, retry_after: 1s }} }}` to model it"
+            )));
+        }
+    };
+    if plan.proxy.is_some() {
+        return Err(Unmodellable(
+            "the model does not simulate the fault proxy (latency, bandwidth, blackholes): remove `via_proxy` and the proxy's timeline actions to model the rest".into(),
+        ));
+    }
+    let mut left = Vec::new();
+    let mut note = |what: &str| {
+        if !left.iter().any(|l: &String| l == what) {
+            left.push(what.to_string());
+        }
+    };
+    for g in &plan.groups {
+        let b = &g.behaviour;
+        if b.send.is_some() {
+            note("messages (send): sent, received and rtt stay 0");
+        }
+        if b.conversation.is_some() {
+            note("conversations: steps, streams and application errors");
+        }
+        if b.subscribe.is_some() {
+            note("the sequenced stream and resume");
+        }
+        if b.auth.is_some() {
+            note("tokens: every handshake is accepted, none expires");
+        }
+        if b.read_rate.is_some() || b.sleep.is_some() {
+            note("slow and frozen clients (read_rate, sleep)");
+        }
+        if b.abuse.is_some() {
+            note("protocol abuse");
+        }
+    }
+    if config.tls.is_some() {
+        note("TLS: its handshake costs nothing");
+    }
+    if config.heartbeat.is_some() || config.idle_timeout.is_some() {
+        note("the server's heartbeat and idle timeout");
+    }
+    if config.rate_limit.is_some() || config.stream.is_some() || config.socket_io.is_some() {
+        note("the server's message handling (rate limit, stream, Socket.IO)");
+    }
+    Ok((config, left))
+}
+
+/// Where one client is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Not arrived yet, or waiting for its next attempt (an event is queued).
+    Waiting,
+    /// An attempt is under way; its answer, decided when it started, is queued.
+    Attempting(Answer),
+    Connected,
+    /// Connected, but the server stopped serving it; with a heartbeat an event for the
+    /// moment the client finds it dead is queued.
+    Hung,
+    /// Gave up.
+    Done,
+}
+
+/// One client: its retry state, its RNG (seeded as the real client's is) and where it is.
+/// About 72 bytes; the model holds one per client and nothing else per client.
+struct Sim {
+    rng: Xoshiro128PlusPlus,
+    retry: Retry,
+    /// µs: when the last connection was lost (for the reconnect time), or while connected,
+    /// when it opened.
+    mark: u64,
+    /// µs: when the current attempt started.
+    started: u64,
+    /// Bumped on every change of state: a queued event with an older generation is stale.
+    generation: u32,
+    attempts: u32,
+    /// The server's id of the connection (shares of drop-all and hang pick by it).
+    conn: u32,
+    group: u16,
+    state: State,
+}
+
+const NEVER: u64 = u64::MAX;
+
+fn us(d: Duration) -> u64 {
+    d.as_micros().min(u128::from(u64::MAX / 2)) as u64
+}
+
+fn dur(us: u64) -> Duration {
+    Duration::from_micros(us)
+}
+
+/// Run `plan` in virtual time until its duration. `stop` (Ctrl-C) ends it early with the
+/// results so far.
+pub fn run(
+    plan: &Plan,
+    options: &Options,
+    stop: &dyn Fn() -> bool,
+) -> Result<Results, Unmodellable> {
+    let wall = std::time::Instant::now();
+    let started_at = SystemTime::now();
+    let (config, not_modelled) = check(plan)?;
+    let mut sim = Engine::new(plan, config, options);
+    let end = sim.run(stop);
+    let (record, events) = sim.finish(plan, end, started_at);
+    let mut results = Results::build(record, &plan.thresholds);
+    results.modelled = true;
+    results.model = Some(ModelInfo {
+        rtt_us: us(options.rtt),
+        events,
+        wall_ms: wall.elapsed().as_millis() as u64,
+        not_modelled,
+    });
+    Ok(results)
+}
+
+struct Engine<'p> {
+    plan: &'p Plan,
+    clients: Vec<Sim>,
+    /// (time µs, client, generation), earliest first.
+    queue: BinaryHeap<Reverse<(u64, u32, u32)>>,
+    server: ServerModel,
+    metrics: Arc<Metrics>,
+    collector: Collector,
+    rtt: u64,
+    events: u64,
+    fired: Vec<FiredAction>,
+    /// Server orders so far (drop-all and hang shares are picked per order, as the server
+    /// does).
+    orders: u64,
+    interrupted: bool,
+}
+
+impl<'p> Engine<'p> {
+    fn new(plan: &'p Plan, config: &ServerConfig, options: &Options) -> Engine<'p> {
+        let metrics = Arc::new(Metrics::new(plan.groups.len()));
+        let total = plan.total_clients() as usize;
+        let mut clients = Vec::with_capacity(total);
+        for g in &plan.groups {
+            for id in g.first_client..g.first_client + g.clients {
+                clients.push(Sim {
+                    rng: Xoshiro128PlusPlus::seed_from_u64(client_seed(plan.seed, id)),
+                    retry: Retry::new(&g.behaviour.backoff),
+                    mark: NEVER,
+                    started: 0,
+                    generation: 0,
+                    attempts: 0,
+                    conn: 0,
+                    group: g.index as u16,
+                    state: State::Waiting,
+                });
+            }
+        }
+        Engine {
+            plan,
+            clients,
+            queue: BinaryHeap::new(),
+            server: ServerModel::new(config),
+            collector: Collector::virtual_time(metrics.clone()),
+            metrics,
+            rtt: us(options.rtt),
+            events: 0,
+            fired: Vec::new(),
+            orders: 0,
+            interrupted: false,
+        }
+    }
+
+    fn who(&self, c: u32) -> Who {
+        Who {
+            client: c,
+            group: self.clients[c as usize].group,
+        }
+    }
+
+    /// Process every event before the plan's end; returns when the run ended (µs).
+    fn run(&mut self, stop: &dyn Fn() -> bool) -> u64 {
+        let plan = self.plan;
+        let end = us(plan.duration);
+        let tick = us(TICK);
+        let mut next_tick = tick;
+        // Arrivals come from the plan's own schedule, merged across groups in time order.
+        let mut arrivals: Vec<_> = plan
+            .groups
+            .iter()
+            .map(|g| (g.first_client, g.arrivals(plan.seed).peekable()))
+            .collect();
+        let mut actions = plan.timeline.iter().peekable();
+        loop {
+            let arrival = arrivals
+                .iter_mut()
+                .enumerate()
+                .filter_map(|(i, (_, it))| it.peek().map(|t| (us(*t), i)))
+                .min();
+            let action = actions.peek().map(|a| us(a.at));
+            let event = self.queue.peek().map(|Reverse((t, ..))| *t);
+            let t = [arrival.map(|a| a.0), action, event]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(NEVER)
+                .min(end);
+            // An interval ends before anything at its closing instant happens.
+            while next_tick <= t && next_tick < end {
+                self.collector.tick_at(dur(next_tick));
+                next_tick += tick;
+                if stop() {
+                    self.interrupted = true;
+                    return next_tick - tick;
+                }
+            }
+            if t >= end {
+                return end;
+            }
+            if action == Some(t) {
+                let planned = actions.next().expect("peeked");
+                self.fire(&planned.action, t);
+            } else if let Some((at, i)) = arrival.filter(|a| a.0 == t) {
+                let (next_id, it) = &mut arrivals[i];
+                it.next();
+                let c = *next_id;
+                *next_id += 1;
+                self.attempt(c, at);
+            } else if let Some(Reverse((t, c, generation))) = self.queue.pop()
+                && self.clients[c as usize].generation == generation
+            {
+                self.event(c, t);
+            }
+        }
+    }
+
+    fn schedule(&mut self, c: u32, at: u64) {
+        let s = &mut self.clients[c as usize];
+        s.generation = s.generation.wrapping_add(1);
+        self.queue.push(Reverse((at, c, s.generation)));
+    }
+
+    /// A queued event of client `c` is due.
+    fn event(&mut self, c: u32, t: u64) {
+        self.events += 1;
+        match self.clients[c as usize].state {
+            State::Waiting => {
+                self.metrics.backoff_ended(self.who(c));
+                self.attempt(c, t);
+            }
+            State::Attempting(answer) => self.answer(c, answer, t),
+            State::Hung => self.dead(c, t),
+            State::Connected | State::Done => {}
+        }
+    }
+
+    /// Client `c` starts an attempt at `t`: the server decides its answer now (the queue it
+    /// joins is FIFO, so when it will be served is known), the client gets it later.
+    fn attempt(&mut self, c: u32, t: u64) {
+        self.events += 1;
+        let who = self.who(c);
+        let b = &self.plan.groups[usize::from(who.group)].behaviour;
+        let timeout = us(b.handshake_timeout);
+        let s = &mut self.clients[c as usize];
+        s.attempts += 1;
+        s.started = t;
+        self.metrics
+            .attempt(who, Duration::ZERO, s.attempts > 1, s.retry.failures() > 0);
+        let rtt = self.rtt;
+        let (answer, at) = match self.server.handshake(t + rtt, t + rtt + timeout, rtt) {
+            None => (Answer::Refused, t + rtt),
+            Some((conn, answer, at)) => {
+                self.clients[c as usize].conn = conn;
+                (answer, at)
+            }
+        };
+        self.clients[c as usize].state = State::Attempting(answer);
+        self.schedule(c, at);
+    }
+
+    /// The answer to client `c`'s attempt arrives at `t`.
+    fn answer(&mut self, c: u32, answer: Answer, t: u64) {
+        let who = self.who(c);
+        let plan = self.plan;
+        let b = &plan.groups[usize::from(who.group)].behaviour;
+        let s = &mut self.clients[c as usize];
+        let decision = match answer {
+            Answer::Open => {
+                self.metrics.opened(
+                    who,
+                    OpenTimings {
+                        connect: dur(self.rtt),
+                        tls: None,
+                        handshake: dur(t.saturating_sub(s.started + self.rtt)),
+                        reconnect: (s.mark != NEVER).then(|| dur(t.saturating_sub(s.mark))),
+                    },
+                );
+                s.retry.opened(&b.backoff);
+                s.mark = t;
+                s.state = State::Connected;
+                s.generation = s.generation.wrapping_add(1);
+                return;
+            }
+            Answer::Refused => {
+                self.metrics.connect_error(who, ConnectError::Refused);
+                s.retry.failed();
+                Decision::Retry
+            }
+            Answer::Timeout => {
+                self.metrics.connect_error(who, ConnectError::Timeout);
+                s.retry.failed();
+                Decision::Retry
+            }
+            Answer::Status(code) => {
+                self.metrics.handshake_status(who, code);
+                s.retry.failed();
+                b.on_status.decide(code)
+            }
+        };
+        let retry_after = matches!(answer, Answer::Status(_))
+            .then(|| self.server.retry_after())
+            .flatten();
+        self.next(c, t, decision, retry_after);
+    }
+
+    /// Client `c` decides at `t` what to do after a failure or a loss.
+    fn next(&mut self, c: u32, t: u64, decision: Decision, server: Option<Duration>) {
+        let who = self.who(c);
+        let b = &self.plan.groups[usize::from(who.group)].behaviour;
+        let s = &mut self.clients[c as usize];
+        let fixed = match decision {
+            Decision::RetryAfter(d) => Some(d.0),
+            _ => None,
+        };
+        match s.retry.next(
+            &b.backoff,
+            decision == Decision::Stop,
+            fixed,
+            server,
+            dur(t),
+            &mut s.rng,
+        ) {
+            Next::Wait(delay) => {
+                let mut at = dur(t) + delay;
+                if let Some(align) = b.align {
+                    at = align_up(at, align);
+                }
+                let at = us(at);
+                s.state = State::Waiting;
+                self.metrics.backoff_started(who, dur(at - t));
+                self.schedule(c, at);
+            }
+            Next::GiveUp => {
+                s.state = State::Done;
+                s.generation = s.generation.wrapping_add(1);
+                self.metrics.gave_up(who);
+            }
+        }
+    }
+
+    /// Client `c`'s open connection ended at `t`, as `how`; `code` is what its close-code
+    /// policy decides on.
+    fn lost(&mut self, c: u32, t: u64, how: Closed, code: u16) {
+        let who = self.who(c);
+        let b = &self.plan.groups[usize::from(who.group)].behaviour;
+        let s = &mut self.clients[c as usize];
+        self.metrics.closed(who, how);
+        s.retry.lost(&b.backoff, dur(t.saturating_sub(s.mark)));
+        s.mark = t;
+        let decision = b.on_close.decide(code);
+        self.next(c, t, decision, None);
+    }
+
+    /// A hung connection's client finds it dead: its first ping after the hang went
+    /// unanswered for the timeout.
+    fn dead(&mut self, c: u32, t: u64) {
+        let group = usize::from(self.clients[c as usize].group);
+        let silent = self.plan.groups[group]
+            .behaviour
+            .heartbeat
+            .map_or(Duration::ZERO, |h| h.ping_every + h.timeout);
+        self.lost(c, t, Closed::Dead { silent_for: silent }, 1006);
+    }
+
+    /// A timeline action fires at `t`.
+    fn fire(&mut self, action: &TimelineAction, t: u64) {
+        let open = self.server.open;
+        if let TimelineAction::Server(a) = action {
+            self.orders += 1;
+            let seq = self.orders;
+            let (share, code, hang) = match *a {
+                Action::DropAll { mode, share } => (
+                    share,
+                    match mode {
+                        DropMode::Abrupt | DropMode::Reset => 1006,
+                        DropMode::Close(code) => code,
+                    },
+                    false,
+                ),
+                Action::Restart { down_for } => {
+                    self.server.down_until(t + us(down_for));
+                    (1.0, 1006, false)
+                }
+                Action::Hang { share } => (share, 0, true),
+            };
+            for c in 0..self.clients.len() as u32 {
+                let s = &self.clients[c as usize];
+                let open = matches!(s.state, State::Connected | State::Hung);
+                if !open || !in_share(u64::from(s.conn), seq, share) {
+                    continue;
+                }
+                if hang {
+                    if s.state == State::Hung {
+                        continue;
+                    }
+                    self.hang(c, t);
+                } else {
+                    self.events += 1;
+                    self.server.dropped(1);
+                    self.lost(c, t, Closed::ByPeer(code), code);
+                }
+            }
+        }
+        self.fired.push(FiredAction {
+            t_ms: t / 1000,
+            action: action.to_string(),
+            connections: open,
+        });
+    }
+
+    fn hang(&mut self, c: u32, t: u64) {
+        self.server.hung += 1;
+        let group = usize::from(self.clients[c as usize].group);
+        let heartbeat = self.plan.groups[group].behaviour.heartbeat;
+        let s = &mut self.clients[c as usize];
+        s.state = State::Hung;
+        s.generation = s.generation.wrapping_add(1);
+        if let Some(h) = heartbeat {
+            // Pings go out every `ping_every` from the open; the first after the hang is
+            // never answered.
+            let every = us(h.ping_every).max(1);
+            let since = t.saturating_sub(s.mark);
+            let ping = s.mark + since.div_ceil(every).max(1) * every;
+            self.schedule(c, ping + us(h.timeout));
+        }
+    }
+
+    /// Close the run at `end`: the open connections are counted, then close as a real run's
+    /// clients do, and every client that arrived reports its attempts.
+    fn finish(mut self, plan: &Plan, end: u64, started_at: SystemTime) -> (Record, u64) {
+        let mut connected_at_end = vec![0u64; plan.groups.len()];
+        for c in 0..self.clients.len() as u32 {
+            let who = self.who(c);
+            let s = &self.clients[c as usize];
+            if matches!(s.state, State::Connected | State::Hung) {
+                connected_at_end[usize::from(s.group)] += 1;
+                self.metrics.closed(who, Closed::ByClient);
+            }
+            if s.attempts > 0 {
+                if s.state == State::Waiting {
+                    self.metrics.backoff_ended(who);
+                }
+                if let State::Attempting(_) = s.state {
+                    self.metrics.connect_error(who, ConnectError::Cancelled);
+                }
+                self.metrics.client_done(who, s.attempts, 0);
+            }
+        }
+        let collected = self.collector.finish_at(dur(end));
+        let server = self.server.summary(end);
+        let record = Record {
+            name: plan.name.clone(),
+            description: plan.description.clone(),
+            seed: plan.seed,
+            profile: plan.source.clone(),
+            target: "model of the embedded target (virtual time, no sockets)".into(),
+            started_at,
+            duration: dur(end),
+            end: if self.interrupted {
+                EndReason::Interrupted
+            } else {
+                EndReason::Completed
+            },
+            aborted_by: None,
+            group_clients: plan
+                .groups
+                .iter()
+                .map(|g| (g.name.clone(), g.clients))
+                .collect(),
+            conversation_names: plan.conversation_names(),
+            collected,
+            connected_at_end,
+            fired: self.fired,
+            server: Some(server),
+            proxy: None,
+            cpu: crate::metrics::generator::cpu_times(),
+            fd_limit: 0,
+            expect_failures: plan.expect_failures,
+            layout: vec!["modelled in virtual time, in one process, with no sockets".to_string()],
+            failures: Vec::new(),
+        };
+        (record, self.events)
+    }
+}

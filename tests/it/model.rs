@@ -1,0 +1,132 @@
+//! `wsstorm model` against real runs: the shipped storm profiles, as shipped, run over sockets
+//! and in virtual time with the same plan and seed. The figures a user reads off a storm must
+//! agree within 15 % (or a stated slack for small values), and what stays down must stay down.
+
+use crate::common;
+
+use wsstorm::backoff::Strategy;
+use wsstorm::model::{Options, run};
+use wsstorm::plan::Plan;
+use wsstorm::results::Results;
+
+fn plan(name: &str) -> Plan {
+    Plan::load(&common::root().join("profiles").join(format!("{name}.yaml")))
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn model(plan: &Plan) -> Results {
+    let r = run(plan, &Options::default(), &|| false).unwrap_or_else(|e| panic!("{e}"));
+    assert!(r.modelled);
+    r
+}
+
+/// Times within 15 % or 150 ms plus how late the real run's generator was against its own
+/// schedule (a busy machine delays every real retry by that much; the model is never late);
+/// counts within 15 % or 5 % of the clients.
+fn close(what: &str, real: Option<f64>, model: Option<f64>, slack: f64, errors: &mut Vec<String>) {
+    let ok = match (real, model) {
+        (None, None) => true,
+        (Some(r), Some(m)) => (m - r).abs() <= (0.15 * r.abs()).max(slack),
+        _ => false,
+    };
+    if !ok {
+        errors.push(format!("{what}: real {real:?}, model {model:?}"));
+    }
+}
+
+fn compare(name: &str, real: &Results, model: &Results) {
+    let mut errors = Vec::new();
+    let clients = real.totals.clients as f64;
+    let (r, m) = (&real.storm.recovery_ms, &model.storm.recovery_ms);
+    let lag_ms = real.generator.schedule_lag_us.max as f64 / 1000.0;
+    let slack = 150.0 + lag_ms;
+    close("recovery p50", r.p50, m.p50, slack, &mut errors);
+    close("recovery p95", r.p95, m.p95, slack, &mut errors);
+    close("recovery p99", r.p99, m.p99, slack, &mut errors);
+    let count = |f: fn(&Results) -> u64, what: &str, errors: &mut Vec<String>| {
+        close(
+            what,
+            Some(f(real) as f64),
+            Some(f(model) as f64),
+            0.05 * clients,
+            errors,
+        )
+    };
+    count(|r| r.totals.connect_attempts, "total attempts", &mut errors);
+    count(
+        |r| r.totals.handshake_status.get("503").copied().unwrap_or(0),
+        "503 answers",
+        &mut errors,
+    );
+    count(
+        |r| r.storm.peak_attempts_per_s,
+        "peak attempts/s",
+        &mut errors,
+    );
+    count(|r| r.storm.losses, "connections lost", &mut errors);
+    assert!(
+        errors.is_empty(),
+        "{name}: the model is off:\n  {}",
+        errors.join("\n  ")
+    );
+}
+
+#[test]
+fn the_model_agrees_with_real_runs_of_the_storm_profiles() {
+    for name in [
+        "mass-drop-reconnect",
+        "synchronized-retry",
+        "metastable-retry-storm",
+        "backoff-contention",
+    ] {
+        let p = plan(name);
+        let (real, modelled) = (common::run_plan(&p), model(&p));
+        compare(name, &real, &modelled);
+        if name == "metastable-retry-storm" {
+            // Stays down in both: a tenth or fewer of the lost clients are back.
+            for r in [&real, &modelled] {
+                assert!(
+                    r.storm.recovered * 10 <= r.storm.losses,
+                    "{name} recovered: {:?}",
+                    r.storm
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_model_is_deterministic_and_ranks_jitter_first_on_contention() {
+    let p = plan("backoff-contention");
+    let a = model(&p);
+    let b = model(&p);
+    assert_eq!(a.totals, b.totals, "same plan and seed, same figures");
+    assert_eq!(a.storm, b.storm);
+    let p99 = |s: Strategy| model(&p.with_strategy(s)).storm.recovery_ms.p99;
+    let full = p99(Strategy::FullJitter).expect("full jitter gets 99 % back");
+    for lockstep in [Strategy::None, Strategy::Fixed, Strategy::Exponential] {
+        assert!(
+            p99(lockstep).is_none_or(|t| t > full * 1.5),
+            "{lockstep} vs full jitter {full}"
+        );
+    }
+}
+
+#[test]
+fn what_cannot_be_modelled_is_refused_and_what_is_left_out_is_listed() {
+    let external = Plan::from_yaml(
+        "name: x\nduration: 1s\ntarget: ws://127.0.0.1:9/ws\ngroups:\n  - { name: g, clients: 1, arrival: { rate: 1/s } }\n",
+        "x.yaml",
+    )
+    .unwrap();
+    let e = run(&external, &Options::default(), &|| false).unwrap_err();
+    assert!(e.to_string().contains("embedded"), "{e}");
+    let r = model(&plan("mass-drop-reconnect"));
+    let info = r.model.as_ref().expect("model info");
+    assert!(
+        info.not_modelled.iter().any(|n| n.contains("messages")),
+        "{:?}",
+        info.not_modelled
+    );
+    assert!(info.events > 0);
+}
