@@ -10,6 +10,7 @@
 mod collector;
 pub mod conversation;
 pub mod generator;
+pub mod settle;
 pub mod storm;
 mod summary;
 
