@@ -485,7 +485,9 @@ pub fn run(args: RunArgs) -> Result<ExitCode, Failure> {
         _ if results.thresholds_passed() == Some(false) => ExitCode::from(1),
         _ if results.failed.is_some() => ExitCode::from(1),
         EndReason::Aborted => ExitCode::from(1),
-        EndReason::Completed | EndReason::Stopped => ExitCode::SUCCESS,
+        EndReason::Completed | EndReason::Stopped | EndReason::Settled | EndReason::MaxReached => {
+            ExitCode::SUCCESS
+        }
     })
 }
 

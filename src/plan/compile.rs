@@ -157,6 +157,7 @@ fn compile_into(p: &Profile, text: &str, dir: &std::path::Path, problems: &mut P
         expect_failures: p.expect_failures,
         layout: Layout::default(),
         source: text.to_string(),
+        until: None,
     }
 }
 

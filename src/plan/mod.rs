@@ -70,6 +70,15 @@ pub struct Plan {
     /// The profile as the user wrote it (plus notes of what the command line changed), kept
     /// in the results.
     pub source: String,
+    /// `--until recovered`: the run ends once every client has settled, not after `duration`.
+    pub until: Option<Until>,
+}
+
+/// A run that lasts until every client has settled — arrived, and connected or given up (see
+/// [`crate::metrics::settle`]) — after the timeline's last action, or until `max`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Until {
+    pub max: Duration,
 }
 
 /// How a run is spread over processes.
@@ -314,6 +323,41 @@ impl Plan {
             Arc::make_mut(&mut g.behaviour).backoff.strategy = strategy;
         }
         plan
+    }
+
+    /// Run until every client has settled, or for `max` at most: `duration` becomes `max`
+    /// and no longer ends the run early. Refused when `max` would end the run before the
+    /// timeline's last action or the last client's arrival (it could never settle).
+    pub fn until_recovered(&mut self, max: Duration) -> Result<(), String> {
+        let max_text = crate::units::Dur(max);
+        if max.is_zero() {
+            return Err("--max must be more than 0s".into());
+        }
+        if let Some(last) = self.timeline.last()
+            && last.at >= max
+        {
+            return Err(format!(
+                "--max {max_text} ends the run before the timeline's last action (`{}` at {}): give a --max after it",
+                last.action,
+                crate::units::Dur(last.at)
+            ));
+        }
+        let last_arrival = self
+            .groups
+            .iter()
+            .filter_map(|g| g.arrivals(self.seed).last())
+            .max();
+        if let Some(last) = last_arrival
+            && last >= max
+        {
+            return Err(format!(
+                "--max {max_text} ends the run before the last client arrives (at {}): give a --max after it",
+                crate::units::Dur(last)
+            ));
+        }
+        self.duration = max;
+        self.until = Some(Until { max });
+        Ok(())
     }
 }
 

@@ -407,3 +407,42 @@ fn compression_is_a_key_not_a_header() {
     let p = one(&header);
     assert!(p.message.contains("`compression: deflate`"), "{p:?}");
 }
+
+#[test]
+fn until_recovered_replaces_the_duration_with_the_cap_after_the_timeline() {
+    let plan = Plan::from_yaml(GOOD, "p.yaml").unwrap();
+    assert_eq!(plan.until, None);
+    let mut p = plan.clone();
+    p.until_recovered(Duration::from_secs(60)).unwrap();
+    assert_eq!(p.duration, Duration::from_secs(60));
+    assert_eq!(
+        p.until,
+        Some(Until {
+            max: Duration::from_secs(60)
+        })
+    );
+    // The drop-all fires at 5s: a cap at or before it could never see the recovery.
+    let e = plan
+        .clone()
+        .until_recovered(Duration::from_secs(5))
+        .unwrap_err();
+    assert!(e.contains("--max 5s") && e.contains("drop-all"), "{e}");
+    assert!(e.contains("at 5s"), "{e}");
+    assert!(plan.clone().until_recovered(Duration::ZERO).is_err());
+    // Nor before the last arrival (10 clients at 100/s: the last at 90ms).
+    let calm = GOOD.replace(
+        "timeline:\n  - { at: 5s, action: drop-all, mode: close, code: 1001 }\n",
+        "",
+    );
+    let calm = Plan::from_yaml(&calm, "p.yaml").unwrap();
+    let e = calm
+        .clone()
+        .until_recovered(Duration::from_millis(50))
+        .unwrap_err();
+    assert!(e.contains("last client arrives"), "{e}");
+    assert!(
+        calm.clone()
+            .until_recovered(Duration::from_millis(100))
+            .is_ok()
+    );
+}

@@ -824,6 +824,8 @@ pub fn render(r: &Results) -> String {
         EndReason::Interrupted => "interrupted",
         EndReason::Stopped => "stopped",
         EndReason::Aborted => "aborted by a threshold",
+        EndReason::Settled => "settled: every client connected or gave up",
+        EndReason::MaxReached => "reached --max before every client settled",
     };
     let body = html! {
         p.muted { (r.description.as_deref().unwrap_or("")) }
@@ -833,6 +835,9 @@ pub fn render(r: &Results) -> String {
             tr { td { "duration" } td { span data-key="duration_ms" { (r.duration_ms) } " ms" } }
             tr { td { "seed" } td data-key="seed" { (r.seed) } }
             tr { td { "ended" } td data-key="end_reason" { (ended) } }
+            @if let Some(u) = &r.until {
+                tr { td { "until" } td { (u.mode) ": " (u.describe()) } }
+            }
         }
         h2 { "Verdict" }
         @if let Some(why) = &r.failed {
@@ -891,6 +896,7 @@ pub(crate) mod fixture {
             started_at: "t".into(),
             duration_ms: 1000,
             end_reason: EndReason::Completed,
+            until: None,
             target: "ws://x".into(),
             totals: Totals::default(),
             conversation: None,

@@ -77,11 +77,16 @@ pub fn summary(r: &Results) -> String {
             crate::results::EndReason::Interrupted => "INTERRUPTED",
             crate::results::EndReason::Stopped => "stopped",
             crate::results::EndReason::Aborted => "ABORTED by a threshold",
+            crate::results::EndReason::Settled => "settled, ended",
+            crate::results::EndReason::MaxReached => "NOT settled, stopped at --max",
         },
         r.duration_ms as f64 / 1000.0,
         r.seed,
         r.target
     );
+    if let Some(u) = &r.until {
+        let _ = writeln!(o, "  until        {}: {}", u.mode, u.describe());
+    }
     let _ = writeln!(
         o,
         "  clients      {:>9}   peak connected {}   connected at end {}   gave up {}",

@@ -52,6 +52,8 @@ pub struct Record {
     pub layout: Vec<String>,
     /// What broke the run itself (a worker process that died), if anything did.
     pub failures: Vec<String>,
+    /// How a run `--until recovered` was to end, and when it settled.
+    pub until: Option<super::Until>,
 }
 
 impl Results {
@@ -80,6 +82,7 @@ impl Results {
             expect_failures,
             failures,
             layout,
+            until,
         } = record;
         let clients: u64 = group_clients.iter().map(|(_, n)| u64::from(*n)).sum();
         let mut totals = totals_from(
@@ -148,6 +151,7 @@ impl Results {
             started_at: humantime::format_rfc3339_millis(started_at).to_string(),
             duration_ms: duration.as_millis() as u64,
             end_reason: end,
+            until,
             target,
             latency_us: LatencyTable::from_hists(&c.hists),
             timeline: Timeline {

@@ -34,6 +34,10 @@ pub struct Results {
     /// From the first arrival to the end of the run (the deadline, or the interruption).
     pub duration_ms: u64,
     pub end_reason: EndReason,
+    /// How a run `--until recovered` was to end, and when it settled; absent for a run of the
+    /// profile's duration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<Until>,
     /// The URL the clients connected to.
     pub target: String,
     pub totals: Totals,
@@ -103,6 +107,40 @@ pub enum EndReason {
     Stopped,
     /// Stopped by a failing threshold with `abort_on_fail`; figures cover the time that ran.
     Aborted,
+    /// A run `--until recovered` settled: every client connected or gave up.
+    Settled,
+    /// A run `--until recovered` reached its `--max` before it settled.
+    MaxReached,
+}
+
+/// The mode of a run that lasts until every client has settled.
+pub const UNTIL_RECOVERED: &str = "recovered";
+
+/// A run that lasted until its clients settled rather than for the profile's duration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Until {
+    /// `recovered`: until every client was connected or had given up, after the timeline's
+    /// last action.
+    pub mode: String,
+    /// The longest the run could last (`--max`).
+    pub max_ms: u64,
+    /// When the run settled: the first of the ticks that held it; `null` = it did not before
+    /// `max_ms`.
+    pub settled_at_ms: Option<u64>,
+}
+
+impl Until {
+    /// `settled at 3.2 s (every client connected or gave up; cap 5m)`, or that it did not.
+    pub fn describe(&self) -> String {
+        let cap = crate::units::Dur(std::time::Duration::from_millis(self.max_ms));
+        match self.settled_at_ms {
+            Some(ms) => format!(
+                "settled at {:.1} s (every client connected or gave up; cap {cap})",
+                ms as f64 / 1000.0
+            ),
+            None => format!("NOT settled within the cap of {cap} (--max)"),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

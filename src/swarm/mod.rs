@@ -23,6 +23,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::client::connect::{EmbeddedInfo, Endpoint};
 use crate::client::{self, GroupCtx};
+use crate::metrics::settle::{HOLD, Settling};
 use crate::metrics::{Collector, Metrics, Snapshot, TICK};
 use crate::plan::{Plan, PlanGroup, PlanTarget, PlannedAction, TimelineAction};
 use crate::profile::TlsSettings;
@@ -333,6 +334,22 @@ impl Swarm {
             epoch.into_std(),
         )));
         let clients_stop = CancellationToken::new();
+        // Cancelled once the timeline's last action has fired: a run `--until recovered`
+        // cannot settle before.
+        let timeline_done = CancellationToken::new();
+        let settle = plan.until.map(|_| SettleWatch {
+            // Worker processes report their clients a tick late.
+            settling: Settling::with_hold(
+                u64::from(plan.total_clients()),
+                HOLD + if plan.layout.workers > 0 {
+                    2 * TICK
+                } else {
+                    Duration::ZERO
+                },
+            ),
+            stop: stop.clone(),
+            timeline_done: timeline_done.clone(),
+        });
         tokio::spawn(abort_watch(
             plan.thresholds.clone(),
             u64::from(plan.total_clients()),
@@ -344,6 +361,7 @@ impl Swarm {
             snapshots,
             epoch,
             clients_stop.clone(),
+            settle,
         ));
         let clients = if plan.layout.workers > 0 {
             let w = workers::Workers::start(
@@ -375,6 +393,7 @@ impl Swarm {
             metrics.clone(),
             epoch,
             clients_stop.clone(),
+            timeline_done,
         ));
         Ok(Swarm {
             epoch,
@@ -392,7 +411,8 @@ impl Swarm {
         })
     }
 
-    /// Until the deadline or `stop`; says why the run ended.
+    /// Until the deadline or `stop` (which a run `--until recovered` asks for once it has
+    /// settled); says why the run ended.
     pub async fn run(&mut self, stop: &Stop) -> StopReason {
         tokio::select! {
             _ = sleep_until(self.deadline) => stop.request(StopReason::Deadline),
@@ -466,7 +486,9 @@ impl Swarm {
         }
         let collected = lock(&self.collector).finish();
         let (end, aborted_by) = match reason {
+            StopReason::Deadline if plan.until.is_some() => (EndReason::MaxReached, None),
             StopReason::Deadline => (EndReason::Completed, None),
+            StopReason::Settled { .. } => (EndReason::Settled, None),
             StopReason::Interrupted => (EndReason::Interrupted, None),
             StopReason::Stopped => (EndReason::Stopped, None),
             StopReason::Aborted { threshold, at } => (EndReason::Aborted, Some((threshold, at))),
@@ -497,6 +519,14 @@ impl Swarm {
             expect_failures: plan.expect_failures,
             failures,
             layout: plan.layout.notes.clone(),
+            until: plan.until.map(|u| results::Until {
+                mode: results::UNTIL_RECOVERED.to_string(),
+                max_ms: u.max.as_millis() as u64,
+                settled_at_ms: match reason {
+                    StopReason::Settled { at } => Some(at.as_millis() as u64),
+                    _ => None,
+                },
+            }),
         }
     }
 }
@@ -560,13 +590,23 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// What a run `--until recovered` watches every tick: whether it has settled.
+struct SettleWatch {
+    settling: Settling,
+    stop: Stop,
+    timeline_done: CancellationToken,
+}
+
 /// Close an interval every tick and publish the snapshot, until the clients have been told to
-/// stop (the drain takes the last tick itself).
+/// stop (the drain takes the last tick itself). With `settle`, every tick's totals are also
+/// checked (none skipped, as a reader of the snapshots might), and the run is stopped once it
+/// has settled.
 async fn tick_loop(
     collector: Arc<Mutex<Collector>>,
     snapshots: watch::Sender<Arc<Snapshot>>,
     epoch: Instant,
     clients_stop: CancellationToken,
+    mut settle: Option<SettleWatch>,
 ) {
     let mut interval = tokio::time::interval_at(epoch + TICK, TICK);
     interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -576,6 +616,14 @@ async fn tick_loop(
             _ = clients_stop.cancelled() => return,
         }
         let snap = lock(&collector).tick();
+        if let Some(w) = &mut settle
+            && let Some(at) =
+                w.settling
+                    .observe(snap.elapsed, w.timeline_done.is_cancelled(), &snap.totals)
+        {
+            w.stop.request(StopReason::Settled { at });
+            settle = None;
+        }
         snapshots.send_replace(Arc::new(snap));
     }
 }
@@ -587,6 +635,7 @@ async fn fire_timeline(
     metrics: Arc<Metrics>,
     epoch: Instant,
     stop: CancellationToken,
+    done: CancellationToken,
 ) -> Vec<FiredAction> {
     let mut fired = Vec::new();
     for planned in timeline {
@@ -623,6 +672,9 @@ async fn fire_timeline(
             action: planned.action.to_string(),
             connections,
         });
+    }
+    if !stop.is_cancelled() {
+        done.cancel();
     }
     fired
 }

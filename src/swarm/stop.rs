@@ -1,7 +1,7 @@
-//! One stop signal for a run, and why it fired. Ctrl-C, the dashboard's `q`, the deadline and
-//! a failing `abort_on_fail` threshold all stop a run the same way; the first to ask gives
-//! the reason, and the reason travels with the signal, so nothing patches the results
-//! afterwards.
+//! One stop signal for a run, and why it fired. Ctrl-C, the dashboard's `q`, the deadline, a
+//! failing `abort_on_fail` threshold and a run `--until recovered` that settled all stop a run
+//! the same way; the first to ask gives the reason, and the reason travels with the signal, so
+//! nothing patches the results afterwards.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -19,6 +19,8 @@ pub enum StopReason {
     Stopped,
     /// The threshold at this index (with `abort_on_fail`) failed `at` into the run.
     Aborted { threshold: usize, at: Duration },
+    /// A run `--until recovered` settled (every client connected or gave up) `at` into it.
+    Settled { at: Duration },
 }
 
 /// Cheap to clone; every clone is the same signal.
