@@ -16,7 +16,9 @@ use crate::results::Results;
 use crate::swarm::{Stop, StopReason};
 
 pub use model::ModelArgs;
-pub use run::{CapacityArgs, CompareArgs, Overrides, PlanFlags, RunArgs, SizeFlags};
+pub use run::{
+    CapacityArgs, CompareArgs, Overrides, PlanFlags, RunArgs, SizeFlags, UntilFlags, UntilMode,
+};
 pub use serve::{ProxyArgs, ServeArgs};
 
 const EXAMPLES: &str = "\

@@ -7,8 +7,8 @@ use clap::Args;
 
 use super::Failure;
 use super::run::{
-    Overrides, PlanFlags, Runner, SizeFlags, check_out, compile, load, parse_thresholds,
-    stamped_dir, write_results,
+    Overrides, PlanFlags, Runner, SizeFlags, UntilFlags, check_out, compile, load,
+    parse_thresholds, stamped_dir, write_results,
 };
 use crate::backoff::Strategy;
 use crate::results::{EndReason, Results};
@@ -42,6 +42,8 @@ pub struct ModelArgs {
     pub plan: PlanFlags,
     #[command(flatten)]
     pub size: SizeFlags,
+    #[command(flatten)]
+    pub until: UntilFlags,
 }
 
 /// The options the flags ask for.
@@ -60,6 +62,7 @@ pub fn model(args: ModelArgs) -> Result<ExitCode, Failure> {
             size: args.size,
             model: true,
             rtt: args.rtt,
+            until: args.until,
         });
     }
     if args.plan.workers.is_some() {
@@ -71,6 +74,7 @@ pub fn model(args: ModelArgs) -> Result<ExitCode, Failure> {
     let extra = parse_thresholds(&args.plan.thresholds)?;
     let doc = load(&args.profile, &overrides)?;
     let mut plan = compile(&doc, &overrides, &extra)?;
+    args.until.apply(&mut plan)?;
     if let Some(s) = args.strategies.first() {
         plan = plan.with_strategy(*s);
         plan.source.push_str(&format!(

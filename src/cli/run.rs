@@ -55,6 +55,52 @@ pub struct SizeFlags {
     pub duration: Option<Dur>,
 }
 
+/// How long a run lasts when not the profile's duration.
+#[derive(Args, Debug, Clone, Default)]
+pub struct UntilFlags {
+    /// `recovered`: end the run once every client has settled — connected or given up, none
+    /// attempting or in backoff — after the timeline's last action, rather than after the
+    /// profile's duration.
+    #[arg(long, value_name = "WHEN")]
+    pub until: Option<UntilMode>,
+    /// With --until: the longest a run may last (default 5m); a run that has not settled by
+    /// then ends there, with `end_reason: max-reached`.
+    #[arg(long, value_name = "D")]
+    pub max: Option<Dur>,
+}
+
+/// When a run `--until` ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum UntilMode {
+    /// Every client connected or gave up.
+    Recovered,
+}
+
+/// `--max` when `--until` gives none.
+pub const DEFAULT_MAX: Duration = Duration::from_secs(300);
+
+impl UntilFlags {
+    /// Make `plan` last until it settles, when `--until` says so; `--max` alone, or one that
+    /// would end the run before its timeline does, is a usage error.
+    pub(super) fn apply(&self, plan: &mut Plan) -> Result<(), Failure> {
+        let max = match (self.until, self.max) {
+            (None, None) => return Ok(()),
+            (None, Some(m)) => {
+                return Err(Failure::usage(format!(
+                    "--max {m} is the cap of a run that lasts --until its clients settle: add --until recovered, or drop --max (without --until a run lasts the profile's duration, which --duration changes)"
+                )));
+            }
+            (Some(UntilMode::Recovered), m) => m.map_or(DEFAULT_MAX, |d| d.0),
+        };
+        plan.until_recovered(max).map_err(Failure::usage)?;
+        plan.source.push_str(&format!(
+            "\n# --until recovered --max {}: the run lasts until every client is connected or gave up, at most --max; `duration` does not end it\n",
+            Dur(max)
+        ));
+        Ok(())
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct RunArgs {
     /// The YAML profile to run.
@@ -63,6 +109,8 @@ pub struct RunArgs {
     pub plan: PlanFlags,
     #[command(flatten)]
     pub size: SizeFlags,
+    #[command(flatten)]
+    pub until: UntilFlags,
     /// Print progress lines instead of the live dashboard (also when stdout is not a
     /// terminal).
     #[arg(long)]
@@ -75,8 +123,13 @@ stay as the profile has them). Without --strategy, the profile's `compare: { str
 is used. Writes <out>/<strategy>/{results.json,report.html}, <out>/compare.json and
 <out>/compare.html.
 
-Example:
-  wsstorm compare profiles/backoff-jitter.yaml --strategy full-jitter --strategy exponential --strategy fixed";
+Every run lasts the profile's duration, which flatters a slow strategy: its clients still
+waiting at the end never make their next attempts. With --until recovered each run lasts until
+every client is connected or gave up (after the timeline's last action), at most --max (5m).
+
+Examples:
+  wsstorm compare profiles/backoff-jitter.yaml --strategy full-jitter --strategy exponential --strategy fixed
+  wsstorm compare profiles/backoff-jitter.yaml --until recovered --max 2m --strategy full-jitter --strategy fixed";
 
 #[derive(Args, Debug)]
 pub struct CompareArgs {
@@ -90,6 +143,8 @@ pub struct CompareArgs {
     pub plan: PlanFlags,
     #[command(flatten)]
     pub size: SizeFlags,
+    #[command(flatten)]
+    pub until: UntilFlags,
     /// Run each strategy in virtual time (`wsstorm model`) instead of over sockets: the
     /// same comparison at any number of clients.
     #[arg(long)]
@@ -458,6 +513,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode, Failure> {
     let extra = parse_thresholds(&args.plan.thresholds)?;
     let doc = load(&args.profile, &overrides)?;
     let mut plan = compile(&doc, &overrides, &extra)?;
+    args.until.apply(&mut plan)?;
     fit_here(&mut plan, args.plan.workers)?;
     check_out(args.plan.out.as_deref().unwrap_or(Path::new("reports")))?;
     let runner = Runner::new()?;
@@ -497,6 +553,7 @@ pub fn compare(args: CompareArgs) -> Result<ExitCode, Failure> {
     let extra = parse_thresholds(&args.plan.thresholds)?;
     let doc = load(&args.profile, &overrides)?;
     let mut plan = compile(&doc, &overrides, &extra)?;
+    args.until.apply(&mut plan)?;
     if args.model {
         crate::model::check(&plan).map_err(|e| Failure::usage(e.to_string()))?;
     } else {
@@ -549,11 +606,15 @@ pub fn compare(args: CompareArgs) -> Result<ExitCode, Failure> {
         let path = write_run(&results, &dir.join(strategy.name()))?;
         let t = &results.totals;
         eprintln!(
-            "wsstorm compare:   {strategy}: {} attempts, {} of {} connected at the end, {} gave up; {}",
+            "wsstorm compare:   {strategy}: {} attempts, {} of {} connected at the end, {} gave up{}; {}",
             t.connect_attempts,
             t.connected_at_end,
             t.clients,
             t.gave_up,
+            results
+                .until
+                .as_ref()
+                .map_or(String::new(), |u| format!(", {}", u.describe())),
             path.display()
         );
         runs.push(CompareRun {
@@ -568,6 +629,10 @@ pub fn compare(args: CompareArgs) -> Result<ExitCode, Failure> {
         name: plan.name.clone(),
         seed: plan.seed,
         started_at,
+        until: plan.until.map(|u| cmp::CompareUntil {
+            mode: crate::results::UNTIL_RECOVERED.to_string(),
+            max_ms: u.max.as_millis() as u64,
+        }),
         winners: cmp::winners(&runs),
         ranking: Vec::new(),
         verdict: String::new(),

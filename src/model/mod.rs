@@ -26,6 +26,7 @@ use rand::SeedableRng;
 use rand::rngs::Xoshiro128PlusPlus;
 
 use crate::backoff::{Next, Retry, align_up};
+use crate::metrics::settle::Settling;
 use crate::metrics::{Closed, Collector, ConnectError, Metrics, OpenTimings, TICK, Who};
 use crate::plan::{Plan, PlanTarget, TimelineAction};
 use crate::profile::Decision;
@@ -189,6 +190,9 @@ struct Engine<'p> {
     rtt: u64,
     events: u64,
     fired: Vec<FiredAction>,
+    /// With `--until recovered`: watches every tick for the run to settle, and when it did.
+    settling: Option<Settling>,
+    settled_at: Option<Duration>,
     /// Server orders so far (drop-all and hang shares are picked per order, as the server
     /// does).
     orders: u64,
@@ -225,6 +229,10 @@ impl<'p> Engine<'p> {
             rtt: us(options.rtt),
             events: 0,
             fired: Vec::new(),
+            settling: plan
+                .until
+                .map(|_| Settling::new(u64::from(plan.total_clients()))),
+            settled_at: None,
             orders: 0,
             interrupted: false,
         }
@@ -266,11 +274,21 @@ impl<'p> Engine<'p> {
                 .min(end);
             // An interval ends before anything at its closing instant happens.
             while next_tick <= t && next_tick < end {
-                self.collector.tick_at(dur(next_tick));
+                let snap = self.collector.tick_at(dur(next_tick));
+                let at = next_tick;
                 next_tick += tick;
                 if stop() {
                     self.interrupted = true;
-                    return next_tick - tick;
+                    return at;
+                }
+                // As the swarm does: settled once the timeline is done and every client is
+                // connected or gave up, held for a few ticks.
+                let ready = actions.peek().is_none();
+                if let Some(s) = &mut self.settling
+                    && let Some(since) = s.observe(dur(at), ready, &snap.totals)
+                {
+                    self.settled_at = Some(since);
+                    return at;
                 }
             }
             if t >= end {
@@ -535,10 +553,11 @@ impl<'p> Engine<'p> {
             target: "model of the embedded target (virtual time, no sockets)".into(),
             started_at,
             duration: dur(end),
-            end: if self.interrupted {
-                EndReason::Interrupted
-            } else {
-                EndReason::Completed
+            end: match (self.interrupted, self.settled_at, plan.until) {
+                (true, ..) => EndReason::Interrupted,
+                (false, Some(_), _) => EndReason::Settled,
+                (false, None, Some(_)) => EndReason::MaxReached,
+                (false, None, None) => EndReason::Completed,
             },
             aborted_by: None,
             group_clients: plan
@@ -557,6 +576,11 @@ impl<'p> Engine<'p> {
             expect_failures: plan.expect_failures,
             layout: vec!["modelled in virtual time, in one process, with no sockets".to_string()],
             failures: Vec::new(),
+            until: plan.until.map(|u| crate::results::Until {
+                mode: crate::results::UNTIL_RECOVERED.to_string(),
+                max_ms: u.max.as_millis() as u64,
+                settled_at_ms: self.settled_at.map(|t| t.as_millis() as u64),
+            }),
         };
         (record, self.events)
     }

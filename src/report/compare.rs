@@ -19,6 +19,10 @@ pub struct Comparison {
     pub name: String,
     pub seed: u64,
     pub started_at: String,
+    /// Each run lasted until its clients settled (`--until recovered`), not the profile's
+    /// duration; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<CompareUntil>,
     pub runs: Vec<CompareRun>,
     /// For each column, the strategies with the best value (several when tied).
     pub winners: BTreeMap<String, Vec<String>>,
@@ -28,6 +32,49 @@ pub struct Comparison {
     /// Why the first ranks first, in one sentence.
     #[serde(default)]
     pub verdict: String,
+}
+
+/// How long the runs of a comparison `--until recovered` could last.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompareUntil {
+    /// `recovered`: each run lasted until every client was connected or had given up.
+    pub mode: String,
+    /// `--max`: the longest a run could last.
+    pub max_ms: u64,
+}
+
+impl CompareUntil {
+    fn cap(&self) -> crate::units::Dur {
+        crate::units::Dur(std::time::Duration::from_millis(self.max_ms))
+    }
+
+    /// The one line that says how long the runs lasted.
+    pub fn describe(&self) -> String {
+        format!(
+            "every run --until {}: until every client was connected or had given up (after the timeline's last action), at most {}",
+            self.mode,
+            self.cap()
+        )
+    }
+}
+
+impl Comparison {
+    /// The columns this comparison shows: `settled after` only for runs `--until recovered`.
+    pub fn columns(&self) -> Vec<(&'static str, &'static str)> {
+        COLUMNS
+            .into_iter()
+            .filter(|(col, _)| *col != "settled_ms" || self.until.is_some())
+            .collect()
+    }
+
+    /// The text of a cell, when the comparison says more than the row alone: a run that did
+    /// not settle is `over` the cap it reached.
+    pub fn cell(&self, row: &CompareRow, column: &str) -> Option<String> {
+        match (column, &self.until, row.settled_ms) {
+            ("settled_ms", Some(u), None) => Some(format!("over {}", u.cap())),
+            _ => None,
+        }
+    }
 }
 
 /// How strategies are ranked: time until 99 % of the lost clients were back (never counts as
@@ -101,13 +148,21 @@ pub struct CompareRow {
     /// from the client side).
     #[serde(default)]
     pub server_handshakes_wasted: Option<u64>,
+    /// Whether a run `--until recovered` settled (every client connected or gave up) before
+    /// its cap; absent for a run of the profile's duration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settled: Option<bool>,
+    /// When it settled, ms into the run; absent when it did not (or was not `--until`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settled_ms: Option<u64>,
 }
 
 /// The columns, in table order: (key, heading).
-pub const COLUMNS: [(&str, &str); 19] = [
+pub const COLUMNS: [(&str, &str); 20] = [
     ("lost", "lost"),
     ("back", "back by the end"),
     ("not_back", "not back"),
+    ("settled_ms", "settled after (ms)"),
     ("recovery_p50_ms", "50 % back (ms)"),
     ("recovery_p95_ms", "95 % back (ms)"),
     ("recovery_p99_ms", "99 % back (ms)"),
@@ -160,6 +215,8 @@ impl CompareRow {
             gave_up: t.gave_up,
             rtt_p99_us: (r.latency_us.rtt.count > 0).then_some(r.latency_us.rtt.p99),
             server_handshakes_wasted: r.server.as_ref().map(|s| s.handshakes_wasted),
+            settled: r.until.as_ref().map(|u| u.settled_at_ms.is_some()),
+            settled_ms: r.until.as_ref().and_then(|u| u.settled_at_ms),
         }
     }
 
@@ -185,6 +242,7 @@ impl CompareRow {
             "gave_up" => Some(self.gave_up as f64),
             "rtt_p99_us" => self.rtt_p99_us.map(|v| v as f64),
             "server_handshakes_wasted" => self.server_handshakes_wasted.map(|v| v as f64),
+            "settled_ms" => self.settled_ms.map(|v| v as f64),
             _ => None,
         }
     }
@@ -321,6 +379,16 @@ pub fn rank(runs: &[CompareRun]) -> (Vec<String>, String) {
             v
         }
     };
+    let unsettled: Vec<&str> = runs
+        .iter()
+        .filter(|r| r.row.settled == Some(false))
+        .map(|r| r.strategy.as_str())
+        .collect();
+    let verdict = match unsettled.as_slice() {
+        [] => verdict,
+        [one] => format!("{verdict} {one} did not settle before --max."),
+        many => format!("{verdict} {} did not settle before --max.", many.join(", ")),
+    };
     (ranking, verdict)
 }
 
@@ -379,8 +447,9 @@ pub fn render(c: &Comparison, results: &[Results]) -> String {
             height: 260,
         })
     });
+    let columns = c.columns();
     let headings: Vec<&str> = std::iter::once("strategy")
-        .chain(COLUMNS.map(|(_, heading)| heading))
+        .chain(columns.iter().map(|(_, heading)| *heading))
         .collect();
 
     let body = html! {
@@ -392,15 +461,18 @@ pub fn render(c: &Comparison, results: &[Results]) -> String {
             "The same profile and seed (" (c.seed) "), run once per strategy. Lower is better in "
             "every column but lost and back; the best is highlighted."
         }
+        @if let Some(u) = &c.until {
+            p #until { (u.describe()) "." }
+        }
         table #compare {
             (header_row(&headings))
             @for (i, run) in c.runs.iter().enumerate() {
                 tr {
                     td { a href=(report_link(&run.results)) { (run.strategy) } }
-                    @for (col, _) in COLUMNS {
-                        @let win = c.winners.get(col).is_some_and(|w| w.contains(&run.strategy));
+                    @for (col, _) in &columns {
+                        @let win = c.winners.get(*col).is_some_and(|w| w.contains(&run.strategy));
                         td data-key={ "runs." (i) ".row." (col) } class=[win.then_some("winner")] {
-                            (run.row.cell(col))
+                            (c.cell(&run.row, col).unwrap_or_else(|| run.row.cell(col)))
                         }
                     }
                 }
@@ -524,5 +596,61 @@ mod tests {
         ];
         let (_, verdict) = rank(&calm);
         assert!(verdict.starts_with("Nothing was lost"), "{verdict}");
+    }
+
+    #[test]
+    fn runs_until_recovered_show_when_each_settled_or_that_it_did_not() {
+        let mut runs = vec![
+            storm("fixed", 100, 100, Some(900.0), Some(2.0)),
+            storm("full-jitter", 100, 100, Some(1200.0), Some(1.0)),
+            storm("exponential", 100, 90, None, Some(1.0)),
+        ];
+        for (r, at) in runs.iter_mut().zip([Some(2500), Some(1800), None]) {
+            r.row.settled = Some(at.is_some());
+            r.row.settled_ms = at;
+        }
+        let (_, verdict) = rank(&runs);
+        assert!(
+            verdict.ends_with(" exponential did not settle before --max."),
+            "{verdict}"
+        );
+        assert_eq!(winners(&runs)["settled_ms"], ["full-jitter"]);
+        let mut c = Comparison {
+            schema: SCHEMA.into(),
+            name: "n".into(),
+            seed: 1,
+            started_at: String::new(),
+            until: Some(CompareUntil {
+                mode: "recovered".into(),
+                max_ms: 60_000,
+            }),
+            winners: winners(&runs),
+            ranking: Vec::new(),
+            verdict,
+            runs,
+        };
+        assert!(c.columns().contains(&("settled_ms", "settled after (ms)")));
+        assert_eq!(
+            c.cell(&c.runs[2].row, "settled_ms").as_deref(),
+            Some("over 1m")
+        );
+        assert_eq!(c.cell(&c.runs[1].row, "settled_ms"), None);
+        assert_eq!(c.runs[1].row.cell("settled_ms"), "1800");
+        let html = render(&c, &[]);
+        assert!(html.contains("every run --until recovered"), "{html}");
+        assert!(html.contains("over 1m"));
+        let json = serde_json::to_value(&c).unwrap();
+        assert_eq!(json["until"]["max_ms"], 60_000);
+        assert_eq!(json["runs"][2]["row"]["settled"], false);
+        assert!(json["runs"][2]["row"].get("settled_ms").is_none());
+
+        c.until = None;
+        assert!(!c.columns().iter().any(|(col, _)| *col == "settled_ms"));
+        assert!(!render(&c, &[]).contains("settled after"));
+        let json = serde_json::to_value(&c).unwrap();
+        assert!(
+            json.get("until").is_none(),
+            "absent for runs of the duration"
+        );
     }
 }

@@ -484,8 +484,11 @@ fn wrapped(o: &mut String, text: &str, width: usize) {
 /// The comparison as a table with a row per figure and a column per strategy, so six
 /// strategies fit a 100-column terminal.
 pub fn comparison(c: &crate::report::compare::Comparison) -> String {
-    use crate::report::compare::COLUMNS;
+    let columns = c.columns();
     let mut o = format!("wsstorm compare: {} (seed {})\n", c.name, c.seed);
+    if let Some(u) = &c.until {
+        wrapped(&mut o, &u.describe(), 96);
+    }
     if !c.verdict.is_empty() {
         wrapped(&mut o, &c.verdict, 96);
         wrapped(
@@ -499,27 +502,29 @@ pub fn comparison(c: &crate::report::compare::Comparison) -> String {
         );
     }
     let cell = |run: &crate::report::compare::CompareRun, col: &str| {
-        let v = match run.row.value(col) {
-            None if col.starts_with("recovery") => "never".to_string(),
-            None => "-".to_string(),
-            Some(v) if col == "rtt_p99_us" => format!("{:.2}", v / 1000.0),
-            Some(v) if col.ends_with("_per_back") => format!("{v:.2}"),
-            Some(v) => format!("{v:.0}"),
-        };
+        let v = c
+            .cell(&run.row, col)
+            .unwrap_or_else(|| match run.row.value(col) {
+                None if col.starts_with("recovery") => "never".to_string(),
+                None => "-".to_string(),
+                Some(v) if col == "rtt_p99_us" => format!("{:.2}", v / 1000.0),
+                Some(v) if col.ends_with("_per_back") => format!("{v:.2}"),
+                Some(v) => format!("{v:.0}"),
+            });
         let win = c
             .winners
             .get(col)
             .is_some_and(|w| w.contains(&run.strategy));
         if win { format!("*{v}") } else { v }
     };
-    let label = COLUMNS.iter().map(|(_, h)| h.len()).max().unwrap_or(0);
+    let label = columns.iter().map(|(_, h)| h.len()).max().unwrap_or(0);
     let widths: Vec<usize> = c
         .runs
         .iter()
         .map(|run| {
-            COLUMNS
+            columns
                 .iter()
-                .map(|(col, _)| cell(run, col).len())
+                .map(|(col, _)| cell(run, col).chars().count())
                 .chain([run.strategy.len()])
                 .max()
                 .unwrap_or(0)
@@ -530,7 +535,7 @@ pub fn comparison(c: &crate::report::compare::Comparison) -> String {
         let _ = write!(o, " {:>w$}", run.strategy);
     }
     o.push('\n');
-    for (col, heading) in COLUMNS {
+    for &(col, heading) in &columns {
         let _ = write!(o, "  {heading:<label$}");
         for (run, w) in c.runs.iter().zip(&widths) {
             let _ = write!(o, " {:>w$}", cell(run, col));
@@ -585,10 +590,11 @@ pub fn capacity_summary(c: &Capacity) -> String {
 mod tests {
     #[test]
     fn a_comparison_of_every_strategy_fits_100_columns() {
-        use crate::report::compare::{CompareRow, CompareRun, Comparison};
+        use crate::report::compare::{CompareRow, CompareRun, CompareUntil, Comparison};
         let runs: Vec<CompareRun> = crate::backoff::Strategy::ALL
             .iter()
-            .map(|s| CompareRun {
+            .enumerate()
+            .map(|(i, s)| CompareRun {
                 strategy: s.name().to_string(),
                 results: format!("{}/results.json", s.name()),
                 row: CompareRow {
@@ -611,6 +617,8 @@ mod tests {
                     gave_up: 1000,
                     rtt_p99_us: Some(12_345_678),
                     server_handshakes_wasted: Some(1_234_567),
+                    settled: Some(i % 2 == 0),
+                    settled_ms: (i % 2 == 0).then_some(123_456),
                 },
             })
             .collect();
@@ -619,6 +627,10 @@ mod tests {
             name: "n".into(),
             seed: 1,
             started_at: String::new(),
+            until: Some(CompareUntil {
+                mode: "recovered".into(),
+                max_ms: 300_000,
+            }),
             winners: Default::default(),
             ranking: runs.iter().map(|r| r.strategy.clone()).collect(),
             verdict: crate::report::compare::rank(&runs).1,
@@ -627,6 +639,13 @@ mod tests {
         let text = super::comparison(&c);
         assert!(text.contains("decorrelated-jitter"), "{text}");
         assert!(text.contains("ranks first"), "{text}");
+        assert!(text.contains("every run --until recovered"), "{text}");
+        assert!(text.contains("settled after (ms)"), "{text}");
+        assert!(
+            text.contains("over 5m") && text.contains("123456"),
+            "{text}"
+        );
+        assert!(text.contains("did not settle before --max"), "{text}");
         for line in text.lines() {
             assert!(
                 line.chars().count() <= 100,
@@ -634,6 +653,15 @@ mod tests {
                 line.chars().count()
             );
         }
+        // A comparison of fixed-length runs has no settle column.
+        let mut fixed = c;
+        fixed.until = None;
+        for r in &mut fixed.runs {
+            r.row.settled = None;
+            r.row.settled_ms = None;
+        }
+        let text = super::comparison(&fixed);
+        assert!(!text.contains("settled"), "{text}");
     }
 
     use super::*;
