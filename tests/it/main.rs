@@ -19,3 +19,4 @@ mod socketio_embedded;
 mod swarm;
 mod thresholds;
 mod tls;
+mod until;
