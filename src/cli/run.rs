@@ -64,7 +64,7 @@ pub struct UntilFlags {
     #[arg(long, value_name = "WHEN")]
     pub until: Option<UntilMode>,
     /// With --until: the longest a run may last (default 5m); a run that has not settled by
-    /// then ends there, with `end_reason: max-reached`.
+    /// then ends there, and its results say `max-reached`.
     #[arg(long, value_name = "D")]
     pub max: Option<Dur>,
 }
@@ -72,7 +72,8 @@ pub struct UntilFlags {
 /// When a run `--until` ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum UntilMode {
-    /// Every client connected or gave up.
+    // Every client connected or gave up. (A plain comment: a doc comment here would turn
+    // `--help` into clap's long layout, every description on its own line.)
     Recovered,
 }
 
