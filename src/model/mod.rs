@@ -15,10 +15,9 @@
 //!
 //! [`DecisionTable`]: crate::plan::DecisionTable
 
+mod queue;
 mod server;
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -33,6 +32,7 @@ use crate::profile::Decision;
 use crate::results::{EndReason, FiredAction, ModelInfo, Record, Results};
 use crate::seed::{client_seed, in_share};
 use crate::server::{Action, DropMode, ServerConfig};
+use queue::Calendar;
 use server::{Answer, ServerModel};
 
 /// How the model departs from a real run, as the user may set it.
@@ -183,7 +183,7 @@ struct Engine<'p> {
     plan: &'p Plan,
     clients: Vec<Sim>,
     /// (time µs, client, generation), earliest first.
-    queue: BinaryHeap<Reverse<(u64, u32, u32)>>,
+    queue: Calendar,
     server: ServerModel,
     metrics: Arc<Metrics>,
     collector: Collector,
@@ -222,7 +222,7 @@ impl<'p> Engine<'p> {
         Engine {
             plan,
             clients,
-            queue: BinaryHeap::new(),
+            queue: Calendar::new(),
             server: ServerModel::new(config),
             collector: Collector::virtual_time(metrics.clone()),
             metrics,
@@ -265,7 +265,7 @@ impl<'p> Engine<'p> {
                 .filter_map(|(i, (_, it))| it.peek().map(|t| (us(*t), i)))
                 .min();
             let action = actions.peek().map(|a| us(a.at));
-            let event = self.queue.peek().map(|Reverse((t, ..))| *t);
+            let event = self.queue.peek();
             let t = [arrival.map(|a| a.0), action, event]
                 .into_iter()
                 .flatten()
@@ -303,7 +303,7 @@ impl<'p> Engine<'p> {
                 let c = *next_id;
                 *next_id += 1;
                 self.attempt(c, at);
-            } else if let Some(Reverse((t, c, generation))) = self.queue.pop()
+            } else if let Some((t, c, generation)) = self.queue.pop()
                 && self.clients[c as usize].generation == generation
             {
                 self.event(c, t);
@@ -314,7 +314,7 @@ impl<'p> Engine<'p> {
     fn schedule(&mut self, c: u32, at: u64) {
         let s = &mut self.clients[c as usize];
         s.generation = s.generation.wrapping_add(1);
-        self.queue.push(Reverse((at, c, s.generation)));
+        self.queue.push((at, c, s.generation));
     }
 
     /// A queued event of client `c` is due.

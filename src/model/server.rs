@@ -168,3 +168,70 @@ impl ServerModel {
         s
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::test_config as default_config;
+
+    fn ms(n: u64) -> u64 {
+        n * 1000
+    }
+
+    #[test]
+    fn a_bounded_fifo_queue_serves_in_order_and_wastes_what_clients_abandoned() {
+        let mut config = default_config();
+        config.handshake = Some(HandshakeCost {
+            service_time: Duration::from_millis(10),
+            workers: 1,
+            queue: 3,
+        });
+        let mut s = ServerModel::new(&config);
+        let answers: Vec<(Answer, u64)> = (0..5)
+            .map(|_| {
+                let (_, a, at) = s.handshake(0, ms(25), 0).expect("listening");
+                (a, at)
+            })
+            .collect();
+        assert_eq!(
+            answers,
+            [
+                (Answer::Open, ms(10)),
+                (Answer::Open, ms(20)),
+                // Served at 30 ms, 5 ms after its client gave up: the server pays anyway.
+                (Answer::Timeout, ms(25)),
+                // Four waiting or in service is more than the queue's three: 503 at once.
+                (Answer::Status(503), 0),
+                (Answer::Status(503), 0),
+            ]
+        );
+        let sum = s.summary(ms(100));
+        assert_eq!(
+            (sum.upgraded, sum.handshakes_wasted, sum.rejected_503),
+            (2, 1, 2)
+        );
+        assert_eq!(sum.handshake_queue_peak, 4);
+        assert_eq!(sum.accepted, 5);
+    }
+
+    #[test]
+    fn admission_is_the_servers_token_bucket_and_a_restart_refuses() {
+        let mut config = default_config();
+        config.accept_rate = Some(10.0);
+        config.accept_burst = Some(2);
+        config.retry_after = Duration::from_millis(1500);
+        let mut s = ServerModel::new(&config);
+        let answer = |s: &mut ServerModel, t| s.handshake(t, NEVER, 0).map(|(_, a, _)| a);
+        assert_eq!(answer(&mut s, 0), Some(Answer::Open));
+        assert_eq!(answer(&mut s, 0), Some(Answer::Open));
+        assert_eq!(answer(&mut s, 0), Some(Answer::Status(503)));
+        assert_eq!(answer(&mut s, ms(100)), Some(Answer::Open), "refilled");
+        // The header carries whole seconds, rounded up.
+        assert_eq!(s.retry_after(), Some(Duration::from_secs(2)));
+        s.down_until(ms(500));
+        assert_eq!(answer(&mut s, ms(499)), None);
+        assert_eq!(answer(&mut s, ms(500)), Some(Answer::Open));
+    }
+
+    const NEVER: u64 = u64::MAX / 2;
+}
