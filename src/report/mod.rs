@@ -839,6 +839,16 @@ pub fn render(r: &Results) -> String {
                 tr { td { "until" } td { (u.mode) ": " (u.describe()) } }
             }
         }
+        @if let Some(m) = &r.model {
+            p.warn data-key="modelled" {
+                "Modelled in virtual time by `wsstorm model`, not measured over sockets: "
+                "the clients' and the target's rules, a fixed round trip of " (m.rtt_us)
+                " µs, no CPU or kernel limits (" (m.events) " events in " (m.wall_ms) " ms)."
+                @if !m.not_modelled.is_empty() {
+                    " Left out: " (m.not_modelled.join("; ")) "."
+                }
+            }
+        }
         h2 { "Verdict" }
         @if let Some(why) = &r.failed {
             p.warn { "✗ the run failed: " span data-key="failed" { (why) } }

@@ -87,6 +87,16 @@ pub fn summary(r: &Results) -> String {
     if let Some(u) = &r.until {
         let _ = writeln!(o, "  until        {}: {}", u.mode, u.describe());
     }
+    if let Some(m) = &r.model {
+        let _ = writeln!(
+            o,
+            "  modelled     in virtual time: {} events in {} ms wall, round trip {} µs, no CPU or kernel limits",
+            m.events, m.wall_ms, m.rtt_us
+        );
+        for left in &m.not_modelled {
+            let _ = writeln!(o, "  not modelled {left}");
+        }
+    }
     let _ = writeln!(
         o,
         "  clients      {:>9}   peak connected {}   connected at end {}   gave up {}",
@@ -245,14 +255,18 @@ pub fn summary(r: &Results) -> String {
         );
     }
     let g = &r.generator;
-    let _ = writeln!(
-        o,
-        "  generator    cpu {:.1}s user + {:.1}s sys, peak rss {:.1} MiB, schedule lag p99 {} ms",
-        g.cpu_user_s,
-        g.cpu_sys_s,
-        g.peak_rss_bytes as f64 / (1 << 20) as f64,
-        ms_text(g.schedule_lag_us.p99)
-    );
+    // A model has no generator to be late or short of memory; its cost is on the
+    // `modelled` line.
+    if !r.modelled {
+        let _ = writeln!(
+            o,
+            "  generator    cpu {:.1}s user + {:.1}s sys, peak rss {:.1} MiB, schedule lag p99 {} ms",
+            g.cpu_user_s,
+            g.cpu_sys_s,
+            g.peak_rss_bytes as f64 / (1 << 20) as f64,
+            ms_text(g.schedule_lag_us.p99)
+        );
+    }
     for l in &g.layout {
         let _ = writeln!(o, "  layout       {l}");
     }
