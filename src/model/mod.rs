@@ -576,11 +576,9 @@ impl<'p> Engine<'p> {
             expect_failures: plan.expect_failures,
             layout: vec!["modelled in virtual time, in one process, with no sockets".to_string()],
             failures: Vec::new(),
-            until: plan.until.map(|u| crate::results::Until {
-                mode: crate::results::UNTIL_RECOVERED.to_string(),
-                max_ms: u.max.as_millis() as u64,
-                settled_at_ms: self.settled_at.map(|t| t.as_millis() as u64),
-            }),
+            until: plan
+                .until
+                .map(|u| crate::results::Until::recovered(u.max, self.settled_at)),
         };
         (record, self.events)
     }

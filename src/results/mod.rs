@@ -130,6 +130,15 @@ pub struct Until {
 }
 
 impl Until {
+    /// A run `--until recovered` with cap `max` that settled at `settled_at` (or did not).
+    pub fn recovered(max: std::time::Duration, settled_at: Option<std::time::Duration>) -> Until {
+        Until {
+            mode: UNTIL_RECOVERED.to_string(),
+            max_ms: max.as_millis() as u64,
+            settled_at_ms: settled_at.map(|t| t.as_millis() as u64),
+        }
+    }
+
     /// `settled at 3.2 s (every client connected or gave up; cap 5m)`, or that it did not.
     pub fn describe(&self) -> String {
         let cap = crate::units::Dur(std::time::Duration::from_millis(self.max_ms));

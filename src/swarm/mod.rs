@@ -519,13 +519,12 @@ impl Swarm {
             expect_failures: plan.expect_failures,
             failures,
             layout: plan.layout.notes.clone(),
-            until: plan.until.map(|u| results::Until {
-                mode: results::UNTIL_RECOVERED.to_string(),
-                max_ms: u.max.as_millis() as u64,
-                settled_at_ms: match reason {
-                    StopReason::Settled { at } => Some(at.as_millis() as u64),
+            until: plan.until.map(|u| {
+                let settled_at = match reason {
+                    StopReason::Settled { at } => Some(at),
                     _ => None,
-                },
+                };
+                results::Until::recovered(u.max, settled_at)
             }),
         }
     }

@@ -130,3 +130,73 @@ fn what_cannot_be_modelled_is_refused_and_what_is_left_out_is_listed() {
     );
     assert!(info.events > 0);
 }
+
+fn wsstorm(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_wsstorm"))
+        .args(args)
+        .output()
+        .expect("wsstorm runs")
+}
+
+#[test]
+fn the_model_command_writes_results_and_compares_strategies() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("one");
+    let profile = common::root().join("profiles/backoff-contention.yaml");
+    let o = wsstorm(&[
+        "model",
+        profile.to_str().unwrap(),
+        "--clients",
+        "30000",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = std::fs::read_to_string(out.join("results.json")).unwrap();
+    let r: Results = serde_json::from_str(&text).unwrap();
+    assert!(r.modelled && text.contains("\"modelled\": true"));
+    assert_eq!(r.totals.clients, 30_000);
+    assert!(out.join("report.html").exists());
+    let summary = String::from_utf8_lossy(&o.stdout);
+    assert!(summary.contains("modelled"), "{summary}");
+
+    // Two strategies: a comparison, ranked, in virtual time, each until it settled.
+    let cmp = dir.path().join("cmp");
+    let o = wsstorm(&[
+        "compare",
+        profile.to_str().unwrap(),
+        "--model",
+        "--strategy",
+        "exponential",
+        "--strategy",
+        "full-jitter",
+        "--until",
+        "recovered",
+        "--max",
+        "2m",
+        "--out",
+        cmp.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let c: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(cmp.join("compare.json")).unwrap()).unwrap();
+    assert_eq!(c["ranking"][0], "full-jitter", "{c}");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout
+            .lines()
+            .nth(3)
+            .is_some_and(|l| l.contains("full-jitter ranks first")),
+        "the ordering is in the first lines:\n{stdout}"
+    );
+
+    // What cannot be modelled exits 2 with the reason.
+    let o = wsstorm(&[
+        "model",
+        profile.to_str().unwrap(),
+        "--target",
+        "ws://127.0.0.1:9/ws",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("embedded"));
+}
