@@ -89,8 +89,7 @@ pub fn model(args: ModelArgs) -> Result<ExitCode, Failure> {
         plan.total_clients(),
         plan.name
     );
-    let results = crate::model::run(&plan, &options(args.rtt), &|| runner.interrupted())
-        .map_err(|e| Failure::usage(e.to_string()))?;
+    let results = modelled(&plan, args.rtt, &runner, true)?;
     print!("{}", crate::report::text::summary(&results));
     let dir = args
         .plan
@@ -105,6 +104,28 @@ pub fn model(args: ModelArgs) -> Result<ExitCode, Failure> {
         Err(e) => eprintln!("wsstorm: cannot write the report in {}: {e}", dir.display()),
     }
     Ok(exit(&results))
+}
+
+/// Model `plan`; with `progress`, a line on stderr every second of wall time (a big fleet
+/// takes a while), in virtual time. Ctrl-C ends it with the results so far.
+pub(super) fn modelled(
+    plan: &crate::plan::Plan,
+    rtt: Option<Dur>,
+    runner: &Runner,
+    progress: bool,
+) -> Result<Results, Failure> {
+    let mut next = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    let mut watch = |snap: &crate::metrics::Snapshot| {
+        if progress && std::time::Instant::now() >= next {
+            next += std::time::Duration::from_secs(1);
+            eprintln!(
+                "{} (virtual time)",
+                crate::report::text::progress_line(snap, plan.duration, plan.total_clients())
+            );
+        }
+        runner.interrupted()
+    };
+    crate::model::run(plan, &options(rtt), &mut watch).map_err(|e| Failure::usage(e.to_string()))
 }
 
 fn exit(results: &Results) -> ExitCode {

@@ -597,10 +597,7 @@ pub fn compare(args: CompareArgs) -> Result<ExitCode, Failure> {
             plan.name
         );
         let results = if args.model {
-            crate::model::run(&run, &super::model::options(args.rtt), &|| {
-                runner.interrupted()
-            })
-            .map_err(|e| Failure::usage(e.to_string()))?
+            super::model::modelled(&run, args.rtt, &runner, false)?
         } else {
             runner.run(&run, View::Quiet)?
         };

@@ -26,7 +26,7 @@ use rand::rngs::Xoshiro128PlusPlus;
 
 use crate::backoff::{Next, Retry, align_up};
 use crate::metrics::settle::Settling;
-use crate::metrics::{Closed, Collector, ConnectError, Metrics, OpenTimings, TICK, Who};
+use crate::metrics::{Closed, Collector, ConnectError, Metrics, OpenTimings, Snapshot, TICK, Who};
 use crate::plan::{Plan, PlanTarget, TimelineAction};
 use crate::profile::Decision;
 use crate::results::{EndReason, FiredAction, ModelInfo, Record, Results};
@@ -155,18 +155,18 @@ fn dur(us: u64) -> Duration {
     Duration::from_micros(us)
 }
 
-/// Run `plan` in virtual time until its duration. `stop` (Ctrl-C) ends it early with the
-/// results so far.
+/// Run `plan` in virtual time until its duration. `watch` sees every tick's snapshot (in
+/// virtual time) and ends the run early, with the results so far, by returning true (Ctrl-C).
 pub fn run(
     plan: &Plan,
     options: &Options,
-    stop: &dyn Fn() -> bool,
+    watch: &mut dyn FnMut(&Snapshot) -> bool,
 ) -> Result<Results, Unmodellable> {
     let wall = std::time::Instant::now();
     let started_at = SystemTime::now();
     let (config, not_modelled) = check(plan)?;
     let mut sim = Engine::new(plan, config, options);
-    let end = sim.run(stop);
+    let end = sim.run(watch);
     let (record, events) = sim.finish(plan, end, started_at);
     let mut results = Results::build(record, &plan.thresholds);
     results.modelled = true;
@@ -246,7 +246,7 @@ impl<'p> Engine<'p> {
     }
 
     /// Process every event before the plan's end; returns when the run ended (µs).
-    fn run(&mut self, stop: &dyn Fn() -> bool) -> u64 {
+    fn run(&mut self, watch: &mut dyn FnMut(&Snapshot) -> bool) -> u64 {
         let plan = self.plan;
         let end = us(plan.duration);
         let tick = us(TICK);
@@ -277,7 +277,7 @@ impl<'p> Engine<'p> {
                 let snap = self.collector.tick_at(dur(next_tick));
                 let at = next_tick;
                 next_tick += tick;
-                if stop() {
+                if watch(&snap) {
                     self.interrupted = true;
                     return at;
                 }

@@ -15,7 +15,7 @@ fn plan(name: &str) -> Plan {
 }
 
 fn model(plan: &Plan) -> Results {
-    let r = run(plan, &Options::default(), &|| false).unwrap_or_else(|e| panic!("{e}"));
+    let r = run(plan, &Options::default(), &mut |_| false).unwrap_or_else(|e| panic!("{e}"));
     assert!(r.modelled);
     r
 }
@@ -119,7 +119,7 @@ fn what_cannot_be_modelled_is_refused_and_what_is_left_out_is_listed() {
         "x.yaml",
     )
     .unwrap();
-    let e = run(&external, &Options::default(), &|| false).unwrap_err();
+    let e = run(&external, &Options::default(), &mut |_| false).unwrap_err();
     assert!(e.to_string().contains("embedded"), "{e}");
     let r = model(&plan("mass-drop-reconnect"));
     let info = r.model.as_ref().expect("model info");
