@@ -4,6 +4,7 @@
 mod model;
 mod run;
 mod serve;
+mod shard;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -20,6 +21,7 @@ pub use run::{
     CapacityArgs, CompareArgs, Overrides, PlanFlags, RunArgs, SizeFlags, UntilFlags, UntilMode,
 };
 pub use serve::{ProxyArgs, ServeArgs};
+pub use shard::{MergeArgs, ShardFlags};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -79,6 +81,9 @@ pub enum Command {
     /// Run a profile once per backoff strategy (same seed) and compare them.
     #[command(after_help = run::COMPARE_HELP)]
     Compare(CompareArgs),
+    /// Merge the results of a plan's shards (or of runs of one profile) into one, exactly.
+    #[command(after_help = shard::MERGE_HELP)]
+    Merge(MergeArgs),
     /// Run a profile in virtual time (no sockets): millions of clients against the embedded
     /// target's capacity model, in seconds.
     #[command(after_help = model::MODEL_HELP)]
@@ -159,6 +164,7 @@ pub fn main() -> Result<ExitCode, Failure> {
         }
         Command::Compare(args) => run::compare(args),
         Command::Model(args) => model::model(args),
+        Command::Merge(args) => shard::merge(args),
         Command::Capacity(args) => run::capacity(args),
         Command::ServerWorker => {
             let rt = runtime()?;

@@ -112,6 +112,8 @@ pub struct RunArgs {
     pub size: SizeFlags,
     #[command(flatten)]
     pub until: UntilFlags,
+    #[command(flatten)]
+    pub shard: super::ShardFlags,
     /// Print progress lines instead of the live dashboard (also when stdout is not a
     /// terminal).
     #[arg(long)]
@@ -513,17 +515,21 @@ pub fn run(args: RunArgs) -> Result<ExitCode, Failure> {
     let overrides = Overrides::new(&args.plan, Some(&args.size));
     let extra = parse_thresholds(&args.plan.thresholds)?;
     let doc = load(&args.profile, &overrides)?;
-    let mut plan = compile(&doc, &overrides, &extra)?;
+    let plan = compile(&doc, &overrides, &extra)?;
+    let sharding = args.shard.resolve()?;
+    let mut plan = sharding.apply(plan)?;
     args.until.apply(&mut plan)?;
     fit_here(&mut plan, args.plan.workers)?;
     check_out(args.plan.out.as_deref().unwrap_or(Path::new("reports")))?;
     let runner = Runner::new()?;
+    sharding.wait(&|| runner.interrupted())?;
     let view = if !args.no_tui && std::io::stdout().is_terminal() {
         View::Dashboard
     } else {
         View::Lines
     };
-    let results = runner.run(&plan, view)?;
+    let mut results = runner.run(&plan, view)?;
+    results.shard = sharding.info();
     print!("{}", crate::report::text::summary(&results));
     let dir = args
         .plan

@@ -67,6 +67,12 @@ pub fn check(plan: &Plan) -> Result<(&ServerConfig, Vec<String>), Unmodellable> 
             )));
         }
     };
+    if plan.groups.iter().any(|g| g.slice.count > 1) {
+        return Err(Unmodellable(
+            "a model needs no shards: it runs any number of clients in one process (drop --shard)"
+                .into(),
+        ));
+    }
     if plan.proxy.is_some() {
         return Err(Unmodellable(
             "the model does not simulate the fault proxy (latency, bandwidth, blackholes): remove `via_proxy` and the proxy's timeline actions to model the rest".into(),

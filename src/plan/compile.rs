@@ -758,6 +758,7 @@ fn group(
             conversation,
             feeder,
         }),
+        slice: Default::default(),
     }
 }
 

@@ -145,6 +145,38 @@ pub struct PlanGroup {
     /// Connect through the fault proxy.
     pub via_proxy: bool,
     pub behaviour: Arc<ClientBehaviour>,
+    /// In a shard of a plan (`--shard I/N`), which of the group's clients this plan runs:
+    /// `clients` is then the shard's share.
+    #[serde(default)]
+    pub slice: Slice,
+}
+
+/// The clients of a group a shard runs: those whose index in the whole group is `index`
+/// modulo `count`, out of `of`. Each keeps its id, its arrival time and its RNG seed, so the
+/// shards of a plan together are the plan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Slice {
+    pub index: u32,
+    pub count: u32,
+    /// The whole group's clients.
+    pub of: u32,
+}
+
+impl Default for Slice {
+    fn default() -> Self {
+        Slice {
+            index: 0,
+            count: 1,
+            of: 0,
+        }
+    }
+}
+
+impl Slice {
+    /// How many of `clients` the slice `index` of `count` holds.
+    pub fn share(index: u32, count: u32, clients: u32) -> u32 {
+        clients / count + u32::from(index < clients % count)
+    }
 }
 
 /// Everything a client of a group needs to know, shared by all clients of the group.
@@ -315,6 +347,37 @@ impl Plan {
         matches!(self.target, PlanTarget::Embedded { .. })
     }
 
+    /// Shard `index` of `count` of this plan: every group keeps the clients whose index in it
+    /// is `index` modulo `count`, with their ids, arrival times and seeds. The shards of a
+    /// plan run every client exactly once.
+    pub fn shard(&self, index: u32, count: u32) -> Result<Plan, String> {
+        if count == 0 || index >= count {
+            return Err(format!(
+                "shard {index}/{count}: the index counts from 0 and must be below the count (0/{count} … {}/{count})",
+                count.saturating_sub(1)
+            ));
+        }
+        let clients = self.total_clients();
+        if count > clients {
+            return Err(format!(
+                "{count} shards for {clients} clients: a shard would have none; use at most {clients}"
+            ));
+        }
+        if self.groups.iter().any(|g| g.slice.count > 1) {
+            return Err("this plan is a shard already".into());
+        }
+        let mut plan = self.clone();
+        for g in &mut plan.groups {
+            g.slice = Slice {
+                index,
+                count,
+                of: g.clients,
+            };
+            g.clients = Slice::share(index, count, g.clients);
+        }
+        Ok(plan)
+    }
+
     /// Every group's backoff strategy replaced by `strategy` (base, cap and max_attempts
     /// stay): one run of a comparison.
     pub fn with_strategy(&self, strategy: Strategy) -> Plan {
@@ -362,8 +425,31 @@ impl Plan {
 }
 
 impl PlanGroup {
-    /// Offsets from the run start at which the group's clients arrive, in client order.
+    /// The global id of this plan's `k`-th client of the group.
+    pub fn client_id(&self, k: u32) -> u32 {
+        self.first_client + self.slice.index + k * self.slice.count
+    }
+
+    /// Offsets from the run start at which this plan's clients of the group arrive, in client
+    /// order: in a shard, its slice of the whole group's schedule.
     pub fn arrivals(&self, seed: u64) -> impl Iterator<Item = Duration> + Send + use<> {
+        let slice = self.slice;
+        let whole = if slice.count > 1 {
+            slice.of
+        } else {
+            self.clients
+        };
+        self.whole_arrivals(seed, whole)
+            .enumerate()
+            .filter(move |(i, _)| *i as u32 % slice.count == slice.index)
+            .map(|(_, t)| t)
+    }
+
+    fn whole_arrivals(
+        &self,
+        seed: u64,
+        clients: u32,
+    ) -> impl Iterator<Item = Duration> + Send + use<> {
         let mut rng = Xoshiro128PlusPlus::seed_from_u64(crate::seed::mix(
             seed,
             0xA5A5_0000 + self.index as u64,
@@ -371,7 +457,7 @@ impl PlanGroup {
         let exp = Exp::new(self.rate).expect("a group's rate is more than 0 (units::Rate)");
         let (start, rate, pattern) = (self.start, self.rate, self.pattern);
         let mut t = 0.0f64;
-        (0..self.clients).map(move |i| {
+        (0..clients).map(move |i| {
             let secs = match pattern {
                 ArrivalPattern::Uniform => f64::from(i) / rate,
                 ArrivalPattern::Poisson => {

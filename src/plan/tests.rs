@@ -446,3 +446,42 @@ fn until_recovered_replaces_the_duration_with_the_cap_after_the_timeline() {
             .is_ok()
     );
 }
+
+/// Every client and every arrival exactly once, for any number of shards up to the clients.
+#[test]
+fn shards_cover_every_client_and_arrival_exactly_once() {
+    let p = plan(BASE);
+    let whole = |p: &Plan| -> Vec<(u32, Duration)> {
+        p.groups
+            .iter()
+            .flat_map(|g| {
+                g.arrivals(p.seed)
+                    .enumerate()
+                    .map(|(k, t)| (g.client_id(k as u32), t))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let mut expected = whole(&p);
+    expected.sort();
+    let clients = p.total_clients();
+    for n in 1..=clients {
+        let mut got = Vec::new();
+        let mut total = 0;
+        for i in 0..n {
+            let s = p.shard(i, n).unwrap();
+            total += s.total_clients();
+            got.extend(whole(&s));
+        }
+        got.sort();
+        assert_eq!(got, expected, "{n} shards");
+        assert_eq!(total, clients, "{n} shards");
+    }
+    assert!(p.shard(3, 3).is_err(), "index out of range");
+    assert!(p.shard(0, 0).is_err());
+    assert!(p.shard(0, clients + 1).is_err(), "more shards than clients");
+    assert!(
+        p.shard(0, 2).unwrap().shard(0, 2).is_err(),
+        "a shard of a shard"
+    );
+}

@@ -926,6 +926,8 @@ pub(crate) mod fixture {
             failed: None,
             modelled: false,
             model: None,
+            shard: None,
+            shards: Vec::new(),
         }
     }
 

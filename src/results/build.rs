@@ -138,6 +138,7 @@ impl Results {
                     &g.series.retries,
                     &g.series.repeat_retries,
                 ),
+                raw: Some(super::merge::Raw::of(&g.data)),
                 timeline: g.series,
             })
             .collect();
@@ -187,6 +188,8 @@ impl Results {
             failed: None,
             modelled: false,
             model: None,
+            shard: None,
+            shards: Vec::new(),
         };
         let mut failed = failures;
         failed.extend(run_failed(&results.totals, expect_failures));

@@ -4,6 +4,7 @@
 mod build;
 pub mod capacity;
 pub mod conversation;
+pub mod merge;
 pub mod threshold;
 
 pub use build::Record;
@@ -81,6 +82,12 @@ pub struct Results {
     /// How the model ran and what it left out (modelled runs only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<ModelInfo>,
+    /// The shard of a plan this run was (`--shard I/N`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<merge::ShardInfo>,
+    /// A merged run (`wsstorm merge`): each part's own health, in the order given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shards: Vec<merge::ShardHealth>,
 }
 
 /// What results.json says about a modelled run.
@@ -309,6 +316,10 @@ pub struct GroupResults {
     /// The group's share of the run's timeline, one entry per point of `timeline.points`.
     #[serde(default)]
     pub timeline: GroupSeries,
+    /// What the group recorded, whole (counters and histograms), so that `wsstorm merge` can
+    /// add runs up exactly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw: Option<merge::Raw>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -203,7 +203,7 @@ impl Clients {
                 seed: self.seed,
             });
             let arrivals = group.arrivals(self.seed);
-            let (first, shard) = (group.first_client, self.shard);
+            let (ids, shard) = (group.clone(), self.shard);
             let stop = cancel.clone();
             let spawner = tracker.clone();
             tracker.spawn(async move {
@@ -216,7 +216,7 @@ impl Clients {
                         _ = stop.cancelled() => return,
                         _ = sleep_until(at) => {}
                     }
-                    spawner.spawn(client::run(ctx.clone(), first + i as u32, at));
+                    spawner.spawn(client::run(ctx.clone(), ids.client_id(i as u32), at));
                 }
             });
         }

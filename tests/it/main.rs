@@ -15,6 +15,7 @@ mod proxy;
 mod report;
 mod scenarios;
 mod schema;
+mod shard;
 mod socketio_embedded;
 mod swarm;
 mod thresholds;
