@@ -75,6 +75,10 @@ pub struct ServeArgs {
     /// Listen backlog (default 4096).
     #[arg(long, value_name = "N")]
     pub backlog: Option<u32>,
+    /// Server processes sharing the port (SO_REUSEPORT): one process holds at most as many
+    /// connections as its open-file limit allows.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub processes: usize,
 }
 
 pub fn proxy(args: ProxyArgs) -> Result<ExitCode, Failure> {
@@ -166,6 +170,9 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
     }
     crate::os::raise_fd_limit();
     let rt = runtime()?;
+    if args.processes > 1 {
+        return rt.block_on(serve_processes(config, args.processes));
+    }
     rt.block_on(async {
         let server = Server::bind(config.clone())
             .await
@@ -193,4 +200,32 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
         );
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// `serve --processes N`: the same target in N processes on one port, each with its share of
+/// the accept rate; Ctrl-C stops them all and prints their counters added up.
+async fn serve_processes(
+    mut config: crate::server::ServerConfig,
+    n: usize,
+) -> Result<ExitCode, Failure> {
+    if n > 256 {
+        return Err(Failure::usage(format!("--processes {n}: at most 256")));
+    }
+    config.reuse_port = true;
+    let exe = std::env::current_exe()
+        .map_err(|e| Failure::runtime(format!("cannot find this executable: {e}")))?;
+    let procs = crate::server::processes::ServerProcesses::start(&exe, &config, n)
+        .await
+        .map_err(|e| Failure::runtime(format!("cannot start {n} server processes: {e}")))?;
+    println!("wsstorm serve: listening on {}", procs.url);
+    println!("wsstorm serve: {n} processes share the port");
+    let stop = Stop::new();
+    tokio::spawn(stop_on_signal(stop.clone(), "stopping", Default::default()));
+    stop.token().cancelled().await;
+    let s = procs.stop().await;
+    println!(
+        "wsstorm serve: stopped; accepted {}, upgraded {}, 503 {}, 404 {}, echoed {}",
+        s.accepted, s.upgraded, s.rejected_503, s.rejected_404, s.messages_echoed
+    );
+    Ok(ExitCode::SUCCESS)
 }

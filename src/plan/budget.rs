@@ -225,16 +225,20 @@ pub fn fit(plan: &mut Plan, workers: Option<usize>, limits: &Limits) -> Result<(
     }
     let spread = limits.spread_per_address();
     let loopback = plan.target.is_loopback();
+    // Shards of one plan on one machine share its loopback ports: each takes its own range of
+    // source addresses, even when its own clients would fit one.
+    let shard = plan.groups.first().map(|g| g.slice).filter(|s| s.count > 1);
     for (addr, n) in &load {
-        if addr.is_none() && loopback && *n > spread {
+        if addr.is_none() && loopback && (*n > spread || shard.is_some()) {
             // Any 127.x.y.z is local: spread the clients that gave no address, thinly.
-            let count = n.div_ceil(spread);
+            let count = n.div_ceil(spread).max(1);
             if count > MAX_SPREAD_ADDRESSES {
                 return Err(format!(
                     "{n} clients would need {count} loopback source addresses, more than the {MAX_SPREAD_ADDRESSES} wsstorm spreads clients over ({limit_note}). Fix: fewer clients, or give the groups `source_addrs`"
                 ));
             }
-            let first = Ipv4Addr::new(127, 0, 1, 1);
+            let offset = shard.map_or(0, |s| s.index * count as u32);
+            let first = Ipv4Addr::from(u32::from(Ipv4Addr::new(127, 0, 1, 1)) + offset);
             let last = Ipv4Addr::from(u32::from(first) + count as u32 - 1);
             let range: Vec<IpAddr> = (u32::from(first)..=u32::from(last))
                 .map(|a| IpAddr::V4(Ipv4Addr::from(a)))
