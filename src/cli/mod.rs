@@ -37,6 +37,10 @@ Examples:
   wsstorm capacity profiles/capacity-connection-rate.yaml
       step the load up until the profile's thresholds break
   wsstorm compare profiles/backoff-jitter.yaml --strategy full-jitter --strategy exponential
+  wsstorm run fleet.yaml --target ws://edge:8080/ws --shard 3/20 --start-at 2026-12-01T10:00:00Z
+      shard 3 of 20 of one plan, started with the others (on Kubernetes: --shards 20 and the
+      index from JOB_COMPLETION_INDEX; WSSTORM_SHARDS and WSSTORM_START_AT work too)
+  wsstorm merge results/shard-*/results.json -o results/merged
   wsstorm report reports/quickstart-20261125T220520Z/results.json
   wsstorm validate profiles/quickstart.yaml
 

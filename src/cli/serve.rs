@@ -75,8 +75,8 @@ pub struct ServeArgs {
     /// Listen backlog (default 4096).
     #[arg(long, value_name = "N")]
     pub backlog: Option<u32>,
-    /// Server processes sharing the port (SO_REUSEPORT): one process holds at most as many
-    /// connections as its open-file limit allows.
+    /// Server processes sharing the port (the kernel spreads connections over them): one
+    /// process holds at most as many connections as its open-file limit allows.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub processes: usize,
 }

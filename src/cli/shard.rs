@@ -28,12 +28,12 @@ pub struct ShardFlags {
     /// clients whose index is I modulo N, with their ids, arrival times and seeds.
     #[arg(long, value_name = "I/N")]
     pub shard: Option<String>,
-    /// Run one of N shards, its index taken from JOB_COMPLETION_INDEX (set by Kubernetes
-    /// Indexed Jobs). N may also come from WSSTORM_SHARDS.
+    /// Run one of N shards, its index taken from the environment as a Kubernetes Indexed Job
+    /// gives it (see the examples below); N may come from the environment too.
     #[arg(long, value_name = "N")]
     pub shards: Option<u32>,
     /// Wait for this wall-clock time (RFC 3339, e.g. 2026-12-01T10:00:00Z) before starting,
-    /// so the shards on many machines start together. Also from WSSTORM_START_AT.
+    /// so the shards on many machines start together (also from the environment).
     #[arg(long, value_name = "TIME")]
     pub start_at: Option<String>,
 }
@@ -210,7 +210,16 @@ pub fn merge(args: MergeArgs) -> Result<ExitCode, Failure> {
         inputs.push((p.display().to_string(), r));
     }
     let mode = if args.sum { Mode::Sum } else { Mode::Shards };
-    let merged = merge::merge(&inputs, mode).map_err(Failure::usage)?;
+    // The profile the results carry, compiled, for what results.json does not hold.
+    let facts = inputs
+        .first()
+        .and_then(|(path, r)| Plan::from_yaml(&r.profile, path).ok())
+        .map(|p| merge::PlanFacts {
+            conversation_names: p.conversation_names(),
+            expect_failures: p.expect_failures,
+        })
+        .unwrap_or_default();
+    let merged = merge::merge(&inputs, mode, &facts).map_err(Failure::usage)?;
     print!("{}", crate::report::text::summary(&merged));
     for s in &merged.shards {
         println!(

@@ -110,9 +110,22 @@ pub enum Mode {
     Sum,
 }
 
+/// What the merge needs of the plan that results.json does not hold; the caller compiles the
+/// profile the results carry (default: no conversations, failures not expected).
+#[derive(Clone, Debug, Default)]
+pub struct PlanFacts {
+    /// Each group's conversation sample and stream names.
+    pub conversation_names: Vec<super::conversation::Names>,
+    pub expect_failures: bool,
+}
+
 /// Merge `inputs` (path, results) into one run's results.
-pub fn merge(inputs: &[(String, Results)], mode: Mode) -> Result<Results, String> {
-    let [(first_path, first), ..] = inputs else {
+pub fn merge(
+    inputs: &[(String, Results)],
+    mode: Mode,
+    facts: &PlanFacts,
+) -> Result<Results, String> {
+    let [(_, first), ..] = inputs else {
         return Err("nothing to merge: give the results.json of two or more runs".into());
     };
     check(inputs, mode)?;
@@ -200,8 +213,6 @@ pub fn merge(inputs: &[(String, Results)], mode: Mode) -> Result<Results, String
         .filter_map(|(_, r)| humantime::parse_rfc3339_weak(&r.started_at).ok())
         .min()
         .unwrap_or_else(SystemTime::now);
-    // The plan, for what results.json does not hold: conversation names, thresholds.
-    let plan = crate::plan::Plan::from_yaml(&first.profile, first_path).ok();
     let thresholds: Vec<Threshold> = first
         .thresholds
         .iter()
@@ -232,10 +243,11 @@ pub fn merge(inputs: &[(String, Results)], mode: Mode) -> Result<Results, String
                 (gr.name.clone(), n.min(u64::from(u32::MAX)) as u32)
             })
             .collect(),
-        conversation_names: plan
-            .as_ref()
-            .map(|p| p.conversation_names())
-            .unwrap_or_else(|| vec![Default::default(); groups]),
+        conversation_names: if facts.conversation_names.len() == groups {
+            facts.conversation_names.clone()
+        } else {
+            vec![Default::default(); groups]
+        },
         collected: Collected {
             totals,
             hists,
@@ -260,7 +272,7 @@ pub fn merge(inputs: &[(String, Results)], mode: Mode) -> Result<Results, String
         proxy,
         cpu,
         fd_limit: if fd_limit == u64::MAX { 0 } else { fd_limit },
-        expect_failures: plan.as_ref().is_some_and(|p| p.expect_failures),
+        expect_failures: facts.expect_failures,
         layout: vec![format!(
             "merged from {} results ({}): counters and histograms added, timelines aligned on their start",
             inputs.len(),

@@ -18,7 +18,7 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-use crate::common::{root, yaml_files};
+use crate::common::{root, start_server, yaml_files};
 
 fn signal(child: &Child, sig: i32) {
     // SAFETY: kill(2) on the pid of a child we started and have not reaped.
@@ -318,25 +318,6 @@ fn run_writes_results_and_a_summary() {
 }
 
 /// Start `wsstorm serve` on a free port and return it with its URL.
-fn start_server(extra: &[&str]) -> (Child, String) {
-    let mut child = wsstorm()
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("wsstorm serve: listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line: {line}"))
-        .to_string();
-    (child, url)
-}
 
 #[test]
 fn serve_and_run_against_it() {

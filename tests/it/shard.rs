@@ -3,7 +3,6 @@
 //! unsharded run's, exactly, and merged percentiles are those of the shards' histograms added
 //! up. What cannot be a shard, or a merge, is refused with exit 2.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
@@ -19,21 +18,7 @@ struct Target(Child, String);
 
 impl Target {
     fn start() -> Target {
-        let mut child = wsstorm()
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let url = line
-            .trim()
-            .strip_prefix("wsstorm serve: listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line: {line}"))
-            .to_string();
+        let (child, url) = crate::common::start_server(&[]);
         Target(child, url)
     }
 }
