@@ -153,6 +153,11 @@ struct Sim {
 
 const NEVER: u64 = u64::MAX;
 
+/// Events the model processes at most (a few minutes of wall time): clients that retry with no
+/// delay against a server that refuses at once make an event per round trip each, which no
+/// fleet size makes sense of. The run then ends early, saying why.
+const MAX_EVENTS: u64 = 2_000_000_000;
+
 fn us(d: Duration) -> u64 {
     d.as_micros().min(u128::from(u64::MAX / 2)) as u64
 }
@@ -284,6 +289,15 @@ impl<'p> Engine<'p> {
                 let at = next_tick;
                 next_tick += tick;
                 if watch(&snap) {
+                    self.interrupted = true;
+                    return at;
+                }
+                if self.events > MAX_EVENTS {
+                    self.metrics.warn(format!(
+                        "the model stopped at {:.1}s of virtual time after {} events: clients that retry without a delay against a server that answers at once make an event every round trip; give them a backoff, or fewer clients",
+                        at as f64 / 1e6,
+                        self.events
+                    ));
                     self.interrupted = true;
                     return at;
                 }
