@@ -467,7 +467,7 @@ impl Runner {
                 let mut next = Duration::from_secs(1);
                 while rx.changed().await.is_ok() {
                     let snap = rx.borrow_and_update().clone();
-                    if lines && snap.elapsed >= next {
+                    if lines && !snap.finished && snap.elapsed >= next {
                         eprintln!(
                             "{}",
                             crate::report::text::progress_line(&snap, duration, clients)

@@ -63,6 +63,15 @@ pub struct Snapshot {
     /// so a reader that skips snapshots loses no counts: it gets any window by subtracting an
     /// earlier snapshot's. Shared, so cloning a snapshot stays cheap.
     pub conversation: Arc<Vec<ConvData>>,
+    /// The run-wide histograms (what `latency` summarizes), for readers that need whole
+    /// distributions (the Prometheus exporter). Copied once a second, not every tick (a copy
+    /// of wide histograms takes about half a millisecond), so they may be up to a second older
+    /// than the counters; always as fresh as the counters in the last snapshot. `None` in
+    /// virtual time.
+    pub hists: Option<Arc<Hists>>,
+    /// The run is over: this is its last snapshot, taken after the clients closed, and its
+    /// totals are the ones results.json reports.
+    pub finished: bool,
 }
 
 const RECENT_TICKS: usize = (1000 / TICK.as_millis()) as usize;
@@ -127,6 +136,8 @@ pub struct Collector {
     sample: bool,
     /// What the run recorded so far.
     run: Collected,
+    /// The last copy of the run's histograms handed to a snapshot.
+    shared_hists: Option<Arc<Hists>>,
 }
 
 impl Collector {
@@ -148,6 +159,7 @@ impl Collector {
                 groups: vec![GroupTotals::default(); groups],
                 ..Collected::default()
             },
+            shared_hists: None,
         }
     }
 
@@ -175,6 +187,19 @@ impl Collector {
     /// [`Self::finish`] with the last interval closed at `elapsed`.
     pub fn finish_at(&mut self, elapsed: Duration) -> Collected {
         self.tick_at(elapsed);
+        self.hand_over()
+    }
+
+    /// [`Self::finish`], and the run's last snapshot ([`Snapshot::finished`]): its totals are
+    /// the ones handed over, its histograms the whole run's.
+    pub fn finish_with_snapshot(&mut self) -> (Collected, Snapshot) {
+        let elapsed = self.epoch.elapsed();
+        let mut last = self.close_interval(elapsed, true);
+        last.finished = true;
+        (self.hand_over(), last)
+    }
+
+    fn hand_over(&mut self) -> Collected {
         self.run.warnings = self.metrics.warnings();
         self.run.connect_error_examples = self.metrics.connect_error_examples();
         let groups = self.run.groups.len();
@@ -195,6 +220,12 @@ impl Collector {
 
     /// Close the current interval, `elapsed` into the run.
     pub fn tick_at(&mut self, elapsed: Duration) -> Snapshot {
+        self.close_interval(elapsed, false)
+    }
+
+    /// Close the current interval; `fresh_hists` copies the run's histograms into the
+    /// snapshot whatever the tick.
+    fn close_interval(&mut self, elapsed: Duration, fresh_hists: bool) -> Snapshot {
         // Reuse the oldest interval's histograms once the window is full.
         let mut hists = match self.recent.len() {
             n if n >= RECENT_TICKS => {
@@ -280,6 +311,12 @@ impl Collector {
             last_second.add(c);
             recent_hists.add(h);
         }
+        // The first tick's and then once a second, like the generator samples.
+        if self.sample
+            && (fresh_hists || self.ticks == 1 || self.ticks.is_multiple_of(SAMPLE_EVERY))
+        {
+            self.shared_hists = Some(Arc::new(self.run.hists.clone()));
+        }
         let run = &self.run;
         // One clone of the run's conversation per tick, and none for runs without one.
         let conversation = if run.groups.iter().all(|g| g.data.conv.is_empty()) {
@@ -306,6 +343,8 @@ impl Collector {
             ),
             warnings: self.metrics.warnings(),
             conversation,
+            hists: self.shared_hists.clone(),
+            finished: false,
         }
     }
 }
@@ -375,6 +414,38 @@ mod tests {
         assert_eq!(last.latency_recent.connect.count, 0);
         assert_eq!(last.latency.connect.count, 10);
         assert_eq!(last.totals.close_codes[&1006], 4);
+    }
+
+    #[test]
+    fn snapshots_share_the_run_histograms_once_a_second_and_last_the_final_ones() {
+        let m = Arc::new(Metrics::new(2));
+        let mut c = Collector::new(m.clone(), Instant::now());
+        open(&m, 1);
+        let first = c.tick();
+        let shared = first.hists.clone().expect("the first tick shares them");
+        assert_eq!(shared.get(Latency::Connect).len(), 1);
+        open(&m, 2);
+        let second = c.tick();
+        assert!(
+            Arc::ptr_eq(second.hists.as_ref().unwrap(), &shared),
+            "not copied again within the second"
+        );
+        for _ in 2..SAMPLE_EVERY {
+            c.tick();
+        }
+        let a_second_on = c.tick();
+        assert_eq!(a_second_on.hists.unwrap().get(Latency::Connect).len(), 2);
+        assert!(!a_second_on.finished);
+        open(&m, 3);
+        m.closed(who(3), Closed::ByClient);
+        let (collected, last) = c.finish_with_snapshot();
+        assert!(last.finished);
+        assert_eq!(last.totals, collected.totals);
+        assert_eq!(last.totals.closed, 1);
+        assert_eq!(last.hists.unwrap().get(Latency::Connect).len(), 3);
+        // Virtual time shares none.
+        let mut v = Collector::virtual_time(Arc::new(Metrics::new(1)));
+        assert!(v.tick_at(TICK).hists.is_none());
     }
 
     #[test]

@@ -245,6 +245,8 @@ pub struct Swarm {
     clients_stop: CancellationToken,
     ticker: JoinHandle<()>,
     timeline: JoinHandle<Vec<FiredAction>>,
+    /// Where the run's last snapshot goes once the drain has counted every close.
+    snapshots: watch::Sender<Arc<Snapshot>>,
 }
 
 impl Swarm {
@@ -358,7 +360,7 @@ impl Swarm {
         ));
         let ticker = tokio::spawn(tick_loop(
             collector.clone(),
-            snapshots,
+            snapshots.clone(),
             epoch,
             clients_stop.clone(),
             settle,
@@ -408,6 +410,7 @@ impl Swarm {
             clients_stop,
             ticker,
             timeline,
+            snapshots,
         })
     }
 
@@ -484,7 +487,10 @@ impl Swarm {
         if let Some(s) = self.server.and_then(|s| Arc::try_unwrap(s).ok()) {
             s.into_inner().stop().await;
         }
-        let collected = lock(&self.collector).finish();
+        let (collected, last) = lock(&self.collector).finish_with_snapshot();
+        // Readers that keep the last snapshot (the Prometheus exporter) end on the run's
+        // totals, the ones results.json reports.
+        self.snapshots.send_replace(Arc::new(last));
         let (end, aborted_by) = match reason {
             StopReason::Deadline if plan.until.is_some() => (EndReason::MaxReached, None),
             StopReason::Deadline => (EndReason::Completed, None),
