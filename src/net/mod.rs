@@ -1,12 +1,13 @@
 //! Sockets shared by the clients, the embedded server and the proxy: the transport under a
 //! WebSocket (plain TCP or TLS; for clients, permessage-deflate under tungstenite), listeners
 //! that can refuse connections without losing their port, services that run on a runtime of
-//! their own, counters every connection bumps without sharing a cache line, and the optional
-//! deadline connection loops wait on.
+//! their own, counters every connection bumps without sharing a cache line, the optional
+//! deadline connection loops wait on, and the HTTP endpoint a Prometheus scrape reads.
 
 pub mod background;
 pub mod deflate;
 pub mod listener;
+pub mod metrics_http;
 pub mod striped;
 pub mod transport;
 
