@@ -22,7 +22,8 @@
 //!   application ([`client::conversation`]); [`backoff`]: retry policies as pure functions.
 //! - [`metrics`]: sharded recording, the per-tick collector, [`metrics::Snapshot`].
 //! - [`results`]: `results.json` built from what the collector hands over, thresholds.
-//! - [`dashboard`] (ratatui) and [`report`] (HTML, comparison, text) read results or snapshots.
+//! - [`dashboard`] (ratatui) and [`report`] (HTML, comparison, text) read results or snapshots;
+//!   [`export`] serves snapshots (and the server's and proxy's counters) to Prometheus.
 //! - [`server`], [`proxy`]: what the clients connect to and through.
 //!
 //! Leaves that every stage may use and that use no stage: [`units`] (human units), [`seed`]
@@ -36,6 +37,7 @@ pub mod backoff;
 pub mod cli;
 pub mod client;
 pub mod dashboard;
+pub mod export;
 pub mod metrics;
 pub mod model;
 pub mod net;
