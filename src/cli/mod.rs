@@ -1,6 +1,7 @@
 //! Command line: raw arguments become a compiled plan before anything runs, every command runs
 //! plans through one routine ([`run`]), and every outcome maps to one exit code in `main`.
 
+mod export;
 mod model;
 mod run;
 mod serve;
@@ -16,6 +17,7 @@ use crate::profile::ProfileError;
 use crate::results::Results;
 use crate::swarm::{Stop, StopReason};
 
+pub use export::ExportFlags;
 pub use model::ModelArgs;
 pub use run::{
     CapacityArgs, CompareArgs, Overrides, PlanFlags, RunArgs, SizeFlags, UntilFlags, UntilMode,

@@ -118,6 +118,8 @@ pub struct RunArgs {
     /// terminal).
     #[arg(long)]
     pub no_tui: bool,
+    #[command(flatten)]
+    pub export: super::ExportFlags,
 }
 
 pub const COMPARE_HELP: &str = "\
@@ -395,6 +397,8 @@ pub(super) struct Runner {
     stop: Stop,
     /// While the dashboard owns the terminal, nothing else writes to it.
     dashboard_up: Arc<std::sync::atomic::AtomicBool>,
+    /// `--metrics-listen`: shows every run's snapshots.
+    export: Option<crate::export::Exporter>,
 }
 
 impl Runner {
@@ -411,6 +415,7 @@ impl Runner {
             rt: Some(rt),
             stop,
             dashboard_up,
+            export: None,
         })
     }
 
@@ -422,6 +427,9 @@ impl Runner {
     fn run(&self, plan: &Plan, view: View) -> Result<Results, Failure> {
         let stop = self.stop.child();
         let (tx, mut rx) = watch::channel(Arc::new(crate::metrics::Snapshot::default()));
+        if let Some(e) = &self.export {
+            e.follow_run(rx.clone(), u64::from(plan.total_clients()));
+        }
         let ui = match view {
             View::Dashboard => {
                 let info = crate::dashboard::RunInfo {
@@ -521,7 +529,12 @@ pub fn run(args: RunArgs) -> Result<ExitCode, Failure> {
     args.until.apply(&mut plan)?;
     fit_here(&mut plan, args.plan.workers)?;
     check_out(args.plan.out.as_deref().unwrap_or(Path::new("reports")))?;
-    let runner = Runner::new()?;
+    let shard_label = sharding.shard.map(|(i, n)| format!("{i}/{n}"));
+    let export = args
+        .export
+        .start(Some(&plan.name), shard_label.as_deref())?;
+    let mut runner = Runner::new()?;
+    runner.export = export;
     sharding.wait(&|| runner.interrupted())?;
     let view = if !args.no_tui && std::io::stdout().is_terminal() {
         View::Dashboard
@@ -543,6 +556,10 @@ pub fn run(args: RunArgs) -> Result<ExitCode, Failure> {
         Ok(report) => println!("  report       {}", report.display()),
         Err(e) => eprintln!("wsstorm: cannot write the report in {}: {e}", dir.display()),
     }
+    // The runner's Ctrl-C would say it is writing results: the wait has its own.
+    let export = runner.export.take();
+    drop(runner);
+    args.export.linger(export);
     Ok(match results.end_reason {
         EndReason::Interrupted => ExitCode::from(130),
         _ if results.thresholds_passed() == Some(false) => ExitCode::from(1),

@@ -49,6 +49,8 @@ pub struct ProxyArgs {
     /// Bytes read per chunk.
     #[arg(long, default_value = "16KiB")]
     pub buffer: crate::units::ByteSize,
+    #[command(flatten)]
+    pub export: super::ExportFlags,
 }
 
 #[derive(Args, Debug)]
@@ -79,6 +81,8 @@ pub struct ServeArgs {
     /// process holds at most as many connections as its open-file limit allows.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub processes: usize,
+    #[command(flatten)]
+    pub export: super::ExportFlags,
 }
 
 pub fn proxy(args: ProxyArgs) -> Result<ExitCode, Failure> {
@@ -105,8 +109,9 @@ pub fn proxy(args: ProxyArgs) -> Result<ExitCode, Failure> {
     });
     let mut config = ProxyConfig::new(args.listen, upstream);
     config.buffer = args.buffer.0 as usize;
+    let export = args.export.start(None, None)?;
     let rt = runtime()?;
-    rt.block_on(async {
+    let code = rt.block_on(async {
         let proxy = Proxy::bind(config)
             .await
             .map_err(|e| Failure::runtime(format!("cannot listen on {}: {e}", args.listen)))?;
@@ -114,6 +119,10 @@ pub fn proxy(args: ProxyArgs) -> Result<ExitCode, Failure> {
             .await
             .map_err(|e| Failure::runtime(format!("cannot listen on {control}: {e}")))?;
         let handle = proxy.handle();
+        if let Some(e) = &export {
+            let h = handle.clone();
+            e.show_proxy(move || h.stats());
+        }
         println!(
             "wsstorm proxy: listening on {}, forwarding to {upstream}; control API on http://{}",
             handle.local_addr(),
@@ -135,8 +144,11 @@ pub fn proxy(args: ProxyArgs) -> Result<ExitCode, Failure> {
             "wsstorm proxy: stopped; accepted {}, cut {}, idle timeouts {}, bytes up {}, down {}",
             s.accepted, s.cut, s.idle_timeouts, s.bytes_upstream, s.bytes_downstream
         );
-        Ok(ExitCode::SUCCESS)
-    })
+        Ok::<_, Failure>(ExitCode::SUCCESS)
+    })?;
+    drop(rt);
+    args.export.linger(export);
+    Ok(code)
 }
 
 pub fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
@@ -169,15 +181,26 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
         config.backlog = b;
     }
     crate::os::raise_fd_limit();
+    if args.processes > 1 && args.export.metrics_listen.is_some() {
+        // Each process keeps its own counters; they are added up only when they stop.
+        return Err(Failure::usage(
+            "--metrics-listen with --processes: not supported yet (each server process keeps its own counters); serve one process, or scrape `wsstorm run --metrics-listen` on the client side",
+        ));
+    }
+    let export = args.export.start(None, None)?;
     let rt = runtime()?;
     if args.processes > 1 {
         return rt.block_on(serve_processes(config, args.processes));
     }
-    rt.block_on(async {
+    let code = rt.block_on(async {
         let server = Server::bind(config.clone())
             .await
             .map_err(|e| Failure::runtime(format!("cannot listen on {}: {e}", config.listen)))?;
         let handle = server.handle();
+        if let Some(e) = &export {
+            let stats = handle.stats.clone();
+            e.show_server(move || stats.summary());
+        }
         println!("wsstorm serve: listening on {}", handle.url());
         if let Some(ca) = handle.ca_pem() {
             let path =
@@ -198,8 +221,11 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
             "wsstorm serve: stopped; accepted {}, upgraded {}, 503 {}, 404 {}, echoed {}",
             s.accepted, s.upgraded, s.rejected_503, s.rejected_404, s.messages_echoed
         );
-        Ok(ExitCode::SUCCESS)
-    })
+        Ok::<_, Failure>(ExitCode::SUCCESS)
+    })?;
+    drop(rt);
+    args.export.linger(export);
+    Ok(code)
 }
 
 /// `serve --processes N`: the same target in N processes on one port, each with its share of
