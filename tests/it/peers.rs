@@ -1,9 +1,10 @@
 //! Third-party peers the tests run against — software no one on this project wrote:
 //!
-//! - Python packages (the `websockets` server, and the client the browser check drives
-//!   Chromium with), pinned in `tests/peers/requirements.txt` and installed by the tests
-//!   themselves into a virtualenv under `target/`, so `cargo test` needs only Python 3 on the
-//!   machine. The virtualenv is made once and remade when the requirements change.
+//! - Python packages (the `websockets` server, the client the browser check drives Chromium
+//!   with, and `prometheus_client`'s parsers of what `/metrics` serves), pinned in
+//!   `tests/peers/requirements.txt` and installed by the tests themselves into a virtualenv
+//!   under `target/`, so `cargo test` needs only Python 3 on the machine. The virtualenv is
+//!   made once and remade when the requirements change.
 //! - A headless browser, which cannot be installed from here: found as `$CHROME`, or under its
 //!   usual names. Without one, the tests that need it skip with a loud message — unless
 //!   `WSSTORM_REQUIRE_PEERS` is set (CI sets it), which turns every skip into a failure.
