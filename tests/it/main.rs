@@ -8,6 +8,7 @@ mod common;
 mod conversation;
 mod dashboard;
 mod deflate;
+mod deploy;
 mod map;
 mod metrics_http;
 mod model;

@@ -4,7 +4,9 @@
 //!   with, and `prometheus_client`'s parsers of what `/metrics` serves), pinned in
 //!   `tests/peers/requirements.txt` and installed by the tests themselves into a virtualenv
 //!   under `target/`, so `cargo test` needs only Python 3 on the machine. The virtualenv is
-//!   made once and remade when the requirements change.
+//!   made once and remade when the requirements change. It also holds the checkers deploy/'s
+//!   tests run: `kubernetes-validate` (the Kubernetes API's schemas, bundled) and ShellCheck
+//!   (a binary inside its wheel).
 //! - A headless browser, which cannot be installed from here: found as `$CHROME`, or under its
 //!   usual names. Without one, the tests that need it skip with a loud message — unless
 //!   `WSSTORM_REQUIRE_PEERS` is set (CI sets it), which turns every skip into a failure.
