@@ -232,6 +232,10 @@ fn kubernetes_job_runs_the_profile_as_shards_that_fit_their_pods() {
             "--out",
             "/results/shard-$(JOB_COMPLETION_INDEX)",
             "--no-tui",
+            "--metrics-listen",
+            "0.0.0.0:9464",
+            "--metrics-linger",
+            "60s",
         ]
     );
     let env = |name: &str| str_at(named(&c["env"], name), "value").to_string();
