@@ -168,6 +168,9 @@ pub fn merge(
     }
     let mut examples = BTreeMap::new();
     let mut warnings = Vec::new();
+    if let Some(missing) = missing_shards(inputs) {
+        warnings.push(missing);
+    }
     let mut failures = Vec::new();
     let mut health = Vec::new();
     let (mut cpu, mut server, mut proxy) = ((0.0, 0.0), None::<ServerSummary>, None);
@@ -364,6 +367,26 @@ fn check(inputs: &[(String, Results)], mode: Mode) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Shards of the count that were not given: the merge covers only the others' clients.
+fn missing_shards(inputs: &[(String, Results)]) -> Option<String> {
+    let count = inputs.first()?.1.shard.as_ref()?.count;
+    let given: std::collections::BTreeSet<u32> = inputs
+        .iter()
+        .filter_map(|(_, r)| r.shard.as_ref().map(|s| s.index))
+        .collect();
+    let missing: Vec<String> = (0..count)
+        .filter(|i| !given.contains(i))
+        .map(|i| i.to_string())
+        .collect();
+    (!missing.is_empty()).then(|| {
+        format!(
+            "shards {} of {count} are missing: the merged figures cover only the other {} shards' clients",
+            missing.join(", "),
+            given.len()
+        )
+    })
 }
 
 /// The worst way any input ended stands for the merged run.

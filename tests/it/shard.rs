@@ -253,6 +253,24 @@ fn what_cannot_be_a_shard_or_a_merge_is_exit_2() {
         .unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", out(&o));
     assert!(out(&o).contains("not parts of one plan"), "{}", out(&o));
+    // A shard alone merges, and the result says the others are missing.
+    let o = wsstorm()
+        .arg("merge")
+        .arg(&files[0])
+        .args(["-o"])
+        .arg(dir.path().join("partial"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", out(&o));
+    let partial = Results::read(&dir.path().join("partial/results.json")).unwrap();
+    assert!(
+        partial
+            .warnings
+            .iter()
+            .any(|w| w.contains("shards 1 of 2 are missing")),
+        "{:?}",
+        partial.warnings
+    );
     // Whole runs are not shards, unless --sum asks to add them up.
     let o = wsstorm()
         .arg("merge")
