@@ -808,6 +808,31 @@ fn generator(r: &Results, m: &[(f64, String)]) -> Markup {
                 ))
             }
         }
+        @if !r.shards.is_empty() {
+            h3 { "Each part of the merged run" }
+            p.muted { "Every shard's own generator: a late or saturated one shows here." }
+            table data-key="shards" {
+                (header_row(&[
+                    "part", "started", "duration s", "ended", "clients", "connected at end",
+                    "lag p99 ms", "lag max ms", "peak rss MiB", "cpu s", "warnings",
+                ]))
+                @for s in &r.shards {
+                    tr {
+                        td { (s.shard.as_ref().map_or_else(|| s.file.clone(), |i| format!("shard {}/{}", i.index, i.count))) }
+                        td { (s.started_at) }
+                        td { (format!("{:.1}", s.duration_ms as f64 / 1000.0)) }
+                        td { (serde_json::to_value(s.end_reason).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()) }
+                        td { (s.clients) }
+                        td { (s.connected_at_end) }
+                        td { (ms_text(s.schedule_lag_p99_us)) }
+                        td { (ms_text(s.schedule_lag_max_us)) }
+                        td { (format!("{:.0}", mib(s.peak_rss_bytes))) }
+                        td { (format!("{:.1}", s.cpu_s)) }
+                        td { (s.warnings.join("; ")) }
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -105,6 +105,12 @@ fn sharded(profile: &Path, url: &str, n: u32, dir: &Path) -> Results {
         .unwrap();
     assert!(o.status.success(), "{}", out(&o));
     let m = Results::read(&merged.join("results.json")).unwrap();
+    let report = std::fs::read_to_string(merged.join("report.html")).unwrap();
+    assert!(
+        report.contains("Each part of the merged run")
+            && report.contains(&format!("shard {}/{n}", n - 1)),
+        "the report lists every shard's health"
+    );
     // The merged percentiles are those of the shards' histograms added up, exactly.
     // Auto-resizing, like the merge's own accumulators.
     let mut combined = hdrhistogram::Histogram::<u64>::new(3).unwrap();
