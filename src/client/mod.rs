@@ -229,8 +229,17 @@ impl Client {
                     drop(ws);
                     let now = Instant::now();
                     if let Some(opened) = self.mark {
-                        self.retry
-                            .lost(&b.backoff, now.saturating_duration_since(opened));
+                        let lived = now.saturating_duration_since(opened);
+                        self.retry.lost(&b.backoff, lived);
+                        let lost = matches!(
+                            end,
+                            SessionEnd::Peer(_)
+                                | SessionEnd::Dead { .. }
+                                | SessionEnd::Violation(_)
+                        );
+                        if lost && lived < b.flap_below {
+                            m.flap(who);
+                        }
                     }
                     self.mark = Some(now);
                     match end {

@@ -295,6 +295,9 @@ pub struct Counters {
     pub client_closes: u64,
     pub gave_up: u64,
     pub dead_detected: u64,
+    /// Connections lost sooner than their group's `flap_below` after they opened.
+    #[serde(default)]
+    pub flaps: u64,
     pub sent: u64,
     pub received: u64,
     /// Sequenced-stream messages never received.
@@ -346,6 +349,7 @@ impl Counters {
         self.client_closes += o.client_closes;
         self.gave_up += o.gave_up;
         self.dead_detected += o.dead_detected;
+        self.flaps += o.flaps;
         self.sent += o.sent;
         self.received += o.received;
         self.lost += o.lost;
@@ -709,6 +713,11 @@ impl Metrics {
                 }
             }
         });
+    }
+
+    /// A connection was lost soon after it opened (a flap).
+    pub fn flap(&self, who: Who) {
+        self.with(who, |s| s.counters.flaps += 1);
     }
 
     pub fn gave_up(&self, who: Who) {

@@ -462,7 +462,11 @@ impl<'p> Engine<'p> {
         let b = &self.plan.groups[usize::from(who.group)].behaviour;
         let s = &mut self.clients[c as usize];
         self.metrics.closed(who, how);
-        s.retry.lost(&b.backoff, dur(t.saturating_sub(s.mark)));
+        let lived = dur(t.saturating_sub(s.mark));
+        s.retry.lost(&b.backoff, lived);
+        if lived < b.flap_below {
+            self.metrics.flap(who);
+        }
         s.mark = t;
         let decision = b.on_close.decide(code);
         self.next(c, t, decision, None);

@@ -724,6 +724,9 @@ fn group(
     let on_close = decisions(&r.on_close, "on_close", implied(4001), &at, b, problems);
     let on_status = decisions(&r.on_status, "on_status", implied(401), &at, b, problems);
     let backoff = backoff(&r.backoff, &at, problems);
+    if let Some(f) = r.flap_below {
+        problems.positive(at("behaviour.reconnect.flap_below"), f.0);
+    }
     PlanGroup {
         index: i,
         name: g.name.clone(),
@@ -750,6 +753,7 @@ fn group(
             align: r.backoff.align.map(|a| a.0),
             on_close,
             on_status,
+            flap_below: r.flap_below.map_or(super::DEFAULT_FLAP_BELOW, |d| d.0),
             read_rate: b.read.as_ref().map(|r| r.max_rate.0),
             sleep,
             auth,

@@ -202,6 +202,9 @@ pub struct ClientBehaviour {
     pub align: Option<Duration>,
     pub on_close: DecisionTable,
     pub on_status: DecisionTable,
+    /// A connection lost sooner than this after it opened counts as a flap.
+    #[serde(default = "default_flap_below")]
+    pub flap_below: Duration,
     /// Slow consumer: messages read per second at most.
     pub read_rate: Option<f64>,
     /// Freeze `for` after `after` of every connection.
@@ -213,6 +216,13 @@ pub struct ClientBehaviour {
     pub conversation: Option<Box<conversation::ConversationPlan>>,
     /// The data feeder (also in the conversation, for its templates; here for the token's).
     pub feeder: Option<conversation::FeederPlan>,
+}
+
+/// What counts as a flap when the profile does not say.
+pub const DEFAULT_FLAP_BELOW: Duration = Duration::from_secs(1);
+
+fn default_flap_below() -> Duration {
+    DEFAULT_FLAP_BELOW
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]

@@ -698,6 +698,10 @@ pub struct Reconnect {
     /// Per HTTP status of a refused handshake (`401`, `5xx`, or `default`).
     #[serde(default)]
     pub on_status: BTreeMap<String, Decision>,
+    /// A connection the server or the network ends sooner than this after it opened is a
+    /// flap, counted in `totals.flaps` (default 1s): a server that accepts and drops at once.
+    #[serde(default)]
+    pub flap_below: Option<Dur>,
 }
 
 /// What a client does after a close or a refused handshake. Written `retry`, `stop`,

@@ -160,8 +160,14 @@ pub fn summary(r: &Results) -> String {
     }
     let _ = writeln!(
         o,
-        "  client closes {:>8}   dead detected {}",
-        t.client_closes, t.dead_detected
+        "  client closes {:>8}   dead detected {}{}",
+        t.client_closes,
+        t.dead_detected,
+        if t.flaps > 0 {
+            format!("   flaps {} (lost soon after they opened)", t.flaps)
+        } else {
+            String::new()
+        }
     );
     if t.messages.sent > 0 || t.messages.received > 0 {
         let m = &t.messages;

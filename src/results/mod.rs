@@ -186,6 +186,10 @@ pub struct Totals {
     pub client_close_codes: BTreeMap<String, u64>,
     /// Connections the heartbeat found dead (pong timeout).
     pub dead_detected: u64,
+    /// Connections lost (closed by the server or the network, or found dead) sooner than
+    /// their group's `reconnect.flap_below` (default 1s) after they opened.
+    #[serde(default)]
+    pub flaps: u64,
     pub messages: Messages,
     /// The reason texts of close frames, by close code then reason, with counts (at most 64
     /// reasons per code; the rest under `(other)`).
@@ -417,6 +421,7 @@ pub fn totals_from(c: &Counters, clients: u64, peak: u64, connected_at_end: u64)
             .map(|(k, v)| (k.to_string(), *v))
             .collect(),
         dead_detected: c.dead_detected,
+        flaps: c.flaps,
         close_reasons: BTreeMap::new(),
         compression: CompressionTotals::from(&c.compression),
         messages: Messages {

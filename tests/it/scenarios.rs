@@ -531,3 +531,31 @@ fn backoff_contention_jitter_beats_lockstep_on_time_and_waste() {
         }
     }
 }
+
+/// A server that drops every connection right after it opens: the client that resets its
+/// backoff on every open loops at the first delay; `reset_after` backs it off. Every loss is
+/// a flap (lost within 1s of opening).
+#[test]
+fn flapping_server_loops_reset_on_open_and_reset_after_backs_off() {
+    let r = run("flapping-server", None, |_| {});
+    let eager = group(&r, "reset-on-open");
+    let patient = group(&r, "reset-after-stable");
+    for g in [eager, patient] {
+        assert_eq!(
+            g.totals.flaps, g.storm.losses,
+            "{}: every loss is a flap",
+            g.name
+        );
+        assert!(g.totals.flaps > 0);
+    }
+    assert!(
+        eager.totals.flaps >= 4 * patient.totals.flaps,
+        "reset on open loops: {} flaps vs {} with reset_after",
+        eager.totals.flaps,
+        patient.totals.flaps
+    );
+    // Doubling from 100 ms on every flap: past 3.2 s within the run.
+    assert!(patient.latency_us.backoff_delay.max >= 3_200_000);
+    assert!(eager.latency_us.backoff_delay.max < 150_000);
+    assert_eq!(r.totals.flaps, eager.totals.flaps + patient.totals.flaps);
+}
