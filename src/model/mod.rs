@@ -584,11 +584,7 @@ impl<'p> Engine<'p> {
                 (false, None, None) => EndReason::Completed,
             },
             aborted_by: None,
-            group_clients: plan
-                .groups
-                .iter()
-                .map(|g| (g.name.clone(), g.clients))
-                .collect(),
+            group_clients: plan.group_clients(),
             conversation_names: plan.conversation_names(),
             collected,
             connected_at_end,

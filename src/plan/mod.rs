@@ -333,6 +333,14 @@ impl Plan {
         Plan::compile(&crate::profile::parse(text, file)?)
     }
 
+    /// Each group's name and clients, in plan order: what a run's results are counted against.
+    pub fn group_clients(&self) -> Vec<(String, u32)> {
+        self.groups
+            .iter()
+            .map(|g| (g.name.clone(), g.clients))
+            .collect()
+    }
+
     pub fn total_clients(&self) -> u32 {
         self.groups.iter().map(|g| g.clients).sum()
     }

@@ -509,11 +509,7 @@ impl Swarm {
             duration,
             end,
             aborted_by,
-            group_clients: plan
-                .groups
-                .iter()
-                .map(|g| (g.name.clone(), g.clients))
-                .collect(),
+            group_clients: plan.group_clients(),
             conversation_names: plan.conversation_names(),
             collected,
             connected_at_end,
