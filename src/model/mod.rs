@@ -414,9 +414,7 @@ impl<'p> Engine<'p> {
                 b.on_status.decide(code)
             }
         };
-        let retry_after = matches!(answer, Answer::Status(_))
-            .then(|| self.server.retry_after())
-            .flatten();
+        let retry_after = matches!(answer, Answer::Status(_)).then(|| self.server.retry_after());
         self.next(c, t, decision, retry_after);
     }
 

@@ -7,6 +7,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use super::us;
 use crate::server::{HandshakeCost, ServerConfig, ServerSummary, TokenBucket};
 
 /// What the client will get for an attempt.
@@ -37,10 +38,6 @@ pub struct ServerModel {
     pub open: u64,
     pub hung: u64,
     stats: ServerSummary,
-}
-
-fn us(d: Duration) -> u64 {
-    d.as_micros().min(u128::from(u64::MAX / 2)) as u64
 }
 
 impl ServerModel {
@@ -79,8 +76,9 @@ impl ServerModel {
         self.open = self.open.saturating_sub(n);
     }
 
-    pub fn retry_after(&self) -> Option<Duration> {
-        Some(self.retry_after)
+    /// The Retry-After every 503 carries.
+    pub fn retry_after(&self) -> Duration {
+        self.retry_after
     }
 
     /// Handshakes that completed by `t` leave the queue; those whose client had gone are
@@ -227,7 +225,7 @@ mod tests {
         assert_eq!(answer(&mut s, 0), Some(Answer::Status(503)));
         assert_eq!(answer(&mut s, ms(100)), Some(Answer::Open), "refilled");
         // The header carries whole seconds, rounded up.
-        assert_eq!(s.retry_after(), Some(Duration::from_secs(2)));
+        assert_eq!(s.retry_after(), Duration::from_secs(2));
         s.down_until(ms(500));
         assert_eq!(answer(&mut s, ms(499)), None);
         assert_eq!(answer(&mut s, ms(500)), Some(Answer::Open));

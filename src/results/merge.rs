@@ -329,22 +329,26 @@ fn check(inputs: &[(String, Results)], mode: Mode) -> Result<(), String> {
         );
     }
     if mode == Mode::Shards {
-        let mut seen = BTreeMap::new();
-        let mut count = None;
-        for (path, r) in inputs {
-            let Some(s) = &r.shard else {
-                return Err(format!(
+        let shard = |path: &str, r: &Results| {
+            r.shard.clone().ok_or_else(|| {
+                format!(
                     "{path} is not a shard (it ran without --shard): to add up whole runs of the same profile, give --sum"
-                ));
-            };
-            if *count.get_or_insert(s.count) != s.count {
+                )
+            })
+        };
+        let first_shard = shard(first_path, first)?;
+        let mut seen = BTreeMap::new();
+        for (path, r) in inputs {
+            let s = shard(path, r)?;
+            if s.count != first_shard.count {
                 return Err(format!(
-                    "{path} is shard {}/{} but {} is shard {}/{}: shards of one run have one count",
-                    s.index,
-                    s.count,
-                    inputs[0].0,
-                    inputs[0].1.shard.as_ref().map_or(0, |f| f.index),
-                    count.unwrap_or(0)
+                    "{path} is shard {}/{} but {first_path} is shard {}/{}: shards of one run have one count",
+                    s.index, s.count, first_shard.index, first_shard.count
+                ));
+            }
+            if s.start_at != first_shard.start_at {
+                return Err(format!(
+                    "{path} and {first_path} were given different --start-at times: they are not one run"
                 ));
             }
             if let Some(other) = seen.insert(s.index, path.clone()) {
@@ -353,17 +357,6 @@ fn check(inputs: &[(String, Results)], mode: Mode) -> Result<(), String> {
                     s.index, s.count
                 ));
             }
-        }
-        if inputs[0].1.shard.as_ref().map(|s| &s.start_at)
-            != inputs[inputs.len() - 1]
-                .1
-                .shard
-                .as_ref()
-                .map(|s| &s.start_at)
-        {
-            return Err(
-                "the shards were given different --start-at times: they are not one run".into(),
-            );
         }
     }
     Ok(())

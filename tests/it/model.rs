@@ -196,13 +196,16 @@ fn the_model_command_writes_results_and_compares_strategies() {
         "the ordering is in the first lines:\n{stdout}"
     );
 
-    // What cannot be modelled exits 2 with the reason.
-    let o = wsstorm(&[
-        "model",
-        profile.to_str().unwrap(),
-        "--target",
-        "ws://127.0.0.1:9/ws",
-    ]);
+    // What cannot be modelled exits 2 with the reason: a profile that compiles against an
+    // external target (no timeline actions of the embedded one), refused by the model itself.
+    let external = dir.path().join("external.yaml");
+    std::fs::write(
+        &external,
+        "name: x\nduration: 1s\ntarget: ws://127.0.0.1:9/ws\ngroups:\n  - { name: g, clients: 1, arrival: { rate: 1/s } }\n",
+    )
+    .unwrap();
+    let o = wsstorm(&["model", external.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("embedded"));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("capacity model"), "{stderr}");
 }
