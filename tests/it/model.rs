@@ -209,3 +209,45 @@ fn the_model_command_writes_results_and_compares_strategies() {
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(stderr.contains("capacity model"), "{stderr}");
 }
+
+/// Ctrl-C ends a long model with the results gathered so far, as it ends a run.
+#[test]
+fn an_interrupted_model_writes_what_it_modelled() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let profile = common::root().join("bench/model-10m.yaml");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wsstorm"))
+        .args([
+            "model",
+            profile.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for its first progress line: the model is under way.
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while std::io::BufRead::read_line(&mut err, &mut line).unwrap() > 0
+        && !line.contains("virtual time)")
+    {
+        line.clear();
+    }
+    // SAFETY: kill(2) on the pid of a child we started and have not reaped.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    let r = Results::read(&out.join("results.json")).unwrap();
+    assert!(r.modelled);
+    assert_eq!(
+        serde_json::to_value(r.end_reason).unwrap(),
+        "interrupted",
+        "the results say the model was stopped"
+    );
+    assert!(r.duration_ms < 20_000, "stopped before the end of its 20s");
+    assert!(r.totals.connect_attempts > 0);
+}
