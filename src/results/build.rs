@@ -2,6 +2,7 @@
 //! [`Record`]) becomes [`Results`] here — totals, per-group figures, the storm, the
 //! generator's health, thresholds judged.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use super::conversation;
@@ -155,15 +156,26 @@ impl Results {
             until,
             target,
             latency_us: LatencyTable::from_hists(&c.hists),
-            timeline: Timeline {
-                interval_ms: TICK.as_millis() as u64,
-                points: c.points,
-                actions: fired,
-                close_codes: c
-                    .close_series
-                    .into_iter()
-                    .map(|(k, v)| (k.to_string(), v))
-                    .collect(),
+            timeline: {
+                let by_name = |m: BTreeMap<u16, Vec<u64>>| -> BTreeMap<String, Vec<u64>> {
+                    m.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+                };
+                let mut t = Timeline {
+                    interval_ms: TICK.as_millis() as u64,
+                    points: c.points,
+                    actions: fired,
+                    close_codes: by_name(c.close_series),
+                    handshake_status: by_name(c.status_series),
+                    effects: Vec::new(),
+                };
+                t.effects = super::effects::effects(
+                    &t.actions,
+                    &t.points,
+                    t.interval_ms,
+                    &t.close_codes,
+                    &t.handshake_status,
+                );
+                t
             },
             generator: Generator {
                 cpu_user_s: round3(cpu.0),

@@ -147,7 +147,8 @@ pub fn merge(
         }
     }
     let points = aligned_points(inputs);
-    let close_series = aligned_close_codes(inputs, points.len());
+    let close_series = aligned_by_key(inputs, points.len(), |r| &r.timeline.close_codes);
+    let status_series = aligned_by_key(inputs, points.len(), |r| &r.timeline.handshake_status);
     let group_totals: Vec<GroupTotals> = data
         .into_iter()
         .enumerate()
@@ -257,6 +258,7 @@ pub fn merge(
             peak_connected: points.iter().map(|p| p.connected).max().unwrap_or(0),
             points,
             close_series,
+            status_series,
             groups: group_totals,
             samples: Vec::new(),
             warnings,
@@ -401,6 +403,11 @@ fn end_reason(inputs: &[(String, Results)]) -> EndReason {
 
 /// The timeline points of every input added up, interval by interval (the shards started
 /// together). Past an input's end, its gauges keep their last value and its counts are 0.
+///
+/// An interval's percentiles are exact only from the interval's merged histogram, which the
+/// inputs do not carry (a histogram per interval would make results.json many times larger):
+/// they are kept when a single input measured that kind in the interval (its figure is the
+/// merged one), and left absent when several did, never averaged.
 fn aligned_points(inputs: &[(String, Results)]) -> Vec<Point> {
     let len = inputs
         .iter()
@@ -425,6 +432,7 @@ fn aligned_points(inputs: &[(String, Results)]) -> Vec<Point> {
                         sum.sent += p.sent;
                         sum.received += p.received;
                         sum.in_backoff += p.in_backoff;
+                        sum.dead_detected += p.dead_detected;
                     }
                     None => {
                         if let Some(last) = pts.last() {
@@ -434,15 +442,32 @@ fn aligned_points(inputs: &[(String, Results)]) -> Vec<Point> {
                     }
                 }
             }
+            let at = |f: fn(&Point) -> Option<u64>| -> Option<u64> {
+                let mut measured = inputs
+                    .iter()
+                    .filter_map(|(_, r)| f(r.timeline.points.get(i)?));
+                let one = measured.next();
+                one.filter(|_| measured.next().is_none())
+            };
+            sum.rtt_p50_us = at(|p| p.rtt_p50_us);
+            sum.rtt_p99_us = at(|p| p.rtt_p99_us);
+            sum.handshake_p50_us = at(|p| p.handshake_p50_us);
+            sum.handshake_p99_us = at(|p| p.handshake_p99_us);
+            sum.connect_p99_us = at(|p| p.connect_p99_us);
             sum
         })
         .collect()
 }
 
-fn aligned_close_codes(inputs: &[(String, Results)], len: usize) -> BTreeMap<u16, Vec<u64>> {
+/// Per-interval counts by key (close code, HTTP status) of every input added up.
+fn aligned_by_key(
+    inputs: &[(String, Results)],
+    len: usize,
+    series_of: impl Fn(&Results) -> &BTreeMap<String, Vec<u64>>,
+) -> BTreeMap<u16, Vec<u64>> {
     let mut out: BTreeMap<u16, Vec<u64>> = BTreeMap::new();
     for (_, r) in inputs {
-        for (code, series) in &r.timeline.close_codes {
+        for (code, series) in series_of(r) {
             let Ok(code) = code.parse::<u16>() else {
                 continue;
             };
