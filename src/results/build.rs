@@ -172,6 +172,7 @@ impl Results {
                     &t.actions,
                     &t.points,
                     t.interval_ms,
+                    duration.as_millis() as u64,
                     &t.close_codes,
                     &t.handshake_status,
                 );

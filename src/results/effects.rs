@@ -16,7 +16,7 @@ pub struct Effect {
     pub action: String,
     /// When it fired.
     pub t_ms: u64,
-    /// The end of its window: the next action's time, or the end of the timeline.
+    /// The end of its window: the next action's time, or the end of the run.
     pub until_ms: u64,
     /// Connections open on the target when it fired (`timeline.actions[].connections`).
     pub connections: u64,
@@ -35,7 +35,7 @@ pub struct Effect {
     /// shorter than a second counts all of it) and in one interval.
     pub peak_attempts_per_s: u64,
     pub peak_attempts_per_interval: u64,
-    /// Connected at the end of the interval before the action fired.
+    /// Connected at the end of the last interval that ended before the action fired.
     pub connected_before: u64,
     /// Fewest connected at any interval's end in the window.
     pub connected_low: u64,
@@ -53,16 +53,20 @@ pub struct Effect {
     pub handshake_p99_after_us: Option<u64>,
 }
 
-/// The effect of each of `actions` on the timeline `points` (interval `interval_ms`), with
-/// per-interval closes by code and handshake statuses aligned with the points.
+/// The effect of each of `actions` on the timeline `points` (interval `interval_ms`) of a run
+/// that ended `end_ms` in, with per-interval closes by code and handshake statuses aligned
+/// with the points. The interval in which the clients shut down after the end is left out:
+/// everyone leaving then is no action's doing.
 pub fn effects(
     actions: &[FiredAction],
     points: &[Point],
     interval_ms: u64,
+    end_ms: u64,
     close_codes: &BTreeMap<String, Vec<u64>>,
     statuses: &BTreeMap<String, Vec<u64>>,
 ) -> Vec<Effect> {
-    let end = points.last().map_or(0, |p| p.t_ms);
+    let end = end_ms;
+    let shown = points.partition_point(|p| p.t_ms <= end_ms + 1);
     let per_second = (1000 / interval_ms.max(1)).max(1) as usize;
     actions
         .iter()
@@ -70,13 +74,13 @@ pub fn effects(
         .map(|(i, a)| {
             let until = actions.get(i + 1).map_or(end, |next| next.t_ms.max(a.t_ms));
             // A point closes the interval that ends at its t_ms: the window holds the points
-            // whose interval ends after the action and no later than the window's end; the
-            // next action's own interval counts towards it.
-            let first = points.partition_point(|p| p.t_ms <= a.t_ms);
+            // from the one that ends as the action fires (times are whole ms, and what the
+            // action did can land in that interval) up to the next action's.
+            let first = points.partition_point(|p| p.t_ms < a.t_ms);
             let last = if i + 1 < actions.len() {
-                points.partition_point(|p| p.t_ms <= until)
+                points.partition_point(|p| p.t_ms < until)
             } else {
-                points.len()
+                shown
             };
             let window = &points[first..last.max(first)];
             let range = first..first + window.len();
@@ -180,6 +184,7 @@ mod tests {
             &[fired(250, "drop-all"), fired(650, "restart")],
             &points,
             100,
+            800,
             &codes,
             &statuses,
         );
@@ -208,16 +213,23 @@ mod tests {
 
     #[test]
     fn an_action_that_changed_nothing_recovered_at_once() {
-        let points = vec![point(100, 5, 0, None), point(200, 5, 0, None)];
+        // The last point is the clients shutting down after the end: not the action's doing.
+        let points = vec![
+            point(100, 5, 0, None),
+            point(200, 5, 0, None),
+            point(290, 0, 0, None),
+        ];
         let e = effects(
             &[fired(150, "latency")],
             &points,
             100,
+            200,
             &BTreeMap::new(),
             &BTreeMap::new(),
         );
         assert_eq!(e[0].losses, 0);
         assert_eq!(e[0].recovery_ms, Some(0));
         assert_eq!(e[0].connected_before, 5);
+        assert_eq!((e[0].connected_low, e[0].until_ms), (5, 200));
     }
 }
