@@ -251,7 +251,7 @@ pub fn summary(r: &Results) -> String {
             p.bytes_downstream
         );
     }
-    for a in &r.timeline.actions {
+    for (i, a) in r.timeline.actions.iter().enumerate() {
         let _ = writeln!(
             o,
             "  timeline     {:>8.1}s {} ({} connections open)",
@@ -259,6 +259,9 @@ pub fn summary(r: &Results) -> String {
             a.action,
             a.connections
         );
+        if let Some(e) = r.timeline.effects.get(i).filter(|e| e.action == a.action) {
+            effect_line(&mut o, e);
+        }
     }
     let g = &r.generator;
     // A model has no generator to be late or short of memory; its cost is on the
@@ -305,6 +308,26 @@ pub fn summary(r: &Results) -> String {
 
 /// The `n` most frequent of `counts` (values the server chose: quoted, control characters
 /// escaped, so a reason cannot drive the terminal), then how many others there were.
+/// What followed one action, under its timeline line.
+fn effect_line(o: &mut String, e: &crate::results::effects::Effect) {
+    let ms = |us: Option<u64>| us.map_or("-".into(), |us| format!("{:.1}", us as f64 / 1000.0));
+    let _ = writeln!(
+        o,
+        "               then: lost {} ({} dead), peak {} attempts/s, connected {} -> {}, back {}, rtt p99 {} -> {} ms",
+        e.losses,
+        e.dead_detected,
+        e.peak_attempts_per_s,
+        e.connected_before,
+        e.connected_low,
+        e.recovery_ms
+            .map_or("not before the next action".into(), |ms| format!(
+                "after {ms} ms"
+            )),
+        ms(e.rtt_p99_before_us),
+        ms(e.rtt_p99_after_us),
+    );
+}
+
 fn top(counts: &BTreeMap<String, u64>, n: usize) -> String {
     let by_count = super::by_count(counts);
     let mut parts: Vec<String> = by_count

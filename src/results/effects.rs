@@ -102,10 +102,19 @@ pub fn effects(
                 .min_by_key(|(_, p)| p.connected)
                 .map(|(k, _)| k);
             let low = low_at.map_or(before, |k| window[k].connected);
+            // The first interval that counted a loss: recovery is looked for from there (or
+            // from the low, if later), so a drop and its reconnects within one interval
+            // recover at that interval's end, not at once.
+            let first_loss = (0..window.len()).find(|&k| {
+                window[k].dead_detected > 0
+                    || close_codes
+                        .values()
+                        .any(|s| s.get(first + k).is_some_and(|n| *n > 0))
+            });
             let recovery_ms = if low >= before && losses == 0 {
                 Some(0)
             } else {
-                window[low_at.unwrap_or(0)..]
+                window[low_at.unwrap_or(0).max(first_loss.unwrap_or(0))..]
                     .iter()
                     .find(|p| p.connected >= before)
                     .map(|p| p.t_ms.saturating_sub(a.t_ms))
