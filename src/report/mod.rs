@@ -1048,6 +1048,7 @@ pub(crate) mod fixture {
             model: None,
             shard: None,
             shards: Vec::new(),
+            events: None,
         }
     }
 

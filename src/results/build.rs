@@ -55,6 +55,8 @@ pub struct Record {
     pub failures: Vec<String>,
     /// How a run `--until recovered` was to end, and when it settled.
     pub until: Option<super::Until>,
+    /// What the event log (`--events`) wrote, when the run kept one.
+    pub events: Option<crate::metrics::events::EventsSummary>,
 }
 
 impl Results {
@@ -84,6 +86,7 @@ impl Results {
             failures,
             layout,
             until,
+            events,
         } = record;
         let clients: u64 = group_clients.iter().map(|(_, n)| u64::from(*n)).sum();
         let mut totals = totals_from(
@@ -203,6 +206,7 @@ impl Results {
             model: None,
             shard: None,
             shards: Vec::new(),
+            events,
         };
         let mut failed = failures;
         failed.extend(run_failed(&results.totals, expect_failures));

@@ -288,6 +288,7 @@ pub fn merge(
         )],
         failures,
         until: None,
+        events: None,
     };
     let mut merged = Results::build(record, &thresholds);
     merged.shards = health;

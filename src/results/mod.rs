@@ -89,6 +89,10 @@ pub struct Results {
     /// A merged run (`wsstorm merge`): each part's own health, in the order given.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shards: Vec<merge::ShardHealth>,
+    /// The per-connection event log (`--events`): its file, the clients it followed, lines
+    /// written and events dropped (past `--events-max`, or while the writer fell behind).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<crate::metrics::events::EventsSummary>,
 }
 
 /// What results.json says about a modelled run.
