@@ -263,6 +263,21 @@ pub fn summary(r: &Results) -> String {
             effect_line(&mut o, e);
         }
     }
+    if let Some(e) = &r.events {
+        let _ = writeln!(
+            o,
+            "  events       {} lines ({} bytes) about {} clients in {}{}",
+            e.written,
+            e.bytes,
+            e.clients,
+            e.file,
+            if e.dropped > 0 {
+                format!(", {} not written", e.dropped)
+            } else {
+                String::new()
+            }
+        );
+    }
     let g = &r.generator;
     // A model has no generator to be late or short of memory; its cost is on the
     // `modelled` line.

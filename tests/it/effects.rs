@@ -126,3 +126,114 @@ fn each_drop_owns_exactly_the_connections_it_dropped() {
     let json = serde_json::to_value(&r).unwrap();
     assert_eq!(json["timeline"]["effects"][1]["losses"], second);
 }
+
+/// 30 clients, half dropped with 4001 at 800ms: every client's story in the event log.
+const LOGGED: &str = "
+name: logged
+duration: 2s
+target: embedded
+groups:
+  - name: g
+    clients: 30
+    arrival: { rate: 1000/s }
+    behaviour:
+      reconnect: { backoff: { strategy: full-jitter, base: 50ms, cap: 200ms } }
+timeline:
+  - { at: 800ms, action: drop-all, mode: close, code: 4001, share: 50% }
+";
+
+/// `wsstorm run` with `--events`; the results and the log's lines.
+fn run_logged(dir: &std::path::Path, extra: &[&str]) -> (Results, Vec<serde_json::Value>, String) {
+    let profile = dir.join("logged.yaml");
+    std::fs::write(&profile, LOGGED).unwrap();
+    let (out, log) = (dir.join("out"), dir.join("events.jsonl"));
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_wsstorm"))
+        .arg("run")
+        .arg(&profile)
+        .args(["--no-tui", "--workers", "0", "--out"])
+        .arg(&out)
+        .arg("--events")
+        .arg(&log)
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let r = Results::read(&out.join("results.json")).unwrap();
+    (r, lines, String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+#[test]
+fn the_event_log_tells_every_logged_clients_story_and_keeps_to_its_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let (r, lines, _) = run_logged(dir.path(), &["--events-sample", "100%"]);
+    let ev = r.events.as_ref().expect("results say what the log wrote");
+    assert_eq!(ev.clients, 30);
+    assert_eq!(ev.dropped, 0);
+    assert_eq!(ev.written, lines.len() as u64);
+    let count = |event: &str| lines.iter().filter(|l| l["event"] == event).count() as u64;
+    assert_eq!(count("attempt"), r.totals.connect_attempts);
+    assert_eq!(count("open"), r.totals.opened);
+    let dropped = r.totals.close_codes["4001"];
+    let by_server: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["event"] == "close" && l["by"] == "server")
+        .collect();
+    assert_eq!(by_server.len() as u64, dropped);
+    assert!(by_server.iter().all(|l| l["code"] == 4001));
+    let by_client = lines
+        .iter()
+        .filter(|l| l["event"] == "close" && l["by"] == "client")
+        .count() as u64;
+    assert_eq!(by_client, r.totals.client_closes);
+    assert_eq!(count("backoff"), dropped, "each dropped client waited once");
+    // Per client: the dropped ones made a second connection, numbered 2, after a backoff.
+    for c in 0..30u64 {
+        let mine: Vec<&serde_json::Value> = lines.iter().filter(|l| l["client"] == c).collect();
+        let opens = mine.iter().filter(|l| l["event"] == "open").count();
+        let lost = mine
+            .iter()
+            .any(|l| l["event"] == "close" && l["by"] == "server");
+        assert_eq!(opens, if lost { 2 } else { 1 }, "client {c}: {mine:?}");
+        let last_conn = mine.iter().map(|l| l["conn"].as_u64().unwrap()).max();
+        assert_eq!(last_conn, Some(opens as u64));
+        assert!(
+            mine.iter()
+                .all(|l| l["group"] == "g" && l["t_ms"].is_number())
+        );
+        let times: Vec<f64> = mine.iter().map(|l| l["t_ms"].as_f64().unwrap()).collect();
+        assert!(
+            times.windows(2).all(|w| w[0] <= w[1]),
+            "in order: {times:?}"
+        );
+    }
+
+    // Named clients only, and a cap far below what they do: truncated, counted, said.
+    let (r, lines, stdout) = run_logged(
+        dir.path(),
+        &["--events-clients", "1,5,9", "--events-max", "300B"],
+    );
+    let ev = r.events.as_ref().unwrap();
+    assert_eq!(ev.clients, 3);
+    assert!(
+        lines
+            .iter()
+            .all(|l| [1, 5, 9].contains(&l["client"].as_u64().unwrap()))
+    );
+    assert!(ev.bytes <= 300 && ev.written == lines.len() as u64);
+    assert!(ev.dropped > 0, "{ev:?}");
+    let all: u64 = ev.written + ev.dropped;
+    assert!(all >= 3 * 3, "attempt, open and close of each: {ev:?}");
+    assert!(
+        r.warnings
+            .iter()
+            .any(|w| w.contains("events were not written")),
+        "{:?}",
+        r.warnings
+    );
+    assert!(stdout.contains("events were not written"), "{stdout}");
+}
