@@ -556,3 +556,53 @@ fn sum_json<T: Serialize + serde::de::DeserializeOwned>(a: Option<T>, b: &T) -> 
     }
     serde_json::from_value(a).map_err(|e| e.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(points: Vec<Point>, statuses: &[(&str, Vec<u64>)]) -> (String, Results) {
+        let mut r = crate::report::fixture::results();
+        r.timeline.points = points;
+        r.timeline.handshake_status = statuses
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        ("r.json".into(), r)
+    }
+
+    fn point(t_ms: u64, dead: u64, rtt_p99: Option<u64>) -> Point {
+        Point {
+            t_ms,
+            dead_detected: dead,
+            rtt_p99_us: rtt_p99,
+            rtt_p50_us: rtt_p99,
+            ..Point::default()
+        }
+    }
+
+    #[test]
+    fn interval_percentiles_survive_only_where_one_input_measured_them() {
+        let inputs = [
+            run(
+                vec![point(100, 1, Some(500)), point(200, 0, Some(700))],
+                &[("503", vec![2, 0])],
+            ),
+            run(
+                vec![point(100, 2, None), point(200, 3, Some(900))],
+                &[("503", vec![1, 4]), ("429", vec![0, 1])],
+            ),
+        ];
+        let p = aligned_points(&inputs);
+        assert_eq!(p[0].dead_detected, 3);
+        assert_eq!(p[1].dead_detected, 3);
+        // One input measured rtt in the first interval: its figure is the merged one.
+        assert_eq!(p[0].rtt_p99_us, Some(500));
+        // Both did in the second: no histogram to merge, so no figure (never an average).
+        assert_eq!(p[1].rtt_p99_us, None);
+        assert_eq!(p[1].rtt_p50_us, None);
+        let statuses = aligned_by_key(&inputs, 2, |r| &r.timeline.handshake_status);
+        assert_eq!(statuses[&503], vec![3, 4]);
+        assert_eq!(statuses[&429], vec![0, 1]);
+    }
+}
