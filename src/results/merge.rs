@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::build::Record;
 use super::threshold::Threshold;
-use super::{EndReason, FiredAction, Results};
+use super::{EndReason, FiredAction, Results, Timeline};
 use crate::metrics::conversation::WireConv;
 use crate::metrics::{
     Collected, Counters, GroupData, GroupSeries, GroupTotals, Hists, Latency, Point, WireGroup,
@@ -146,9 +146,10 @@ pub fn merge(
             acc.add(&d);
         }
     }
-    let points = aligned_points(inputs);
-    let close_series = aligned_by_key(inputs, points.len(), |r| &r.timeline.close_codes);
-    let status_series = aligned_by_key(inputs, points.len(), |r| &r.timeline.handshake_status);
+    let timelines: Vec<&Timeline> = inputs.iter().map(|(_, r)| &r.timeline).collect();
+    let points = aligned_points(&timelines);
+    let close_series = aligned_by_key(&timelines, points.len(), |t| &t.close_codes);
+    let status_series = aligned_by_key(&timelines, points.len(), |t| &t.handshake_status);
     let group_totals: Vec<GroupTotals> = data
         .into_iter()
         .enumerate()
@@ -409,17 +410,13 @@ fn end_reason(inputs: &[(String, Results)]) -> EndReason {
 /// inputs do not carry (a histogram per interval would make results.json many times larger):
 /// they are kept when a single input measured that kind in the interval (its figure is the
 /// merged one), and left absent when several did, never averaged.
-fn aligned_points(inputs: &[(String, Results)]) -> Vec<Point> {
-    let len = inputs
-        .iter()
-        .map(|(_, r)| r.timeline.points.len())
-        .max()
-        .unwrap_or(0);
+fn aligned_points(inputs: &[&Timeline]) -> Vec<Point> {
+    let len = inputs.iter().map(|t| t.points.len()).max().unwrap_or(0);
     (0..len)
         .map(|i| {
             let mut sum = Point::default();
-            for (_, r) in inputs {
-                let pts = &r.timeline.points;
+            for t in inputs {
+                let pts = &t.points;
                 match pts.get(i) {
                     Some(p) => {
                         sum.t_ms = sum.t_ms.max(p.t_ms);
@@ -444,9 +441,7 @@ fn aligned_points(inputs: &[(String, Results)]) -> Vec<Point> {
                 }
             }
             let at = |f: fn(&Point) -> Option<u64>| -> Option<u64> {
-                let mut measured = inputs
-                    .iter()
-                    .filter_map(|(_, r)| f(r.timeline.points.get(i)?));
+                let mut measured = inputs.iter().filter_map(|t| f(t.points.get(i)?));
                 let one = measured.next();
                 one.filter(|_| measured.next().is_none())
             };
@@ -462,13 +457,13 @@ fn aligned_points(inputs: &[(String, Results)]) -> Vec<Point> {
 
 /// Per-interval counts by key (close code, HTTP status) of every input added up.
 fn aligned_by_key(
-    inputs: &[(String, Results)],
+    inputs: &[&Timeline],
     len: usize,
-    series_of: impl Fn(&Results) -> &BTreeMap<String, Vec<u64>>,
+    series_of: impl Fn(&Timeline) -> &BTreeMap<String, Vec<u64>>,
 ) -> BTreeMap<u16, Vec<u64>> {
     let mut out: BTreeMap<u16, Vec<u64>> = BTreeMap::new();
-    for (_, r) in inputs {
-        for (code, series) in series_of(r) {
+    for t in inputs {
+        for (code, series) in series_of(t) {
             let Ok(code) = code.parse::<u16>() else {
                 continue;
             };
@@ -561,14 +556,15 @@ fn sum_json<T: Serialize + serde::de::DeserializeOwned>(a: Option<T>, b: &T) -> 
 mod tests {
     use super::*;
 
-    fn run(points: Vec<Point>, statuses: &[(&str, Vec<u64>)]) -> (String, Results) {
-        let mut r = crate::report::fixture::results();
-        r.timeline.points = points;
-        r.timeline.handshake_status = statuses
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect();
-        ("r.json".into(), r)
+    fn run(points: Vec<Point>, statuses: &[(&str, Vec<u64>)]) -> Timeline {
+        Timeline {
+            points,
+            handshake_status: statuses
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+            ..Timeline::default()
+        }
     }
 
     fn point(t_ms: u64, dead: u64, rtt_p99: Option<u64>) -> Point {
@@ -593,6 +589,7 @@ mod tests {
                 &[("503", vec![1, 4]), ("429", vec![0, 1])],
             ),
         ];
+        let inputs = [&inputs[0], &inputs[1]];
         let p = aligned_points(&inputs);
         assert_eq!(p[0].dead_detected, 3);
         assert_eq!(p[1].dead_detected, 3);
@@ -601,7 +598,7 @@ mod tests {
         // Both did in the second: no histogram to merge, so no figure (never an average).
         assert_eq!(p[1].rtt_p99_us, None);
         assert_eq!(p[1].rtt_p50_us, None);
-        let statuses = aligned_by_key(&inputs, 2, |r| &r.timeline.handshake_status);
+        let statuses = aligned_by_key(&inputs, 2, |t| &t.handshake_status);
         assert_eq!(statuses[&503], vec![3, 4]);
         assert_eq!(statuses[&429], vec![0, 1]);
     }
