@@ -237,3 +237,45 @@ fn the_event_log_tells_every_logged_clients_story_and_keeps_to_its_cap() {
     );
     assert!(stdout.contains("events were not written"), "{stdout}");
 }
+
+/// profiles/cause-and-effect.yaml, shortened: latency through the proxy, then a drop-all
+/// while it lasts. The latency's effect is round trips, no losses; the drop's is losses, and
+/// reconnects whose handshakes pay the latency.
+#[test]
+fn latency_then_a_drop_each_shows_its_own_effect() {
+    let r = common::run_yaml(
+        "
+name: cause-and-effect-short
+duration: 3s
+target:
+  url: embedded
+  via_proxy: true
+groups:
+  - name: clients
+    clients: 100
+    arrival: { rate: 1000/s }
+    behaviour:
+      send: { every: 100ms, bytes: 64 }
+      reconnect: { backoff: { strategy: full-jitter, base: 50ms, cap: 200ms } }
+timeline:
+  - { at: 1s, action: latency, delay: 200ms, direction: downstream, duration: 1500ms }
+  - { at: 1500ms, action: drop-all, mode: close, code: 1012 }
+",
+        "cause-and-effect-short.yaml",
+    );
+    let e = &r.timeline.effects;
+    assert_eq!(e.len(), 2, "{:?}", r.timeline.actions);
+    assert!(e[0].action.contains("latency"), "{}", e[0].action);
+    let (slow, drop) = (&e[0], &e[1]);
+    // The latency lost nothing, but every round trip after it carries the 200 ms.
+    assert_eq!(slow.losses, 0, "{slow:?}");
+    assert_eq!(slow.recovery_ms, Some(0));
+    assert!(slow.rtt_p99_after_us.unwrap() >= 200_000, "{slow:?}");
+    assert!(slow.rtt_p99_after_us > slow.rtt_p99_before_us, "{slow:?}");
+    // The drop lost every connection, and the reconnects' upgrades came back slow.
+    assert_eq!(drop.losses, r.totals.close_codes["1012"]);
+    assert_eq!(drop.losses, 100);
+    assert_eq!(drop.connections, 100);
+    assert!(drop.handshake_p99_after_us.unwrap() >= 200_000, "{drop:?}");
+    assert!(drop.recovery_ms.is_some(), "{drop:?}");
+}
