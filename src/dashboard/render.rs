@@ -163,9 +163,12 @@ enum Series {
     Dead,
 }
 
+/// One line of a chart: its colour, and its value at a sample (if it has one there).
+type ChartLine = (Color, fn(&Sample) -> Option<f64>);
+
 impl Series {
-    /// The chart's lines: (colour, value of a sample if it has one).
-    fn lines(self) -> &'static [(Color, fn(&Sample) -> Option<f64>)] {
+    /// The chart's lines.
+    fn lines(self) -> &'static [ChartLine] {
         match self {
             Series::Connected | Series::ConnectedAndRate => {
                 &[(Color::Green, |s: &Sample| Some(s.connected))]
