@@ -114,11 +114,14 @@ fn each_drop_owns_exactly_the_connections_it_dropped() {
     // The text summary says it under each action.
     let text = wsstorm::report::text::summary(&r);
     assert!(
-        text.contains(&format!("then: lost {first} (0 dead)")),
+        text.contains(&format!(
+            "{} open): lost {first}, back in ",
+            t.actions[0].connections
+        )),
         "{text}"
     );
     assert!(
-        text.contains(&format!("then: lost {second} (0 dead)")),
+        text.contains(&format!("(200 open): lost {second}, back in ")),
         "{text}"
     );
 
