@@ -282,3 +282,65 @@ timeline:
     assert!(drop.handshake_p99_after_us.unwrap() >= 200_000, "{drop:?}");
     assert!(drop.recovery_ms.is_some(), "{drop:?}");
 }
+
+/// Ctrl-C ends the run through the same drain as its deadline: the log is flushed whole, and
+/// its last line for every client is that client's close.
+#[test]
+fn ctrl_c_flushes_the_event_log() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("long.yaml");
+    std::fs::write(
+        &profile,
+        "
+name: long
+duration: 60s
+target: embedded
+groups:
+  - name: g
+    clients: 20
+    arrival: { rate: 1000/s }
+    behaviour:
+      send: { every: 100ms, bytes: 64 }
+",
+    )
+    .unwrap();
+    let (out, log) = (dir.path().join("out"), dir.path().join("events.jsonl"));
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wsstorm"))
+        .arg("run")
+        .arg(&profile)
+        .args(["--no-tui", "--workers", "0", "--out"])
+        .arg(&out)
+        .arg("--events")
+        .arg(&log)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Two progress lines: the swarm runs.
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let (mut seen, mut line) = (0, String::new());
+    while seen < 2 {
+        line.clear();
+        assert!(err.read_line(&mut line).unwrap() > 0, "no progress lines");
+        seen += usize::from(line.contains("connected"));
+    }
+    // SAFETY: kill with a child's pid and a signal number.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    let r = Results::read(&out.join("results.json")).unwrap();
+    assert_eq!(r.end_reason, wsstorm::results::EndReason::Interrupted);
+    let ev = r.events.as_ref().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!((ev.written, ev.dropped), (lines.len() as u64, 0));
+    assert_eq!(ev.bytes, text.len() as u64);
+    for c in 0..20u64 {
+        let last = lines.iter().rev().find(|l| l["client"] == c).unwrap();
+        assert_eq!(last["event"], "close", "client {c}: {last}");
+        assert_eq!(last["by"], "client");
+    }
+}
