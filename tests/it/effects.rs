@@ -344,3 +344,41 @@ groups:
         assert_eq!(last["by"], "client");
     }
 }
+
+/// A hang found by heartbeats: the dead detections show per interval, and the hang's effect
+/// counts them as its losses.
+#[test]
+fn dead_detections_show_per_interval_and_in_the_hangs_effect() {
+    let r = common::run_yaml(
+        "
+name: hang
+duration: 3s
+target: embedded
+groups:
+  - name: g
+    clients: 50
+    arrival: { rate: 1000/s }
+    behaviour:
+      heartbeat: { ping_every: 200ms, timeout: 400ms }
+      reconnect: { backoff: { strategy: full-jitter, base: 50ms, cap: 200ms } }
+timeline:
+  - { at: 1s, action: hang, share: 40% }
+",
+        "hang.yaml",
+    );
+    let dead = r.totals.dead_detected;
+    assert!(dead > 0 && dead < 50, "a share of 50: {dead}");
+    let per_interval: u64 = r.timeline.points.iter().map(|p| p.dead_detected).sum();
+    assert_eq!(per_interval, dead);
+    let e = &r.timeline.effects[0];
+    assert_eq!(e.dead_detected, dead, "{e:?}");
+    assert_eq!(e.losses, dead + r.totals.close_codes.values().sum::<u64>());
+    // Found no sooner than the heartbeat can: ping interval + timeout after the hang.
+    let first = r
+        .timeline
+        .points
+        .iter()
+        .find(|p| p.dead_detected > 0)
+        .unwrap();
+    assert!(first.t_ms >= e.t_ms + 400, "{first:?} {e:?}");
+}
