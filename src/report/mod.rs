@@ -372,14 +372,15 @@ fn over_time(r: &Results, xs: &[f64], interval_s: f64, m: &[(f64, String)]) -> M
                 .collect(),
         })
         .collect();
-    // Interval percentiles, in ms, only where the interval measured any (no line to 0).
+    // Interval percentiles, in ms; an interval that measured none is a gap in the line (not 0,
+    // and not a line drawn across it).
     let interval = |name: &str, color: &str, f: fn(&Point) -> Option<u64>| Series {
         name: name.into(),
         color: color.into(),
         points: xs
             .iter()
             .zip(&r.timeline.points)
-            .filter_map(|(x, p)| f(p).map(|us| (*x, us as f64 / 1000.0)))
+            .map(|(x, p)| (*x, f(p).map_or(f64::NAN, |us| us as f64 / 1000.0)))
             .collect(),
     };
     let latency = vec![

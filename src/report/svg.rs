@@ -141,15 +141,21 @@ pub fn line_chart(c: &Chart) -> String {
         XScale::Linear => (plot_bottom, plot_bottom + 4.0, "axis"),
         XScale::Percentile => (top, plot_bottom, "grid"),
     };
-    let polylines = c.series.iter().filter_map(|s| {
-        let pts: Vec<String> = s
-            .points
-            .iter()
-            .map(|&(x, y)| (xs(x), y))
-            .filter(|p| p.0.is_finite() && p.1.is_finite())
-            .map(|(x, y)| format!("{:.1},{:.1}", px(x), py(y)))
-            .collect();
-        (!pts.is_empty()).then(|| (s, pts.join(" ")))
+    // A point whose y is not a number is a gap: the line stops there and starts again after
+    // it, so a figure that was not measured in a stretch is not drawn across it.
+    let polylines = c.series.iter().flat_map(|s| {
+        s.points
+            .split(|p| !p.1.is_finite())
+            .filter_map(|run| {
+                let pts: Vec<String> = run
+                    .iter()
+                    .map(|&(x, y)| (xs(x), y))
+                    .filter(|p| p.0.is_finite())
+                    .map(|(x, y)| format!("{:.1},{:.1}", px(x), py(y)))
+                    .collect();
+                (!pts.is_empty()).then(|| (s, pts.join(" ")))
+            })
+            .collect::<Vec<_>>()
     });
     // Legend entries side by side, each as wide as its name.
     let legend = c.series.iter().scan(left + 8.0, |lx, s| {
@@ -304,6 +310,25 @@ mod tests {
             ..c
         });
         assert!(!empty.contains("<polyline"));
+        let gaps = line_chart(&Chart {
+            series: vec![Series {
+                name: "p99".into(),
+                color: PALETTE[1].into(),
+                points: vec![(0.0, 1.0), (1.0, 2.0), (2.0, f64::NAN), (3.0, 4.0)],
+            }],
+            markers: vec![],
+            title: "gaps".into(),
+            x_label: String::new(),
+            y_label: String::new(),
+            x_scale: XScale::Linear,
+            width: 600,
+            height: 240,
+        });
+        assert_eq!(
+            gaps.matches("<polyline").count(),
+            2,
+            "a gap breaks the line"
+        );
         let b = bars("codes", &[("1006".into(), 10, "#d62728".into())], 600);
         assert!(b.contains("<rect"));
     }
