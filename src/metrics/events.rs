@@ -257,6 +257,9 @@ fn write_all(rx: Receiver<Msg>, mut out: impl Write, groups: &[String], s: &mut 
                 continue;
             }
             Event::Attempt { retry } => {
+                // A text or reason left from the last connection belongs to no event of this one.
+                text.remove(&l.client);
+                reason.remove(&l.client);
                 *n += 1;
                 ("attempt", vec![("retry", retry.into())])
             }
