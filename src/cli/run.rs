@@ -102,6 +102,46 @@ impl UntilFlags {
     }
 }
 
+/// The per-connection event log of `wsstorm run`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct EventsFlags {
+    /// Write a JSON line for each event of the picked clients' connections (attempt, open,
+    /// close with code, reason and who closed, error, dead, backoff, give-up) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub events: Option<PathBuf>,
+    /// With --events: the share of clients to log, picked by the seed, e.g. 1% (default: all,
+    /// unless --events-clients names some).
+    #[arg(long, value_name = "SHARE", requires = "events")]
+    pub events_sample: Option<crate::units::Percent>,
+    /// With --events: log these client ids, e.g. 1,5,9 (with --events-sample: these too).
+    #[arg(long, value_name = "IDS", value_delimiter = ',', requires = "events")]
+    pub events_clients: Vec<u32>,
+    /// With --events: stop writing past this size, e.g. 10MiB (default 100MiB); the results
+    /// and a warning say how many events were not written.
+    #[arg(long, value_name = "SIZE", requires = "events")]
+    pub events_max: Option<crate::units::ByteSize>,
+}
+
+impl EventsFlags {
+    /// What to log, if --events asks for a log.
+    pub fn spec(&self) -> Option<crate::metrics::events::EventsSpec> {
+        let path = self.events.clone()?;
+        let sample = match (self.events_sample, self.events_clients.is_empty()) {
+            (Some(p), _) => p.0,
+            (None, true) => 1.0,
+            (None, false) => 0.0,
+        };
+        Some(crate::metrics::events::EventsSpec {
+            path,
+            sample,
+            clients: self.events_clients.clone(),
+            max_bytes: self
+                .events_max
+                .map_or(crate::metrics::events::DEFAULT_MAX_BYTES, |b| b.0),
+        })
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct RunArgs {
     /// The YAML profile to run.
@@ -114,6 +154,8 @@ pub struct RunArgs {
     pub until: UntilFlags,
     #[command(flatten)]
     pub shard: super::ShardFlags,
+    #[command(flatten)]
+    pub events: EventsFlags,
     /// Print progress lines instead of the live dashboard (also when stdout is not a
     /// terminal).
     #[arg(long)]
@@ -528,6 +570,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode, Failure> {
     let mut plan = sharding.apply(plan)?;
     args.until.apply(&mut plan)?;
     fit_here(&mut plan, args.plan.workers)?;
+    plan.events = args.events.spec();
     check_out(args.plan.out.as_deref().unwrap_or(Path::new("reports")))?;
     let shard_label = sharding.shard.map(|(i, n)| format!("{i}/{n}"));
     let export = args

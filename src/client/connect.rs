@@ -196,6 +196,7 @@ pub async fn attempt(
     let b = &ctx.behaviour;
     let target = &ctx.target;
     let failed = |kind, text: &dyn Fn() -> String| {
+        ctx.metrics.event_error_text(client, text);
         ctx.metrics.connect_error_example(kind, text);
         Attempt::Failed(kind)
     };

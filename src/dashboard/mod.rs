@@ -49,6 +49,33 @@ pub struct Sample {
     pub t: f64,
     pub connected: f64,
     pub attempts_per_s: f64,
+    /// rtt and handshake p99 over the second before (ms), exact from the collector's recent
+    /// histograms; `None` when nothing was measured in it.
+    pub rtt_p99_ms: Option<f64>,
+    pub handshake_p99_ms: Option<f64>,
+    /// Dead connections found over the second before.
+    pub dead_per_s: f64,
+}
+
+/// What the right-hand chart shows (`c` cycles).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RightChart {
+    #[default]
+    Attempts,
+    /// rtt and handshake p99 over time.
+    Latency,
+    /// Dead connections found per second.
+    Dead,
+}
+
+impl RightChart {
+    fn next(self) -> RightChart {
+        match self {
+            RightChart::Attempts => RightChart::Latency,
+            RightChart::Latency => RightChart::Dead,
+            RightChart::Dead => RightChart::Attempts,
+        }
+    }
 }
 
 /// How much history the charts show.
@@ -109,6 +136,8 @@ pub struct Dashboard {
     pub show_help: bool,
     /// Latency table shows the whole run (true) or the last second (false).
     pub latency_whole_run: bool,
+    /// The right-hand chart (on terminals too short for a row of latency and dead charts).
+    pub right: RightChart,
     /// The steps panel's figures; `None` when no group holds a conversation.
     pub conversation: Option<conversation::Live>,
     tracker: conversation::Tracker,
@@ -132,10 +161,14 @@ impl Dashboard {
         if t <= self.last_t && !self.history.is_empty() {
             return;
         }
+        let p99 = |l: &crate::metrics::LatencySummary| (l.count > 0).then(|| l.p99 as f64 / 1000.0);
         self.history.push(Sample {
             t,
             connected: s.totals.connected() as f64,
             attempts_per_s: s.last_second.attempts as f64,
+            rtt_p99_ms: p99(&s.latency_recent.rtt),
+            handshake_p99_ms: p99(&s.latency_recent.handshake),
+            dead_per_s: s.last_second.dead_detected as f64,
         });
         self.last_t = t;
         if self.tracker.any() {
@@ -170,6 +203,10 @@ impl Dashboard {
             KeyCode::Char('w') | KeyCode::Tab => self.set_window(self.window.next()),
             KeyCode::Char('l') => {
                 self.latency_whole_run = !self.latency_whole_run;
+                Command::None
+            }
+            KeyCode::Char('c') => {
+                self.right = self.right.next();
                 Command::None
             }
             _ => Command::None,
@@ -327,6 +364,12 @@ mod tests {
         assert_eq!(d.window, Window::Seconds30);
         d.handle_key(key(KeyCode::Char('l')));
         assert!(d.latency_whole_run);
+        assert_eq!(d.right, RightChart::Attempts);
+        d.handle_key(key(KeyCode::Char('c')));
+        assert_eq!(d.right, RightChart::Latency);
+        d.handle_key(key(KeyCode::Char('c')));
+        d.handle_key(key(KeyCode::Char('c')));
+        assert_eq!(d.right, RightChart::Attempts);
         let mut release = key(KeyCode::Char('q'));
         release.kind = KeyEventKind::Release;
         assert_eq!(d.handle_key(release), Command::None);

@@ -10,8 +10,8 @@ use ratatui::widgets::{
     Axis, Block, Cell, Chart, Clear, Dataset, Gauge, GraphType, Paragraph, Row, Table, Wrap,
 };
 
-use super::Dashboard;
 use super::conversation::Live;
+use super::{Dashboard, RightChart, Sample};
 use crate::metrics::LatencySummary;
 use crate::metrics::close_code_name;
 use crate::units::ms_text;
@@ -35,9 +35,13 @@ pub fn render(app: &Dashboard, f: &mut Frame) {
     // (the attempts rate moves into the other chart's title).
     let steps_height = app.conversation.as_ref().map(steps_height);
     let own_row = steps_height.filter(|h| area.height >= 3 + 7 + 7 + 6 + 1 + h);
-    let [header, charts, steps, middle, bottom, footer] = Layout::vertical([
+    // A terminal tall enough gives latency and dead detections a row of charts of their
+    // own; a shorter one shows them in the right-hand chart (`c`).
+    let cause_row = (area.height >= 3 + 7 + 8 + 7 + 6 + 1 + own_row.unwrap_or(0)).then_some(8);
+    let [header, charts, causes, steps, middle, bottom, footer] = Layout::vertical([
         Constraint::Length(3),
         Constraint::Min(6),
+        Constraint::Length(cause_row.unwrap_or(0)),
         Constraint::Length(own_row.unwrap_or(0)),
         Constraint::Length(7),
         Constraint::Length(6),
@@ -59,8 +63,20 @@ pub fn render(app: &Dashboard, f: &mut Frame) {
         }
         (None, _) => {
             render_chart(app, f, left, Series::Connected);
-            render_chart(app, f, right, Series::Attempts);
+            let shown = match (cause_row, app.right) {
+                (None, RightChart::Latency) => Series::Latency,
+                (None, RightChart::Dead) => Series::Dead,
+                _ => Series::Attempts,
+            };
+            render_chart(app, f, right, shown);
         }
+    }
+    if cause_row.is_some() {
+        let [left, right] =
+            Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)])
+                .areas(causes);
+        render_chart(app, f, left, Series::Latency);
+        render_chart(app, f, right, Series::Dead);
     }
     let [lat, codes] =
         Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(middle);
@@ -70,9 +86,25 @@ pub fn render(app: &Dashboard, f: &mut Frame) {
         Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(bottom);
     render_storm(app, f, storm);
     render_generator(app, f, generator);
+    let actions = fired_list(app);
+    // Once actions have fired, they take the room of the keys that help lists anyway.
+    let keys = if actions.is_empty() {
+        " q stop · ? help · 1-4 or w: chart window · l: latency window · c: chart "
+    } else {
+        " q stop · ? help · c: chart "
+    };
     f.render_widget(
-        Paragraph::new(" q stop · ? help · 1-4 or w: chart window · l: latency window ")
-            .style(Style::new().add_modifier(Modifier::DIM)),
+        Paragraph::new(Line::from(vec![
+            Span::styled(keys, Style::new().add_modifier(Modifier::DIM)),
+            Span::styled(
+                if actions.is_empty() {
+                    String::new()
+                } else {
+                    format!("· fired {actions}")
+                },
+                Style::new().fg(Color::Yellow),
+            ),
+        ])),
         footer,
     );
     if app.show_help {
@@ -125,20 +157,43 @@ enum Series {
     /// Connected clients, with the attempts rate in the title.
     ConnectedAndRate,
     Attempts,
+    /// rtt and handshake p99 over the second before each point.
+    Latency,
+    /// Dead connections found per second.
+    Dead,
+}
+
+/// One line of a chart: its colour, and its value at a sample (if it has one there).
+type ChartLine = (Color, fn(&Sample) -> Option<f64>);
+
+impl Series {
+    /// The chart's lines.
+    fn lines(self) -> &'static [ChartLine] {
+        match self {
+            Series::Connected | Series::ConnectedAndRate => {
+                &[(Color::Green, |s: &Sample| Some(s.connected))]
+            }
+            Series::Attempts => &[(Color::Cyan, |s: &Sample| Some(s.attempts_per_s))],
+            Series::Latency => &[
+                (Color::Magenta, |s: &Sample| s.rtt_p99_ms),
+                (Color::Blue, |s: &Sample| s.handshake_p99_ms),
+            ],
+            Series::Dead => &[(Color::Red, |s: &Sample| Some(s.dead_per_s))],
+        }
+    }
 }
 
 fn render_chart(app: &Dashboard, f: &mut Frame, area: Rect, series: Series) {
     let visible = app.visible();
-    let points: Vec<(f64, f64)> = visible
+    let lines: Vec<(Color, Vec<(f64, f64)>)> = series
+        .lines()
         .iter()
-        .map(|s| {
-            (
-                s.t,
-                match series {
-                    Series::Connected | Series::ConnectedAndRate => s.connected,
-                    Series::Attempts => s.attempts_per_s,
-                },
-            )
+        .map(|(color, value)| {
+            let points = visible
+                .iter()
+                .filter_map(|s| value(s).map(|v| (s.t, v)))
+                .collect();
+            (*color, points)
         })
         .collect();
     let (t0, t1) = match (visible.first(), visible.last()) {
@@ -150,22 +205,19 @@ fn render_chart(app: &Dashboard, f: &mut Frame, area: Rect, series: Series) {
         Some(w) => (t1 - w).max(0.0).min(t0),
         None => t0,
     };
-    let y_max = points
+    let y_max = lines
         .iter()
-        .map(|p| p.1)
+        .flat_map(|(_, p)| p.iter().map(|p| p.1))
         .fold(0.0f64, f64::max)
         .max(match series {
             Series::Connected | Series::ConnectedAndRate => f64::from(app.info.clients),
-            Series::Attempts => 1.0,
+            Series::Attempts | Series::Latency | Series::Dead => 1.0,
         })
         * 1.1;
     // The timeline's actions that have fired, as vertical lines.
-    let markers: Vec<Vec<(f64, f64)>> = app
-        .info
-        .timeline
-        .iter()
-        .map(|(at, _)| at.as_secs_f64())
-        .filter(|t| *t >= t0 && *t <= t1 && *t <= app.snapshot.elapsed.as_secs_f64())
+    let markers: Vec<Vec<(f64, f64)>> = fired(app)
+        .map(|(t, _)| t)
+        .filter(|t| *t >= t0 && *t <= t1)
         .map(|t| vec![(t, 0.0), (t, y_max)])
         .collect();
     let mut datasets: Vec<Dataset> = markers
@@ -178,17 +230,18 @@ fn render_chart(app: &Dashboard, f: &mut Frame, area: Rect, series: Series) {
                 .data(m)
         })
         .collect();
-    datasets.push(
-        Dataset::default()
-            .marker(Marker::Braille)
-            .graph_type(GraphType::Line)
-            .style(Style::new().fg(match series {
-                Series::Connected | Series::ConnectedAndRate => Color::Green,
-                Series::Attempts => Color::Cyan,
-            }))
-            .data(&points),
-    );
-    let now = points.last().map(|p| p.1).unwrap_or(0.0);
+    for (color, points) in &lines {
+        datasets.push(
+            Dataset::default()
+                .marker(Marker::Braille)
+                .graph_type(GraphType::Line)
+                .style(Style::new().fg(*color))
+                .data(points),
+        );
+    }
+    let now = lines[0].1.last().map(|p| p.1).unwrap_or(0.0);
+    let latest = visible.last();
+    let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
     let title = match series {
         Series::Connected => format!(" connected clients: {now:.0} "),
         Series::ConnectedAndRate => format!(
@@ -196,6 +249,16 @@ fn render_chart(app: &Dashboard, f: &mut Frame, area: Rect, series: Series) {
             app.snapshot.last_second.attempts
         ),
         Series::Attempts => format!(" connect attempts/s (last 1 s): {now:.0} "),
+        Series::Latency => format!(
+            " p99 ms (last 1 s): rtt {} · handshake {} ",
+            ms(latest.and_then(|s| s.rtt_p99_ms)),
+            ms(latest.and_then(|s| s.handshake_p99_ms))
+        ),
+        Series::Dead => format!(
+            " dead found/s (last 1 s): {:.0} · total {} ",
+            latest.map_or(0.0, |s| s.dead_per_s),
+            app.snapshot.totals.dead_detected
+        ),
     };
     let chart = Chart::new(datasets)
         .block(Block::bordered().title(title))
@@ -210,6 +273,24 @@ fn render_chart(app: &Dashboard, f: &mut Frame, area: Rect, series: Series) {
                 .labels(["0".to_string(), format!("{:.0}", y_max / 1.1)]),
         );
     f.render_widget(chart, area);
+}
+
+/// The timeline's actions that have fired so far: (seconds, label).
+fn fired(app: &Dashboard) -> impl Iterator<Item = (f64, &str)> {
+    let now = app.snapshot.elapsed.as_secs_f64();
+    app.info
+        .timeline
+        .iter()
+        .map(|(at, label)| (at.as_secs_f64(), label.as_str()))
+        .filter(move |(t, _)| *t <= now)
+}
+
+/// The fired actions with their times, as the footer lists them.
+fn fired_list(app: &Dashboard) -> String {
+    fired(app)
+        .map(|(t, label)| format!("{t:.1}s {label}"))
+        .collect::<Vec<_>>()
+        .join(" · ")
 }
 
 fn latency_row<'a>(name: &'a str, l: &LatencySummary) -> Row<'a> {
@@ -559,7 +640,7 @@ fn render_generator(app: &Dashboard, f: &mut Frame, area: Rect) {
 
 fn render_help(f: &mut Frame, area: Rect) {
     let w = 52.min(area.width);
-    let h = 13.min(area.height);
+    let h = 14.min(area.height);
     let popup = Rect::new(
         area.x + (area.width - w) / 2,
         area.y + (area.height - h) / 2,
@@ -573,6 +654,7 @@ fn render_help(f: &mut Frame, area: Rect) {
         Line::from("1 2 3 4    charts: last 30s, 2m, 10m, all"),
         Line::from("w, Tab     next chart window"),
         Line::from("l          latency: last second / whole run"),
+        Line::from("c          right chart: attempts, p99, dead"),
         Line::from("steps: ok replies matched, tmo timed out,"),
         Line::from("  aband unanswered at close, err sends skipped"),
         Line::from(""),
@@ -724,6 +806,56 @@ mod tests {
             .filter(|l| l.contains('⣿') || l.contains('⠀') || l.contains('⡇'))
             .count();
         assert!(chart_rows > 10, "charts grow with the terminal:\n{screen}");
+    }
+
+    #[test]
+    fn cause_and_effect_latency_dead_and_fired_actions() {
+        let mut d = dashboard();
+        // Dead connections found in the last second, after the drop at 10 s.
+        let mut last = (*d.snapshot).clone();
+        last.elapsed += Duration::from_millis(100);
+        last.last_second.dead_detected = 7;
+        last.totals.dead_detected = 9;
+        d.on_snapshot(Arc::new(last));
+        // A tall terminal: latency and dead charts get a row of their own.
+        let tall = draw(&d, 160, 48);
+        // rtt (4th kind) p99 = 3 × 4 ms; handshake (3rd) p99 = 3 × 3 ms.
+        assert!(
+            tall.contains("p99 ms (last 1 s): rtt 12.0 · handshake 9.0"),
+            "{tall}"
+        );
+        assert!(
+            tall.contains("dead found/s (last 1 s): 7 · total 9"),
+            "{tall}"
+        );
+        assert!(tall.contains("connect attempts/s"), "{tall}");
+        // The fired action, with its time, in the footer.
+        assert!(tall.contains("fired 10.0s drop-all abrupt"), "{tall}");
+        // At 80x24 the right-hand chart cycles through them.
+        let small = draw(&d, 80, 24);
+        assert!(!small.contains("p99 ms (last 1 s)"), "{small}");
+        assert!(small.contains("fired 10.0s drop-all"), "{small}");
+        d.handle_key(ratatui::crossterm::event::KeyEvent::from(
+            ratatui::crossterm::event::KeyCode::Char('c'),
+        ));
+        let small = draw(&d, 80, 24);
+        assert!(small.contains("p99 ms (last 1 s): rtt 12.0"), "{small}");
+        assert!(!small.contains("connect attempts/s"), "{small}");
+        d.handle_key(ratatui::crossterm::event::KeyEvent::from(
+            ratatui::crossterm::event::KeyCode::Char('c'),
+        ));
+        assert!(draw(&d, 80, 24).contains("dead found/s (last 1 s): 7"));
+        // Before the action fired, no marker and no list.
+        let mut early = dashboard();
+        early.on_snapshot(Arc::new(Snapshot {
+            elapsed: Duration::from_secs(20),
+            ..Default::default()
+        }));
+        early.snapshot = Arc::new(Snapshot {
+            elapsed: Duration::from_secs(5),
+            ..Default::default()
+        });
+        assert!(!draw(&early, 160, 48).contains("fired"));
     }
 
     #[test]

@@ -35,6 +35,27 @@ pub struct Point {
     pub received: u64,
     #[serde(default)]
     pub in_backoff: u64,
+    /// Connections the heartbeat found dead in the interval.
+    #[serde(default)]
+    pub dead_detected: u64,
+    /// The interval's own percentiles (µs), read exactly from the interval's histograms:
+    /// echo round trip, upgrade handshake and TCP connect. Absent when the interval had no
+    /// sample of that kind (absent, not 0: nothing was measured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtt_p50_us: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtt_p99_us: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handshake_p50_us: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handshake_p99_us: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_p99_us: Option<u64>,
+}
+
+/// The `q` quantile of an interval's histogram, `None` without samples.
+fn interval_quantile(h: &hdrhistogram::Histogram<u64>, q: f64) -> Option<u64> {
+    (!h.is_empty()).then(|| h.value_at_quantile(q))
 }
 
 /// What the swarm looks like now. Published on a watch channel; readers that fall behind just
@@ -110,6 +131,9 @@ pub struct Collected {
     pub points: Vec<Point>,
     /// Closes per interval for each close code seen, aligned with `points`.
     pub close_series: BTreeMap<u16, Vec<u64>>,
+    /// Non-101 answers to the upgrade per interval for each HTTP status seen, aligned with
+    /// `points`.
+    pub status_series: BTreeMap<u16, Vec<u64>>,
     pub groups: Vec<GroupTotals>,
     pub samples: Vec<GeneratorSample>,
     /// What went wrong around the run.
@@ -273,20 +297,20 @@ impl Collector {
             sent: counters.sent,
             received: counters.received,
             in_backoff: run.totals.in_backoff(),
+            dead_detected: counters.dead_detected,
+            rtt_p50_us: interval_quantile(hists.get(Latency::Rtt), 0.5),
+            rtt_p99_us: interval_quantile(hists.get(Latency::Rtt), 0.99),
+            handshake_p50_us: interval_quantile(hists.get(Latency::Handshake), 0.5),
+            handshake_p99_us: interval_quantile(hists.get(Latency::Handshake), 0.99),
+            connect_p99_us: interval_quantile(hists.get(Latency::Connect), 0.99),
         };
         run.points.push(point);
         self.attempt_series.push(point.attempts);
         self.retry_series.push(point.retries);
         self.repeat_series.push(point.repeat_retries);
         let n = run.points.len();
-        for (code, count) in &counters.close_codes {
-            let series = run.close_series.entry(*code).or_default();
-            series.resize(n - 1, 0);
-            series.push(*count);
-        }
-        for series in run.close_series.values_mut() {
-            series.resize(n, 0);
-        }
+        push_series(&mut run.close_series, &counters.close_codes, n);
+        push_series(&mut run.status_series, &counters.handshake_status, n);
         self.recent.push_back((counters, hists));
         self.ticks += 1;
 
@@ -349,6 +373,19 @@ impl Collector {
     }
 }
 
+/// Add one interval's `counts` by key to `series` (one entry per point, `n` points now): a key
+/// seen for the first time gets zeros before, and every key not seen gets a zero.
+fn push_series(series: &mut BTreeMap<u16, Vec<u64>>, counts: &BTreeMap<u16, u64>, n: usize) {
+    for (key, count) in counts {
+        let s = series.entry(*key).or_default();
+        s.resize(n - 1, 0);
+        s.push(*count);
+    }
+    for s in series.values_mut() {
+        s.resize(n, 0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -384,16 +421,37 @@ mod tests {
         let s1 = c.tick();
         assert_eq!(s1.point.opened, 10);
         assert_eq!(s1.point.connected, 10);
+        // The interval's own percentiles, exact; none where nothing was measured.
+        assert_eq!(s1.point.handshake_p99_us, Some(80));
+        assert_eq!(s1.point.handshake_p50_us, Some(80));
+        assert_eq!(s1.point.connect_p99_us, Some(50));
+        assert_eq!(s1.point.rtt_p99_us, None);
         for id in 0..4 {
             m.closed(who(id), Closed::ByPeer(1006));
         }
         m.attempt(who(99), Duration::ZERO, false, false);
         m.connect_error(who(99), ConnectError::Refused);
+        m.handshake_status(who(98), 503);
+        m.closed(
+            who(5),
+            Closed::Dead {
+                silent_for: Duration::from_secs(1),
+            },
+        );
+        m.received(who(6), Some(Duration::from_micros(900)));
         let s2 = c.tick();
+        assert_eq!(s2.point.dead_detected, 1);
+        assert_eq!(s2.point.rtt_p99_us, Some(900));
+        assert_eq!(
+            s2.point.handshake_p99_us, None,
+            "no handshake in this interval"
+        );
+        assert_eq!(c.run().status_series[&503], vec![0, 1]);
+        assert_eq!(c.run().close_series[&1006], vec![0, 4]);
         assert_eq!(s2.point.opened, 0);
-        assert_eq!(s2.point.closed, 4);
-        assert_eq!(s2.point.errors, 1);
-        assert_eq!(s2.point.connected, 6);
+        assert_eq!(s2.point.closed, 5);
+        assert_eq!(s2.point.errors, 2);
+        assert_eq!(s2.point.connected, 5);
         assert_eq!(s2.totals.attempts, 11);
         assert_eq!(s2.peak_connected, 10);
         assert_eq!(s2.last_second.opened, 10);
@@ -402,7 +460,11 @@ mod tests {
         // Per group: ids 0..4 closed are 0, 2 (even) and 1, 3 (odd).
         assert_eq!(c.run().groups[0].data.counters.opened, 5);
         assert_eq!(c.run().groups[0].data.counters.connected(), 3);
-        assert_eq!(c.run().groups[1].data.counters.connected(), 3);
+        assert_eq!(
+            c.run().groups[1].data.counters.connected(),
+            2,
+            "5 found dead"
+        );
         assert_eq!(c.run().groups[1].peak_connected, 5);
         assert_eq!(c.run().groups[1].data.counters.failed_attempts(), 1);
         // After a second of quiet ticks the recent window forgets the opens.

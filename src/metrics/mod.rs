@@ -9,6 +9,7 @@
 
 mod collector;
 pub mod conversation;
+pub mod events;
 pub mod generator;
 pub mod settle;
 pub mod storm;
@@ -547,6 +548,8 @@ pub struct Metrics {
     /// which kinds have one without taking the lock, so a storm of refusals pays one load.
     examples: Mutex<BTreeMap<&'static str, String>>,
     have_example: [std::sync::atomic::AtomicBool; ConnectError::COUNT],
+    /// The per-connection event log, when the run keeps one: set once before clients start.
+    events: std::sync::OnceLock<events::EventLog>,
 }
 
 impl Metrics {
@@ -572,6 +575,33 @@ impl Metrics {
             warnings: Mutex::new(Vec::new()),
             examples: Mutex::new(BTreeMap::new()),
             have_example: std::array::from_fn(|_| std::sync::atomic::AtomicBool::new(false)),
+            events: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Log the chosen clients' events to `log` from now on (once: a second log is refused).
+    pub fn log_events(&self, log: events::EventLog) -> Result<(), events::EventLog> {
+        self.events.set(log)
+    }
+
+    /// The event log, if the run keeps one.
+    pub fn event_log(&self) -> Option<&events::EventLog> {
+        self.events.get()
+    }
+
+    /// Log `event` when `who` is a chosen client of the event log (made only then).
+    #[inline]
+    fn event(&self, who: Who, event: impl FnOnce() -> events::Event) {
+        if let Some(log) = self.events.get() {
+            log.record(who.client, who.group, event);
+        }
+    }
+
+    /// The text of the connect error `client`'s attempt is about to end with, for the event
+    /// log (made only for a chosen client).
+    pub fn event_error_text(&self, client: u32, text: &dyn Fn() -> String) {
+        if let Some(log) = self.events.get() {
+            log.record(client, 0, || events::Event::ErrorText(text()));
         }
     }
 
@@ -643,6 +673,7 @@ impl Metrics {
     /// first, `after_failure` when the client's previous attempt failed (a wave after the
     /// first).
     pub fn attempt(&self, who: Who, lag: Duration, retry: bool, after_failure: bool) {
+        self.event(who, || events::Event::Attempt { retry });
         self.with(who, |s| {
             s.counters.attempts += 1;
             s.counters.retries += u64::from(retry);
@@ -655,6 +686,10 @@ impl Metrics {
     }
 
     pub fn opened(&self, who: Who, t: OpenTimings) {
+        self.event(who, || events::Event::Open {
+            connect: t.connect,
+            handshake: t.handshake,
+        });
         self.with(who, |s| {
             s.counters.opened += 1;
             s.hists.record(Latency::Connect, t.connect);
@@ -669,10 +704,12 @@ impl Metrics {
     }
 
     pub fn connect_error(&self, who: Who, e: ConnectError) {
+        self.event(who, || events::Event::Error { kind: e.name() });
         self.with(who, |s| s.counters.connect_errors[e.index()] += 1);
     }
 
     pub fn handshake_status(&self, who: Who, status: u16) {
+        self.event(who, || events::Event::Status { status });
         self.with(who, |s| {
             *s.counters.handshake_status.entry(status).or_default() += 1
         });
@@ -692,6 +729,22 @@ impl Metrics {
     }
 
     pub fn closed(&self, who: Who, how: Closed) {
+        if let Some(log) = self.events.get()
+            && log.chosen(who.client)
+        {
+            use events::{By, Event};
+            let (code, by) = match how {
+                Closed::ByPeer(1006) => (Some(1006), By::Network),
+                Closed::ByPeer(code) => (Some(code), By::Server),
+                Closed::ByClient => (None, By::Client),
+                Closed::Dead { silent_for } => {
+                    log.record(who.client, who.group, || Event::Dead { silent_for });
+                    (None, By::Client)
+                }
+                Closed::Violation(code) | Closed::Policy(code) => (Some(code), By::Client),
+            };
+            log.record(who.client, who.group, || Event::Close { code, by });
+        }
         self.with(who, |s| {
             s.counters.closed += 1;
             match how {
@@ -721,11 +774,13 @@ impl Metrics {
     }
 
     pub fn gave_up(&self, who: Who) {
+        self.event(who, || events::Event::GiveUp);
         self.with(who, |s| s.counters.gave_up += 1);
     }
 
     /// The client waits `delay` before its next attempt.
     pub fn backoff_started(&self, who: Who, delay: Duration) {
+        self.event(who, || events::Event::Backoff { delay });
         self.with(who, |s| {
             s.counters.backoff_started += 1;
             s.hists.record(Latency::BackoffDelay, delay);
@@ -777,6 +832,10 @@ impl Metrics {
     /// The reason text of a close frame with `code`, when it had one.
     pub fn close_reason(&self, who: Who, code: u16, reason: &str) {
         if !reason.is_empty() {
+            self.event(who, || events::Event::Reason {
+                code,
+                reason: reason.to_string(),
+            });
             self.with(who, |s| s.conv.close_reason(code, reason));
         }
     }

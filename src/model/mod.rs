@@ -597,6 +597,7 @@ impl<'p> Engine<'p> {
             until: plan
                 .until
                 .map(|u| crate::results::Until::recovered(u.max, self.settled_at)),
+            events: None,
         };
         (record, self.events)
     }

@@ -158,6 +158,7 @@ fn compile_into(p: &Profile, text: &str, dir: &std::path::Path, problems: &mut P
         layout: Layout::default(),
         source: text.to_string(),
         until: None,
+        events: None,
     }
 }
 

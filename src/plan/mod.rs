@@ -72,6 +72,8 @@ pub struct Plan {
     pub source: String,
     /// `--until recovered`: the run ends once every client has settled, not after `duration`.
     pub until: Option<Until>,
+    /// `--events FILE`: the per-connection event log of the clients it picks.
+    pub events: Option<crate::metrics::events::EventsSpec>,
 }
 
 /// A run that lasts until every client has settled — arrived, and connected or given up (see

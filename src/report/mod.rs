@@ -372,6 +372,38 @@ fn over_time(r: &Results, xs: &[f64], interval_s: f64, m: &[(f64, String)]) -> M
                 .collect(),
         })
         .collect();
+    // Interval percentiles, in ms; an interval that measured none is a gap in the line (not 0,
+    // and not a line drawn across it).
+    let interval = |name: &str, color: &str, f: fn(&Point) -> Option<u64>| Series {
+        name: name.into(),
+        color: color.into(),
+        points: xs
+            .iter()
+            .zip(&r.timeline.points)
+            .map(|(x, p)| (*x, f(p).map_or(f64::NAN, |us| us as f64 / 1000.0)))
+            .collect(),
+    };
+    let latency = vec![
+        interval("rtt p50", PALETTE[2], |p| p.rtt_p50_us),
+        interval("rtt p99", PALETTE[1], |p| p.rtt_p99_us),
+        interval("handshake p50", PALETTE[0], |p| p.handshake_p50_us),
+        interval("handshake p99", PALETTE[3], |p| p.handshake_p99_us),
+    ];
+    let by_status = r
+        .timeline
+        .handshake_status
+        .iter()
+        .enumerate()
+        .map(|(i, (status, series))| Series {
+            name: format!("HTTP {status}"),
+            color: PALETTE[(i + 1) % PALETTE.len()].into(),
+            points: xs
+                .iter()
+                .copied()
+                .zip(per_second(series.iter().copied(), interval_s))
+                .collect(),
+        })
+        .collect();
     html! {
         h2 { "Over time" }
         div.charts {
@@ -394,8 +426,72 @@ fn over_time(r: &Results, xs: &[f64], interval_s: f64, m: &[(f64, String)]) -> M
                 one("errors/s", PALETTE[1], rate(&|p| p.errors)),
                 m,
             ))
+            (chart("latency per interval (each point: its 100 ms)", "ms", latency, m))
+            (chart(
+                "dead connections detected per second",
+                "dead/s",
+                one("dead/s", PALETTE[4], rate(&|p| p.dead_detected)),
+                m,
+            ))
+            @if !r.timeline.handshake_status.is_empty() {
+                (chart("refused upgrades per second by HTTP status", "answers/s", by_status, m))
+            }
         }
         (actions_list(r))
+        (effects_table(r))
+    }
+}
+
+/// What followed each action (`timeline.effects`): losses, retry pressure, recovery, and the
+/// round trip before and after.
+fn effects_table(r: &Results) -> Markup {
+    let ms =
+        |us: Option<u64>| us.map_or("–".to_string(), |us| format!("{:.1}", us as f64 / 1000.0));
+    html! {
+        @if !r.timeline.effects.is_empty() {
+            h3 { "What each action did" }
+            p.muted {
+                "Each action's window runs until the next action (or the end). Losses are closes "
+                "by the server or the network plus dead detections; recovery is the time until "
+                "connected was back at its level before the action; rtt p99 is the highest "
+                "interval p99 in the second before and in the window."
+            }
+            table #effects {
+                (header_row(&[
+                    "#", "at (s)", "action", "until (s)", "open when fired", "lost",
+                    "closes by code", "dead", "peak attempts/s", "peak attempts per interval",
+                    "connected before → low", "back after (ms)", "rtt p99 before → after (ms)",
+                    "handshake p99 before → after (ms)",
+                ]))
+                @for (i, e) in r.timeline.effects.iter().enumerate() {
+                    @let k = |f: &str| format!("timeline.effects.{i}.{f}");
+                    tr {
+                        td { (i + 1) }
+                        td { (secs(e.t_ms)) }
+                        td { (e.action) }
+                        td { (secs(e.until_ms)) }
+                        (num(&k("connections"), e.connections))
+                        (num(&k("losses"), e.losses))
+                        td {
+                            @for (n, (code, count)) in e.close_codes.iter().enumerate() {
+                                @if n > 0 { ", " }
+                                (code) ": " (count)
+                            }
+                        }
+                        (num(&k("dead_detected"), e.dead_detected))
+                        (num(&k("peak_attempts_per_s"), e.peak_attempts_per_s))
+                        (num(&k("peak_attempts_per_interval"), e.peak_attempts_per_interval))
+                        td { (e.connected_before) " → " (e.connected_low) }
+                        @match e.recovery_ms {
+                            Some(v) => (num(&k("recovery_ms"), v)),
+                            None => td { "not in the window" },
+                        }
+                        td { (ms(e.rtt_p99_before_us)) " → " (ms(e.rtt_p99_after_us)) }
+                        td { (ms(e.handshake_p99_before_us)) " → " (ms(e.handshake_p99_after_us)) }
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -953,6 +1049,7 @@ pub(crate) mod fixture {
             model: None,
             shard: None,
             shards: Vec::new(),
+            events: None,
         }
     }
 

@@ -141,15 +141,21 @@ pub fn line_chart(c: &Chart) -> String {
         XScale::Linear => (plot_bottom, plot_bottom + 4.0, "axis"),
         XScale::Percentile => (top, plot_bottom, "grid"),
     };
-    let polylines = c.series.iter().filter_map(|s| {
-        let pts: Vec<String> = s
-            .points
-            .iter()
-            .map(|&(x, y)| (xs(x), y))
-            .filter(|p| p.0.is_finite() && p.1.is_finite())
-            .map(|(x, y)| format!("{:.1},{:.1}", px(x), py(y)))
-            .collect();
-        (!pts.is_empty()).then(|| (s, pts.join(" ")))
+    // A point whose y is not a number is a gap: the line stops there and starts again after
+    // it, so a figure that was not measured in a stretch is not drawn across it.
+    let polylines = c.series.iter().flat_map(|s| {
+        s.points
+            .split(|p| !p.1.is_finite())
+            .filter_map(|run| {
+                let pts: Vec<String> = run
+                    .iter()
+                    .map(|&(x, y)| (xs(x), y))
+                    .filter(|p| p.0.is_finite())
+                    .map(|(x, y)| format!("{:.1},{:.1}", px(x), py(y)))
+                    .collect();
+                (!pts.is_empty()).then(|| (s, pts.join(" ")))
+            })
+            .collect::<Vec<_>>()
     });
     // Legend entries side by side, each as wide as its name.
     let legend = c.series.iter().scan(left + 8.0, |lx, s| {
@@ -189,16 +195,20 @@ pub fn line_chart(c: &Chart) -> String {
             @let y_mid = coord(top + ph / 2.0);
             text x="14" y=(y_mid) class="label" text-anchor="middle"
                 transform={ "rotate(-90 14 " (y_mid) ")" } { (c.y_label) }
-            // Markers: dashed verticals with a number; the list under the chart says what they
-            // are, so a marker keeps its number in that list even when others fall outside.
+            // Markers: dashed verticals with their number and name (the list under the chart
+            // has the whole name), so a marker keeps its number in that list even when others
+            // fall outside. Labels step down so that actions close together stay readable.
             @for (i, (x, label)) in c.markers.iter().enumerate() {
                 @let xv = xs(*x);
                 @if (x0..=x1).contains(&xv) {
                     @let x_at = coord(px(xv));
+                    @let y_at = coord(top + 10.0 + 11.0 * (i % 3) as f64);
                     line x1=(x_at) x2=(x_at) y1=(top) y2=(coord(plot_bottom)) class="marker" {
                         title { (label) }
                     }
-                    text x=(coord(px(xv) + 3.0)) y=(coord(top + 10.0)) class="mlabel" { (i + 1) }
+                    text x=(coord(px(xv) + 3.0)) y=(y_at) class="mlabel" {
+                        (i + 1) " " (marker_name(label))
+                    }
                 }
             }
             @for (s, points) in polylines {
@@ -215,6 +225,16 @@ pub fn line_chart(c: &Chart) -> String {
         }
     }
     .into_string()
+}
+
+/// A marker's name as its label shows it: the action and its first words, short enough to
+/// sit beside the line.
+fn marker_name(label: &str) -> String {
+    const MAX: usize = 24;
+    match label.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}…", &label[..cut]),
+        None => label.to_string(),
+    }
 }
 
 /// Horizontal bars: (label, value, colour).
@@ -278,6 +298,11 @@ mod tests {
         assert!(svg.contains("connected &lt;clients&gt;"));
         assert!(svg.contains("<polyline"));
         assert!(svg.contains("class=\"marker\""));
+        assert!(svg.contains(">1 drop-all</text>"), "{svg}");
+        assert_eq!(
+            marker_name("drop-all close 4001 share 50%"),
+            "drop-all close 4001 shar…"
+        );
         assert_eq!(svg.matches("<polyline").count(), 1);
         let empty = line_chart(&Chart {
             series: vec![],
@@ -285,6 +310,25 @@ mod tests {
             ..c
         });
         assert!(!empty.contains("<polyline"));
+        let gaps = line_chart(&Chart {
+            series: vec![Series {
+                name: "p99".into(),
+                color: PALETTE[1].into(),
+                points: vec![(0.0, 1.0), (1.0, 2.0), (2.0, f64::NAN), (3.0, 4.0)],
+            }],
+            markers: vec![],
+            title: "gaps".into(),
+            x_label: String::new(),
+            y_label: String::new(),
+            x_scale: XScale::Linear,
+            width: 600,
+            height: 240,
+        });
+        assert_eq!(
+            gaps.matches("<polyline").count(),
+            2,
+            "a gap breaks the line"
+        );
         let b = bars("codes", &[("1006".into(), 10, "#d62728".into())], 600);
         assert!(b.contains("<rect"));
     }

@@ -251,13 +251,30 @@ pub fn summary(r: &Results) -> String {
             p.bytes_downstream
         );
     }
-    for a in &r.timeline.actions {
+    for (i, a) in r.timeline.actions.iter().enumerate() {
+        let effect = r.timeline.effects.get(i).filter(|e| e.action == a.action);
         let _ = writeln!(
             o,
-            "  timeline     {:>8.1}s {} ({} connections open)",
+            "  timeline     {:>8.1}s {} ({} open){}",
             a.t_ms as f64 / 1000.0,
             a.action,
-            a.connections
+            a.connections,
+            effect.map_or(String::new(), effect_text)
+        );
+    }
+    if let Some(e) = &r.events {
+        let _ = writeln!(
+            o,
+            "  events       {} lines ({} bytes) about {} clients in {}{}",
+            e.written,
+            e.bytes,
+            e.clients,
+            e.file,
+            if e.dropped > 0 {
+                format!(", {} not written", e.dropped)
+            } else {
+                String::new()
+            }
         );
     }
     let g = &r.generator;
@@ -305,6 +322,31 @@ pub fn summary(r: &Results) -> String {
 
 /// The `n` most frequent of `counts` (values the server chose: quoted, control characters
 /// escaped, so a reason cannot drive the terminal), then how many others there were.
+/// What followed one action, on its timeline line (short: one terminal line for most): what
+/// it lost and when connected was back, and the rtt p99 when the action at least doubled it.
+fn effect_text(e: &crate::results::effects::Effect) -> String {
+    let mut t = format!(": lost {}", e.losses);
+    if e.dead_detected > 0 {
+        t += &format!(" ({} dead)", e.dead_detected);
+    }
+    if e.losses > 0 || e.connected_low < e.connected_before {
+        t += &match e.recovery_ms {
+            Some(ms) => format!(", back in {ms} ms"),
+            None => ", not back".into(),
+        };
+    }
+    if let (Some(before), Some(after)) = (e.rtt_p99_before_us, e.rtt_p99_after_us)
+        && after >= 2 * before
+    {
+        t += &format!(
+            ", rtt p99 {:.1} -> {:.1} ms",
+            before as f64 / 1000.0,
+            after as f64 / 1000.0
+        );
+    }
+    t
+}
+
 fn top(counts: &BTreeMap<String, u64>, n: usize) -> String {
     let by_count = super::by_count(counts);
     let mut parts: Vec<String> = by_count

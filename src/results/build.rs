@@ -2,6 +2,7 @@
 //! [`Record`]) becomes [`Results`] here — totals, per-group figures, the storm, the
 //! generator's health, thresholds judged.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use super::conversation;
@@ -54,6 +55,8 @@ pub struct Record {
     pub failures: Vec<String>,
     /// How a run `--until recovered` was to end, and when it settled.
     pub until: Option<super::Until>,
+    /// What the event log (`--events`) wrote, when the run kept one.
+    pub events: Option<crate::metrics::events::EventsSummary>,
 }
 
 impl Results {
@@ -83,6 +86,7 @@ impl Results {
             failures,
             layout,
             until,
+            events,
         } = record;
         let clients: u64 = group_clients.iter().map(|(_, n)| u64::from(*n)).sum();
         let mut totals = totals_from(
@@ -155,15 +159,27 @@ impl Results {
             until,
             target,
             latency_us: LatencyTable::from_hists(&c.hists),
-            timeline: Timeline {
-                interval_ms: TICK.as_millis() as u64,
-                points: c.points,
-                actions: fired,
-                close_codes: c
-                    .close_series
-                    .into_iter()
-                    .map(|(k, v)| (k.to_string(), v))
-                    .collect(),
+            timeline: {
+                let by_name = |m: BTreeMap<u16, Vec<u64>>| -> BTreeMap<String, Vec<u64>> {
+                    m.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+                };
+                let mut t = Timeline {
+                    interval_ms: TICK.as_millis() as u64,
+                    points: c.points,
+                    actions: fired,
+                    close_codes: by_name(c.close_series),
+                    handshake_status: by_name(c.status_series),
+                    effects: Vec::new(),
+                };
+                t.effects = super::effects::effects(
+                    &t.actions,
+                    &t.points,
+                    t.interval_ms,
+                    duration.as_millis() as u64,
+                    &t.close_codes,
+                    &t.handshake_status,
+                );
+                t
             },
             generator: Generator {
                 cpu_user_s: round3(cpu.0),
@@ -190,6 +206,7 @@ impl Results {
             model: None,
             shard: None,
             shards: Vec::new(),
+            events,
         };
         let mut failed = failures;
         failed.extend(run_failed(&results.totals, expect_failures));

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::build::Record;
 use super::threshold::Threshold;
-use super::{EndReason, FiredAction, Results};
+use super::{EndReason, FiredAction, Results, Timeline};
 use crate::metrics::conversation::WireConv;
 use crate::metrics::{
     Collected, Counters, GroupData, GroupSeries, GroupTotals, Hists, Latency, Point, WireGroup,
@@ -146,8 +146,10 @@ pub fn merge(
             acc.add(&d);
         }
     }
-    let points = aligned_points(inputs);
-    let close_series = aligned_close_codes(inputs, points.len());
+    let timelines: Vec<&Timeline> = inputs.iter().map(|(_, r)| &r.timeline).collect();
+    let points = aligned_points(&timelines);
+    let close_series = aligned_by_key(&timelines, points.len(), |t| &t.close_codes);
+    let status_series = aligned_by_key(&timelines, points.len(), |t| &t.handshake_status);
     let group_totals: Vec<GroupTotals> = data
         .into_iter()
         .enumerate()
@@ -257,6 +259,7 @@ pub fn merge(
             peak_connected: points.iter().map(|p| p.connected).max().unwrap_or(0),
             points,
             close_series,
+            status_series,
             groups: group_totals,
             samples: Vec::new(),
             warnings,
@@ -286,6 +289,7 @@ pub fn merge(
         )],
         failures,
         until: None,
+        events: None,
     };
     let mut merged = Results::build(record, &thresholds);
     merged.shards = health;
@@ -401,17 +405,18 @@ fn end_reason(inputs: &[(String, Results)]) -> EndReason {
 
 /// The timeline points of every input added up, interval by interval (the shards started
 /// together). Past an input's end, its gauges keep their last value and its counts are 0.
-fn aligned_points(inputs: &[(String, Results)]) -> Vec<Point> {
-    let len = inputs
-        .iter()
-        .map(|(_, r)| r.timeline.points.len())
-        .max()
-        .unwrap_or(0);
+///
+/// An interval's percentiles are exact only from the interval's merged histogram, which the
+/// inputs do not carry (a histogram per interval would make results.json many times larger):
+/// they are kept when a single input measured that kind in the interval (its figure is the
+/// merged one), and left absent when several did, never averaged.
+fn aligned_points(inputs: &[&Timeline]) -> Vec<Point> {
+    let len = inputs.iter().map(|t| t.points.len()).max().unwrap_or(0);
     (0..len)
         .map(|i| {
             let mut sum = Point::default();
-            for (_, r) in inputs {
-                let pts = &r.timeline.points;
+            for t in inputs {
+                let pts = &t.points;
                 match pts.get(i) {
                     Some(p) => {
                         sum.t_ms = sum.t_ms.max(p.t_ms);
@@ -425,6 +430,7 @@ fn aligned_points(inputs: &[(String, Results)]) -> Vec<Point> {
                         sum.sent += p.sent;
                         sum.received += p.received;
                         sum.in_backoff += p.in_backoff;
+                        sum.dead_detected += p.dead_detected;
                     }
                     None => {
                         if let Some(last) = pts.last() {
@@ -434,15 +440,30 @@ fn aligned_points(inputs: &[(String, Results)]) -> Vec<Point> {
                     }
                 }
             }
+            let at = |f: fn(&Point) -> Option<u64>| -> Option<u64> {
+                let mut measured = inputs.iter().filter_map(|t| f(t.points.get(i)?));
+                let one = measured.next();
+                one.filter(|_| measured.next().is_none())
+            };
+            sum.rtt_p50_us = at(|p| p.rtt_p50_us);
+            sum.rtt_p99_us = at(|p| p.rtt_p99_us);
+            sum.handshake_p50_us = at(|p| p.handshake_p50_us);
+            sum.handshake_p99_us = at(|p| p.handshake_p99_us);
+            sum.connect_p99_us = at(|p| p.connect_p99_us);
             sum
         })
         .collect()
 }
 
-fn aligned_close_codes(inputs: &[(String, Results)], len: usize) -> BTreeMap<u16, Vec<u64>> {
+/// Per-interval counts by key (close code, HTTP status) of every input added up.
+fn aligned_by_key(
+    inputs: &[&Timeline],
+    len: usize,
+    series_of: impl Fn(&Timeline) -> &BTreeMap<String, Vec<u64>>,
+) -> BTreeMap<u16, Vec<u64>> {
     let mut out: BTreeMap<u16, Vec<u64>> = BTreeMap::new();
-    for (_, r) in inputs {
-        for (code, series) in &r.timeline.close_codes {
+    for t in inputs {
+        for (code, series) in series_of(t) {
             let Ok(code) = code.parse::<u16>() else {
                 continue;
             };
@@ -529,4 +550,56 @@ fn sum_json<T: Serialize + serde::de::DeserializeOwned>(a: Option<T>, b: &T) -> 
         }
     }
     serde_json::from_value(a).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(points: Vec<Point>, statuses: &[(&str, Vec<u64>)]) -> Timeline {
+        Timeline {
+            points,
+            handshake_status: statuses
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+            ..Timeline::default()
+        }
+    }
+
+    fn point(t_ms: u64, dead: u64, rtt_p99: Option<u64>) -> Point {
+        Point {
+            t_ms,
+            dead_detected: dead,
+            rtt_p99_us: rtt_p99,
+            rtt_p50_us: rtt_p99,
+            ..Point::default()
+        }
+    }
+
+    #[test]
+    fn interval_percentiles_survive_only_where_one_input_measured_them() {
+        let inputs = [
+            run(
+                vec![point(100, 1, Some(500)), point(200, 0, Some(700))],
+                &[("503", vec![2, 0])],
+            ),
+            run(
+                vec![point(100, 2, None), point(200, 3, Some(900))],
+                &[("503", vec![1, 4]), ("429", vec![0, 1])],
+            ),
+        ];
+        let inputs = [&inputs[0], &inputs[1]];
+        let p = aligned_points(&inputs);
+        assert_eq!(p[0].dead_detected, 3);
+        assert_eq!(p[1].dead_detected, 3);
+        // One input measured rtt in the first interval: its figure is the merged one.
+        assert_eq!(p[0].rtt_p99_us, Some(500));
+        // Both did in the second: no histogram to merge, so no figure (never an average).
+        assert_eq!(p[1].rtt_p99_us, None);
+        assert_eq!(p[1].rtt_p50_us, None);
+        let statuses = aligned_by_key(&inputs, 2, |t| &t.handshake_status);
+        assert_eq!(statuses[&503], vec![3, 4]);
+        assert_eq!(statuses[&429], vec![0, 1]);
+    }
 }

@@ -4,6 +4,7 @@
 mod build;
 pub mod capacity;
 pub mod conversation;
+pub mod effects;
 pub mod merge;
 pub mod threshold;
 
@@ -88,6 +89,10 @@ pub struct Results {
     /// A merged run (`wsstorm merge`): each part's own health, in the order given.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shards: Vec<merge::ShardHealth>,
+    /// The per-connection event log (`--events`): its file, the clients it followed, lines
+    /// written and events dropped (past `--events-max`, or while the writer fell behind).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<crate::metrics::events::EventsSummary>,
 }
 
 /// What results.json says about a modelled run.
@@ -336,6 +341,14 @@ pub struct Timeline {
     /// Closes per interval for each close code seen, aligned with `points`.
     #[serde(default)]
     pub close_codes: BTreeMap<String, Vec<u64>>,
+    /// Non-101 answers to the upgrade per interval for each HTTP status seen, aligned with
+    /// `points`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub handshake_status: BTreeMap<String, Vec<u64>>,
+    /// What followed each action of `actions`, until the next one or the end: losses,
+    /// retry pressure, recovery, latency before and after.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub effects: Vec<effects::Effect>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -53,6 +53,8 @@ pub enum SetupError {
     Connect(String),
     #[error("worker processes: {0}")]
     Workers(String),
+    #[error("cannot write the event log {0}")]
+    Events(String),
 }
 
 /// Run the plan: start, run until the deadline or `stop`, drain, and build the results.
@@ -223,6 +225,51 @@ impl Clients {
     }
 }
 
+/// Open the event log `--events` asks for, before any client starts.
+fn start_event_log(
+    plan: &Plan,
+    spec: &crate::metrics::events::EventsSpec,
+    metrics: &Metrics,
+    epoch: std::time::Instant,
+) -> Result<(), SetupError> {
+    let groups = plan.groups.iter().map(|g| g.name.clone()).collect();
+    let log = crate::metrics::events::EventLog::start(
+        spec,
+        plan.total_clients(),
+        plan.seed,
+        groups,
+        epoch,
+    )
+    .map_err(|e| SetupError::Events(format!("{}: {e}", spec.path.display())))?;
+    if plan.layout.workers > 0 {
+        metrics.warn(format!(
+            "--events: the clients ran in {} worker processes, which keep no event log, so {} has none of their events: run with --workers 0 to log them",
+            plan.layout.workers,
+            spec.path.display()
+        ));
+    }
+    let _ = metrics.log_events(log);
+    Ok(())
+}
+
+/// Write the rest of the event log and close it (off the runtime's threads: the writer may
+/// still be writing); says so in the warnings when the cap left events out.
+async fn finish_event_log(metrics: &Arc<Metrics>) -> Option<crate::metrics::events::EventsSummary> {
+    metrics.event_log()?;
+    let m = metrics.clone();
+    let s = tokio::task::spawn_blocking(move || m.event_log().and_then(|l| l.finish()))
+        .await
+        .ok()
+        .flatten()?;
+    if s.dropped > 0 {
+        metrics.warn(format!(
+            "--events: {} events were not written to {} ({} written, {} bytes; --events-max {} bytes)",
+            s.dropped, s.file, s.written, s.bytes, s.max_bytes
+        ));
+    }
+    Some(s)
+}
+
 /// Where the clients run.
 enum ClientHost {
     /// In this process, as tasks of this runtime.
@@ -335,6 +382,9 @@ impl Swarm {
             metrics.clone(),
             epoch.into_std(),
         )));
+        if let Some(spec) = &plan.events {
+            start_event_log(plan, spec, &metrics, epoch.into_std())?;
+        }
         let clients_stop = CancellationToken::new();
         // Cancelled once the timeline's last action has fired: a run `--until recovered`
         // cannot settle before.
@@ -468,6 +518,7 @@ impl Swarm {
             failures = end.died;
         }
         let _ = self.ticker.await;
+        let events = finish_event_log(&self.metrics).await;
         let fired = self.timeline.await.unwrap_or_default();
         let server = match &self.server {
             Some(s) => Some(s.lock().await.summary().await),
@@ -520,6 +571,7 @@ impl Swarm {
             fd_limit: crate::os::fd_limit().0,
             expect_failures: plan.expect_failures,
             failures,
+            events,
             layout: plan.layout.notes.clone(),
             until: plan.until.map(|u| {
                 let settled_at = match reason {
