@@ -131,7 +131,11 @@ fn parse_start(text: &str, now: SystemTime) -> Result<SystemTime, Failure> {
 
 impl Sharding {
     /// The plan's shard, or a refusal of what cannot be sharded, with the reason.
-    pub fn apply(&self, plan: Plan) -> Result<Plan, Failure> {
+    pub fn apply(&self, mut plan: Plan) -> Result<Plan, Failure> {
+        // Shards of one run started together carry one run id in their identity headers.
+        if let Some((_, text)) = &self.start_at {
+            plan.run_id = Some(crate::plan::run_id(&plan.name, plan.seed, text));
+        }
         let Some((i, n)) = self.shard else {
             return Ok(plan);
         };

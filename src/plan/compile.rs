@@ -19,8 +19,9 @@ use super::{
 use crate::auth::Signer;
 use crate::backoff::{Backoff, Strategy};
 use crate::profile::{
-    AbuseKind, ActionKind, CapacitySettings, CapacityVary, Decision, Document, DropMode, Expiry,
-    Group, Profile, ProfileError, ServerSettings, ThresholdSpec, TimelineEntry,
+    AbuseKind, ActionKind, AuthExpiry, CapacitySettings, CapacityVary, Decision, Document,
+    DropMode, Expiry, Group, OnStall, Profile, ProfileError, Replay, ServerSettings, Sessions,
+    ThresholdSpec, TimelineEntry,
 };
 use crate::proxy::{CutMode, Fault};
 use crate::results::threshold::Threshold;
@@ -118,6 +119,29 @@ fn compile_into(p: &Profile, text: &str, dir: &std::path::Path, problems: &mut P
         groups.push(group);
     }
     conversation_thresholds(&thresholds, &groups, problems);
+    let mut target = target;
+    if let PlanTarget::Embedded { config, .. } = &mut target {
+        // The embedded target reads the identity from whichever headers the groups send.
+        let mut names: Vec<String> = groups
+            .iter()
+            .filter_map(|g| g.behaviour.identity_header.clone())
+            .collect();
+        names.sort();
+        names.dedup();
+        if !names.is_empty() {
+            config.identity_headers = names;
+        }
+        if config.stream.is_some_and(|s| s.keep_sessions)
+            && groups
+                .iter()
+                .any(|g| g.behaviour.subscribe.is_some() && g.behaviour.identity_header.is_none())
+        {
+            problems.bad(
+                "target.server.stream.sessions",
+                "keeps sessions by client identity, and a subscribing group sends no identity header (`identity_header: none`)",
+            );
+        }
+    }
     let total: u64 = p.groups.iter().map(|g| u64::from(g.clients)).sum();
     if total > u64::from(u32::MAX) {
         problems.bad(
@@ -158,6 +182,7 @@ fn compile_into(p: &Profile, text: &str, dir: &std::path::Path, problems: &mut P
         layout: Layout::default(),
         source: text.to_string(),
         until: None,
+        run_id: None,
     }
 }
 
@@ -360,10 +385,17 @@ fn server(s: &ServerSettings, at: &str, problems: &mut Problems) -> ServerConfig
             queue: h.queue,
         }),
         auth_secret: s.auth.as_ref().map(|a| a.secret.clone()),
+        auth_ghost: s
+            .auth
+            .as_ref()
+            .is_some_and(|a| a.on_expiry == AuthExpiry::Ghost),
+        identity_headers: crate::server::identity::default_headers(),
         stream: s.stream.as_ref().map(|st| StreamConfig {
             rate: st.rate.0,
             bytes: st.bytes.0 as usize,
             history: st.history as usize,
+            replay_after_live: st.replay == Replay::AfterLive,
+            keep_sessions: st.sessions == Sessions::Keep,
         }),
         backpressure: Backpressure {
             limit: s.backpressure.buffer.0 as usize,
@@ -692,9 +724,14 @@ fn group(
                 "must be between 1 and 1000",
             );
         }
+        if let Some(d) = sub.stall_after {
+            problems.positive(at("behaviour.subscribe.stall_after"), d.0);
+        }
         SubscribePlan {
             resume: sub.resume,
             checkpoint_every,
+            stall_after: sub.stall_after.map(|d| d.0),
+            reconnect_on_stall: sub.on_stall == OnStall::Reconnect,
         }
     });
     let abuse = b.abuse.as_ref().map(|a| {
@@ -754,6 +791,7 @@ fn group(
             on_close,
             on_status,
             flap_below: r.flap_below.map_or(super::DEFAULT_FLAP_BELOW, |d| d.0),
+            identity_header: identity_header(g, &at, problems),
             read_rate: b.read.as_ref().map(|r| r.max_rate.0),
             sleep,
             auth,
@@ -921,6 +959,44 @@ fn headers(
         }
     }
     out
+}
+
+/// The identity header's name: the default, another valid name, or none.
+fn identity_header(
+    g: &Group,
+    at: &impl Fn(&str) -> String,
+    problems: &mut Problems,
+) -> Option<String> {
+    let Some(name) = &g.identity_header else {
+        return Some(crate::server::identity::DEFAULT_HEADER.into());
+    };
+    if name.eq_ignore_ascii_case("none") {
+        return None;
+    }
+    match HeaderName::from_bytes(name.as_bytes()) {
+        Ok(h) if OWN.contains(&h.as_str()) || h == "sec-websocket-extensions" => {
+            problems.bad(
+                at("identity_header"),
+                format!("`{name}` is set by the WebSocket handshake itself"),
+            );
+            None
+        }
+        Ok(h) if g.headers.keys().any(|k| k.eq_ignore_ascii_case(h.as_str())) => {
+            problems.bad(
+                at("identity_header"),
+                format!("`{name}` is also set in `headers`: one value per header"),
+            );
+            None
+        }
+        Ok(h) => Some(h.as_str().to_string()),
+        Err(_) => {
+            problems.bad(
+                at("identity_header"),
+                format!("`{name}` is not a valid HTTP header name (or `none`)"),
+            );
+            None
+        }
+    }
 }
 
 fn subprotocols(
@@ -1113,7 +1189,7 @@ fn timeline_action(
     let (takes, needs): (&[&str], &[&str]) = match e.action {
         ActionKind::DropAll => (&["mode", "code", "share"], &[]),
         ActionKind::Restart => (&["down_for"], &["down_for"]),
-        ActionKind::Hang => (&["share"], &[]),
+        ActionKind::Hang | ActionKind::Revoke => (&["share"], &[]),
         ActionKind::Cut => (&["mode", "share"], &[]),
         ActionKind::Blackhole => (&["share", "direction", "duration"], &[]),
         ActionKind::Latency => (
@@ -1162,6 +1238,12 @@ fn timeline_action(
         && j.0 > d.0
     {
         problems.bad(at("jitter"), format!("{j} is larger than the delay ({d})"));
+    }
+    if e.action == ActionKind::Revoke && p.target.is_embedded() && p.target.server.auth.is_none() {
+        problems.bad(
+            at("action"),
+            "revoke de-authorizes sessions: the embedded target needs `server.auth`",
+        );
     }
     if e.bytes == Some(ByteSize(0)) {
         problems.bad(at("bytes"), "must be at least 1");
@@ -1216,6 +1298,7 @@ fn action(e: &TimelineEntry) -> TimelineAction {
             down_for: e.down_for.map(|d| d.0).unwrap_or_default(),
         }),
         ActionKind::Hang => server(Action::Hang { share: share.0 }),
+        ActionKind::Revoke => server(Action::Revoke { share: share.0 }),
         ActionKind::Cut => proxy(Fault::Cut {
             mode: cut_mode,
             share,

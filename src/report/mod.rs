@@ -928,6 +928,7 @@ pub(crate) mod fixture {
             name: "plain".into(),
             description: None,
             seed: 1,
+            run_id: None,
             started_at: "t".into(),
             duration_ms: 1000,
             end_reason: EndReason::Completed,

@@ -167,6 +167,10 @@ pub fn summary(r: &Results) -> String {
             format!("   flaps {} (lost soon after they opened)", t.flaps)
         } else {
             String::new()
+        } + &if t.stalled > 0 {
+            format!("   stalled {} (open, stream silent)", t.stalled)
+        } else {
+            String::new()
         }
     );
     if t.messages.sent > 0 || t.messages.received > 0 {
@@ -221,6 +225,12 @@ pub fn summary(r: &Results) -> String {
             ("rate limited", s.rate_limited),
             ("tokens expired", s.auth_expired),
             ("hung", s.hung),
+            ("revoked", s.revoked),
+            ("ghosted", s.ghosted),
+            ("withheld from ghosts", s.ghost_withheld),
+            ("duplicate connections", s.duplicate_connections),
+            ("duplicate subscriptions", s.duplicate_subscriptions),
+            ("duplicate copies sent", s.stream_duplicate_copies),
             ("backpressure drops", s.backpressure_dropped),
             ("backpressure closes", s.backpressure_closed),
             ("stream published", s.stream_published),

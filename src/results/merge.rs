@@ -229,6 +229,7 @@ pub fn merge(
         name: first.name.clone(),
         description: first.description.clone(),
         seed: first.seed,
+        run_id: first.run_id.clone(),
         profile: first.profile.clone(),
         target: first.target.clone(),
         started_at,
