@@ -41,8 +41,11 @@ struct Entry {
     subscriptions: u32,
 }
 
+/// One shard's client ids.
+type Entries = HashMap<Box<str>, Entry>;
+
 pub struct Ledger {
-    shards: Box<[Mutex<HashMap<Box<str>, Entry>>]>,
+    shards: Box<[Mutex<Entries>]>,
     hasher: RandomState,
 }
 
@@ -69,7 +72,7 @@ impl Ledger {
         }
     }
 
-    fn shard(&self, client: &str) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Entry>> {
+    fn shard(&self, client: &str) -> std::sync::MutexGuard<'_, Entries> {
         let i = self.hasher.hash_one(client) as usize % SHARDS;
         self.shards[i]
             .lock()

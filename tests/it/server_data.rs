@@ -77,6 +77,8 @@ fn identity_header_names_run_client_and_attempt() {
             };
             let seen = recorder.clone();
             tokio::spawn(async move {
+                // The error type is tungstenite's; its size is not ours to choose.
+                #[allow(clippy::result_large_err)]
                 let record = |req: &Request, resp: Response| {
                     let h = req.headers();
                     let group = h
@@ -472,4 +474,70 @@ fn blind_resubscribes_multiply_deliveries_and_resume_does_not() {
     // 2s once, 2s twice, 2s three times: twice what the resuming clients receive.
     let ratio = blind.totals.messages.received as f64 / resume.totals.messages.received as f64;
     assert!((1.6..=2.3).contains(&ratio), "{ratio}");
+}
+
+/// The new keys' mistakes are refused with their place in the file.
+#[test]
+fn mistakes_in_the_new_keys_are_refused_where_they_are() {
+    let refused = |yaml: &str| match Plan::from_yaml(yaml, "bad.yaml") {
+        Ok(_) => panic!("accepted: {yaml}"),
+        Err(e) => e.to_string(),
+    };
+    let e = refused(
+        "
+name: t
+duration: 5s
+target: embedded
+groups:
+  - name: g
+    clients: 1
+    arrival: { rate: 1/s }
+    identity_header: \"not a header\"
+",
+    );
+    assert!(
+        e.contains("bad.yaml:9:") && e.contains("identity_header"),
+        "{e}"
+    );
+    let e = refused(
+        "
+name: t
+duration: 5s
+target: embedded
+groups: [ { name: g, clients: 1, arrival: { rate: 1/s } } ]
+timeline:
+  - { at: 1s, action: revoke, share: 30% }
+",
+    );
+    assert!(
+        e.contains("bad.yaml:7:") && e.contains("server.auth"),
+        "{e}"
+    );
+    let e = refused(
+        "
+name: t
+duration: 5s
+target:
+  url: embedded
+  server: { stream: { rate: 10/s, sessions: keep } }
+groups:
+  - name: g
+    clients: 1
+    arrival: { rate: 1/s }
+    identity_header: none
+    behaviour: { subscribe: { resume: false } }
+",
+    );
+    assert!(e.contains("sessions") && e.contains("identity"), "{e}");
+    let e = refused(
+        "
+name: t
+duration: 5s
+target:
+  url: embedded
+  server: { stream: { rate: 10/s, replay: sideways } }
+groups: [ { name: g, clients: 1, arrival: { rate: 1/s } } ]
+",
+    );
+    assert!(e.contains("bad.yaml:6:") && e.contains("after-live"), "{e}");
 }
