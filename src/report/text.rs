@@ -70,7 +70,7 @@ pub fn summary(r: &Results) -> String {
     let mut o = String::new();
     let _ = writeln!(
         o,
-        "wsstorm: {} — {} after {:.1}s (seed {}) against {}",
+        "wsstorm: {} — {} after {:.1}s (seed {}{}) against {}",
         r.name,
         match r.end_reason {
             crate::results::EndReason::Completed => "completed",
@@ -82,6 +82,10 @@ pub fn summary(r: &Results) -> String {
         },
         r.duration_ms as f64 / 1000.0,
         r.seed,
+        r.run_id
+            .as_deref()
+            .map(|id| format!(", run {id}"))
+            .unwrap_or_default(),
         r.target
     );
     if let Some(u) = &r.until {
