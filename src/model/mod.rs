@@ -102,7 +102,7 @@ pub fn check(plan: &Plan) -> Result<(&ServerConfig, Vec<String>), Unmodellable> 
             note("conversations: steps, streams and application errors");
         }
         if b.subscribe.is_some() {
-            note("the sequenced stream and resume");
+            note("the sequenced stream, resume and stall detection");
         }
         if b.auth.is_some() {
             note("tokens: every handshake is accepted, none expires");
@@ -113,6 +113,9 @@ pub fn check(plan: &Plan) -> Result<(&ServerConfig, Vec<String>), Unmodellable> 
         if b.abuse.is_some() {
             note("protocol abuse");
         }
+    }
+    if revokes {
+        note("revoke: its sessions are closed with 4003 like a drop (server.revoked stays 0)");
     }
     if config.tls.is_some() {
         note("TLS: its handshake costs nothing");
