@@ -542,3 +542,29 @@ groups: [ { name: g, clients: 1, arrival: { rate: 1/s } } ]
     );
     assert!(e.contains("bad.yaml:6:") && e.contains("after-live"), "{e}");
 }
+
+/// The model closes revoked sessions with 4003 (and says the count is left out) and refuses
+/// ghosts, which need the stream it does not simulate.
+#[test]
+fn the_model_closes_revoked_sessions_and_refuses_ghosts() {
+    let yaml = |on_expiry: &str| {
+        format!(
+            "
+name: t
+duration: 5s
+target:
+  url: embedded
+  server: {{ auth: {{ secret: s, on_expiry: {on_expiry} }} }}
+groups: [ {{ name: g, clients: 10, arrival: {{ rate: 100/s }} }} ]
+timeline:
+  - {{ at: 2s, action: revoke }}
+"
+        )
+    };
+    let plan = Plan::from_yaml(&yaml("close"), "t.yaml").unwrap();
+    let (_, notes) = wsstorm::model::check(&plan).unwrap();
+    assert!(notes.iter().any(|n| n.contains("revoke")), "{notes:?}");
+    let plan = Plan::from_yaml(&yaml("ghost"), "t.yaml").unwrap();
+    let refused = wsstorm::model::check(&plan).err().expect("refused");
+    assert!(refused.to_string().contains("ghost"), "{refused}");
+}
