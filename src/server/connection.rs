@@ -47,6 +47,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 struct Upgrade {
     /// Token expiry (unix ms), when auth is on.
     token_expires_ms: Option<u64>,
+    /// The token's subject and expiry: what a revoke remembers.
+    token_key: Option<(u32, u64)>,
     subscribe: bool,
     resume_after: Option<u64>,
     /// The client its identity header names ([`super::identity::client_of`]).
@@ -151,7 +153,29 @@ pub(super) async fn serve(
                 .ok_or(TokenError::Missing)
                 .and_then(|t| signer.verify(t, now_ms()))
             {
-                Ok(expires) => upgrade.token_expires_ms = Some(expires),
+                Ok(expires) => {
+                    let key = token
+                        .and_then(|t| t.split('.').next()?.parse::<u32>().ok())
+                        .map(|subject| (subject, expires));
+                    if shared.any_revoked.load(Ordering::Relaxed)
+                        && key.is_some_and(|k| {
+                            shared
+                                .revoked_tokens
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                .contains(&k)
+                        })
+                    {
+                        refusal = Some(401);
+                        return Err(error_response(
+                            StatusCode::UNAUTHORIZED,
+                            None,
+                            Some("token revoked"),
+                        ));
+                    }
+                    upgrade.token_expires_ms = Some(expires);
+                    upgrade.token_key = key;
+                }
                 Err(e) => {
                     refusal = Some(401);
                     let why = match e {
@@ -618,6 +642,15 @@ async fn session(
                     }
                     Action::Revoke { share } if !blackholed && !ghost && crate::seed::in_share(id, order.seq, share) => {
                         stats.revoked.fetch_add(1, Ordering::Relaxed);
+                        // The token itself is revoked: it opens no new session either.
+                        if let Some(key) = upgrade.token_key {
+                            shared
+                                .revoked_tokens
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                .insert(key);
+                            shared.any_revoked.store(true, Ordering::Relaxed);
+                        }
                         if config.auth_ghost {
                             ghost = true;
                             stats.ghosted.fetch_add(1, Ordering::Relaxed);

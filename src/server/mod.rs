@@ -423,6 +423,10 @@ struct Shared {
     sids: socketio::Sids,
     /// Which client identities hold connections (and kept subscriptions).
     ledger: identity::Ledger,
+    /// Tokens the `revoke` action de-authorized, as (subject, expiry): refused at the
+    /// handshake from then on. Looked at only once a revoke has fired.
+    revoked_tokens: Mutex<std::collections::HashSet<(u32, u64)>>,
+    any_revoked: std::sync::atomic::AtomicBool,
 }
 
 pub struct Server {
@@ -460,6 +464,8 @@ impl Server {
             queued: AtomicU64::new(0),
             sids: socketio::Sids::new(),
             ledger: identity::Ledger::new(),
+            revoked_tokens: Mutex::default(),
+            any_revoked: std::sync::atomic::AtomicBool::new(false),
             config,
             stats,
             orders,

@@ -426,6 +426,44 @@ timeline:
             assert_eq!(g.totals.gave_up, 40, "4003: stop");
         }
     }
+    // The token is revoked with its session: a client reconnecting with it is refused (401),
+    // once for a refreshing client (it gets a new token), until it gives up for a naive one.
+    let r = common::run_yaml(
+        "
+name: revoke
+seed: 5
+duration: 4s
+target:
+  url: embedded
+  server: { auth: { secret: s } }
+groups:
+  - name: refresh
+    clients: 20
+    arrival: { rate: 1000/s }
+    behaviour:
+      auth: { lifetime: 1h, on_expiry: refresh }
+      reconnect: { backoff: { strategy: fixed, base: 100ms, cap: 100ms, max_attempts: 3 } }
+  - name: naive
+    clients: 20
+    arrival: { rate: 1000/s }
+    behaviour:
+      auth: { lifetime: 1h, on_expiry: naive }
+      reconnect: { backoff: { strategy: fixed, base: 100ms, cap: 100ms, max_attempts: 3 } }
+timeline:
+  - { at: 1s, action: revoke }
+",
+        "revoke.yaml",
+    );
+    let (refresh, naive) = (group(&r, "refresh"), group(&r, "naive"));
+    assert_eq!(r.server.as_ref().unwrap().revoked, 40);
+    for g in [refresh, naive] {
+        assert_eq!(g.totals.close_codes.get("4003"), Some(&20), "{}", g.name);
+    }
+    assert_eq!(refresh.totals.handshake_status.get("401"), Some(&20));
+    assert_eq!(refresh.totals.connected_at_end, 20);
+    assert_eq!(naive.totals.handshake_status.get("401"), Some(&60));
+    assert_eq!(naive.totals.gave_up, 20);
+
     // A share: some, not all, and each counted once.
     let r = common::run_plan(&profile(
         "ghost-connections",
