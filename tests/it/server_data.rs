@@ -603,6 +603,6 @@ timeline:
     let (_, notes) = wsstorm::model::check(&plan).unwrap();
     assert!(notes.iter().any(|n| n.contains("revoke")), "{notes:?}");
     let plan = Plan::from_yaml(&yaml("ghost"), "t.yaml").unwrap();
-    let refused = wsstorm::model::check(&plan).err().expect("refused");
+    let refused = wsstorm::model::check(&plan).expect_err("refused");
     assert!(refused.to_string().contains("ghost"), "{refused}");
 }
