@@ -726,6 +726,19 @@ fn group(
         }
         if let Some(d) = sub.stall_after {
             problems.positive(at("behaviour.subscribe.stall_after"), d.0);
+            // Between two messages the stream is silent for an interval: a stall must be
+            // longer than a couple of them, or every gap would count.
+            if let Some(rate) = server.and_then(|s| s.stream).map(|s| s.rate)
+                && d.0.as_secs_f64() * rate < 2.0
+            {
+                problems.bad(
+                    at("behaviour.subscribe.stall_after"),
+                    format!(
+                        "{d} is not two of the stream's intervals ({}): every gap between messages would count as a stall",
+                        crate::units::Dur(Duration::from_secs_f64(1.0 / rate))
+                    ),
+                );
+            }
         }
         SubscribePlan {
             resume: sub.resume,
