@@ -359,6 +359,7 @@ fn ghosts_look_connected_and_stall_detection_recovers() {
             ("clients: 100", "clients: 30"),
             ("duration: 8s", "duration: 6s"),
             ("at: 5s", "at: 4s"),
+            ("timeline:", "thresholds: [\"stalled < 1\"]\ntimeline:"),
         ],
     ));
     let s = r.server.as_ref().unwrap();
@@ -379,6 +380,13 @@ fn ghosts_look_connected_and_stall_detection_recovers() {
     );
     assert!(w > 2 * n, "watch-stream received {w}, watch-connection {n}");
     assert!(s.ghosted >= 30 + s.revoked, "{s:?}");
+    // A CI gate on ghosts: the stalls fail it.
+    let gate = &r.thresholds[0];
+    assert!(!gate.passed);
+    assert_eq!(
+        gate.measured,
+        Some((naive.totals.stalled + watch.totals.stalled) as f64)
+    );
     assert!(s.ghost_withheld > 0);
 }
 
