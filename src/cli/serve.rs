@@ -153,14 +153,24 @@ pub fn proxy(args: ProxyArgs) -> Result<ExitCode, Failure> {
 
 pub fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
     // The profile's `target.server` settings are checked as a run would check them.
-    let settings = match &args.profile {
-        Some(p) => crate::profile::load(p)?.profile.target.server,
+    let (settings, groups) = match &args.profile {
+        Some(p) => {
+            let profile = crate::profile::load(p)?.profile;
+            (profile.target.server, profile.groups)
+        }
         None => Default::default(),
     };
     let mut config = crate::plan::server_config(&settings).map_err(|e| match &args.profile {
         Some(p) => Failure::usage(format!("{}: {e}", p.display())),
         None => Failure::usage(e),
     })?;
+    // The identity headers the profile's groups send, besides the default.
+    for name in groups.iter().filter_map(|g| g.identity_header.as_deref()) {
+        let name = name.to_ascii_lowercase();
+        if name != "none" && !config.identity_headers.contains(&name) {
+            config.identity_headers.push(name);
+        }
+    }
     config.listen = args.listen;
     if let Some(path) = args.path {
         if !path.starts_with('/') {
@@ -221,11 +231,22 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
             "wsstorm serve: stopped; accepted {}, upgraded {}, 503 {}, 404 {}, echoed {}",
             s.accepted, s.upgraded, s.rejected_503, s.rejected_404, s.messages_echoed
         );
+        identities(&s);
         Ok::<_, Failure>(ExitCode::SUCCESS)
     })?;
     drop(rt);
     args.export.linger(export);
     Ok(code)
+}
+
+/// What the target saw of its clients' identity headers, once it saw any.
+fn identities(s: &crate::server::ServerSummary) {
+    if s.identified > 0 {
+        println!(
+            "wsstorm serve: {} upgrades carried a client identity; {} from a client already connected",
+            s.identified, s.duplicate_connections
+        );
+    }
 }
 
 /// `serve --processes N`: the same target in N processes on one port, each with its share of
@@ -253,5 +274,6 @@ async fn serve_processes(
         "wsstorm serve: stopped; accepted {}, upgraded {}, 503 {}, 404 {}, echoed {}",
         s.accepted, s.upgraded, s.rejected_503, s.rejected_404, s.messages_echoed
     );
+    identities(&s);
     Ok(ExitCode::SUCCESS)
 }

@@ -131,7 +131,11 @@ fn parse_start(text: &str, now: SystemTime) -> Result<SystemTime, Failure> {
 
 impl Sharding {
     /// The plan's shard, or a refusal of what cannot be sharded, with the reason.
-    pub fn apply(&self, plan: Plan) -> Result<Plan, Failure> {
+    pub fn apply(&self, mut plan: Plan) -> Result<Plan, Failure> {
+        // Shards of one run started together carry one run id in their identity headers.
+        if let Some((_, text)) = &self.start_at {
+            plan.run_id = Some(crate::plan::run_id(&plan.name, plan.seed, text));
+        }
         let Some((i, n)) = self.shard else {
             return Ok(plan);
         };
@@ -275,5 +279,47 @@ mod tests {
             "two days ahead"
         );
         assert!(parse_start("tomorrow", now).is_err());
+    }
+
+    /// Shards of one run given the same common start carry one run id in their identity
+    /// headers; another start (another run) gets another.
+    #[test]
+    fn shards_with_one_start_share_the_run_id() {
+        let yaml = "
+name: t
+duration: 1s
+target: ws://127.0.0.1:9/ws
+groups: [ { name: g, clients: 10, arrival: { rate: 10/s } } ]
+";
+        let at = |text: &str| Sharding {
+            shard: None,
+            start_at: Some((SystemTime::now(), text.to_string())),
+        };
+        let id = |s: &Sharding, i: u32| {
+            let s = Sharding {
+                shard: Some((i, 2)),
+                start_at: s.start_at.clone(),
+            };
+            s.apply(Plan::from_yaml(yaml, "t").unwrap())
+                .ok()
+                .and_then(|p| p.run_id)
+                .unwrap()
+        };
+        let one = at("2026-12-01T10:00:00Z");
+        assert_eq!(id(&one, 0), id(&one, 1));
+        assert_ne!(id(&one, 0), id(&at("2026-12-01T10:00:01Z"), 0));
+        // Without a common start the run fixes its id when it starts.
+        let alone = Sharding {
+            shard: None,
+            start_at: None,
+        };
+        assert_eq!(
+            alone
+                .apply(Plan::from_yaml(yaml, "t").unwrap())
+                .ok()
+                .unwrap()
+                .run_id,
+            None
+        );
     }
 }

@@ -150,6 +150,8 @@ pub struct AttemptExtras<'a> {
     pub added: Option<Box<Added>>,
     /// An auth token, sent as the behaviour says.
     pub token: Option<&'a str>,
+    /// This client's attempt number, from 1: the last part of its identity header.
+    pub attempt: u32,
     pub subscribe: bool,
     pub resume_after: Option<u64>,
 }
@@ -285,6 +287,15 @@ pub async fn attempt(
     }
     for (k, v) in &b.headers {
         headers.insert(k.clone(), v.clone());
+    }
+    if let Some(name) = &b.identity_header
+        && let Ok(name) = header::HeaderName::from_bytes(name.as_bytes())
+        && let Ok(v) = header::HeaderValue::from_str(&format!(
+            "{:08x}-{client}-{}",
+            ctx.run_id, extras.attempt
+        ))
+    {
+        headers.insert(name, v);
     }
     for (k, v) in added_headers {
         match (

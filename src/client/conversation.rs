@@ -837,6 +837,7 @@ mod tests {
                 cancel: CancellationToken::new(),
                 grace: Duration::from_secs(1),
                 seed: 1,
+                run_id: 0,
             })
         };
         (ctx, rt)

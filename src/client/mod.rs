@@ -49,6 +49,8 @@ pub struct GroupCtx {
     pub cancel: CancellationToken,
     pub grace: Duration,
     pub seed: u64,
+    /// The run's id, the first part of every identity header (`<run>-<client>-<attempt>`).
+    pub run_id: u32,
 }
 
 impl GroupCtx {
@@ -172,6 +174,7 @@ impl Client {
             let extras = AttemptExtras {
                 added,
                 token: self.token.as_ref().map(|t| t.text.as_str()),
+                attempt: self.attempts,
                 subscribe: b.subscribe.is_some(),
                 resume_after: b
                     .subscribe
@@ -454,6 +457,7 @@ groups:
             cancel: CancellationToken::new(),
             grace: Duration::from_secs(1),
             seed: 1,
+            run_id: 0,
         });
         let fut = run(ctx, 0, Instant::now());
         let size = std::mem::size_of_val(&fut);

@@ -128,6 +128,10 @@ pub async fn run(
     let token = || token.map(|t| t.text.as_str());
     let b = &ctx.behaviour;
     let opened = Instant::now();
+    // The stall clock of a subscribed connection starts at its open.
+    if let Some(t) = stream.as_deref_mut() {
+        t.heard(opened);
+    }
     // The conversation, if the group holds one: its place is kept in the client's memory.
     if let (Some(plan), Some(mem)) = (b.conversation.as_deref(), memory.as_deref_mut()) {
         {
@@ -209,6 +213,10 @@ pub async fn run(
             sleep_at,
             wake_at,
             abuse_at.filter(|_| awake),
+            stream
+                .as_deref()
+                .and_then(|t| t.stalls_at(b.subscribe.and_then(|s| s.stall_after)))
+                .filter(|_| awake),
             (awake && !may_read).then_some(read_at),
             memory
                 .as_deref()
@@ -359,6 +367,17 @@ pub async fn run(
                         return end;
                     }
                 }
+                if awake && due(stream.as_deref().and_then(|t| t.stalls_at(b.subscribe.and_then(|s| s.stall_after)))) {
+                    // Open, perhaps answering pings, but the stream stopped: a ghost.
+                    if let Some(t) = stream.as_deref_mut() {
+                        t.stalled();
+                    }
+                    ctx.metrics.stalled(who);
+                    if b.subscribe.is_some_and(|s| s.reconnect_on_stall) {
+                        Box::pin(close_stalled(ws)).await;
+                        return SessionEnd::Closed { code: STALL_CLOSE, reconnect: true };
+                    }
+                }
                 if due(sleep_at) {
                     // Frozen: nothing is read (so no pongs go out), sent or timed until it wakes.
                     sleep_at = None;
@@ -505,6 +524,23 @@ fn write_or_give_up<'a>(
     }
 }
 
+/// The close code a client sends on a connection it found stalled.
+pub const STALL_CLOSE: u16 = 4000;
+
+/// Close a stalled connection (4000 "stalled") and give the server a moment to answer.
+async fn close_stalled(ws: &mut Ws) {
+    let frame = CloseFrame {
+        code: STALL_CLOSE.into(),
+        reason: "stalled".into(),
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        if ws.close(Some(frame)).await.is_ok() {
+            while let Some(Ok(_)) = ws.next().await {}
+        }
+    })
+    .await;
+}
+
 /// Close with 1000 and wait (up to the grace period) for the server's answer, as a well-behaved
 /// client does. Messages still in flight arrive first and are counted like any other.
 async fn close_gracefully(
@@ -543,6 +579,7 @@ fn record_data(
     if let Some(tracker) = stream
         && let Some(seq) = parse_seq(data)
     {
+        tracker.heard(Instant::now());
         match tracker.on_seq(seq) {
             Arrival::InOrder => {}
             Arrival::Duplicate => ctx.metrics.stream_anomaly(who, true, false),

@@ -17,6 +17,9 @@ pub struct StreamTracker {
     checkpoint: u64,
     since_checkpoint: u32,
     every: u32,
+    /// When the open connection last delivered a stream message (or opened); `None` once
+    /// it has been counted as stalled, until the next message.
+    quiet_since: Option<tokio::time::Instant>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,6 +39,7 @@ impl StreamTracker {
             checkpoint: 0,
             since_checkpoint: 0,
             every: checkpoint_every.max(1),
+            quiet_since: None,
         }
     }
 
@@ -96,6 +100,21 @@ impl StreamTracker {
             }
         }
         arrival
+    }
+
+    /// The stream delivered (or its connection opened) at `now`: the stall clock restarts.
+    pub fn heard(&mut self, now: tokio::time::Instant) {
+        self.quiet_since = Some(now);
+    }
+
+    /// When the connection counts as stalled if nothing arrives before.
+    pub fn stalls_at(&self, after: Option<std::time::Duration>) -> Option<tokio::time::Instant> {
+        Some(self.quiet_since? + after?)
+    }
+
+    /// Counted as stalled: no second count until the stream delivers again.
+    pub fn stalled(&mut self) {
+        self.quiet_since = None;
     }
 
     /// Where to resume after a reconnect: the last saved position.

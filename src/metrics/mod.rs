@@ -299,6 +299,9 @@ pub struct Counters {
     /// Connections lost sooner than their group's `flap_below` after they opened.
     #[serde(default)]
     pub flaps: u64,
+    /// Subscribed connections that delivered no stream message for `stall_after`.
+    #[serde(default)]
+    pub stalled: u64,
     pub sent: u64,
     pub received: u64,
     /// Sequenced-stream messages never received.
@@ -351,6 +354,7 @@ impl Counters {
         self.gave_up += o.gave_up;
         self.dead_detected += o.dead_detected;
         self.flaps += o.flaps;
+        self.stalled += o.stalled;
         self.sent += o.sent;
         self.received += o.received;
         self.lost += o.lost;
@@ -771,6 +775,11 @@ impl Metrics {
     /// A connection was lost soon after it opened (a flap).
     pub fn flap(&self, who: Who) {
         self.with(who, |s| s.counters.flaps += 1);
+    }
+
+    /// A subscribed connection stopped delivering (a ghost, or a stream gone quiet).
+    pub fn stalled(&self, who: Who) {
+        self.with(who, |s| s.counters.stalled += 1);
     }
 
     pub fn gave_up(&self, who: Who) {

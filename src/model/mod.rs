@@ -78,6 +78,15 @@ pub fn check(plan: &Plan) -> Result<(&ServerConfig, Vec<String>), Unmodellable> 
             "the model does not simulate the fault proxy (latency, bandwidth, blackholes): remove `via_proxy` and the proxy's timeline actions to model the rest".into(),
         ));
     }
+    let revokes = plan
+        .timeline
+        .iter()
+        .any(|a| matches!(a.action, TimelineAction::Server(Action::Revoke { .. })));
+    if revokes && config.auth_ghost {
+        return Err(Unmodellable(
+            "the model does not simulate ghost sessions (`auth.on_expiry: ghost`): a revoked session would stay open delivering nothing, which needs the stream the model leaves out; use `on_expiry: close` to model revokes as 4003 closes".into(),
+        ));
+    }
     let mut left = Vec::new();
     let mut note = |what: &str| {
         if !left.iter().any(|l: &String| l == what) {
@@ -93,7 +102,7 @@ pub fn check(plan: &Plan) -> Result<(&ServerConfig, Vec<String>), Unmodellable> 
             note("conversations: steps, streams and application errors");
         }
         if b.subscribe.is_some() {
-            note("the sequenced stream and resume");
+            note("the sequenced stream, resume and stall detection");
         }
         if b.auth.is_some() {
             note("tokens: every handshake is accepted, none expires");
@@ -104,6 +113,9 @@ pub fn check(plan: &Plan) -> Result<(&ServerConfig, Vec<String>), Unmodellable> 
         if b.abuse.is_some() {
             note("protocol abuse");
         }
+    }
+    if revokes {
+        note("revoke: its sessions are closed with 4003 like a drop (server.revoked stays 0)");
     }
     if config.tls.is_some() {
         note("TLS: its handshake costs nothing");
@@ -501,6 +513,8 @@ impl<'p> Engine<'p> {
                     (1.0, 1006, false)
                 }
                 Action::Hang { share } => (share, 0, true),
+                // A revoked session is closed with 4003 (`check` refuses ghosting ones).
+                Action::Revoke { share } => (share, 4003, false),
             };
             for c in 0..self.clients.len() as u32 {
                 let s = &self.clients[c as usize];
@@ -571,6 +585,7 @@ impl<'p> Engine<'p> {
             name: plan.name.clone(),
             description: plan.description.clone(),
             seed: plan.seed,
+            run_id: None,
             profile: plan.source.clone(),
             target: "model of the embedded target (virtual time, no sockets)".into(),
             started_at,

@@ -19,8 +19,9 @@ use super::{
 use crate::auth::Signer;
 use crate::backoff::{Backoff, Strategy};
 use crate::profile::{
-    AbuseKind, ActionKind, CapacitySettings, CapacityVary, Decision, Document, DropMode, Expiry,
-    Group, Profile, ProfileError, ServerSettings, ThresholdSpec, TimelineEntry,
+    AbuseKind, ActionKind, AuthExpiry, CapacitySettings, CapacityVary, Decision, Document,
+    DropMode, Expiry, Group, OnStall, Profile, ProfileError, Replay, ServerSettings, Sessions,
+    ThresholdSpec, TimelineEntry,
 };
 use crate::proxy::{CutMode, Fault};
 use crate::results::threshold::Threshold;
@@ -118,6 +119,29 @@ fn compile_into(p: &Profile, text: &str, dir: &std::path::Path, problems: &mut P
         groups.push(group);
     }
     conversation_thresholds(&thresholds, &groups, problems);
+    let mut target = target;
+    if let PlanTarget::Embedded { config, .. } = &mut target {
+        // The embedded target reads the identity from whichever headers the groups send.
+        let mut names: Vec<String> = groups
+            .iter()
+            .filter_map(|g| g.behaviour.identity_header.clone())
+            .collect();
+        names.sort();
+        names.dedup();
+        if !names.is_empty() {
+            config.identity_headers = names;
+        }
+        if config.stream.is_some_and(|s| s.keep_sessions)
+            && groups
+                .iter()
+                .any(|g| g.behaviour.subscribe.is_some() && g.behaviour.identity_header.is_none())
+        {
+            problems.bad(
+                "target.server.stream.sessions",
+                "keeps sessions by client identity, and a subscribing group sends no identity header (`identity_header: none`)",
+            );
+        }
+    }
     let total: u64 = p.groups.iter().map(|g| u64::from(g.clients)).sum();
     if total > u64::from(u32::MAX) {
         problems.bad(
@@ -159,6 +183,7 @@ fn compile_into(p: &Profile, text: &str, dir: &std::path::Path, problems: &mut P
         source: text.to_string(),
         until: None,
         events: None,
+        run_id: None,
     }
 }
 
@@ -361,10 +386,17 @@ fn server(s: &ServerSettings, at: &str, problems: &mut Problems) -> ServerConfig
             queue: h.queue,
         }),
         auth_secret: s.auth.as_ref().map(|a| a.secret.clone()),
+        auth_ghost: s
+            .auth
+            .as_ref()
+            .is_some_and(|a| a.on_expiry == AuthExpiry::Ghost),
+        identity_headers: crate::server::identity::default_headers(),
         stream: s.stream.as_ref().map(|st| StreamConfig {
             rate: st.rate.0,
             bytes: st.bytes.0 as usize,
             history: st.history as usize,
+            replay_after_live: st.replay == Replay::AfterLive,
+            keep_sessions: st.sessions == Sessions::Keep,
         }),
         backpressure: Backpressure {
             limit: s.backpressure.buffer.0 as usize,
@@ -693,9 +725,27 @@ fn group(
                 "must be between 1 and 1000",
             );
         }
+        if let Some(d) = sub.stall_after {
+            problems.positive(at("behaviour.subscribe.stall_after"), d.0);
+            // Between two messages the stream is silent for an interval: a stall must be
+            // longer than a couple of them, or every gap would count.
+            if let Some(rate) = server.and_then(|s| s.stream).map(|s| s.rate)
+                && d.0.as_secs_f64() * rate < 2.0
+            {
+                problems.bad(
+                    at("behaviour.subscribe.stall_after"),
+                    format!(
+                        "{d} is not two of the stream's intervals ({}): every gap between messages would count as a stall",
+                        crate::units::Dur(Duration::from_secs_f64(1.0 / rate))
+                    ),
+                );
+            }
+        }
         SubscribePlan {
             resume: sub.resume,
             checkpoint_every,
+            stall_after: sub.stall_after.map(|d| d.0),
+            reconnect_on_stall: sub.on_stall == OnStall::Reconnect,
         }
     });
     let abuse = b.abuse.as_ref().map(|a| {
@@ -755,6 +805,7 @@ fn group(
             on_close,
             on_status,
             flap_below: r.flap_below.map_or(super::DEFAULT_FLAP_BELOW, |d| d.0),
+            identity_header: identity_header(g, &at, problems),
             read_rate: b.read.as_ref().map(|r| r.max_rate.0),
             sleep,
             auth,
@@ -922,6 +973,44 @@ fn headers(
         }
     }
     out
+}
+
+/// The identity header's name: the default, another valid name, or none.
+fn identity_header(
+    g: &Group,
+    at: &impl Fn(&str) -> String,
+    problems: &mut Problems,
+) -> Option<String> {
+    let Some(name) = &g.identity_header else {
+        return Some(crate::server::identity::DEFAULT_HEADER.into());
+    };
+    if name.eq_ignore_ascii_case("none") {
+        return None;
+    }
+    match HeaderName::from_bytes(name.as_bytes()) {
+        Ok(h) if OWN.contains(&h.as_str()) || h == "sec-websocket-extensions" => {
+            problems.bad(
+                at("identity_header"),
+                format!("`{name}` is set by the WebSocket handshake itself"),
+            );
+            None
+        }
+        Ok(h) if g.headers.keys().any(|k| k.eq_ignore_ascii_case(h.as_str())) => {
+            problems.bad(
+                at("identity_header"),
+                format!("`{name}` is also set in `headers`: one value per header"),
+            );
+            None
+        }
+        Ok(h) => Some(h.as_str().to_string()),
+        Err(_) => {
+            problems.bad(
+                at("identity_header"),
+                format!("`{name}` is not a valid HTTP header name (or `none`)"),
+            );
+            None
+        }
+    }
 }
 
 fn subprotocols(
@@ -1114,7 +1203,7 @@ fn timeline_action(
     let (takes, needs): (&[&str], &[&str]) = match e.action {
         ActionKind::DropAll => (&["mode", "code", "share"], &[]),
         ActionKind::Restart => (&["down_for"], &["down_for"]),
-        ActionKind::Hang => (&["share"], &[]),
+        ActionKind::Hang | ActionKind::Revoke => (&["share"], &[]),
         ActionKind::Cut => (&["mode", "share"], &[]),
         ActionKind::Blackhole => (&["share", "direction", "duration"], &[]),
         ActionKind::Latency => (
@@ -1163,6 +1252,12 @@ fn timeline_action(
         && j.0 > d.0
     {
         problems.bad(at("jitter"), format!("{j} is larger than the delay ({d})"));
+    }
+    if e.action == ActionKind::Revoke && p.target.is_embedded() && p.target.server.auth.is_none() {
+        problems.bad(
+            at("action"),
+            "revoke de-authorizes sessions: the embedded target needs `server.auth`",
+        );
     }
     if e.bytes == Some(ByteSize(0)) {
         problems.bad(at("bytes"), "must be at least 1");
@@ -1217,6 +1312,7 @@ fn action(e: &TimelineEntry) -> TimelineAction {
             down_for: e.down_for.map(|d| d.0).unwrap_or_default(),
         }),
         ActionKind::Hang => server(Action::Hang { share: share.0 }),
+        ActionKind::Revoke => server(Action::Revoke { share: share.0 }),
         ActionKind::Cut => proxy(Fault::Cut {
             mode: cut_mode,
             share,

@@ -74,6 +74,25 @@ pub struct Plan {
     pub until: Option<Until>,
     /// `--events FILE`: the per-connection event log of the clients it picks.
     pub events: Option<crate::metrics::events::EventsSpec>,
+    /// The run id clients put in their identity header; `None` until the run knows its start
+    /// (shards given a common `--start-at` get it from that, so they share it).
+    pub run_id: Option<u32>,
+}
+
+/// A short id for one run: the same for every shard of a run given the same profile name,
+/// seed and start (the `--start-at` text, or the wall-clock start of an unsharded run).
+pub fn run_id(name: &str, seed: u64, start: &str) -> u32 {
+    // FNV-1a: stable across processes and builds, unlike the standard library's hasher.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name
+        .bytes()
+        .chain([0])
+        .chain(seed.to_le_bytes())
+        .chain(start.bytes())
+    {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (h ^ (h >> 32)) as u32
 }
 
 /// A run that lasts until every client has settled — arrived, and connected or given up (see
@@ -207,6 +226,9 @@ pub struct ClientBehaviour {
     /// A connection lost sooner than this after it opened counts as a flap.
     #[serde(default = "default_flap_below")]
     pub flap_below: Duration,
+    /// The identity header's name (lower case), `None` when the group sends none.
+    #[serde(default)]
+    pub identity_header: Option<String>,
     /// Slow consumer: messages read per second at most.
     pub read_rate: Option<f64>,
     /// Freeze `for` after `after` of every connection.
@@ -263,6 +285,12 @@ pub struct SubscribePlan {
     pub resume: bool,
     /// The resume position is saved every this many messages (1 = every message).
     pub checkpoint_every: u32,
+    /// No stream message for this long: the connection has stalled.
+    #[serde(default)]
+    pub stall_after: Option<Duration>,
+    /// Close a stalled connection and connect again (else only count it).
+    #[serde(default)]
+    pub reconnect_on_stall: bool,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]

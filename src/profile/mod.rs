@@ -341,6 +341,19 @@ pub struct ServerAuth {
     /// Shared HMAC-SHA256 secret; clients of a run against the embedded target use it too.
     #[serde(default = "default_secret")]
     pub secret: String,
+    /// What a session whose token expires (or is revoked) meets: `close` (4001 on expiry,
+    /// 4003 on `revoke`; the default) or `ghost` (it stays open, pings answered, but nothing
+    /// is delivered to it any more: a ghost connection).
+    #[serde(default)]
+    pub on_expiry: AuthExpiry,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuthExpiry {
+    #[default]
+    Close,
+    Ghost,
 }
 
 pub fn default_secret() -> String {
@@ -357,6 +370,31 @@ pub struct StreamSettings {
     /// How many recent messages are kept for clients that resume.
     #[serde(default = "default_history")]
     pub history: u32,
+    /// Order of a resumed connection's messages: `in-order` (the kept backlog, then live; the
+    /// default) or `after-live` (live messages first, the backlog after them: out of order).
+    #[serde(default)]
+    pub replay: Replay,
+    /// `drop` (default): a subscription ends with its connection. `keep`: the server keeps a
+    /// session per client identity (the identity header) with its subscriptions across
+    /// reconnects; a connection that subscribes again without resuming adds one more.
+    #[serde(default)]
+    pub sessions: Sessions,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Replay {
+    #[default]
+    InOrder,
+    AfterLive,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Sessions {
+    #[default]
+    Drop,
+    Keep,
 }
 
 fn default_history() -> u32 {
@@ -492,6 +530,11 @@ pub struct Group {
     /// it receives.
     #[serde(default)]
     pub compression: Option<Compression>,
+    /// The header each upgrade request carries so the server's logs can be matched to this
+    /// run: `<run>-<client>-<attempt>` (e.g. `1a2b3c4d-17-3`). Default `X-Wsstorm-Client`;
+    /// another name (`X-Request-Id`), or `none` to send none.
+    #[serde(default)]
+    pub identity_header: Option<String>,
     #[serde(default)]
     pub behaviour: Behaviour,
 }
@@ -634,6 +677,22 @@ pub struct Subscribe {
     /// default: every message.
     #[serde(default)]
     pub checkpoint_every: Option<u32>,
+    /// A connection that delivers no stream message for this long has stalled (a ghost:
+    /// open, answering pings, delivering nothing); counted in `totals.stalled`.
+    #[serde(default)]
+    pub stall_after: Option<Dur>,
+    /// What a client does with a stalled connection: `reconnect` (close it with 4000 and
+    /// connect again; the default) or `count` (only count it and keep waiting).
+    #[serde(default)]
+    pub on_stall: OnStall,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnStall {
+    #[default]
+    Reconnect,
+    Count,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
@@ -885,6 +944,9 @@ pub enum ActionKind {
     /// The embedded server stops answering a share of its connections without closing them
     /// (a hung process, a dead peer): only heartbeats can tell.
     Hang,
+    /// The embedded server de-authorizes a share of its open sessions: each is closed with
+    /// 4003, or ghosted with `server.auth.on_expiry: ghost`.
+    Revoke,
     /// Proxy: close a share of the connections now (reset or fin).
     Cut,
     /// Proxy: stop forwarding without closing.
@@ -911,6 +973,7 @@ impl ActionKind {
             ActionKind::DropAll => "drop-all",
             ActionKind::Restart => "restart",
             ActionKind::Hang => "hang",
+            ActionKind::Revoke => "revoke",
             ActionKind::Cut => "cut",
             ActionKind::Blackhole => "blackhole",
             ActionKind::Latency => "latency",
@@ -927,7 +990,7 @@ impl ActionKind {
     pub fn is_proxy(self) -> bool {
         !matches!(
             self,
-            ActionKind::DropAll | ActionKind::Restart | ActionKind::Hang
+            ActionKind::DropAll | ActionKind::Restart | ActionKind::Hang | ActionKind::Revoke
         )
     }
 }

@@ -209,7 +209,19 @@ fn totals_table(prefix: &str, t: &Totals) -> Markup {
                 (num(&k("dead_detected"), t.dead_detected))
             }
         }
+        @if t.stalled > 0 {
+            p {
+                "Stalled: " (num_span(&k("stalled"), t.stalled))
+                " subscribed connections stayed open while their stream delivered nothing for \
+                 stall_after (ghost connections)."
+            }
+        }
     }
+}
+
+/// A figure inside running text, keyed like [`num`]'s cells.
+fn num_span(key: &str, v: u64) -> Markup {
+    html! { span data-key=(key) { (v) } }
 }
 
 fn latency_table(prefix: &str, l: &LatencyTable) -> Markup {
@@ -837,6 +849,24 @@ fn target_and_proxy(r: &Results) -> Markup {
                     (num("server.messages_echoed", s.messages_echoed))
                 }
             }
+            @if s.duplicate_connections + s.revoked + s.ghosted + s.duplicate_subscriptions > 0 {
+                h3 { "Identities, ghosts and kept sessions" }
+                table {
+                    (header_row(&[
+                        "identified", "duplicate connections", "revoked", "ghosted",
+                        "withheld from ghosts", "duplicate subscriptions", "duplicate copies sent",
+                    ]))
+                    tr {
+                        (num("server.identified", s.identified))
+                        (num("server.duplicate_connections", s.duplicate_connections))
+                        (num("server.revoked", s.revoked))
+                        (num("server.ghosted", s.ghosted))
+                        (num("server.ghost_withheld", s.ghost_withheld))
+                        (num("server.duplicate_subscriptions", s.duplicate_subscriptions))
+                        (num("server.stream_duplicate_copies", s.stream_duplicate_copies))
+                    }
+                }
+            }
         }
         @if let Some(p) = &r.proxy {
             h2 { "Fault proxy" }
@@ -1024,6 +1054,7 @@ pub(crate) mod fixture {
             name: "plain".into(),
             description: None,
             seed: 1,
+            run_id: None,
             started_at: "t".into(),
             duration_ms: 1000,
             end_reason: EndReason::Completed,

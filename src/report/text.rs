@@ -70,7 +70,7 @@ pub fn summary(r: &Results) -> String {
     let mut o = String::new();
     let _ = writeln!(
         o,
-        "wsstorm: {} — {} after {:.1}s (seed {}) against {}",
+        "wsstorm: {} — {} after {:.1}s (seed {}{}) against {}",
         r.name,
         match r.end_reason {
             crate::results::EndReason::Completed => "completed",
@@ -82,6 +82,10 @@ pub fn summary(r: &Results) -> String {
         },
         r.duration_ms as f64 / 1000.0,
         r.seed,
+        r.run_id
+            .as_deref()
+            .map(|id| format!(", run {id}"))
+            .unwrap_or_default(),
         r.target
     );
     if let Some(u) = &r.until {
@@ -167,6 +171,10 @@ pub fn summary(r: &Results) -> String {
             format!("   flaps {} (lost soon after they opened)", t.flaps)
         } else {
             String::new()
+        } + &if t.stalled > 0 {
+            format!("   stalled {} (open, stream silent)", t.stalled)
+        } else {
+            String::new()
         }
     );
     if t.messages.sent > 0 || t.messages.received > 0 {
@@ -221,6 +229,12 @@ pub fn summary(r: &Results) -> String {
             ("rate limited", s.rate_limited),
             ("tokens expired", s.auth_expired),
             ("hung", s.hung),
+            ("revoked", s.revoked),
+            ("ghosted", s.ghosted),
+            ("withheld from ghosts", s.ghost_withheld),
+            ("duplicate connections", s.duplicate_connections),
+            ("duplicate subscriptions", s.duplicate_subscriptions),
+            ("duplicate copies sent", s.stream_duplicate_copies),
             ("backpressure drops", s.backpressure_dropped),
             ("backpressure closes", s.backpressure_closed),
             ("stream published", s.stream_published),

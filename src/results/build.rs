@@ -21,6 +21,8 @@ pub struct Record {
     pub name: String,
     pub description: Option<String>,
     pub seed: u64,
+    /// The id in the clients' identity headers (8 hex digits); none in a model.
+    pub run_id: Option<String>,
     /// The profile that ran, as the user wrote it (with notes of command-line changes).
     pub profile: String,
     /// The URL the clients connected to.
@@ -67,6 +69,7 @@ impl Results {
             name,
             description,
             seed,
+            run_id,
             profile,
             target,
             started_at,
@@ -153,6 +156,7 @@ impl Results {
             name,
             description,
             seed,
+            run_id,
             started_at: humantime::format_rfc3339_millis(started_at).to_string(),
             duration_ms: duration.as_millis() as u64,
             end_reason: end,

@@ -231,6 +231,11 @@ pub fn merge(
         name: first.name.clone(),
         description: first.description.clone(),
         seed: first.seed,
+        // One run id only when every part carried it (shards given one --start-at).
+        run_id: first
+            .run_id
+            .clone()
+            .filter(|id| inputs.iter().all(|(_, r)| r.run_id.as_ref() == Some(id))),
         profile: first.profile.clone(),
         target: first.target.clone(),
         started_at,

@@ -31,6 +31,10 @@ pub struct Results {
     #[serde(default)]
     pub description: Option<String>,
     pub seed: u64,
+    /// The run id every client put in its identity header (`X-Wsstorm-Client:
+    /// <run_id>-<client>-<attempt>`): 8 hex digits, shared by the shards of one run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
     /// Wall-clock start, RFC 3339.
     pub started_at: String,
     /// From the first arrival to the end of the run (the deadline, or the interruption).
@@ -195,6 +199,10 @@ pub struct Totals {
     /// their group's `reconnect.flap_below` (default 1s) after they opened.
     #[serde(default)]
     pub flaps: u64,
+    /// Subscribed connections that delivered no stream message for their group's
+    /// `subscribe.stall_after` while open (ghost connections).
+    #[serde(default)]
+    pub stalled: u64,
     pub messages: Messages,
     /// The reason texts of close frames, by close code then reason, with counts (at most 64
     /// reasons per code; the rest under `(other)`).
@@ -435,6 +443,7 @@ pub fn totals_from(c: &Counters, clients: u64, peak: u64, connected_at_end: u64)
             .collect(),
         dead_detected: c.dead_detected,
         flaps: c.flaps,
+        stalled: c.stalled,
         close_reasons: BTreeMap::new(),
         compression: CompressionTotals::from(&c.compression),
         messages: Messages {

@@ -143,6 +143,7 @@ enum TotalName {
     ClientCloses,
     GaveUp,
     DeadDetected,
+    Stalled,
 }
 
 const STATS: [(&str, Stat); 8] = [
@@ -155,7 +156,7 @@ const STATS: [(&str, Stat); 8] = [
     ("p999", Stat::P999),
     ("max", Stat::Max),
 ];
-const TOTALS: [(&str, TotalName); 8] = [
+const TOTALS: [(&str, TotalName); 9] = [
     ("clients", TotalName::Clients),
     ("connect_attempts", TotalName::ConnectAttempts),
     ("opened", TotalName::Opened),
@@ -164,6 +165,7 @@ const TOTALS: [(&str, TotalName); 8] = [
     ("client_closes", TotalName::ClientCloses),
     ("gave_up", TotalName::GaveUp),
     ("dead_detected", TotalName::DeadDetected),
+    ("stalled", TotalName::Stalled),
 ];
 const MESSAGES: [&str; 5] = ["sent", "received", "lost", "duplicated", "out_of_order"];
 
@@ -174,7 +176,7 @@ recovery.{p50,p95,p99}, errors.rate, errors.count, \
 connect_errors.{refused,timeout,reset,addr_unavailable,dns,tls,fd_limit,other,cancelled,total}, \
 handshake_status.{CODE,total}, close_codes.{CODE,total}, \
 clients, connect_attempts, opened, peak_connected, connected_at_end, connected_at_end.share, \
-client_closes, gave_up, dead_detected, messages.{sent,received,lost,duplicated,out_of_order}, \
+client_closes, gave_up, dead_detected, stalled, messages.{sent,received,lost,duplicated,out_of_order}, \
 messages.loss_rate, storm.peak_attempts_per_s, storm.peak_retries_per_s, \
 step.NAME.{sent,matched,timeouts,errors,skipped,abandoned,p50,p90,p99,p999,max,min,mean,count}, \
 stream.NAME.{delivered,lost,duplicated,out_of_order,unreadable,p50,p90,p99,p999,max,min,mean,count} \
@@ -368,6 +370,7 @@ impl Metric {
                 TotalName::ClientCloses => t.client_closes,
                 TotalName::GaveUp => t.gave_up,
                 TotalName::DeadDetected => t.dead_detected,
+                TotalName::Stalled => t.stalled,
             } as f64),
             Metric::ConnectedShare => pct(t.connected_at_end, t.clients),
             Metric::Messages(k) => {
@@ -802,6 +805,7 @@ mod tests {
         assert_eq!(eval("messages.loss_rate < 2%").measured, Some(1.0));
         assert_eq!(eval("connect_errors.total == 7").measured, Some(7.0));
         assert!(eval("rtt.count == 10").passed);
+        assert_eq!(eval("stalled < 1").measured, Some(0.0));
     }
 
     #[test]

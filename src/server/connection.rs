@@ -29,6 +29,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
 
+use super::identity;
 use super::socketio::{self, Answer};
 use super::stream::StreamItem;
 use super::{Action, DropMode, Heartbeat, Order, Shared, TokenBucket};
@@ -46,8 +47,12 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 struct Upgrade {
     /// Token expiry (unix ms), when auth is on.
     token_expires_ms: Option<u64>,
+    /// The token's subject and expiry: what a revoke remembers.
+    token_key: Option<(u32, u64)>,
     subscribe: bool,
     resume_after: Option<u64>,
+    /// The client its identity header names ([`super::identity::client_of`]).
+    identity: Option<Box<str>>,
 }
 
 pub(super) async fn serve(
@@ -148,7 +153,29 @@ pub(super) async fn serve(
                 .ok_or(TokenError::Missing)
                 .and_then(|t| signer.verify(t, now_ms()))
             {
-                Ok(expires) => upgrade.token_expires_ms = Some(expires),
+                Ok(expires) => {
+                    let key = token
+                        .and_then(|t| t.split('.').next()?.parse::<u32>().ok())
+                        .map(|subject| (subject, expires));
+                    if shared.any_revoked.load(Ordering::Relaxed)
+                        && key.is_some_and(|k| {
+                            shared
+                                .revoked_tokens
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                .contains(&k)
+                        })
+                    {
+                        refusal = Some(401);
+                        return Err(error_response(
+                            StatusCode::UNAUTHORIZED,
+                            None,
+                            Some("token revoked"),
+                        ));
+                    }
+                    upgrade.token_expires_ms = Some(expires);
+                    upgrade.token_key = key;
+                }
                 Err(e) => {
                     refusal = Some(401);
                     let why = match e {
@@ -161,6 +188,12 @@ pub(super) async fn serve(
                 }
             }
         }
+        upgrade.identity = config
+            .identity_headers
+            .iter()
+            .find_map(|h| req.headers().get(h.as_str()))
+            .and_then(|v| v.to_str().ok())
+            .map(|v| identity::client_of(v).into());
         upgrade.subscribe = query_param(query, "subscribe").is_some_and(|v| v == "1");
         upgrade.resume_after = query_param(query, "resume").and_then(|v| v.parse().ok());
         Ok(resp)
@@ -193,7 +226,23 @@ pub(super) async fn serve(
     };
     stats.upgraded.fetch_add(1, Ordering::Relaxed);
     stats.open.fetch_add(1, Ordering::Relaxed);
-    session(ws, id, upgrade, &shared, orders, shutdown).await;
+    let identity = upgrade.identity.take();
+    if let Some(client) = &identity {
+        stats.identified.fetch_add(1, Ordering::Relaxed);
+        if shared.ledger.open(client) {
+            stats.duplicate_connections.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    session(
+        ws,
+        id,
+        upgrade,
+        identity.as_deref(),
+        &shared,
+        orders,
+        shutdown,
+    )
+    .await;
     stats.open.fetch_sub(1, Ordering::Relaxed);
 }
 
@@ -457,6 +506,7 @@ async fn session(
     mut ws: Ws,
     id: u64,
     upgrade: Upgrade,
+    identity: Option<&str>,
     shared: &Shared,
     mut orders: broadcast::Receiver<Order>,
     shutdown: CancellationToken,
@@ -473,7 +523,27 @@ async fn session(
         limit: config.backpressure.limit,
         on_full: config.backpressure.on_full,
     };
-    let (mut rx, mut skip_through) = match (&shared.stream, upgrade.subscribe) {
+    // How many times each stream message goes out: once per subscription, which a kept
+    // session may hold several of.
+    let copies = match (config.stream, identity) {
+        (Some(st), Some(client)) if st.keep_sessions => {
+            let s =
+                shared
+                    .ledger
+                    .subscribe(client, upgrade.subscribe, upgrade.resume_after.is_some());
+            if s.duplicate {
+                stats
+                    .duplicate_subscriptions
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            s.copies
+        }
+        _ => u32::from(upgrade.subscribe),
+    };
+    let replay_after_live = config.stream.is_some_and(|s| s.replay_after_live);
+    // With `replay: after-live`, the backlog waits here for the first live message.
+    let mut held_replay: Vec<StreamItem> = Vec::new();
+    let (mut rx, mut skip_through) = match (&shared.stream, copies > 0) {
         (Some(stream), true) => {
             let (rx, replay) = stream.subscribe(upgrade.resume_after);
             let skip = replay
@@ -481,6 +551,12 @@ async fn session(
                 .map(|i| i.seq)
                 .or(upgrade.resume_after)
                 .unwrap_or(0);
+            let replay = if replay_after_live {
+                held_replay = replay;
+                Vec::new()
+            } else {
+                replay
+            };
             // No await in this loop: one thread, one stripe throughout.
             let counts = stats.per_message();
             for item in replay {
@@ -529,6 +605,8 @@ async fn session(
         .token_expires_ms
         .map(|exp| Instant::now() + Duration::from_millis(exp.saturating_sub(now_ms())));
     let mut blackholed = false;
+    // De-authorized but kept open (`auth.on_expiry: ghost`): nothing more is delivered.
+    let mut ghost = false;
     // A hung (or silently idle) session reads nothing, so it cannot see its client leave; it
     // looks at the TCP state now and then instead, rather than hold the socket to the end.
     let mut liveness = tokio::time::interval(Duration::from_secs(1));
@@ -561,6 +639,24 @@ async fn session(
                     Action::Restart { .. } => {
                         stats.dropped_by_action.fetch_add(1, Ordering::Relaxed);
                         break End::Abrupt;
+                    }
+                    Action::Revoke { share } if !blackholed && !ghost && crate::seed::in_share(id, order.seq, share) => {
+                        stats.revoked.fetch_add(1, Ordering::Relaxed);
+                        // The token itself is revoked: it opens no new session either.
+                        if let Some(key) = upgrade.token_key {
+                            shared
+                                .revoked_tokens
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                .insert(key);
+                            shared.any_revoked.store(true, Ordering::Relaxed);
+                        }
+                        if config.auth_ghost {
+                            ghost = true;
+                            stats.ghosted.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            break End::Close(4003);
+                        }
                     }
                     Action::Hang { share } if !blackholed && crate::seed::in_share(id, order.seq, share) => {
                         stats.hung.fetch_add(1, Ordering::Relaxed);
@@ -616,6 +712,10 @@ async fn session(
                             _ => (Some(m), true),
                         };
                         let Some(reply) = reply else { continue };
+                        if ghost {
+                            stats.per_message().ghost_withheld.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        }
                         match out.push(reply) {
                             Pushed::Queued => {
                                 if echo {
@@ -650,17 +750,41 @@ async fn session(
                 Ok(item) if item.seq <= skip_through => {}
                 Ok(item) => {
                     skip_through = item.seq;
-                    match out.push(item.msg) {
-                        Pushed::Queued => {
-                            stats.per_message().stream_sent.fetch_add(1, Ordering::Relaxed);
+                    if ghost {
+                        stats.per_message().ghost_withheld.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    // One copy per subscription, then (with `replay: after-live`, once) the
+                    // backlog that waited for this first live message.
+                    let copies = copies as usize;
+                    let held = std::mem::take(&mut held_replay);
+                    let msgs = std::iter::repeat_n(item.msg, copies)
+                        .chain(held.into_iter().map(|i| i.msg));
+                    // No await in this loop: one thread, one stripe throughout.
+                    let counts = stats.per_message();
+                    let mut overflow = None;
+                    for (k, msg) in msgs.enumerate() {
+                        match out.push(msg) {
+                            Pushed::Queued => {
+                                counts.stream_sent.fetch_add(1, Ordering::Relaxed);
+                                if k >= copies {
+                                    counts.stream_replayed.fetch_add(1, Ordering::Relaxed);
+                                } else if k > 0 {
+                                    counts.stream_duplicate_copies.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
+                            Pushed::Dropped => {
+                                counts.backpressure_dropped.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Pushed::Overflow(code) => {
+                                overflow = Some(code);
+                                break;
+                            }
                         }
-                        Pushed::Dropped => {
-                            stats.per_message().backpressure_dropped.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Pushed::Overflow(code) => {
-                            stats.backpressure_closed.fetch_add(1, Ordering::Relaxed);
-                            break End::Close(code);
-                        }
+                    }
+                    if let Some(code) = overflow {
+                        stats.backpressure_closed.fetch_add(1, Ordering::Relaxed);
+                        break End::Close(code);
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(n)) => {
@@ -706,12 +830,22 @@ async fn session(
                     break End::Gone;
                 }
             }
-            _ = crate::net::sleep_until_opt(token_expiry), if !blackholed => {
+            _ = crate::net::sleep_until_opt(token_expiry), if !blackholed && !ghost => {
                 stats.auth_expired.fetch_add(1, Ordering::Relaxed);
-                break End::Close(4001);
+                if config.auth_ghost {
+                    ghost = true;
+                    stats.ghosted.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    break End::Close(4001);
+                }
             }
         }
     };
+    // The server is done with the client now; closing the socket politely may take a while,
+    // and a client that reconnects meanwhile is not holding two connections.
+    if let Some(client) = identity {
+        shared.ledger.close(client);
+    }
     match end {
         End::Gone => {}
         End::Abrupt => {

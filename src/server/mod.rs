@@ -12,6 +12,7 @@
 //! so the clients' runtime and the server's do not silently share worker threads.
 
 mod connection;
+pub mod identity;
 pub mod processes;
 pub mod socketio;
 pub mod stream;
@@ -73,6 +74,12 @@ pub struct StreamConfig {
     pub bytes: usize,
     /// Messages kept for clients that resume.
     pub history: usize,
+    /// A resumed connection gets live messages first and the kept backlog after them.
+    #[serde(default)]
+    pub replay_after_live: bool,
+    /// Subscriptions outlive their connection: kept per client identity.
+    #[serde(default)]
+    pub keep_sessions: bool,
 }
 
 /// Bytes queued for one client before `on_full` applies.
@@ -112,6 +119,14 @@ pub struct ServerConfig {
     /// Speak Socket.IO v4 (Engine.IO 4) on every connection; its ping is the heartbeat.
     #[serde(default)]
     pub socket_io: Option<socketio::SocketIo>,
+    /// Headers that carry a client's identity (`<run>-<client>-<attempt>`), lower case: the
+    /// ones the run's groups send.
+    #[serde(default = "identity::default_headers")]
+    pub identity_headers: Vec<String>,
+    /// A session whose token expired (or was revoked) stays open but gets nothing (ghost)
+    /// instead of being closed.
+    #[serde(default)]
+    pub auth_ghost: bool,
 }
 
 /// A fault the timeline fires at the server.
@@ -123,6 +138,8 @@ pub enum Action {
     Restart { down_for: Duration },
     /// Stop serving a share of the open connections without closing them.
     Hang { share: f64 },
+    /// De-authorize a share of the open sessions: closed with 4003, or ghosted.
+    Revoke { share: f64 },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,6 +176,10 @@ impl std::fmt::Display for Action {
             }
             Action::Hang { share: s } => {
                 write!(f, "hang")?;
+                share(f, *s)
+            }
+            Action::Revoke { share: s } => {
+                write!(f, "revoke")?;
                 share(f, *s)
             }
         }
@@ -294,6 +315,18 @@ server_counters! {
         socket_io_connects,
         /// Socket.IO connections dropped for a pong (`3`) later than `ping_timeout`.
         socket_io_ping_timeouts,
+        /// Upgrades that carried a client identity header.
+        identified,
+        /// Upgrades of a client identity that already held an open connection.
+        duplicate_connections,
+        /// Sessions de-authorized by the `revoke` action.
+        revoked,
+        /// Sessions kept open without delivery after their token expired or was revoked
+        /// (`auth.on_expiry: ghost`).
+        ghosted,
+        /// Subscriptions added to a kept session that already had one (`stream.sessions:
+        /// keep`, a client that subscribes again instead of resuming).
+        duplicate_subscriptions,
     }
     per_message {
         messages_echoed,
@@ -310,6 +343,10 @@ server_counters! {
         /// Socket.IO events acknowledged (`43…`); events without an ack id are echoed and
         /// counted in `messages_echoed`.
         socket_io_acks,
+        /// Of `stream_sent`, the extra copies a connection got for its duplicate subscriptions.
+        stream_duplicate_copies,
+        /// Messages (stream and echoes) withheld from ghost sessions.
+        ghost_withheld,
     }
 }
 
@@ -384,6 +421,12 @@ struct Shared {
     queued: AtomicU64,
     /// Session ids of the Socket.IO dialect.
     sids: socketio::Sids,
+    /// Which client identities hold connections (and kept subscriptions).
+    ledger: identity::Ledger,
+    /// Tokens the `revoke` action de-authorized, as (subject, expiry): refused at the
+    /// handshake from then on. Looked at only once a revoke has fired.
+    revoked_tokens: Mutex<std::collections::HashSet<(u32, u64)>>,
+    any_revoked: std::sync::atomic::AtomicBool,
 }
 
 pub struct Server {
@@ -420,6 +463,9 @@ impl Server {
             workers: config.handshake.map(|h| Semaphore::new(h.workers as usize)),
             queued: AtomicU64::new(0),
             sids: socketio::Sids::new(),
+            ledger: identity::Ledger::new(),
+            revoked_tokens: Mutex::default(),
+            any_revoked: std::sync::atomic::AtomicBool::new(false),
             config,
             stats,
             orders,
@@ -643,6 +689,8 @@ pub(crate) fn test_config() -> ServerConfig {
         tls: None,
         reuse_port: false,
         socket_io: None,
+        identity_headers: identity::default_headers(),
+        auth_ghost: false,
     }
 }
 

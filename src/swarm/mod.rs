@@ -167,6 +167,9 @@ pub struct Clients {
     pub tls: TlsSettings,
     pub groups: Vec<PlanGroup>,
     pub shard: Shard,
+    /// The run's id for identity headers.
+    #[serde(default)]
+    pub run_id: u32,
 }
 
 impl Clients {
@@ -177,6 +180,7 @@ impl Clients {
             tls: plan.tls.clone(),
             groups: plan.groups.clone(),
             shard,
+            run_id: plan.run_id.unwrap_or_default(),
         }
     }
 
@@ -203,6 +207,7 @@ impl Clients {
                 cancel: cancel.clone(),
                 grace: self.grace,
                 seed: self.seed,
+                run_id: self.run_id,
             });
             let arrivals = group.arrivals(self.seed);
             let (ids, shard) = (group.clone(), self.shard);
@@ -280,6 +285,7 @@ enum ClientHost {
 /// A started run.
 pub struct Swarm {
     epoch: Instant,
+    run_id: u32,
     started_at: SystemTime,
     deadline: Instant,
     url: String,
@@ -304,6 +310,18 @@ impl Swarm {
         snapshots: watch::Sender<Arc<Snapshot>>,
     ) -> Result<Swarm, SetupError> {
         crate::os::raise_fd_limit();
+        // The run id is fixed now, before any client (here or in a worker) is given the plan.
+        let with_id;
+        let plan = match plan.run_id {
+            Some(_) => plan,
+            None => {
+                let mut p = plan.clone();
+                let now = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+                p.run_id = Some(crate::plan::run_id(&plan.name, plan.seed, &now));
+                with_id = p;
+                &with_id
+            }
+        };
         let exe = || crate::os::child::executable(plan.layout.exe.as_deref());
         // Said before the metrics exist; handed to them below.
         let mut metrics_warnings: Vec<String> = Vec::new();
@@ -449,6 +467,7 @@ impl Swarm {
         ));
         Ok(Swarm {
             epoch,
+            run_id: plan.run_id.unwrap_or_default(),
             started_at,
             deadline: epoch + plan.duration,
             url,
@@ -554,6 +573,7 @@ impl Swarm {
             name: plan.name.clone(),
             description: plan.description.clone(),
             seed: plan.seed,
+            run_id: Some(format!("{:08x}", self.run_id)),
             profile: plan.source.clone(),
             target: self.url,
             started_at: self.started_at,

@@ -18,6 +18,7 @@ mod proxy;
 mod report;
 mod scenarios;
 mod schema;
+mod server_data;
 mod shard;
 mod socketio_embedded;
 mod swarm;
