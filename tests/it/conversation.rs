@@ -368,10 +368,13 @@ groups:
 /// again, and every count matches the two servers' ledgers.
 #[test]
 fn socket_io_clients_survive_a_server_restart() {
+    // Pings every 2 s with 5 s to answer: often enough that every connection answers some,
+    // loose enough that a busy machine (CI, parallel tests) does not turn a late pong into a
+    // server-side close, which would make the exact counts below count a third connection.
     let clients = 200u64;
     let mut first = App::start(
         "socketio_server.py",
-        &["--port", "0", "--ping-interval", "1", "--ping-timeout", "2"],
+        &["--port", "0", "--ping-interval", "2", "--ping-timeout", "5"],
     );
     let port = first.port.to_string();
     let yaml = format!(
@@ -424,9 +427,9 @@ groups:
             "--port",
             &port,
             "--ping-interval",
-            "1",
-            "--ping-timeout",
             "2",
+            "--ping-timeout",
+            "5",
         ],
     );
     wait_until(
