@@ -40,6 +40,9 @@ pub enum SessionEnd {
     /// The conversation closed with this code (a `close` step, an expect that timed out) and
     /// says whether to reconnect.
     Closed { code: u16, reconnect: bool },
+    /// A fleet behaviour of the client ended the connection (churn, leaving, a network
+    /// switch, a duplicate connection); the session itself never returns it.
+    Fleet(super::fleet::FleetEvent),
 }
 
 /// The close code RFC 6455 asks an endpoint to send for a read error, when the error is the
@@ -196,7 +199,8 @@ pub async fn run(
                 silent_for: last_inbound.elapsed(),
             };
         }
-        let may_read = awake && read_gap.is_none_or(|_| now >= read_at);
+        let may_read =
+            awake && read_gap.is_none_or(|_| now >= read_at) && throttled(b, opened, now).0;
         if batch.is_pending() && !may_read && flush_now(ws) {
             // Not waited for: a frozen or rate-limited client keeps its timers; what a full
             // socket does not take now goes out with the next read.
@@ -209,7 +213,8 @@ pub async fn run(
             sleep_at,
             wake_at,
             abuse_at.filter(|_| awake),
-            (awake && !may_read).then_some(read_at),
+            (awake && !may_read && read_at > now).then_some(read_at),
+            throttled(b, opened, now).1.filter(|_| awake),
             memory
                 .as_deref()
                 .zip(b.conversation.as_deref())
@@ -404,6 +409,20 @@ pub async fn run(
     }
 }
 
+/// A throttled client (a background tab) reads only in short windows every `delay`: whether
+/// it may read now, and when that changes. Not a field of the session: computed from the
+/// open instant, it costs the task nothing.
+fn throttled(
+    b: &crate::plan::ClientBehaviour,
+    opened: Instant,
+    now: Instant,
+) -> (bool, Option<Instant>) {
+    match b.fleet.as_deref().and_then(|f| f.throttle) {
+        Some(t) => t.gate(opened, now),
+        None => (true, None),
+    }
+}
+
 enum Sent {
     Ok,
     End(SessionEnd),
@@ -507,7 +526,7 @@ fn write_or_give_up<'a>(
 
 /// Close with 1000 and wait (up to the grace period) for the server's answer, as a well-behaved
 /// client does. Messages still in flight arrive first and are counted like any other.
-async fn close_gracefully(
+pub(super) async fn close_gracefully(
     ctx: &GroupCtx,
     who: Who,
     ws: &mut Ws,
