@@ -157,7 +157,11 @@ async fn keep_reading(ctx: Arc<GroupCtx>, who: Who, mut ws: Ws) {
                         reason: "".into(),
                     };
                     if ws.close(Some(frame)).await.is_ok() {
-                        while let Some(Ok(_)) = ws.next().await {}
+                        while let Some(Ok(m)) = ws.next().await {
+                            if m.is_text() || m.is_binary() {
+                                ctx.metrics.fleet(who, |c| c.duplicate_received += 1);
+                            }
+                        }
                     }
                 })
                 .await;

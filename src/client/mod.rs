@@ -253,7 +253,14 @@ impl Client {
                                 let end = tokio::select! {
                                     biased;
                                     end = me.session(ctx, ws) => end,
-                                    _ = sleep_until(at) => SessionEnd::Fleet(event),
+                                    // Not once the run ends: the session is closing.
+                                    _ = async {
+                                        tokio::select! {
+                                            biased;
+                                            _ = ctx.cancel.cancelled() => std::future::pending().await,
+                                            _ = sleep_until(at) => {}
+                                        }
+                                    } => SessionEnd::Fleet(event),
                                 };
                                 if end == SessionEnd::Fleet(FleetEvent::Leave) {
                                     let stream = me.stream.as_deref_mut();
