@@ -110,7 +110,12 @@ pub fn run_visit(
     run_client(ctx, id, first_attempt, fleet)
 }
 
-async fn run_client(ctx: Arc<GroupCtx>, id: u32, first_attempt: Instant, fleet: Option<Box<Fleet>>) {
+async fn run_client(
+    ctx: Arc<GroupCtx>,
+    id: u32,
+    first_attempt: Instant,
+    fleet: Option<Box<Fleet>>,
+) {
     let who = Who {
         client: id,
         group: ctx.group,
@@ -176,7 +181,11 @@ impl Client {
             if !woke {
                 return;
             }
-            if self.fleet.as_deref().is_some_and(|f| f.leave_due(Instant::now())) {
+            if self
+                .fleet
+                .as_deref()
+                .is_some_and(|f| f.leave_due(Instant::now()))
+            {
                 // Left while waiting to (re)connect: nothing to close.
                 m.fleet(who, |c| c.sessions_ended += 1);
                 if !self.arrive_again() {
@@ -240,9 +249,10 @@ impl Client {
                     );
                     self.retry.opened(&b.backoff);
                     self.mark = Some(Instant::now());
-                    let event = self.fleet.as_deref_mut().and_then(|f| {
-                        f.on_open(b.fleet.as_deref(), Instant::now(), &mut self.rng)
-                    });
+                    let event = self
+                        .fleet
+                        .as_deref_mut()
+                        .and_then(|f| f.on_open(b.fleet.as_deref(), Instant::now(), &mut self.rng));
                     let end = match event {
                         None => self.session(&ctx, &mut ws).await,
                         // Boxed: only fleet clients wait on a second timer beside the session.

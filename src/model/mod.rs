@@ -83,9 +83,15 @@ pub fn check(plan: &Plan) -> Result<(&ServerConfig, Vec<String>), Unmodellable> 
         let refused = [
             (!g.stages.is_empty(), "`stages`"),
             (f.is_some_and(|f| f.churn.is_some()), "`churn`"),
-            (f.is_some_and(|f| f.lifetime.is_some()), "`session` lifetimes"),
+            (
+                f.is_some_and(|f| f.lifetime.is_some()),
+                "`session` lifetimes",
+            ),
             (f.is_some_and(|f| f.switch.is_some()), "`network_switch`"),
-            (f.is_some_and(|f| f.duplicate_after.is_some()), "`duplicate_connections`"),
+            (
+                f.is_some_and(|f| f.duplicate_after.is_some()),
+                "`duplicate_connections`",
+            ),
         ];
         if let Some((_, what)) = refused.iter().find(|(on, _)| *on) {
             return Err(Unmodellable(format!(

@@ -26,9 +26,7 @@ impl RandomDur {
             Distribution::Fixed => 1.0,
         };
         // Capped at a day: an exponential's tail has no end, a timer does.
-        self.mean
-            .mul_f64(factor)
-            .min(Duration::from_secs(86_400))
+        self.mean.mul_f64(factor).min(Duration::from_secs(86_400))
     }
 }
 

@@ -480,10 +480,12 @@ impl PlanGroup {
                     .map(|(_, t)| t),
             );
         }
-        Box::new(self.whole_arrivals(seed, whole)
-            .enumerate()
-            .filter(move |(i, _)| *i as u32 % slice.count == slice.index)
-            .map(|(_, t)| t))
+        Box::new(
+            self.whole_arrivals(seed, whole)
+                .enumerate()
+                .filter(move |(i, _)| *i as u32 % slice.count == slice.index)
+                .map(|(_, t)| t),
+        )
     }
 
     /// With `stages`: this plan's visits of the group, in order of arrival, each with the

@@ -9,6 +9,7 @@ mod conversation;
 mod dashboard;
 mod deflate;
 mod deploy;
+mod fleet;
 mod map;
 mod metrics_http;
 mod model;
