@@ -177,8 +177,8 @@ pub(super) fn stages(
             "the group has an `arrival` too: give either `arrival` (a rate) or `stages` (targets over time), not both".into(),
         ),
         (None, true) => bad(
-            at("arrival"),
-            "missing: give `arrival: { rate: 100/s }` or `stages: [{ duration: 10s, target: 100 }, …]`".into(),
+            at("arrival").trim_end_matches(".arrival").to_string(),
+            "missing field `arrival`: give `arrival: { rate: 100/s }` or `stages: [{ duration: 10s, target: 100 }, …]`".into(),
         ),
         _ => {}
     }

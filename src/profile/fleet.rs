@@ -115,3 +115,13 @@ pub struct Stage {
     pub duration: Dur,
     pub target: u32,
 }
+
+/// A group needs `arrival` or `stages`, not both: said in the schema, as the plan says it.
+pub(super) fn arrival_or_stages(schema: &mut schemars::Schema) {
+    if let Some(o) = schema.as_object_mut() {
+        o.insert(
+            "oneOf".into(),
+            serde_json::json!([{ "required": ["arrival"] }, { "required": ["stages"] }]),
+        );
+    }
+}

@@ -457,6 +457,7 @@ pub struct TlsSettings {
 
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(transform = fleet::arrival_or_stages)]
 pub struct Group {
     pub name: String,
     /// How many clients the group runs.

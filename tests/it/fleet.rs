@@ -288,7 +288,7 @@ fn throttled_clients_answer_late_and_live_below_the_heartbeat_timeout() {
     let deep = group(&r, "deep-background");
     // Reading every 250ms against an 800ms pong timeout: late, never dropped.
     assert_eq!(code(tab, "1006"), 0, "{:?}", tab.totals.close_codes);
-    assert_eq!(tab.totals.opened, 50);
+    assert_eq!(tab.totals.opened, 50, "{:?}", tab.totals);
     assert_eq!(tab.totals.connected_at_end, 50);
     // Late, though: echoes waited for the next read window.
     assert!(
