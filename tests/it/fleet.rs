@@ -198,10 +198,13 @@ fn stages_and_arrival_are_checked() {
     assert!(e.contains("source_addrs"), "{e}");
 }
 
+/// Each connection's client id and peer address, in the order the connections began to talk.
+type Seen = Arc<Mutex<Vec<(u32, IpAddr)>>>;
+
 /// A WebSocket echo server that records, per connection, its peer address and the client id
 /// of the first echo message it carries.
-fn recording_server() -> (String, Arc<Mutex<Vec<(u32, IpAddr)>>>) {
-    let seen: Arc<Mutex<Vec<(u32, IpAddr)>>> = Arc::default();
+fn recording_server() -> (String, Seen) {
+    let seen: Seen = Arc::default();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let url = format!("ws://{}/ws", listener.local_addr().unwrap());
