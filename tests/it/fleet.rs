@@ -83,15 +83,13 @@ fn churn_drops_follow_their_distribution_and_every_client_reconnects() {
     );
     assert_eq!(t.gave_up, 0);
     assert!(t.close_codes.is_empty(), "{:?}", t.close_codes);
-    // Every drop was followed by a reconnect, but for clients caught mid-reconnect at the end.
-    // (Give or take the drops and reopens between the count at the end and the stop.)
-    let reconnected = t.opened - t.churn_drops;
+    // Every drop was followed by a reconnect, but for the few clients caught mid-reconnect
+    // when the run ended.
     assert!(
-        reconnected.abs_diff(t.connected_at_end) <= 5,
-        "{} opened - {} drops vs {} connected at the end",
+        t.opened + 10 >= 200 + t.churn_drops && t.opened <= 200 + t.churn_drops,
+        "{} opened after {} drops",
         t.opened,
-        t.churn_drops,
-        t.connected_at_end
+        t.churn_drops
     );
     assert!(
         t.connected_at_end >= 190,
@@ -137,10 +135,11 @@ fn stages_ramp_up_hold_and_ramp_down_closing_with_1000() {
     assert!(points.len() > 40, "{} points", points.len());
     for p in points {
         let t = Duration::from_millis(p.t_ms);
-        // Clients arrive and leave late, never early: what is connected at t is what the
-        // stages planned at some instant within the run's lag before t.
-        let window: Vec<u64> = (0..=20)
-            .map(|i| planned(t.saturating_sub(slack.mul_f64(f64::from(i) / 20.0))))
+        // Clients arrive and leave late, never early, and a point may be taken a little after
+        // its instant: what is connected at t is what the stages planned at some instant
+        // within the run's lag of t.
+        let window: Vec<u64> = (0..=40)
+            .map(|i| planned((t + slack).saturating_sub(slack.mul_f64(f64::from(i) / 20.0))))
             .collect();
         let (lo, hi) = (*window.iter().min().unwrap(), *window.iter().max().unwrap());
         assert!(
@@ -333,4 +332,23 @@ fn duplicate_connections_double_the_servers_connections_and_messages() {
         server.stream_sent,
         t.messages.received + t.duplicate_received
     );
+}
+
+#[test]
+fn the_model_refuses_who_is_connected_and_lists_throttling() {
+    for name in [
+        "steady-churn",
+        "arrival-stages",
+        "network-switch",
+        "duplicate-connections",
+    ] {
+        let e = wsstorm::model::check(&compile(&load(name)))
+            .map(|_| ())
+            .expect_err(name)
+            .to_string();
+        assert!(e.contains("does not simulate"), "{name}: {e}");
+    }
+    let plan = compile(&load("throttled-clients"));
+    let (_, left) = wsstorm::model::check(&plan).unwrap();
+    assert!(left.iter().any(|l| l.contains("throttle")), "{left:?}");
 }
