@@ -199,8 +199,12 @@ pub async fn run(
                 silent_for: last_inbound.elapsed(),
             };
         }
-        let may_read =
-            awake && read_gap.is_none_or(|_| now >= read_at) && throttled(b, opened, now).0;
+        // A throttled client's read windows (it has no read rate): `read_at` is the end of
+        // the last one it opened.
+        let (may_read, throttle_change) = match b.fleet.as_deref().and_then(|f| f.throttle) {
+            Some(t) if awake => t.gate(opened, now, &mut read_at),
+            _ => (awake && read_gap.is_none_or(|_| now >= read_at), None),
+        };
         if batch.is_pending() && !may_read && flush_now(ws) {
             // Not waited for: a frozen or rate-limited client keeps its timers; what a full
             // socket does not take now goes out with the next read.
@@ -214,7 +218,7 @@ pub async fn run(
             wake_at,
             abuse_at.filter(|_| awake),
             (awake && !may_read && read_at > now).then_some(read_at),
-            throttled(b, opened, now).1.filter(|_| awake),
+            throttle_change,
             memory
                 .as_deref()
                 .zip(b.conversation.as_deref())
@@ -406,20 +410,6 @@ pub async fn run(
                 // A slow consumer's read slot needs nothing: `may_read` is recomputed above.
             }
         }
-    }
-}
-
-/// A throttled client (a background tab) reads only in short windows every `delay`: whether
-/// it may read now, and when that changes. Not a field of the session: computed from the
-/// open instant, it costs the task nothing.
-fn throttled(
-    b: &crate::plan::ClientBehaviour,
-    opened: Instant,
-    now: Instant,
-) -> (bool, Option<Instant>) {
-    match b.fleet.as_deref().and_then(|f| f.throttle) {
-        Some(t) => t.gate(opened, now),
-        None => (true, None),
     }
 }
 

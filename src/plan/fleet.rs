@@ -65,10 +65,17 @@ pub const THROTTLE_WINDOW: Duration = Duration::from_millis(5);
 
 impl ThrottlePlan {
     /// Whether a connection opened at `opened` may read at `now`, and when that changes (None:
-    /// never again). Stateless: windows open at `opened + after + k·delay`.
-    pub fn gate<T>(&self, opened: T, now: T) -> (bool, Option<T>)
+    /// never again). Windows fall due at `opened + after + k·delay`; the client opens one when
+    /// it next runs, however late, and reads for [`THROTTLE_WINDOW`] from then: a busy machine
+    /// makes its reads later, never skips them. `window_end` is the one piece of state, the
+    /// end of the window opened last (its start tells which window that was).
+    pub fn gate<T>(&self, opened: T, now: T, window_end: &mut T) -> (bool, Option<T>)
     where
-        T: Copy + Ord + std::ops::Add<Duration, Output = T> + std::ops::Sub<T, Output = Duration>,
+        T: Copy
+            + Ord
+            + std::ops::Add<Duration, Output = T>
+            + std::ops::Sub<Duration, Output = T>
+            + std::ops::Sub<T, Output = Duration>,
     {
         let from = opened + self.after;
         let until = from + self.lasts;
@@ -78,16 +85,20 @@ impl ThrottlePlan {
         if now >= until {
             return (true, None);
         }
-        let into = now - from;
-        let delay = self.delay.max(THROTTLE_WINDOW * 2);
-        let k = (into.as_nanos() / delay.as_nanos()) as u32;
-        let wake = from + delay * k;
-        let close = wake + THROTTLE_WINDOW;
-        if now < close {
-            (true, Some(close.min(until)))
-        } else {
-            (false, Some((wake + delay).min(until)))
+        if now < *window_end {
+            return (true, Some(*window_end));
         }
+        // At least twice the window (as the plan checks), so the gate shuts in between.
+        let delay = self.delay.max(THROTTLE_WINDOW * 2);
+        let index = |t: T| ((t - from).as_nanos() / delay.as_nanos()) as u32;
+        let due = index(now);
+        // None opened since the throttle began, or the last one opened in an earlier window.
+        let fresh = *window_end < from + THROTTLE_WINDOW;
+        if fresh || index(*window_end - THROTTLE_WINDOW) < due {
+            *window_end = now + THROTTLE_WINDOW;
+            return (true, Some(*window_end));
+        }
+        (false, Some((from + delay * (due + 1)).min(until)))
     }
 }
 
@@ -99,28 +110,40 @@ pub(super) fn compile(
     at: &dyn Fn(&str) -> String,
     bad: &mut dyn FnMut(String, String),
 ) -> Option<Box<FleetPlan>> {
-    let mut positive = |path: &str, d: Duration| {
-        if d.is_zero() {
-            bad(at(path), "must be longer than 0s".into());
-        }
-    };
+    let mut problem = |path: &str, message: String| bad(at(path), message);
+    let zero = || "must be longer than 0s".to_string();
     let churn = b.churn.as_ref().map(|c| {
-        positive("behaviour.churn.mean_between_drops", c.mean_between_drops.0);
+        if c.mean_between_drops.0.is_zero() {
+            problem("behaviour.churn.mean_between_drops", zero());
+        }
         RandomDur {
             mean: c.mean_between_drops.0,
             distribution: c.distribution,
         }
     });
     let lifetime = b.session.as_ref().map(|s| {
-        positive("behaviour.session.lifetime.mean", s.lifetime.mean.0);
+        if s.lifetime.mean.0.is_zero() {
+            problem("behaviour.session.lifetime.mean", zero());
+        }
         RandomDur {
             mean: s.lifetime.mean.0,
             distribution: s.lifetime.distribution,
         }
     });
     let throttle = b.throttle.as_ref().map(|t| {
-        positive("behaviour.throttle.for", t.lasts.0);
-        positive("behaviour.throttle.delay", t.delay.0);
+        if t.lasts.0.is_zero() {
+            problem("behaviour.throttle.for", zero());
+        }
+        if t.delay.0 < THROTTLE_WINDOW * 2 {
+            problem(
+                "behaviour.throttle.delay",
+                format!(
+                    "{} is shorter than twice the {}ms read window: throttle by 10ms or more",
+                    t.delay,
+                    THROTTLE_WINDOW.as_millis()
+                ),
+            );
+        }
         ThrottlePlan {
             after: t.after.0,
             lasts: t.lasts.0,
@@ -133,6 +156,12 @@ pub(super) fn compile(
         share: s.share.0,
         mode: s.mode,
     });
+    if b.throttle.is_some() && b.read.is_some() {
+        problem(
+            "behaviour.throttle",
+            "throttles the reads `read.max_rate` already paces: give one of the two".into(),
+        );
+    }
     if switch.is_some() && sources < 2 {
         bad(
             at("behaviour.network_switch"),
@@ -294,12 +323,18 @@ mod tests {
             delay: Duration::from_millis(500),
         };
         let at = |ms: u64| Duration::from_millis(ms);
-        assert_eq!(t.gate(at(0), at(500)), (true, Some(at(1000))));
-        assert_eq!(t.gate(at(0), at(1002)), (true, Some(at(1005))));
-        assert_eq!(t.gate(at(0), at(1005)), (false, Some(at(1500))));
-        assert_eq!(t.gate(at(0), at(1499)), (false, Some(at(1500))));
-        assert_eq!(t.gate(at(0), at(2999)), (false, Some(at(3000))));
-        assert_eq!(t.gate(at(0), at(3000)), (true, None));
+        let mut end = at(0);
+        assert_eq!(t.gate(at(0), at(500), &mut end), (true, Some(at(1000))));
+        // The first window opens when the client runs, 2 ms late, and lasts 5 ms from then.
+        assert_eq!(t.gate(at(0), at(1002), &mut end), (true, Some(at(1007))));
+        assert_eq!(t.gate(at(0), at(1005), &mut end), (true, Some(at(1007))));
+        assert_eq!(t.gate(at(0), at(1007), &mut end), (false, Some(at(1500))));
+        assert_eq!(t.gate(at(0), at(1499), &mut end), (false, Some(at(1500))));
+        // A client that runs 300 ms late still gets the window it missed.
+        assert_eq!(t.gate(at(0), at(1800), &mut end), (true, Some(at(1805))));
+        assert_eq!(t.gate(at(0), at(1806), &mut end), (false, Some(at(2000))));
+        assert_eq!(t.gate(at(0), at(2999), &mut end), (true, Some(at(3004))));
+        assert_eq!(t.gate(at(0), at(3000), &mut end), (true, None));
     }
 
     #[test]

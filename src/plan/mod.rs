@@ -422,6 +422,18 @@ impl Plan {
         if max.is_zero() {
             return Err("--max must be more than 0s".into());
         }
+        if let Some(g) = self.groups.iter().find(|g| {
+            !g.stages.is_empty()
+                || g.behaviour
+                    .fleet
+                    .as_ref()
+                    .is_some_and(|f| f.lifetime.is_some())
+        }) {
+            return Err(format!(
+                "group `{}` has clients that leave (`stages` or `session` lifetimes): a run that keeps changing who is present has nothing to settle; run it for its `duration`",
+                g.name
+            ));
+        }
         if let Some(last) = self.timeline.last()
             && last.at >= max
         {
