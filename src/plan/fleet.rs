@@ -309,6 +309,41 @@ mod tests {
     }
 
     #[test]
+    fn shards_of_a_staged_group_make_the_whole() {
+        let yaml = "
+name: t
+duration: 10s
+target: embedded
+groups:
+  - name: g
+    clients: 7
+    stages: [{ duration: 2s, target: 7 }, { duration: 1s, target: 2 }, { duration: 1s, target: 5 }]
+";
+        let plan = crate::plan::Plan::from_yaml(yaml, "t").unwrap();
+        let whole = plan.groups[0].stage_visits();
+        let whole_ids: Vec<(u32, Visit)> = whole
+            .iter()
+            .map(|(k, v)| (plan.groups[0].client_id(*k), *v))
+            .collect();
+        let mut parts = Vec::new();
+        for i in 0..3 {
+            let shard = plan.shard(i, 3).unwrap();
+            let g = &shard.groups[0];
+            parts.extend(g.stage_visits().iter().map(|(k, v)| (g.client_id(*k), *v)));
+            // A shard's first arrivals are its clients' first visits.
+            let firsts: Vec<Duration> = g.arrivals(1).collect();
+            assert_eq!(firsts.len() as u32, g.clients);
+        }
+        parts.sort_by_key(|(id, v)| (v.arrive, *id));
+        let mut expected = whole_ids.clone();
+        expected.sort_by_key(|(id, v)| (v.arrive, *id));
+        assert_eq!(parts, expected);
+        // Client id = slot: the same client comes back for the second ramp-up.
+        assert!(whole_ids.iter().all(|(id, v)| *id == v.slot));
+        assert_eq!(whole.len(), 7 + 3);
+    }
+
+    #[test]
     fn a_zero_duration_stage_jumps() {
         let v = visits(Duration::from_secs(1), &[st(0, 3)]);
         assert!(v.iter().all(|v| v.arrive == Duration::from_secs(1)));
