@@ -431,6 +431,8 @@ impl Client {
             // The bug: a reconnect at once, the old socket still open.
             FleetEvent::Duplicate => {
                 m.fleet_closed(who, |c| c.duplicate_connections += 1);
+                // Nothing was lost: the next open is no recovery.
+                self.mark = None;
                 Some(Decision::RetryAfter(now))
             }
             FleetEvent::Leave => {
