@@ -127,7 +127,10 @@ fn churn_drops_follow_their_distribution_and_every_client_reconnects() {
 
 #[test]
 fn stages_ramp_up_hold_and_ramp_down_closing_with_1000() {
-    let plan = compile(&load("arrival-stages"));
+    let (url, seen) = recording_server();
+    let mut doc = load("arrival-stages");
+    doc.profile.target.url = url;
+    let plan = compile(&doc);
     let visits = plan.groups[0].stage_visits();
     let planned = |t: Duration| {
         visits
@@ -172,7 +175,11 @@ fn stages_ramp_up_hold_and_ramp_down_closing_with_1000() {
     assert_eq!(t.client_closes, 200);
     assert_eq!(t.connected_at_end, 0);
     assert!(t.close_codes.is_empty());
-    assert_eq!(r.server.as_ref().unwrap().upgraded, 200);
+    // The server heard 200 close frames, each with 1000.
+    let closes = seen.closes.lock().unwrap().clone();
+    assert_eq!(closes.len(), 200, "{closes:?}");
+    assert!(closes.iter().all(|c| *c == 1000), "{closes:?}");
+    assert_eq!(seen.connections.lock().unwrap().len(), 200);
 }
 
 #[test]
@@ -203,13 +210,18 @@ fn stages_and_arrival_are_checked() {
     assert!(e.contains("source_addrs"), "{e}");
 }
 
-/// Each connection's client id and peer address, in the order the connections began to talk.
-type Seen = Arc<Mutex<Vec<(u32, IpAddr)>>>;
+/// What the recording server saw: each connection's client id and peer address (in the order
+/// the connections began to talk), and the code of each close frame a client sent.
+#[derive(Default)]
+struct Seen {
+    connections: Mutex<Vec<(u32, IpAddr)>>,
+    closes: Mutex<Vec<u16>>,
+}
 
 /// A WebSocket echo server that records, per connection, its peer address and the client id
-/// of the first echo message it carries.
-fn recording_server() -> (String, Seen) {
-    let seen: Seen = Arc::default();
+/// of the first echo message it carries, and the close codes clients send.
+fn recording_server() -> (String, Arc<Seen>) {
+    let seen: Arc<Seen> = Arc::default();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let url = format!("ws://{}/ws", listener.local_addr().unwrap());
@@ -229,6 +241,11 @@ fn recording_server() -> (String, Seen) {
                     };
                     let mut first = true;
                     while let Some(Ok(m)) = ws.next().await {
+                        if let tokio_tungstenite::tungstenite::Message::Close(frame) = &m {
+                            let code = frame.as_ref().map_or(1005, |f| u16::from(f.code));
+                            record.closes.lock().unwrap().push(code);
+                            continue;
+                        }
                         if m.is_text() && first {
                             first = false;
                             let text = m.to_text().unwrap_or_default();
@@ -236,7 +253,7 @@ fn recording_server() -> (String, Seen) {
                                 .get(8..16)
                                 .and_then(|h| u32::from_str_radix(h, 16).ok())
                             {
-                                record.lock().unwrap().push((id, peer.ip()));
+                                record.connections.lock().unwrap().push((id, peer.ip()));
                             }
                         }
                         if (m.is_text() || m.is_binary()) && ws.send(m).await.is_err() {
@@ -267,7 +284,7 @@ fn a_network_switch_reconnects_from_the_other_source_address() {
     assert_eq!(t.connected_at_end, 100);
     assert_eq!(t.gave_up, 0);
     let mut by_client: BTreeMap<u32, Vec<IpAddr>> = BTreeMap::new();
-    for (id, ip) in seen.lock().unwrap().iter() {
+    for (id, ip) in seen.connections.lock().unwrap().iter() {
         by_client.entry(*id).or_default().push(*ip);
     }
     assert_eq!(by_client.len(), 100, "every client's connections seen");
