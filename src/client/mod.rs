@@ -144,16 +144,7 @@ async fn run_client(
         f.arrive(c.ctx.behaviour.fleet.as_deref(), first_attempt, &mut c.rng);
     }
     c.run(first_attempt).await;
-    if let Some(mem) = &c.memory {
-        // Final only now: a late arrival could still fill a gap.
-        for (i, lost) in mem.lost().into_iter().enumerate() {
-            if lost > 0 {
-                c.ctx
-                    .metrics
-                    .conversation(who, |d| d.stream(i).counts.lost += lost);
-            }
-        }
-    }
+    c.count_conversation_losses();
     let lost = c.stream.as_ref().map_or(0, |s| s.lost());
     c.ctx.metrics.client_done(who, c.attempts, lost);
 }
@@ -397,6 +388,20 @@ impl Client {
         }
     }
 
+    /// What the conversation's streams never delivered to this client: final only when the
+    /// client ends (a late arrival could still fill a gap).
+    fn count_conversation_losses(&self) {
+        if let Some(mem) = &self.memory {
+            for (i, lost) in mem.lost().into_iter().enumerate() {
+                if lost > 0 {
+                    self.ctx
+                        .metrics
+                        .conversation(self.who, |d| d.stream(i).counts.lost += lost);
+                }
+            }
+        }
+    }
+
     /// The open session of this client on `ws`.
     fn session<'a>(
         &'a mut self,
@@ -455,11 +460,16 @@ impl Client {
         if !f.replaces() {
             return false;
         }
-        // A new user: no backoff history, no token, no place in the stream (what the one
-        // that left never received is counted now).
+        // A new user: no backoff history, no token, no place in the stream, a conversation
+        // from its start (what the one that left never received is counted now).
         f.arrive(b.fleet.as_deref(), Instant::now(), &mut self.rng);
         let lost = self.stream.as_ref().map_or(0, |s| s.lost());
         ctx.metrics.fleet(self.who, |c| c.lost += lost);
+        self.count_conversation_losses();
+        self.memory = b
+            .conversation
+            .as_deref()
+            .map(|plan| Box::new(Memory::new(plan, self.who.client, ctx.seed)));
         self.retry = Retry::new(&b.backoff);
         self.mark = None;
         self.token = None;
