@@ -230,13 +230,21 @@ fn describe(plan: &Plan) -> String {
     );
     let _ = writeln!(o, "  target: {}", plan.target.describe());
     for g in &plan.groups {
+        let arrival = if g.stages.is_empty() {
+            format!("at {}/s from {:?}", g.rate, g.start)
+        } else {
+            let stages: Vec<String> = g
+                .stages
+                .iter()
+                .map(|s| format!("{} in {:?}", s.target, s.duration))
+                .collect();
+            format!("in stages {}", stages.join(", "))
+        };
         let _ = writeln!(
             o,
-            "  group {}: {} clients at {}/s from {:?}, backoff {} {:?}..{:?}",
+            "  group {}: {} clients {arrival}, backoff {} {:?}..{:?}",
             g.name,
             g.clients,
-            g.rate,
-            g.start,
             g.behaviour.backoff.strategy.name(),
             g.behaviour.backoff.base,
             g.behaviour.backoff.cap

@@ -154,6 +154,9 @@ pub struct AttemptExtras<'a> {
     pub attempt: u32,
     pub subscribe: bool,
     pub resume_after: Option<u64>,
+    /// Connect from the source address this many places after the client's own (a network
+    /// switch moved it).
+    pub source_shift: u32,
 }
 
 /// A socket for client `client`'s next attempt, created and bound to its source address, so
@@ -206,7 +209,10 @@ pub async fn attempt(
         Ok(a) => a,
         Err(e) => return failed(e, &|| format!("cannot resolve the host of {}", target.url)),
     };
-    let socket = match prepared.map_or_else(|| new_socket(ctx, client, addr), Ok) {
+    let socket = match prepared.map_or_else(
+        || new_socket(ctx, client.wrapping_add(extras.source_shift), addr),
+        Ok,
+    ) {
         Ok(s) => s,
         Err(e) => return failed(classify_io(&e), &|| format!("cannot make a socket: {e}")),
     };

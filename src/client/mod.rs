@@ -13,6 +13,7 @@
 pub mod abuse;
 pub mod connect;
 pub mod conversation;
+pub mod fleet;
 mod session;
 pub mod stream;
 pub mod tls;
@@ -32,6 +33,7 @@ use crate::profile::Decision;
 use crate::seed::client_seed;
 use connect::{Attempt, AttemptExtras, Endpoint};
 use conversation::{Env, Memory};
+use fleet::{Fleet, FleetEvent};
 pub use session::SessionEnd;
 use stream::StreamTracker;
 
@@ -89,15 +91,40 @@ struct Client {
     stream: Option<Box<StreamTracker>>,
     /// What the client's conversation keeps across connections.
     memory: Option<Box<Memory>>,
+    /// Churn, lifetime, network switch, duplicate connections: see [`fleet`].
+    fleet: Option<Box<Fleet>>,
 }
 
 /// Run client `id` from its first intended attempt until the run ends or it gives up.
-pub async fn run(ctx: Arc<GroupCtx>, id: u32, first_attempt: Instant) {
+pub fn run(ctx: Arc<GroupCtx>, id: u32, first_attempt: Instant) -> impl Future<Output = ()> {
+    run_visit(ctx, id, first_attempt, None)
+}
+
+/// Run client `id` from its first intended attempt until the run ends, it gives up, or it
+/// leaves at `leave` (closing with 1000: a stage's ramp-down).
+pub fn run_visit(
+    ctx: Arc<GroupCtx>,
+    id: u32,
+    first_attempt: Instant,
+    leave: Option<Instant>,
+) -> impl Future<Output = ()> {
+    let fleet = Fleet::for_client(&ctx.behaviour, leave);
+    run_client(ctx, id, first_attempt, fleet)
+}
+
+async fn run_client(
+    ctx: Arc<GroupCtx>,
+    id: u32,
+    first_attempt: Instant,
+    fleet: Option<Box<Fleet>>,
+) {
     let who = Who {
         client: id,
         group: ctx.group,
     };
+    ctx.metrics.fleet(who, |c| c.clients_arrived += 1);
     let mut c = Client {
+        fleet,
         rng: Xoshiro128PlusPlus::seed_from_u64(client_seed(ctx.seed, id)),
         stream: ctx
             .behaviour
@@ -115,17 +142,11 @@ pub async fn run(ctx: Arc<GroupCtx>, id: u32, first_attempt: Instant) {
         mark: None,
         token: None,
     };
-    c.run(first_attempt).await;
-    if let Some(mem) = &c.memory {
-        // Final only now: a late arrival could still fill a gap.
-        for (i, lost) in mem.lost().into_iter().enumerate() {
-            if lost > 0 {
-                c.ctx
-                    .metrics
-                    .conversation(who, |d| d.stream(i).counts.lost += lost);
-            }
-        }
+    if let Some(f) = c.fleet.as_deref_mut() {
+        f.arrive(c.ctx.behaviour.fleet.as_deref(), first_attempt, &mut c.rng);
     }
+    c.run(first_attempt).await;
+    c.count_conversation_losses();
     let lost = c.stream.as_ref().map_or(0, |s| s.lost());
     c.ctx.metrics.client_done(who, c.attempts, lost);
 }
@@ -141,13 +162,28 @@ impl Client {
         loop {
             let woke = tokio::select! {
                 _ = ctx.cancel.cancelled() => false,
-                _ = sleep_until(intended) => true,
+                // A leaving client stops waiting when it leaves.
+                _ = sleep_until(match self.fleet.as_deref().and_then(|f| f.leave_at) {
+                    Some(leave) => intended.min(leave),
+                    None => intended,
+                }) => true,
             };
             if std::mem::take(&mut in_backoff) {
                 m.backoff_ended(who);
             }
             if !woke {
                 return;
+            }
+            if self
+                .fleet
+                .as_deref()
+                .is_some_and(|f| f.leave_due(Instant::now()))
+            {
+                // Left while waiting to (re)connect: nothing to close.
+                m.fleet(who, |c| c.sessions_ended += 1);
+                if !self.arrive_again() {
+                    return;
+                }
             }
             self.attempts += 1;
             m.attempt(
@@ -180,6 +216,7 @@ impl Client {
                     .subscribe
                     .filter(|s| s.resume)
                     .and_then(|_| self.stream.as_ref()?.resume_from()),
+                source_shift: self.fleet.as_deref().map_or(0, |f| f.source_shift),
             };
             // Boxed: the handshake future is large and only lives while connecting; an idle
             // connected client should not carry its space.
@@ -206,16 +243,38 @@ impl Client {
                     );
                     self.retry.opened(&b.backoff);
                     self.mark = Some(Instant::now());
-                    let end = session::run(
-                        &ctx,
-                        who,
-                        &mut ws,
-                        &mut self.rng,
-                        self.stream.as_deref_mut(),
-                        self.memory.as_deref_mut(),
-                        self.token.as_deref(),
-                    )
-                    .await;
+                    let event = self
+                        .fleet
+                        .as_deref_mut()
+                        .and_then(|f| f.on_open(b.fleet.as_deref(), Instant::now(), &mut self.rng));
+                    let end = match event {
+                        None => self.session(&ctx, &mut ws).await,
+                        // Boxed: only fleet clients wait on a second timer beside the session.
+                        Some((at, event)) => {
+                            let (me, ws) = (&mut *self, &mut ws);
+                            let ctx = &*ctx;
+                            Box::pin(async move {
+                                let end = tokio::select! {
+                                    biased;
+                                    end = me.session(ctx, ws) => end,
+                                    // Not once the run ends: the session is closing.
+                                    _ = async {
+                                        tokio::select! {
+                                            biased;
+                                            _ = ctx.cancel.cancelled() => std::future::pending().await,
+                                            _ = sleep_until(at) => {}
+                                        }
+                                    } => SessionEnd::Fleet(event),
+                                };
+                                if end == SessionEnd::Fleet(FleetEvent::Leave) {
+                                    let stream = me.stream.as_deref_mut();
+                                    session::close_gracefully(ctx, me.who, ws, stream).await;
+                                }
+                                end
+                            })
+                            .await
+                        }
+                    };
                     if let Some(m) = self.memory.as_deref_mut() {
                         m.close();
                     }
@@ -229,7 +288,10 @@ impl Client {
                     if let Some(counts) = ws.get_ref().compression_counts() {
                         m.compressed(who, counts);
                     }
-                    drop(ws);
+                    match (end, self.fleet.as_deref_mut()) {
+                        (SessionEnd::Fleet(event), Some(f)) => f.release(&ctx, who, event, ws),
+                        _ => drop(ws),
+                    }
                     let now = Instant::now();
                     if let Some(opened) = self.mark {
                         let lived = now.saturating_duration_since(opened);
@@ -270,6 +332,10 @@ impl Client {
                                 Decision::Stop
                             }
                         }
+                        SessionEnd::Fleet(event) => match self.fleet_ended(event) {
+                            Some(decision) => decision,
+                            None => return,
+                        },
                     }
                 }
                 Attempt::Failed(e) => {
@@ -320,8 +386,101 @@ impl Client {
             }
             m.backoff_started(who, intended.saturating_duration_since(now));
             in_backoff = true;
-            prepared = connect::prepare_socket(&ctx, who.client);
+            let shift = self.fleet.as_deref().map_or(0, |f| f.source_shift);
+            prepared = connect::prepare_socket(&ctx, who.client.wrapping_add(shift));
         }
+    }
+
+    /// What the conversation's streams never delivered to this client: final only when the
+    /// client ends (a late arrival could still fill a gap).
+    fn count_conversation_losses(&self) {
+        if let Some(mem) = &self.memory {
+            for (i, lost) in mem.lost().into_iter().enumerate() {
+                if lost > 0 {
+                    self.ctx
+                        .metrics
+                        .conversation(self.who, |d| d.stream(i).counts.lost += lost);
+                }
+            }
+        }
+    }
+
+    /// The open session of this client on `ws`.
+    fn session<'a>(
+        &'a mut self,
+        ctx: &'a GroupCtx,
+        ws: &'a mut connect::Ws,
+    ) -> impl Future<Output = SessionEnd> + 'a {
+        session::run(
+            ctx,
+            self.who,
+            ws,
+            &mut self.rng,
+            self.stream.as_deref_mut(),
+            self.memory.as_deref_mut(),
+            self.token.as_deref(),
+        )
+    }
+
+    /// Count what a fleet event did to the connection, and decide what comes next: `None`
+    /// when the client is gone.
+    fn fleet_ended(&mut self, event: FleetEvent) -> Option<Decision> {
+        let (m, who) = (&self.ctx.metrics, self.who);
+        let now = crate::units::Dur(Duration::ZERO);
+        match event {
+            FleetEvent::Churn => {
+                m.fleet_closed(who, |c| c.churn_drops += 1);
+                Some(Decision::Retry)
+            }
+            FleetEvent::Switch => {
+                m.fleet_closed(who, |c| c.network_switches += 1);
+                Some(Decision::Retry)
+            }
+            // The bug: a reconnect at once, the old socket still open.
+            FleetEvent::Duplicate => {
+                m.fleet_closed(who, |c| c.duplicate_connections += 1);
+                // Nothing was lost: the next open is no recovery.
+                self.mark = None;
+                Some(Decision::RetryAfter(now))
+            }
+            FleetEvent::Leave => {
+                m.closed(who, Closed::ByClient);
+                m.fleet(who, |c| c.sessions_ended += 1);
+                self.arrive_again().then_some(Decision::RetryAfter(now))
+            }
+        }
+    }
+
+    /// A client that left is replaced by a new one at once if its group has session
+    /// lifetimes (true); otherwise it is gone (false).
+    fn arrive_again(&mut self) -> bool {
+        let ctx = self.ctx.clone();
+        let b = &ctx.behaviour;
+        let Some(f) = self.fleet.as_deref_mut() else {
+            return false;
+        };
+        f.leave_at = None;
+        if !f.replaces() {
+            return false;
+        }
+        // A new user: no backoff history, no token, no place in the stream, a conversation
+        // from its start (what the one that left never received is counted now).
+        f.arrive(b.fleet.as_deref(), Instant::now(), &mut self.rng);
+        let lost = self.stream.as_ref().map_or(0, |s| s.lost());
+        ctx.metrics.fleet(self.who, |c| c.lost += lost);
+        self.count_conversation_losses();
+        self.memory = b
+            .conversation
+            .as_deref()
+            .map(|plan| Box::new(Memory::new(plan, self.who.client, ctx.seed)));
+        self.retry = Retry::new(&b.backoff);
+        self.mark = None;
+        self.token = None;
+        self.stream = b
+            .subscribe
+            .map(|s| Box::new(StreamTracker::new(s.checkpoint_every)));
+        ctx.metrics.fleet(self.who, |c| c.clients_arrived += 1);
+        true
     }
 
     /// Get a token if the client has none, or (refreshing clients, or when `force`d by a
@@ -463,7 +622,9 @@ groups:
         let size = std::mem::size_of_val(&fut);
         println!("client future: {size} bytes");
         // 1920 before conversations; they add a pointer to the client's conversation memory
-        // (the conversation's state is boxed there) and the session's parameter for it.
-        assert!(size <= 1952, "client future grew to {size} bytes");
+        // (the conversation's state is boxed there) and the session's parameter for it. The
+        // fleet behaviours (churn, lifetimes, stages, switches) add a pointer to their boxed
+        // state, and the outcome of a session kept across a leaving client's close.
+        assert!(size <= 1960, "client future grew to {size} bytes");
     }
 }

@@ -40,6 +40,9 @@ pub enum SessionEnd {
     /// The conversation closed with this code (a `close` step, an expect that timed out) and
     /// says whether to reconnect.
     Closed { code: u16, reconnect: bool },
+    /// A fleet behaviour of the client ended the connection (churn, leaving, a network
+    /// switch, a duplicate connection); the session itself never returns it.
+    Fleet(super::fleet::FleetEvent),
 }
 
 /// The close code RFC 6455 asks an endpoint to send for a read error, when the error is the
@@ -200,7 +203,12 @@ pub async fn run(
                 silent_for: last_inbound.elapsed(),
             };
         }
-        let may_read = awake && read_gap.is_none_or(|_| now >= read_at);
+        // A throttled client's read windows (it has no read rate): `read_at` is the end of
+        // the last one it opened.
+        let (may_read, throttle_change) = match b.fleet.as_deref().and_then(|f| f.throttle) {
+            Some(t) if awake => t.gate(opened, now, &mut read_at),
+            _ => (awake && read_gap.is_none_or(|_| now >= read_at), None),
+        };
         if batch.is_pending() && !may_read && flush_now(ws) {
             // Not waited for: a frozen or rate-limited client keeps its timers; what a full
             // socket does not take now goes out with the next read.
@@ -217,7 +225,8 @@ pub async fn run(
                 .as_deref()
                 .and_then(|t| t.stalls_at(b.subscribe.and_then(|s| s.stall_after)))
                 .filter(|_| awake),
-            (awake && !may_read).then_some(read_at),
+            (awake && !may_read && read_at > now).then_some(read_at),
+            throttle_change,
             memory
                 .as_deref()
                 .zip(b.conversation.as_deref())
@@ -543,7 +552,7 @@ async fn close_stalled(ws: &mut Ws) {
 
 /// Close with 1000 and wait (up to the grace period) for the server's answer, as a well-behaved
 /// client does. Messages still in flight arrive first and are counted like any other.
-async fn close_gracefully(
+pub(super) async fn close_gracefully(
     ctx: &GroupCtx,
     who: Who,
     ws: &mut Ws,

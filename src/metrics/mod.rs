@@ -302,6 +302,24 @@ pub struct Counters {
     /// Subscribed connections that delivered no stream message for `stall_after`.
     #[serde(default)]
     pub stalled: u64,
+    /// Connections the client dropped itself (`churn`: a phone losing signal).
+    #[serde(default)]
+    pub churn_drops: u64,
+    /// Clients that left: a session lifetime ended, or a stage's ramp-down.
+    #[serde(default)]
+    pub sessions_ended: u64,
+    /// Clients that arrived: each client's start, each stage visit, each replacement.
+    #[serde(default)]
+    pub clients_arrived: u64,
+    /// Connections given up on a network switch (reset or abandoned).
+    #[serde(default)]
+    pub network_switches: u64,
+    /// Connections a buggy client left open when it opened another (`duplicate_connections`).
+    #[serde(default)]
+    pub duplicate_connections: u64,
+    /// Messages those left-open connections received: the application's second copy.
+    #[serde(default)]
+    pub duplicate_received: u64,
     pub sent: u64,
     pub received: u64,
     /// Sequenced-stream messages never received.
@@ -355,6 +373,12 @@ impl Counters {
         self.dead_detected += o.dead_detected;
         self.flaps += o.flaps;
         self.stalled += o.stalled;
+        self.churn_drops += o.churn_drops;
+        self.sessions_ended += o.sessions_ended;
+        self.clients_arrived += o.clients_arrived;
+        self.network_switches += o.network_switches;
+        self.duplicate_connections += o.duplicate_connections;
+        self.duplicate_received += o.duplicate_received;
         self.sent += o.sent;
         self.received += o.received;
         self.lost += o.lost;
@@ -780,6 +804,21 @@ impl Metrics {
     /// A subscribed connection stopped delivering (a ghost, or a stream gone quiet).
     pub fn stalled(&self, who: Who) {
         self.with(who, |s| s.counters.stalled += 1);
+    }
+
+    /// A fleet behaviour of the client ended its connection (`churn`, `network_switch`,
+    /// `duplicate_connections`): it is no longer the client's, but nobody closed it with a code.
+    pub fn fleet_closed(&self, who: Who, f: impl FnOnce(&mut Counters)) {
+        self.with(who, |s| {
+            s.counters.closed += 1;
+            f(&mut s.counters);
+        });
+    }
+
+    /// Count a fleet event that closes nothing (an arrival, a departure between connections,
+    /// a message on a left-open connection).
+    pub fn fleet(&self, who: Who, f: impl FnOnce(&mut Counters)) {
+        self.with(who, |s| f(&mut s.counters));
     }
 
     pub fn gave_up(&self, who: Who) {

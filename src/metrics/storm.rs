@@ -70,9 +70,13 @@ pub fn storm_from(
 ) -> Storm {
     // Closes the client sent because the server broke the protocol are losses too: the
     // client did not want them.
+    // So are the fleet's own drops (churn, a network switch): the path died under the client,
+    // which reconnects like after any loss, and its reconnect time is in the histogram.
     let losses = c.close_codes.values().sum::<u64>()
         + c.client_close_codes.values().sum::<u64>()
-        + c.dead_detected;
+        + c.dead_detected
+        + c.churn_drops
+        + c.network_switches;
     let reconnects = h.get(Latency::Reconnect);
     let recovered = reconnects.len().min(losses);
     let at = |q: f64| -> Option<f64> {

@@ -87,6 +87,28 @@ pub fn check(plan: &Plan) -> Result<(&ServerConfig, Vec<String>), Unmodellable> 
             "the model does not simulate ghost sessions (`auth.on_expiry: ghost`): a revoked session would stay open delivering nothing, which needs the stream the model leaves out; use `on_expiry: close` to model revokes as 4003 closes".into(),
         ));
     }
+    for g in &plan.groups {
+        let f = g.behaviour.fleet.as_deref();
+        let refused = [
+            (!g.stages.is_empty(), "`stages`"),
+            (f.is_some_and(|f| f.churn.is_some()), "`churn`"),
+            (
+                f.is_some_and(|f| f.lifetime.is_some()),
+                "`session` lifetimes",
+            ),
+            (f.is_some_and(|f| f.switch.is_some()), "`network_switch`"),
+            (
+                f.is_some_and(|f| f.duplicate_after.is_some()),
+                "`duplicate_connections`",
+            ),
+        ];
+        if let Some((_, what)) = refused.iter().find(|(on, _)| *on) {
+            return Err(Unmodellable(format!(
+                "group `{}`: the model does not simulate {what}, which decide who is connected: run the profile, or remove it to model the rest",
+                g.name
+            )));
+        }
+    }
     let mut left = Vec::new();
     let mut note = |what: &str| {
         if !left.iter().any(|l: &String| l == what) {
@@ -109,6 +131,9 @@ pub fn check(plan: &Plan) -> Result<(&ServerConfig, Vec<String>), Unmodellable> 
         }
         if b.read_rate.is_some() || b.sleep.is_some() {
             note("slow and frozen clients (read_rate, sleep)");
+        }
+        if b.fleet.as_deref().is_some_and(|f| f.throttle.is_some()) {
+            note("throttled clients (throttle): their reads and pongs are not late");
         }
         if b.abuse.is_some() {
             note("protocol abuse");

@@ -43,8 +43,10 @@ pub fn step_profile(p: &Profile, c: &CapacitySettings, load: f64) -> Profile {
         .unwrap_or(0);
     let hold = c.hold.0;
     let g = &mut p.groups[gi];
-    let arrive_by =
-        |g: &crate::profile::Group| g.arrival.start.0 + ramp(g.clients, g.arrival.rate.0);
+    let arrive_by = |g: &crate::profile::Group| match &g.arrival {
+        Some(a) => a.start.0 + ramp(g.clients, a.rate.0),
+        None => g.stages.iter().map(|s| s.duration.0).sum(),
+    };
     let duration = match c.vary {
         CapacityVary::Connections => {
             g.clients = load.round().max(1.0) as u32;
@@ -52,9 +54,12 @@ pub fn step_profile(p: &Profile, c: &CapacitySettings, load: f64) -> Profile {
         }
         CapacityVary::ConnectionRate => {
             // Arrivals for the whole hold, then a moment for the last handshakes to finish.
-            g.arrival.rate = crate::units::Rate(load);
             g.clients = (load * hold.as_secs_f64()).round().max(1.0) as u32;
-            g.arrival.start.0 + hold + Duration::from_secs(2)
+            let start = g.arrival.as_ref().map_or(Duration::ZERO, |a| a.start.0);
+            if let Some(a) = &mut g.arrival {
+                a.rate = crate::units::Rate(load);
+            }
+            start + hold + Duration::from_secs(2)
         }
         CapacityVary::MessageRate => {
             if let Some(s) = &mut g.behaviour.send {
@@ -108,7 +113,7 @@ mod tests {
         assert_eq!(s.duration.0, Duration::from_secs(8));
 
         let s = step_profile(p, &settings(CapacityVary::ConnectionRate), 300.0);
-        assert_eq!(s.groups[0].arrival.rate.0, 300.0);
+        assert_eq!(s.groups[0].arrival.as_ref().unwrap().rate.0, 300.0);
         assert_eq!(s.groups[0].clients, 1500);
         assert_eq!(s.duration.0, Duration::from_secs(7));
 

@@ -527,15 +527,19 @@ fn group(
     if g.clients == 0 {
         problems.bad(at("clients"), "must be at least 1");
     }
-    if g.arrival.start.0 >= p.duration.0 && !p.duration.0.is_zero() {
+    if let Some(arrival) = &g.arrival
+        && arrival.start.0 >= p.duration.0
+        && !p.duration.0.is_zero()
+    {
         problems.bad(
             at("arrival.start"),
             format!(
                 "{} is not before the end of the run ({})",
-                g.arrival.start, p.duration
+                arrival.start, p.duration
             ),
         );
     }
+    let stages = super::fleet::stages(g, &at, &mut |path, m| problems.bad(path, m));
     problems.positive(at("connect_timeout"), g.connect_timeout.0);
     problems.positive(at("handshake_timeout"), g.handshake_timeout.0);
     let headers = headers(g, &at, problems);
@@ -778,14 +782,24 @@ fn group(
     if let Some(f) = r.flap_below {
         problems.positive(at("behaviour.reconnect.flap_below"), f.0);
     }
+    let fleet = super::fleet::compile(g, b, source_addrs.len(), &at, &mut |path, m| {
+        problems.bad(path, m)
+    });
+    // With stages, the arrival fields are unused: a rate of 1/s keeps the type's promise.
+    let arrival = g.arrival.clone().unwrap_or(crate::profile::Arrival {
+        rate: crate::units::Rate(1.0),
+        start: Default::default(),
+        pattern: Default::default(),
+    });
     PlanGroup {
         index: i,
         name: g.name.clone(),
         clients: g.clients,
         first_client,
-        rate: g.arrival.rate.0,
-        start: g.arrival.start.0,
-        pattern: g.arrival.pattern,
+        rate: arrival.rate.0,
+        start: arrival.start.0,
+        pattern: arrival.pattern,
+        stages,
         via_proxy: g.via_proxy.unwrap_or(p.target.via_proxy),
         behaviour: Arc::new(ClientBehaviour {
             connect_timeout: g.connect_timeout.0,
@@ -813,6 +827,7 @@ fn group(
             abuse,
             conversation,
             feeder,
+            fleet,
         }),
         slice: Default::default(),
     }
@@ -1382,6 +1397,17 @@ fn check_capacity(p: &Profile, c: &CapacitySettings, problems: &mut Problems) {
     }
     if c.hold.0 < Duration::from_secs(1) {
         problems.bad("capacity.hold", "must be at least 1s");
+    }
+    let stepped = c
+        .group
+        .as_ref()
+        .and_then(|n| p.groups.iter().find(|g| &g.name == n))
+        .or(p.groups.first());
+    if stepped.is_some_and(|g| !g.stages.is_empty()) {
+        problems.bad(
+            "capacity",
+            "steps the load of a group with `stages`, which set the load themselves: give that group an `arrival` rate",
+        );
     }
     let steps = super::capacity::steps(c).len();
     if steps > super::capacity::MAX_STEPS {

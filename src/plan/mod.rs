@@ -13,6 +13,7 @@ pub mod capacity;
 mod compile;
 pub mod conversation;
 pub mod decision;
+pub mod fleet;
 #[cfg(test)]
 mod tests;
 
@@ -166,6 +167,10 @@ pub struct PlanGroup {
     /// Connect through the fault proxy.
     pub via_proxy: bool,
     pub behaviour: Arc<ClientBehaviour>,
+    /// k6-style stages in place of `rate`/`start`/`pattern`: how many clients are present
+    /// over time (see [`fleet::visits`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stages: Vec<fleet::StagePlan>,
     /// In a shard of a plan (`--shard I/N`), which of the group's clients this plan runs:
     /// `clients` is then the shard's share.
     #[serde(default)]
@@ -240,6 +245,9 @@ pub struct ClientBehaviour {
     pub conversation: Option<Box<conversation::ConversationPlan>>,
     /// The data feeder (also in the conversation, for its templates; here for the token's).
     pub feeder: Option<conversation::FeederPlan>,
+    /// Churn, session lifetimes, a network switch, throttling, duplicate connections.
+    #[serde(default)]
+    pub fleet: Option<Box<fleet::FleetPlan>>,
 }
 
 /// What counts as a flap when the profile does not say.
@@ -444,6 +452,18 @@ impl Plan {
         if max.is_zero() {
             return Err("--max must be more than 0s".into());
         }
+        if let Some(g) = self.groups.iter().find(|g| {
+            !g.stages.is_empty()
+                || g.behaviour
+                    .fleet
+                    .as_ref()
+                    .is_some_and(|f| f.lifetime.is_some())
+        }) {
+            return Err(format!(
+                "group `{}` has clients that leave (`stages` or `session` lifetimes): a run that keeps changing who is present has nothing to settle; run it for its `duration`",
+                g.name
+            ));
+        }
         if let Some(last) = self.timeline.last()
             && last.at >= max
         {
@@ -480,17 +500,49 @@ impl PlanGroup {
 
     /// Offsets from the run start at which this plan's clients of the group arrive, in client
     /// order: in a shard, its slice of the whole group's schedule.
-    pub fn arrivals(&self, seed: u64) -> impl Iterator<Item = Duration> + Send + use<> {
+    pub fn arrivals(&self, seed: u64) -> Box<dyn Iterator<Item = Duration> + Send> {
         let slice = self.slice;
         let whole = if slice.count > 1 {
             slice.of
         } else {
             self.clients
         };
-        self.whole_arrivals(seed, whole)
-            .enumerate()
-            .filter(move |(i, _)| *i as u32 % slice.count == slice.index)
-            .map(|(_, t)| t)
+        if !self.stages.is_empty() {
+            // Each client's first arrival, in client order.
+            let mut first = vec![Duration::MAX; whole as usize];
+            for v in self.visits() {
+                let f = &mut first[v.slot as usize];
+                *f = (*f).min(v.arrive);
+            }
+            return Box::new(
+                first
+                    .into_iter()
+                    .enumerate()
+                    .filter(move |(i, _)| *i as u32 % slice.count == slice.index)
+                    .map(|(_, t)| t),
+            );
+        }
+        Box::new(
+            self.whole_arrivals(seed, whole)
+                .enumerate()
+                .filter(move |(i, _)| *i as u32 % slice.count == slice.index)
+                .map(|(_, t)| t),
+        )
+    }
+
+    /// With `stages`: this plan's visits of the group, in order of arrival, each with the
+    /// index `k` of its client in this plan (see [`PlanGroup::client_id`]).
+    pub fn stage_visits(&self) -> Vec<(u32, fleet::Visit)> {
+        let slice = self.slice;
+        self.visits()
+            .into_iter()
+            .filter(|v| v.slot % slice.count == slice.index)
+            .map(|v| (v.slot / slice.count, v))
+            .collect()
+    }
+
+    fn visits(&self) -> Vec<fleet::Visit> {
+        fleet::visits(self.start, &self.stages)
     }
 
     fn whole_arrivals(

@@ -11,6 +11,7 @@
 //! module.
 
 mod conversation;
+mod fleet;
 mod locate;
 mod read;
 mod schema;
@@ -25,6 +26,7 @@ use crate::backoff::Strategy;
 use crate::units::{ByteRate, ByteSize, Dur, Percent, Rate};
 
 pub use conversation::*;
+pub use fleet::*;
 pub use locate::locate;
 pub use read::{Document, MAX_DEPTH, MAX_PROFILE_BYTES, load, parse};
 pub use schema::schema;
@@ -493,11 +495,18 @@ pub struct TlsSettings {
 
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(transform = fleet::arrival_or_stages)]
 pub struct Group {
     pub name: String,
     /// How many clients the group runs.
     pub clients: u32,
-    pub arrival: Arrival,
+    /// How the clients arrive: a rate (`arrival`) or k6-style `stages`, one of the two.
+    #[serde(default)]
+    pub arrival: Option<Arrival>,
+    /// Ramp up, hold, ramp down: the number of clients present follows these steps from 0 at
+    /// the start of the run (in place of `arrival`; `clients` is their highest target).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stages: Vec<Stage>,
     #[serde(default = "default_timeout")]
     pub connect_timeout: Dur,
     #[serde(default = "default_timeout")]
@@ -611,6 +620,21 @@ pub struct Behaviour {
     pub feeder: Option<Feeder>,
     #[serde(default)]
     pub reconnect: Reconnect,
+    /// The client drops its own connections at random (a phone losing signal).
+    #[serde(default)]
+    pub churn: Option<Churn>,
+    /// Clients leave after a random lifetime and new ones take their place.
+    #[serde(default)]
+    pub session: Option<Session>,
+    /// A share of the clients switches networks once and reconnects from another address.
+    #[serde(default)]
+    pub network_switch: Option<NetworkSwitch>,
+    /// A background tab: reads (and so pongs) late, but not frozen.
+    #[serde(default)]
+    pub throttle: Option<Throttle>,
+    /// A buggy client opens a second connection and leaves the first open.
+    #[serde(default)]
+    pub duplicate_connections: Option<DuplicateConnections>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]

@@ -177,6 +177,25 @@ pub fn summary(r: &Results) -> String {
             String::new()
         }
     );
+    let fleet = [
+        (t.churn_drops, "dropped by churn"),
+        (t.sessions_ended, "sessions ended"),
+        (t.network_switches, "network switches"),
+        (t.duplicate_connections, "duplicate connections left open"),
+    ];
+    if fleet.iter().any(|(n, _)| *n > 0) {
+        let said: Vec<String> = fleet
+            .iter()
+            .filter(|(n, _)| *n > 0)
+            .map(|(n, what)| format!("{n} {what}"))
+            .collect();
+        let _ = writeln!(
+            o,
+            "  the clients' own doing: {} ({} clients arrived)",
+            said.join(", "),
+            t.clients_arrived
+        );
+    }
     if t.messages.sent > 0 || t.messages.received > 0 {
         let m = &t.messages;
         let _ = write!(
@@ -189,6 +208,13 @@ pub fn summary(r: &Results) -> String {
                 o,
                 "; stream: {} lost, {} duplicated, {} out of order",
                 m.lost, m.duplicated, m.out_of_order
+            );
+        }
+        if t.duplicate_received > 0 {
+            let _ = write!(
+                o,
+                "; {} more on left-open duplicate connections",
+                t.duplicate_received
             );
         }
         o.push('\n');

@@ -203,6 +203,28 @@ pub struct Totals {
     /// `subscribe.stall_after` while open (ghost connections).
     #[serde(default)]
     pub stalled: u64,
+    /// Connections the clients dropped themselves (`behaviour.churn`), reconnecting after
+    /// their backoff: not in `close_codes`, which are the server's and the network's doing.
+    #[serde(default)]
+    pub churn_drops: u64,
+    /// Clients that left (closing with 1000 if connected): a `session` lifetime ended or a
+    /// stage ramped down.
+    #[serde(default)]
+    pub sessions_ended: u64,
+    /// Clients that arrived: one per client without `session`/`stages`; with them, every
+    /// stage visit and every replacement of a client that left.
+    #[serde(default)]
+    pub clients_arrived: u64,
+    /// Connections given up on a network switch (`behaviour.network_switch`).
+    #[serde(default)]
+    pub network_switches: u64,
+    /// Connections a client left open when it opened another (`duplicate_connections`):
+    /// the server holds them as well as the clients' own.
+    #[serde(default)]
+    pub duplicate_connections: u64,
+    /// Messages the left-open connections received (delivered twice to the application).
+    #[serde(default)]
+    pub duplicate_received: u64,
     pub messages: Messages,
     /// The reason texts of close frames, by close code then reason, with counts (at most 64
     /// reasons per code; the rest under `(other)`).
@@ -444,6 +466,12 @@ pub fn totals_from(c: &Counters, clients: u64, peak: u64, connected_at_end: u64)
         dead_detected: c.dead_detected,
         flaps: c.flaps,
         stalled: c.stalled,
+        churn_drops: c.churn_drops,
+        sessions_ended: c.sessions_ended,
+        clients_arrived: c.clients_arrived,
+        network_switches: c.network_switches,
+        duplicate_connections: c.duplicate_connections,
+        duplicate_received: c.duplicate_received,
         close_reasons: BTreeMap::new(),
         compression: CompressionTotals::from(&c.compression),
         messages: Messages {

@@ -209,10 +209,29 @@ impl Clients {
                 seed: self.seed,
                 run_id: self.run_id,
             });
-            let arrivals = group.arrivals(self.seed);
             let (ids, shard) = (group.clone(), self.shard);
             let stop = cancel.clone();
             let spawner = tracker.clone();
+            if !group.stages.is_empty() {
+                // Stages: each visit is a client task that arrives and, on a ramp-down, leaves.
+                let visits = group.stage_visits();
+                tracker.spawn(async move {
+                    for (k, v) in visits {
+                        if !shard.has(k) {
+                            continue;
+                        }
+                        let at = epoch + v.arrive;
+                        tokio::select! {
+                            _ = stop.cancelled() => return,
+                            _ = sleep_until(at) => {}
+                        }
+                        let leave = v.leave.map(|l| epoch + l);
+                        spawner.spawn(client::run_visit(ctx.clone(), ids.client_id(k), at, leave));
+                    }
+                });
+                continue;
+            }
+            let arrivals = group.arrivals(self.seed);
             tracker.spawn(async move {
                 for (i, offset) in arrivals.enumerate() {
                     if !shard.has(i as u32) {

@@ -10,6 +10,7 @@ mod dashboard;
 mod deflate;
 mod deploy;
 mod effects;
+mod fleet;
 mod map;
 mod metrics_http;
 mod model;
