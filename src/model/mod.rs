@@ -78,6 +78,32 @@ pub fn check(plan: &Plan) -> Result<(&ServerConfig, Vec<String>), Unmodellable> 
             "the model does not simulate the fault proxy (latency, bandwidth, blackholes): remove `via_proxy` and the proxy's timeline actions to model the rest".into(),
         ));
     }
+    // What would change who is connected when: leaving it out would model another run.
+    let server_actions = plan.timeline.iter().filter_map(|a| match &a.action {
+        TimelineAction::Server(a) => Some(a),
+        _ => None,
+    });
+    for a in server_actions {
+        if let Action::Drain { .. } | Action::RestartNode { .. } = a {
+            return Err(Unmodellable(format!(
+                "the model does not simulate `{a}`: closes spread over a window (drain, rolling-restart) are for `wsstorm run`; a `drop-all` with `mode: close` models the same closes at once"
+            )));
+        }
+    }
+    for (set, what) in [
+        (
+            config.limits.max.is_some() || config.limits.per_ip.is_some(),
+            "connection caps (max_connections, max_connections_per_ip)",
+        ),
+        (config.max_lifetime.is_some(), "max_lifetime"),
+        (!config.allowed_origins.is_empty(), "the Origin check (allowed_origins)"),
+    ] {
+        if set {
+            return Err(Unmodellable(format!(
+                "the model does not simulate the target's {what}: they decide who stays connected, so the model would describe another run; remove them to model the rest, or use `wsstorm run`"
+            )));
+        }
+    }
     let mut left = Vec::new();
     let mut note = |what: &str| {
         if !left.iter().any(|l: &String| l == what) {
@@ -501,6 +527,10 @@ impl<'p> Engine<'p> {
                     (1.0, 1006, false)
                 }
                 Action::Hang { share } => (share, 0, true),
+                // `check` refuses plans with these before a model starts.
+                Action::Drain { .. } | Action::RestartNode { .. } => {
+                    unreachable!("refused by model::check")
+                }
             };
             for c in 0..self.clients.len() as u32 {
                 let s = &self.clients[c as usize];
