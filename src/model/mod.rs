@@ -96,7 +96,10 @@ pub fn check(plan: &Plan) -> Result<(&ServerConfig, Vec<String>), Unmodellable> 
             "connection caps (max_connections, max_connections_per_ip)",
         ),
         (config.max_lifetime.is_some(), "max_lifetime"),
-        (!config.allowed_origins.is_empty(), "the Origin check (allowed_origins)"),
+        (
+            !config.allowed_origins.is_empty(),
+            "the Origin check (allowed_origins)",
+        ),
     ] {
         if set {
             return Err(Unmodellable(format!(

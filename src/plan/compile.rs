@@ -1468,9 +1468,7 @@ fn balancer_nodes(p: &Profile, problems: &mut Problems) -> u32 {
             Some(_) => {}
         }
     }
-    nodes
-        .unwrap_or(1)
-        .clamp(1, crate::server::MAX_NODES as u32)
+    nodes.unwrap_or(1).clamp(1, crate::server::MAX_NODES as u32)
 }
 
 fn check_capacity(p: &Profile, c: &CapacitySettings, problems: &mut Problems) {

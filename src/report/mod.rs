@@ -741,6 +741,25 @@ fn target_and_proxy(r: &Results) -> Markup {
                     (num("server.messages_echoed", s.messages_echoed))
                 }
             }
+            // The target's own closes and refusals, when a profile asked for them.
+            @let extra = [
+                ("403 origin", "server.rejected_403", s.rejected_403),
+                ("refused at max_connections", "server.refused_max_connections", s.refused_max_connections),
+                ("refused per IP", "server.refused_per_ip", s.refused_per_ip),
+                ("drained", "server.drained", s.drained),
+                ("node restart closes", "server.node_restart_closes", s.node_restart_closes),
+                ("lifetime closes", "server.lifetime_closes", s.lifetime_closes),
+            ];
+            @if extra.iter().any(|(_, _, n)| *n > 0) {
+                table {
+                    (header_row(&extra.iter().filter(|(_, _, n)| *n > 0).map(|(h, _, _)| *h).collect::<Vec<_>>()))
+                    tr {
+                        @for (_, key, n) in extra.iter().filter(|(_, _, n)| *n > 0) {
+                            (num(key, *n))
+                        }
+                    }
+                }
+            }
         }
         @if let Some(p) = &r.proxy {
             h2 { "Fault proxy" }

@@ -592,9 +592,7 @@ async fn session(
     let mut blackholed = false;
     // A drain or this node's restart: when to close, how, and which counter it goes to.
     let mut closing: Option<(Instant, DropMode, &AtomicU64)> = None;
-    let lifetime = config
-        .max_lifetime
-        .map(|l| (opened + l.of(id), l.close));
+    let lifetime = config.max_lifetime.map(|l| (opened + l.of(id), l.close));
     // A hung (or silently idle) session reads nothing, so it cannot see its client leave; it
     // looks at the TCP state now and then instead, rather than hold the socket to the end.
     let mut liveness = tokio::time::interval(Duration::from_secs(1));

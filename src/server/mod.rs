@@ -175,7 +175,11 @@ pub enum Action {
     Hang { share: f64 },
     /// Close a share of the connections open when it fired with `code`, each at its own
     /// seeded offset within `over`; new connections are accepted meanwhile.
-    Drain { code: u16, over: Duration, share: f64 },
+    Drain {
+        code: u16,
+        over: Duration,
+        share: f64,
+    },
     /// One node's turn in a rolling restart of `nodes`: the balancer sends it no new
     /// connections for `out_for`, and the connections it holds are closed (`mode`) each at its
     /// own seeded offset within `over`.
@@ -651,10 +655,7 @@ impl Server {
             queued: AtomicU64::new(0),
             sids: socketio::Sids::new(),
             held: AtomicU64::new(0),
-            held_per_ip: config
-                .limits
-                .per_ip
-                .map(|_| Mutex::new(HashMap::new())),
+            held_per_ip: config.limits.per_ip.map(|_| Mutex::new(HashMap::new())),
             config,
             stats,
             orders,

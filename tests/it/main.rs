@@ -16,6 +16,7 @@ mod peers;
 mod proxy;
 mod report;
 mod scenarios;
+mod server_faults;
 mod schema;
 mod shard;
 mod socketio_embedded;
