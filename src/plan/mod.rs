@@ -15,6 +15,8 @@ pub mod conversation;
 pub mod decision;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_server;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};

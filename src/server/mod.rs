@@ -911,6 +911,69 @@ mod tests {
         assert_eq!(admitted, 100);
     }
 
+    /// New connections go round-robin to the nodes up; a node taken out gets none until its
+    /// turn is over.
+    #[test]
+    fn the_balancer_skips_a_restarting_node() {
+        let t0 = Instant::now();
+        let mut b = Balancer::new(4);
+        let picks: Vec<u32> = (0..6).map(|_| b.pick(t0)).collect();
+        assert_eq!(picks, [0, 1, 2, 3, 0, 1]);
+        b.take_out(2, t0 + Duration::from_secs(1));
+        let picks: Vec<u32> = (0..6).map(|_| b.pick(t0)).collect();
+        assert_eq!(picks, [3, 0, 1, 3, 0, 1]);
+        let later = t0 + Duration::from_secs(1);
+        let picks: Vec<u32> = (0..4).map(|_| b.pick(later)).collect();
+        assert_eq!(picks, [2, 3, 0, 1]);
+        assert_eq!(Balancer::new(1).pick(t0), 0);
+    }
+
+    /// Offsets within a drain's window and lifetimes within their jitter are spread evenly,
+    /// stay in their bounds, and are the same for the same connection.
+    #[test]
+    fn drain_offsets_and_lifetimes_are_uniform_and_seeded() {
+        let over = Duration::from_secs(10);
+        let mut per_second = [0u32; 10];
+        for id in 0..10_000 {
+            let o = Action::offset(id, 3, over);
+            assert!(o < over);
+            assert_eq!(o, Action::offset(id, 3, over));
+            per_second[o.as_secs() as usize] += 1;
+        }
+        assert!(
+            per_second.iter().all(|n| (900..1100).contains(n)),
+            "{per_second:?}"
+        );
+        // Not tied to the share the same order picks: a 50% drain still spreads over all of it.
+        let late = (0..10_000)
+            .filter(|&id| crate::seed::in_share(id, 3, 0.5))
+            .filter(|&id| Action::offset(id, 3, over) > Duration::from_secs(5))
+            .count();
+        assert!((2300..2700).contains(&late), "{late}");
+
+        let l = Lifetime {
+            after: Duration::from_secs(10),
+            jitter: Duration::from_secs(2),
+            close: Some(1001),
+        };
+        let lives: Vec<Duration> = (0..10_000).map(|id| l.of(id)).collect();
+        assert!(
+            lives
+                .iter()
+                .all(|d| *d >= Duration::from_secs(8) && *d <= Duration::from_secs(12))
+        );
+        let short = lives
+            .iter()
+            .filter(|d| **d < Duration::from_secs(9))
+            .count();
+        assert!((2300..2700).contains(&short), "{short}");
+        let fixed = Lifetime {
+            jitter: Duration::ZERO,
+            ..l
+        };
+        assert!((0..100).all(|id| fixed.of(id) == Duration::from_secs(10)));
+    }
+
     /// Per-message counts live in per-thread stripes: on a server with several worker threads
     /// they must add up exactly, the moment a client has its replies (no count waits in a
     /// connection task to be folded in later), and still after the connections have ended.
