@@ -265,5 +265,11 @@ fn caps_lifetime_and_origins_are_checked() {
         "{ at: 2s, action: hang }",
     ));
     assert_eq!(p.len(), 1, "{p:?}");
-    assert!(p[0].starts_with("5:"), "{p:?}");
+    assert!(
+        p[0].starts_with("5:")
+            && p[0].contains(
+                "unknown close `gently`, expected a close code such as 1001, or `abrupt`"
+            ),
+        "{p:?}"
+    );
 }

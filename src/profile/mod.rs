@@ -316,13 +316,47 @@ pub enum OverLimit {
 }
 
 /// `lifetime_close: 1001` or `lifetime_close: abrupt`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(untagged)]
 pub enum LifetimeClose {
     /// A close frame with this code.
     Code(u16),
     /// `abrupt`: the TCP connection closed without a close frame.
     Abrupt(AbruptWord),
+}
+
+// By hand rather than `untagged`: serde's untagged errors say only "did not match any
+// variant".
+impl<'de> Deserialize<'de> for LifetimeClose {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        const EXPECTED: &str = "a close code such as 1001, or `abrupt`";
+        impl serde::de::Visitor<'_> for V {
+            type Value = LifetimeClose;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(EXPECTED)
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<LifetimeClose, E> {
+                u16::try_from(v)
+                    .map(LifetimeClose::Code)
+                    .map_err(|_| E::custom(format!("{v} is not a close code, expected {EXPECTED}")))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<LifetimeClose, E> {
+                Err(E::custom(format!(
+                    "{v} is not a close code, expected {EXPECTED}"
+                )))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<LifetimeClose, E> {
+                match v {
+                    "abrupt" => Ok(LifetimeClose::Abrupt(AbruptWord::Abrupt)),
+                    _ => Err(E::custom(format!(
+                        "unknown close `{v}`, expected {EXPECTED}"
+                    ))),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]

@@ -360,3 +360,21 @@ fn serve_takes_the_caps_and_origin_check_from_a_profile() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// The model cannot run these faults, and says so by name rather than model another run.
+#[test]
+fn the_model_refuses_the_server_faults_by_name() {
+    for (name, says) in [
+        ("graceful-drain", "drain close 1001 over 3s"),
+        ("rolling-restart", "restart node 1/4"),
+        ("connection-limits", "connection caps"),
+        ("max-lifetime", "max_lifetime"),
+        ("origin-check", "allowed_origins"),
+    ] {
+        let plan = Plan::compile(&load(name)).unwrap();
+        match wsstorm::model::check(&plan) {
+            Ok(_) => panic!("{name} was modelled"),
+            Err(e) => assert!(e.to_string().contains(says), "{name}: {e}"),
+        }
+    }
+}
