@@ -260,7 +260,7 @@ fn max_lifetime_closes_each_connection_at_its_age() {
         .sum();
     assert_eq!(first_wave, CLIENTS, "{closes:?}");
     assert!(closes[0].0 > 1000, "closed before its lifetime: {closes:?}");
-    let last_of_wave = closes.iter().filter(|(t, _)| *t <= 1500).last().unwrap().0;
+    let last_of_wave = closes.iter().rfind(|(t, _)| *t <= 1500).unwrap().0;
     assert!(
         last_of_wave <= 1000 + 50 + 100 + lag_ms(&r),
         "{closes:?}, lag {}",
