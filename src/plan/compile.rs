@@ -1169,7 +1169,7 @@ fn timeline_action(
             ),
         );
     }
-    let set: [(&str, bool); 15] = [
+    let set: [(&str, bool); 16] = [
         ("mode", e.mode.is_some()),
         ("code", e.code.is_some()),
         ("share", e.share.is_some()),
@@ -1185,6 +1185,7 @@ fn timeline_action(
         ("over", e.over.is_some()),
         ("nodes", e.nodes.is_some()),
         ("every", e.every.is_some()),
+        ("refuse_new", e.refuse_new.is_some()),
     ];
     let (takes, needs): (&[&str], &[&str]) = match e.action {
         ActionKind::DropAll => (&["mode", "code", "share"], &[]),
@@ -1205,7 +1206,7 @@ fn timeline_action(
         ActionKind::Refuse => (&["cut_existing", "duration"], &[]),
         ActionKind::Partition => (&["share", "duration"], &["share"]),
         ActionKind::Heal => (&[], &[]),
-        ActionKind::Drain => (&["code", "share", "over"], &["over"]),
+        ActionKind::Drain => (&["code", "share", "over", "refuse_new"], &["over"]),
         ActionKind::RollingRestart => (
             &["nodes", "every", "mode", "code", "over"],
             &["nodes", "every"],
@@ -1368,6 +1369,7 @@ fn action(e: &TimelineEntry) -> TimelineAction {
             code: e.code.unwrap_or(1001),
             over: e.over.map(|o| o.0).unwrap_or_default(),
             share: share.0,
+            refuse_new: e.refuse_new.unwrap_or(false),
         }),
         // Node 0's turn; [`planned`] adds the other nodes'.
         ActionKind::RollingRestart => server(Action::RestartNode {

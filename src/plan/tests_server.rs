@@ -62,7 +62,16 @@ fn a_drain_closes_with_its_code_over_its_window() {
             code: 1012,
             over: Duration::from_secs(3),
             share: 0.5,
+            refuse_new: false,
         })
+    );
+    let p = plan(&with(
+        "{}",
+        "{ at: 2s, action: drain, over: 1s, refuse_new: true }",
+    ));
+    assert_eq!(
+        p.timeline[0].action.to_string(),
+        "drain close 1001 over 1s refusing new connections"
     );
     let p = plan(&with("{}", "{ at: 2s, action: drain, over: 1s }"));
     assert_eq!(
@@ -100,7 +109,7 @@ fn a_drain_needs_a_window_and_a_sendable_code() {
     assert_eq!(
         p,
         [
-            "11:50 timeline[0].down_for: drain does not take `down_for` (it takes: code, share, over)"
+            "11:50 timeline[0].down_for: drain does not take `down_for` (it takes: code, share, over, refuse_new)"
         ]
     );
 }

@@ -971,6 +971,10 @@ pub struct TimelineEntry {
     /// rolling-restart: time between one node's restart and the next's.
     #[serde(default)]
     pub every: Option<Dur>,
+    /// drain: also stop accepting (the listener closes, new connections are refused) until
+    /// the drain's window is over.
+    #[serde(default)]
+    pub refuse_new: Option<bool>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]

@@ -633,7 +633,7 @@ async fn session(
                         blackholed = true;
                     }
                     // The first drain or restart to reach a connection decides when it goes.
-                    Action::Drain { code, over, share }
+                    Action::Drain { code, over, share, .. }
                         if closing.is_none()
                             && opened <= order.fired
                             && crate::seed::in_share(id, order.seq, share) =>

@@ -174,11 +174,13 @@ pub enum Action {
     /// Stop serving a share of the open connections without closing them.
     Hang { share: f64 },
     /// Close a share of the connections open when it fired with `code`, each at its own
-    /// seeded offset within `over`; new connections are accepted meanwhile.
+    /// seeded offset within `over`; new connections are accepted meanwhile, unless
+    /// `refuse_new` closes the listener for the window.
     Drain {
         code: u16,
         over: Duration,
         share: f64,
+        refuse_new: bool,
     },
     /// One node's turn in a rolling restart of `nodes`: the balancer sends it no new
     /// connections for `out_for`, and the connections it holds are closed (`mode`) each at its
@@ -241,9 +243,14 @@ impl std::fmt::Display for Action {
                 code,
                 over,
                 share: s,
+                refuse_new,
             } => {
                 write!(f, "drain close {code} over {}", crate::units::Dur(*over))?;
-                share(f, *s)
+                share(f, *s)?;
+                if *refuse_new {
+                    write!(f, " refusing new connections")?;
+                }
+                Ok(())
             }
             Action::RestartNode {
                 node,
@@ -716,7 +723,10 @@ impl Server {
                     if let Action::RestartNode { node, out_for, .. } = order.action {
                         balancer.take_out(node, order.fired + out_for);
                     }
-                    if let Action::Restart { down_for } = order.action {
+                    // A restart, or a drain that refuses new connections meanwhile.
+                    if let Action::Restart { down_for }
+                    | Action::Drain { refuse_new: true, over: down_for, .. } = order.action
+                    {
                         // No listener: the kernel refuses new SYNs (RST), which is what
                         // clients see while a real server is down. The port stays reserved.
                         if let Some(l) = listener.take() {

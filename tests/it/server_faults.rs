@@ -378,3 +378,41 @@ fn the_model_refuses_the_server_faults_by_name() {
         }
     }
 }
+
+/// A drain that refuses new connections: its listener is closed for the window, so nothing
+/// opens during it (the drained clients are refused and back off), and everyone is back once
+/// it is over.
+#[test]
+fn a_drain_can_refuse_new_connections_for_its_window() {
+    let r = run("graceful-drain", |p| {
+        p.groups[0].clients = 100;
+        p.groups[0].behaviour.reconnect.backoff.cap = ms(1000);
+        p.duration = Dur(Duration::from_secs(6));
+        p.timeline.remove(0);
+        p.timeline[0].at = ms(1000);
+        p.timeline[0].over = Some(ms(2000));
+        p.timeline[0].refuse_new = Some(true);
+    });
+    let g = &r.groups[0];
+    let drain = &r.timeline.actions[0];
+    assert_eq!(
+        drain.action,
+        "drain close 1001 over 2s refusing new connections"
+    );
+    assert_eq!(drain.connections, 100);
+    assert_eq!(count(&g.totals.close_codes, "1001"), 100);
+    let opened_in_window: Vec<(u64, u64)> = r
+        .timeline
+        .points
+        .iter()
+        .filter(|p| p.t_ms > drain.t_ms + 200 && p.t_ms <= drain.t_ms + 2000)
+        .map(|p| (p.t_ms, p.opened))
+        .collect();
+    assert!(opened_in_window.len() >= 15, "{opened_in_window:?}");
+    assert!(
+        opened_in_window.iter().all(|(_, n)| *n == 0),
+        "opened while refusing: {opened_in_window:?}"
+    );
+    assert!(g.totals.connect_errors.refused > 0);
+    assert_eq!(g.totals.connected_at_end, 100, "all back after the window");
+}
