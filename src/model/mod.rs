@@ -84,9 +84,9 @@ pub fn check(plan: &Plan) -> Result<(&ServerConfig, Vec<String>), Unmodellable> 
         _ => None,
     });
     for a in server_actions {
-        if let Action::Drain { .. } | Action::RestartNode { .. } = a {
+        if let Action::RestartNode { .. } = a {
             return Err(Unmodellable(format!(
-                "the model does not simulate `{a}`: closes spread over a window (drain, rolling-restart) are for `wsstorm run`; a `drop-all` with `mode: close` models the same closes at once"
+                "the model does not simulate `{a}`: a rolling restart needs the target's nodes and balancer, which it does not have; a `drain` of a share models one node's closes"
             )));
         }
     }
@@ -157,6 +157,8 @@ enum State {
     /// Connected, but the server stopped serving it; with a heartbeat an event for the
     /// moment the client finds it dead is queued.
     Hung,
+    /// Connected, and a drain will close it with this code (its event is queued).
+    Draining(u16),
     /// Gave up.
     Done,
 }
@@ -376,6 +378,10 @@ impl<'p> Engine<'p> {
             }
             State::Attempting(answer) => self.answer(c, answer, t),
             State::Hung => self.dead(c, t),
+            State::Draining(code) => {
+                self.server.drained(code);
+                self.lost(c, t, Closed::ByPeer(code), code);
+            }
             State::Connected | State::Done => {}
         }
     }
@@ -516,6 +522,24 @@ impl<'p> Engine<'p> {
         if let TimelineAction::Server(a) = action {
             self.orders += 1;
             let seq = self.orders;
+            if let Action::Drain {
+                code,
+                over,
+                share,
+                refuse_new,
+            } = *a
+            {
+                self.drain(seq, code, over, share, t);
+                if refuse_new {
+                    self.server.down_until(t + us(over));
+                }
+                self.fired.push(FiredAction {
+                    t_ms: t / 1000,
+                    action: action.to_string(),
+                    connections: open,
+                });
+                return;
+            }
             let (share, code, hang) = match *a {
                 Action::DropAll { mode, share } => (
                     share,
@@ -530,19 +554,20 @@ impl<'p> Engine<'p> {
                     (1.0, 1006, false)
                 }
                 Action::Hang { share } => (share, 0, true),
-                // `check` refuses plans with these before a model starts.
+                // A drain returned above; `check` refuses node restarts before a model starts.
                 Action::Drain { .. } | Action::RestartNode { .. } => {
-                    unreachable!("refused by model::check")
+                    unreachable!("handled above or refused by model::check")
                 }
             };
             for c in 0..self.clients.len() as u32 {
                 let s = &self.clients[c as usize];
-                let open = matches!(s.state, State::Connected | State::Hung);
+                let open = matches!(s.state, State::Connected | State::Hung | State::Draining(_));
                 if !open || !in_share(u64::from(s.conn), seq, share) {
                     continue;
                 }
                 if hang {
-                    if s.state == State::Hung {
+                    // A connection being drained still gets its close, as on the server.
+                    if matches!(s.state, State::Hung | State::Draining(_)) {
                         continue;
                     }
                     self.hang(c, t);
@@ -558,6 +583,20 @@ impl<'p> Engine<'p> {
             action: action.to_string(),
             connections: open,
         });
+    }
+
+    /// A drain fired at `t`: each connection open then (and in `share`) is closed with `code`
+    /// at its own offset within `over`, the one the server draws for it.
+    fn drain(&mut self, seq: u64, code: u16, over: Duration, share: f64, t: u64) {
+        for c in 0..self.clients.len() as u32 {
+            let s = &mut self.clients[c as usize];
+            let conn = u64::from(s.conn);
+            if !matches!(s.state, State::Connected | State::Hung) || !in_share(conn, seq, share) {
+                continue;
+            }
+            s.state = State::Draining(code);
+            self.schedule(c, t + us(Action::offset(conn, seq, over)));
+        }
     }
 
     fn hang(&mut self, c: u32, t: u64) {
@@ -584,7 +623,7 @@ impl<'p> Engine<'p> {
         for c in 0..self.clients.len() as u32 {
             let who = self.who(c);
             let s = &self.clients[c as usize];
-            if matches!(s.state, State::Connected | State::Hung) {
+            if matches!(s.state, State::Connected | State::Hung | State::Draining(_)) {
                 connected_at_end[usize::from(s.group)] += 1;
                 self.metrics.closed(who, Closed::ByClient);
             }

@@ -76,6 +76,13 @@ impl ServerModel {
         self.open = self.open.saturating_sub(n);
     }
 
+    /// A drain closed one connection with `code`.
+    pub fn drained(&mut self, code: u16) {
+        self.stats.drained += 1;
+        *self.stats.closes_sent.entry(code.to_string()).or_default() += 1;
+        self.open = self.open.saturating_sub(1);
+    }
+
     /// The Retry-After every 503 carries.
     pub fn retry_after(&self) -> Duration {
         self.retry_after

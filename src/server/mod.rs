@@ -197,7 +197,7 @@ pub enum Action {
 impl Action {
     /// Where within `over` connection `id` is closed by the order `seq`: uniform, seeded, and
     /// not the draw `in_share` makes for the same pair.
-    fn offset(id: u64, seq: u64, over: Duration) -> Duration {
+    pub(crate) fn offset(id: u64, seq: u64, over: Duration) -> Duration {
         let u = crate::seed::mix(crate::seed::mix(seq, id), 0x6472_6169) as f64 / u64::MAX as f64;
         over.mul_f64(u)
     }

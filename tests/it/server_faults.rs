@@ -366,7 +366,6 @@ fn serve_takes_the_caps_and_origin_check_from_a_profile() {
 #[test]
 fn the_model_refuses_the_server_faults_by_name() {
     for (name, says) in [
-        ("graceful-drain", "drain close 1001 over 3s"),
         ("rolling-restart", "restart node 1/4"),
         ("connection-limits", "connection caps"),
         ("max-lifetime", "max_lifetime"),
@@ -416,4 +415,53 @@ fn a_drain_can_refuse_new_connections_for_its_window() {
     );
     assert!(g.totals.connect_errors.refused > 0);
     assert_eq!(g.totals.connected_at_end, 100, "all back after the window");
+}
+
+/// The model runs a drain as the server does: the same seeded moment for each connection, so
+/// the same spread, the same closes and the same peaks as the real run's, at any scale; with
+/// `refuse_new` nothing opens during the window.
+#[test]
+fn the_model_drains_as_the_server_does() {
+    use wsstorm::model::{Options, run};
+    let plan = Plan::compile(&load("graceful-drain")).unwrap();
+    let r = run(&plan, &Options::default(), &mut |_| false).unwrap_or_else(|e| panic!("{e}"));
+    let g = &r.groups[0];
+    let [drop, drain] = &r.timeline.actions[..] else {
+        panic!("{:?}", r.timeline.actions)
+    };
+    assert_eq!((drop.connections, drain.connections), (300, 300));
+    assert_eq!(count(&g.totals.close_codes, "1006"), 300);
+    assert_eq!(count(&g.totals.close_codes, "1001"), 300);
+    let server = r.server.as_ref().unwrap();
+    assert_eq!(server.drained, 300);
+    assert_eq!(count(&server.closes_sent, "1001"), 300);
+    assert_eq!(g.totals.connected_at_end, 300);
+    let closes = closes_over_time(&r, "1001");
+    assert!(closes[0].0 > drain.t_ms && closes.last().unwrap().0 <= drain.t_ms + 3000);
+    assert!(
+        closes.len() >= 25,
+        "spread over the 30 intervals: {closes:?}"
+    );
+    let after_drop = peak_attempts(&r, drop.t_ms, drop.t_ms + 1000);
+    let after_drain = peak_attempts(&r, drain.t_ms, drain.t_ms + 3500);
+    assert_eq!(after_drop, 300, "the whole herd within 100 ms");
+    assert!(
+        after_drain * 10 < after_drop,
+        "{after_drain} vs {after_drop}"
+    );
+
+    let mut doc = load("graceful-drain");
+    doc.profile.timeline[1].refuse_new = Some(true);
+    let plan = Plan::compile(&doc).unwrap();
+    let r = run(&plan, &Options::default(), &mut |_| false).unwrap_or_else(|e| panic!("{e}"));
+    let opened: u64 = r
+        .timeline
+        .points
+        .iter()
+        .filter(|p| p.t_ms > 6000 && p.t_ms <= 9000)
+        .map(|p| p.opened)
+        .sum();
+    assert_eq!(opened, 0);
+    assert!(r.groups[0].totals.connect_errors.refused > 0);
+    assert_eq!(r.server.as_ref().unwrap().drained, 300);
 }
