@@ -178,14 +178,37 @@ fn actions_list(r: &Results) -> Markup {
     html! {
         @if !r.timeline.actions.is_empty() {
             ol.actions {
-                @for a in &r.timeline.actions {
+                @for (i, a) in r.timeline.actions.iter().enumerate() {
                     li {
-                        (secs(a.t_ms)) "s — " (a.action) " (" (a.connections) " connections open)"
+                        (secs(a.t_ms)) "s — " (a.action) " (" (a.connections) " connections open"
+                        @if let Some(peak) = peak_attempts_after(r, i) {
+                            "; then at most " (peak) " attempts in 100 ms"
+                        }
+                        ")"
                     }
                 }
             }
         }
     }
+}
+
+/// The most attempts in one timeline interval after action `i` fired, until the next action
+/// (or the end): the reconnect spike it caused, so a drop-all and a drain in one run compare
+/// side by side. `None` when nothing was attempted then.
+fn peak_attempts_after(r: &Results, i: usize) -> Option<u64> {
+    let from = r.timeline.actions[i].t_ms;
+    let until = r
+        .timeline
+        .actions
+        .get(i + 1)
+        .map_or(u64::MAX, |next| next.t_ms);
+    r.timeline
+        .points
+        .iter()
+        .filter(|p| p.t_ms > from && p.t_ms <= until)
+        .map(|p| p.attempts)
+        .max()
+        .filter(|&n| n > 0)
 }
 
 fn totals_table(prefix: &str, t: &Totals) -> Markup {

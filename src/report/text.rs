@@ -257,10 +257,13 @@ pub fn summary(r: &Results) -> String {
             p.bytes_downstream
         );
     }
-    for a in &r.timeline.actions {
+    for (i, a) in r.timeline.actions.iter().enumerate() {
+        let spike = super::peak_attempts_after(r, i)
+            .map(|n| format!("; then at most {n} attempts in 100 ms"))
+            .unwrap_or_default();
         let _ = writeln!(
             o,
-            "  timeline     {:>8.1}s {} ({} connections open)",
+            "  timeline     {:>8.1}s {} ({} connections open{spike})",
             a.t_ms as f64 / 1000.0,
             a.action,
             a.connections

@@ -449,6 +449,19 @@ fn the_model_drains_as_the_server_does() {
         after_drain * 10 < after_drop,
         "{after_drain} vs {after_drop}"
     );
+    // The summary and the report put each action's spike next to it.
+    let summary = wsstorm::report::text::summary(&r);
+    assert!(
+        summary.contains(
+            "drop-all abrupt (300 connections open; then at most 300 attempts in 100 ms)"
+        ),
+        "{summary}"
+    );
+    let drain_line = format!(
+        "drain close 1001 over 3s (300 connections open; then at most {after_drain} attempts in 100 ms)"
+    );
+    assert!(summary.contains(&drain_line), "{summary}");
+    assert!(wsstorm::report::render(&r).contains(&drain_line));
 
     let mut doc = load("graceful-drain");
     doc.profile.timeline[1].refuse_new = Some(true);
