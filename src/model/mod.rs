@@ -238,6 +238,9 @@ struct Engine<'p> {
     /// Server orders so far (drop-all and hang shares are picked per order, as the server
     /// does).
     orders: u64,
+    /// Until when (µs) a drain fired so far is still closing connections: the timeline is
+    /// not done before.
+    busy_until: u64,
     interrupted: bool,
 }
 
@@ -276,6 +279,7 @@ impl<'p> Engine<'p> {
                 .map(|_| Settling::new(u64::from(plan.total_clients()))),
             settled_at: None,
             orders: 0,
+            busy_until: 0,
             interrupted: false,
         }
     }
@@ -334,7 +338,7 @@ impl<'p> Engine<'p> {
                 }
                 // As the swarm does: settled once the timeline is done and every client is
                 // connected or gave up, held for a few ticks.
-                let ready = actions.peek().is_none();
+                let ready = actions.peek().is_none() && at >= self.busy_until;
                 if let Some(s) = &mut self.settling
                     && let Some(since) = s.observe(dur(at), ready, &snap.totals)
                 {
@@ -522,6 +526,7 @@ impl<'p> Engine<'p> {
         if let TimelineAction::Server(a) = action {
             self.orders += 1;
             let seq = self.orders;
+            self.busy_until = self.busy_until.max(t + us(a.lasts()));
             if let Action::Drain {
                 code,
                 over,

@@ -195,6 +195,16 @@ pub enum Action {
 }
 
 impl Action {
+    /// How long after it fires the action is still closing connections: a run is not done
+    /// with its timeline (nor settled) before then.
+    pub fn lasts(&self) -> Duration {
+        match *self {
+            Action::Drain { over, .. } => over,
+            Action::RestartNode { over, out_for, .. } => over.max(out_for),
+            Action::DropAll { .. } | Action::Restart { .. } | Action::Hang { .. } => Duration::ZERO,
+        }
+    }
+
     /// Where within `over` connection `id` is closed by the order `seq`: uniform, seeded, and
     /// not the draw `in_share` makes for the same pair.
     pub(crate) fn offset(id: u64, seq: u64, over: Duration) -> Duration {

@@ -478,3 +478,33 @@ fn the_model_drains_as_the_server_does() {
     assert!(r.groups[0].totals.connect_errors.refused > 0);
     assert_eq!(r.server.as_ref().unwrap().drained, 300);
 }
+
+/// `--until recovered` waits for a drain to finish: with the drain the timeline's last action,
+/// the run is not settled while connections are still due to be closed, in a real run and in
+/// the model alike.
+#[test]
+fn a_run_until_recovered_waits_for_the_drain_to_end() {
+    let mut doc = load("graceful-drain");
+    doc.profile.groups[0].clients = 100;
+    doc.profile.timeline.remove(0);
+    doc.profile.timeline[0].at = ms(1000);
+    doc.profile.timeline[0].over = Some(ms(2000));
+    // A few closes, far apart: between them every client is connected again.
+    doc.profile.timeline[0].share = Some(wsstorm::units::Percent(0.05));
+    doc.profile.duration = ms(1500);
+    let mut plan = Plan::compile(&doc).unwrap_or_else(|e| panic!("{e}"));
+    plan.until_recovered(Duration::from_secs(10)).unwrap();
+    let real = common::run_plan(&plan);
+    let modelled = wsstorm::model::run(&plan, &Default::default(), &mut |_| false).unwrap();
+    for r in [&real, &modelled] {
+        let settled = r.until.as_ref().unwrap().settled_at_ms;
+        assert!(
+            settled.is_some_and(|t| t >= 3000),
+            "settled at {settled:?}, before the drain's window ended"
+        );
+        let drained = r.server.as_ref().unwrap().drained;
+        assert!((1..=20).contains(&drained), "{drained}");
+        assert_eq!(count(&r.groups[0].totals.close_codes, "1001"), drained);
+        assert_eq!(r.groups[0].totals.connected_at_end, 100);
+    }
+}
