@@ -95,7 +95,6 @@ pub fn check(plan: &Plan) -> Result<(&ServerConfig, Vec<String>), Unmodellable> 
             config.limits.max.is_some() || config.limits.per_ip.is_some(),
             "connection caps (max_connections, max_connections_per_ip)",
         ),
-        (config.max_lifetime.is_some(), "max_lifetime"),
         (
             !config.allowed_origins.is_empty(),
             "the Origin check (allowed_origins)",
@@ -159,6 +158,8 @@ enum State {
     Hung,
     /// Connected, and a drain will close it with this code (its event is queued).
     Draining(u16),
+    /// Connected, and `max_lifetime` will close it (its event is queued).
+    Expiring,
     /// Gave up.
     Done,
 }
@@ -241,6 +242,8 @@ struct Engine<'p> {
     /// Until when (µs) a drain fired so far is still closing connections: the timeline is
     /// not done before.
     busy_until: u64,
+    /// The target's `max_lifetime`.
+    lifetime: Option<crate::server::Lifetime>,
     interrupted: bool,
 }
 
@@ -280,6 +283,7 @@ impl<'p> Engine<'p> {
             settled_at: None,
             orders: 0,
             busy_until: 0,
+            lifetime: config.max_lifetime,
             interrupted: false,
         }
     }
@@ -386,6 +390,12 @@ impl<'p> Engine<'p> {
                 self.server.drained(code);
                 self.lost(c, t, Closed::ByPeer(code), code);
             }
+            State::Expiring => {
+                let close = self.lifetime.and_then(|l| l.close);
+                self.server.expired(close);
+                let code = close.unwrap_or(1006);
+                self.lost(c, t, Closed::ByPeer(code), code);
+            }
             State::Connected | State::Done => {}
         }
     }
@@ -435,6 +445,10 @@ impl<'p> Engine<'p> {
                 s.mark = t;
                 s.state = State::Connected;
                 s.generation = s.generation.wrapping_add(1);
+                if let Some(at) = self.expiry(c) {
+                    self.clients[c as usize].state = State::Expiring;
+                    self.schedule(c, at);
+                }
                 return;
             }
             Answer::Refused => {
@@ -566,7 +580,10 @@ impl<'p> Engine<'p> {
             };
             for c in 0..self.clients.len() as u32 {
                 let s = &self.clients[c as usize];
-                let open = matches!(s.state, State::Connected | State::Hung | State::Draining(_));
+                let open = matches!(
+                    s.state,
+                    State::Connected | State::Hung | State::Draining(_) | State::Expiring
+                );
                 if !open || !in_share(u64::from(s.conn), seq, share) {
                     continue;
                 }
@@ -594,13 +611,21 @@ impl<'p> Engine<'p> {
     /// at its own offset within `over`, the one the server draws for it.
     fn drain(&mut self, seq: u64, code: u16, over: Duration, share: f64, t: u64) {
         for c in 0..self.clients.len() as u32 {
+            let expiry = self.expiry(c);
             let s = &mut self.clients[c as usize];
             let conn = u64::from(s.conn);
-            if !matches!(s.state, State::Connected | State::Hung) || !in_share(conn, seq, share) {
+            if !matches!(s.state, State::Connected | State::Hung | State::Expiring)
+                || !in_share(conn, seq, share)
+            {
+                continue;
+            }
+            let at = t + us(Action::offset(conn, seq, over));
+            // As on the server, whichever comes first closes it.
+            if expiry.is_some_and(|e| e <= at) {
                 continue;
             }
             s.state = State::Draining(code);
-            self.schedule(c, t + us(Action::offset(conn, seq, over)));
+            self.schedule(c, at);
         }
     }
 
@@ -608,17 +633,32 @@ impl<'p> Engine<'p> {
         self.server.hung += 1;
         let group = usize::from(self.clients[c as usize].group);
         let heartbeat = self.plan.groups[group].behaviour.heartbeat;
+        let expiry = self.expiry(c);
         let s = &mut self.clients[c as usize];
         s.state = State::Hung;
         s.generation = s.generation.wrapping_add(1);
-        if let Some(h) = heartbeat {
+        let dead_at = heartbeat.map(|h| {
             // Pings go out every `ping_every` from the open; the first after the hang is
             // never answered.
             let every = us(h.ping_every).max(1);
             let since = t.saturating_sub(s.mark);
-            let ping = s.mark + since.div_ceil(every).max(1) * every;
-            self.schedule(c, ping + us(h.timeout));
+            s.mark + since.div_ceil(every).max(1) * every + us(h.timeout)
+        });
+        // The server still closes a hung connection at its lifetime, if that comes first.
+        match (dead_at, expiry) {
+            (_, Some(e)) if dead_at.is_none_or(|d| e < d) => {
+                s.state = State::Expiring;
+                self.schedule(c, e);
+            }
+            (Some(d), _) => self.schedule(c, d),
+            (None, _) => {}
         }
+    }
+
+    /// When `max_lifetime` closes client `c`'s connection, opened at its mark.
+    fn expiry(&self, c: u32) -> Option<u64> {
+        let s = &self.clients[c as usize];
+        self.lifetime.map(|l| s.mark + us(l.of(u64::from(s.conn))))
     }
 
     /// Close the run at `end`: the open connections are counted, then close as a real run's
@@ -628,7 +668,10 @@ impl<'p> Engine<'p> {
         for c in 0..self.clients.len() as u32 {
             let who = self.who(c);
             let s = &self.clients[c as usize];
-            if matches!(s.state, State::Connected | State::Hung | State::Draining(_)) {
+            if matches!(
+                s.state,
+                State::Connected | State::Hung | State::Draining(_) | State::Expiring
+            ) {
                 connected_at_end[usize::from(s.group)] += 1;
                 self.metrics.closed(who, Closed::ByClient);
             }

@@ -83,6 +83,15 @@ impl ServerModel {
         self.open = self.open.saturating_sub(1);
     }
 
+    /// A connection reached `max_lifetime`: closed with `code`, or abruptly.
+    pub fn expired(&mut self, code: Option<u16>) {
+        self.stats.lifetime_closes += 1;
+        if let Some(code) = code {
+            *self.stats.closes_sent.entry(code.to_string()).or_default() += 1;
+        }
+        self.open = self.open.saturating_sub(1);
+    }
+
     /// The Retry-After every 503 carries.
     pub fn retry_after(&self) -> Duration {
         self.retry_after

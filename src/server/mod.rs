@@ -153,7 +153,7 @@ pub struct Lifetime {
 
 impl Lifetime {
     /// Connection `id`'s lifetime: `after` ± `jitter`, the same for the same id.
-    fn of(&self, id: u64) -> Duration {
+    pub(crate) fn of(&self, id: u64) -> Duration {
         if self.jitter.is_zero() {
             return self.after;
         }

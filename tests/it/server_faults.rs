@@ -368,7 +368,6 @@ fn the_model_refuses_the_server_faults_by_name() {
     for (name, says) in [
         ("rolling-restart", "restart node 1/4"),
         ("connection-limits", "connection caps"),
-        ("max-lifetime", "max_lifetime"),
         ("origin-check", "allowed_origins"),
     ] {
         let plan = Plan::compile(&load(name)).unwrap();
@@ -507,4 +506,80 @@ fn a_run_until_recovered_waits_for_the_drain_to_end() {
         assert_eq!(count(&r.groups[0].totals.close_codes, "1001"), drained);
         assert_eq!(r.groups[0].totals.connected_at_end, 100);
     }
+}
+
+/// The model closes connections at their lifetime as the server does: the same draw per
+/// connection, so the same waves; without jitter every client is closed exactly twice in
+/// 2.5 s, and a drain that comes after a connection's expiry does not close it again.
+#[test]
+fn the_model_expires_connections_as_the_server_does() {
+    use wsstorm::model::{Options, run};
+    let mut doc = load("max-lifetime");
+    doc.profile.groups[0].clients = 100;
+    doc.profile.duration = ms(2500);
+    doc.profile.target.server.lifetime_jitter = None;
+    let r = run(
+        &Plan::compile(&doc).unwrap(),
+        &Options::default(),
+        &mut |_| false,
+    )
+    .unwrap();
+    let g = &r.groups[0];
+    let server = r.server.as_ref().unwrap();
+    assert_eq!(server.lifetime_closes, 200);
+    assert_eq!(count(&g.totals.close_codes, "1001"), 200);
+    assert_eq!(count(&server.closes_sent, "1001"), 200);
+    assert_eq!(g.totals.opened, 300);
+    assert_eq!(g.totals.connected_at_end, 100);
+    let closes = closes_over_time(&r, "1001");
+    assert!(closes[0].0 > 1000, "{closes:?}");
+
+    // With jitter, the spread of the first wave, as in a real run.
+    let mut doc = load("max-lifetime");
+    doc.profile.groups[0].clients = 100;
+    doc.profile.duration = ms(2000);
+    let r = run(
+        &Plan::compile(&doc).unwrap(),
+        &Options::default(),
+        &mut |_| false,
+    )
+    .unwrap();
+    let closes = closes_over_time(&r, "1001");
+    assert!(closes[0].0 > 750, "{closes:?}");
+    let wave: Vec<u64> = closes
+        .iter()
+        .filter(|(t, _)| *t <= 1450)
+        .map(|c| c.1)
+        .collect();
+    assert_eq!(wave.iter().sum::<u64>(), 100, "{closes:?}");
+    assert!(wave.len() >= 5, "{closes:?}");
+
+    // A drain over [1.5s, 2.5s) finds every connection's expiry at ~1s-2s after its open:
+    // each closes once, by whichever comes first, and the two counts add up to the closes.
+    let mut doc = load("max-lifetime");
+    doc.profile.groups[0].clients = 100;
+    doc.profile.duration = ms(3000);
+    doc.profile.target.server.lifetime_jitter = None;
+    doc.profile.timeline = vec![
+        serde_yaml_ng::from_str("{ at: 1500ms, action: drain, over: 1s, code: 4000 }").unwrap(),
+    ];
+    let r = run(
+        &Plan::compile(&doc).unwrap(),
+        &Options::default(),
+        &mut |_| false,
+    )
+    .unwrap();
+    let g = &r.groups[0];
+    let server = r.server.as_ref().unwrap();
+    assert_eq!(server.drained, count(&g.totals.close_codes, "4000"));
+    assert_eq!(server.lifetime_closes, count(&g.totals.close_codes, "1001"));
+    assert!(
+        server.drained > 0 && server.lifetime_closes > 100,
+        "{server:?}"
+    );
+    assert_eq!(
+        g.totals.close_codes.values().sum::<u64>(),
+        server.drained + server.lifetime_closes,
+        "no other close, none twice"
+    );
 }
