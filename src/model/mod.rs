@@ -90,21 +90,10 @@ pub fn check(plan: &Plan) -> Result<(&ServerConfig, Vec<String>), Unmodellable> 
             )));
         }
     }
-    for (set, what) in [
-        (
-            config.limits.max.is_some() || config.limits.per_ip.is_some(),
-            "connection caps (max_connections, max_connections_per_ip)",
-        ),
-        (
-            !config.allowed_origins.is_empty(),
-            "the Origin check (allowed_origins)",
-        ),
-    ] {
-        if set {
-            return Err(Unmodellable(format!(
-                "the model does not simulate the target's {what}: they decide who stays connected, so the model would describe another run; remove them to model the rest, or use `wsstorm run`"
-            )));
-        }
+    if config.limits.max.is_some() || config.limits.per_ip.is_some() {
+        return Err(Unmodellable(
+            "the model does not simulate the target's connection caps (max_connections, max_connections_per_ip): they decide who stays connected, so the model would describe another run; remove them to model the rest, or use `wsstorm run`".into(),
+        ));
     }
     let mut left = Vec::new();
     let mut note = |what: &str| {
@@ -244,6 +233,8 @@ struct Engine<'p> {
     busy_until: u64,
     /// The target's `max_lifetime`.
     lifetime: Option<crate::server::Lifetime>,
+    /// Per group: whether its `Origin` header passes the target's `allowed_origins`.
+    origin_allowed: Vec<bool>,
     interrupted: bool,
 }
 
@@ -284,6 +275,19 @@ impl<'p> Engine<'p> {
             orders: 0,
             busy_until: 0,
             lifetime: config.max_lifetime,
+            origin_allowed: plan
+                .groups
+                .iter()
+                .map(|g| {
+                    config.allowed_origins.is_empty()
+                        || g.behaviour.headers.iter().any(|(name, value)| {
+                            *name == tokio_tungstenite::tungstenite::http::header::ORIGIN
+                                && value
+                                    .to_str()
+                                    .is_ok_and(|v| config.allowed_origins.iter().any(|a| a == v))
+                        })
+                })
+                .collect(),
             interrupted: false,
         }
     }
@@ -413,13 +417,18 @@ impl<'p> Engine<'p> {
         self.metrics
             .attempt(who, Duration::ZERO, s.attempts > 1, s.retry.failures() > 0);
         let rtt = self.rtt;
-        let (answer, at) = match self.server.handshake(t + rtt, t + rtt + timeout, rtt) {
-            None => (Answer::Refused, t + rtt),
-            Some((conn, answer, at)) => {
-                self.clients[c as usize].conn = conn;
-                (answer, at)
-            }
-        };
+        let origin_allowed = self.origin_allowed[usize::from(who.group)];
+        let (answer, at) =
+            match self
+                .server
+                .handshake(t + rtt, t + rtt + timeout, rtt, origin_allowed)
+            {
+                None => (Answer::Refused, t + rtt),
+                Some((conn, answer, at)) => {
+                    self.clients[c as usize].conn = conn;
+                    (answer, at)
+                }
+            };
         self.clients[c as usize].state = State::Attempting(answer);
         self.schedule(c, at);
     }
@@ -467,7 +476,8 @@ impl<'p> Engine<'p> {
                 b.on_status.decide(code)
             }
         };
-        let retry_after = matches!(answer, Answer::Status(_)).then(|| self.server.retry_after());
+        // Only the 503s carry a Retry-After (a 403 does not).
+        let retry_after = matches!(answer, Answer::Status(503)).then(|| self.server.retry_after());
         self.next(c, t, decision, retry_after);
     }
 

@@ -309,6 +309,22 @@ fn the_origin_check_refuses_other_origins_with_403() {
     assert_eq!(server.rejected_403, 50);
     assert_eq!(server.upgraded, 50);
 
+    // The model tells the same: a 403 for each client of the group without the Origin.
+    let plan = Plan::compile(&load("origin-check")).unwrap();
+    let m = wsstorm::model::run(&plan, &Default::default(), &mut |_| false).unwrap();
+    for (real, modelled) in r.groups.iter().zip(&m.groups) {
+        assert_eq!(
+            real.totals.handshake_status,
+            modelled.totals.handshake_status
+        );
+        assert_eq!(real.totals.gave_up, modelled.totals.gave_up);
+        assert_eq!(
+            real.totals.connected_at_end,
+            modelled.totals.connected_at_end
+        );
+    }
+    assert_eq!(m.server.as_ref().unwrap().rejected_403, 50);
+
     // Without the `stop`, the default table retries a 403 like any status.
     let r = run("origin-check", |p| {
         p.groups[1].behaviour.reconnect.on_status.clear();
@@ -368,7 +384,6 @@ fn the_model_refuses_the_server_faults_by_name() {
     for (name, says) in [
         ("rolling-restart", "restart node 1/4"),
         ("connection-limits", "connection caps"),
-        ("origin-check", "allowed_origins"),
     ] {
         let plan = Plan::compile(&load(name)).unwrap();
         match wsstorm::model::check(&plan) {
