@@ -228,8 +228,13 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
         server.run(stop.token()).await;
         let s = handle.stats.summary();
         println!(
-            "wsstorm serve: stopped; accepted {}, upgraded {}, 503 {}, 404 {}, echoed {}",
-            s.accepted, s.upgraded, s.rejected_503, s.rejected_404, s.messages_echoed
+            "wsstorm serve: stopped; accepted {}, upgraded {}, 503 {}, 404 {}, echoed {}{}",
+            s.accepted,
+            s.upgraded,
+            s.rejected_503,
+            s.rejected_404,
+            s.messages_echoed,
+            limits_line(&s)
         );
         identities(&s);
         Ok::<_, Failure>(ExitCode::SUCCESS)
@@ -247,6 +252,20 @@ fn identities(s: &crate::server::ServerSummary) {
             s.identified, s.duplicate_connections
         );
     }
+}
+
+/// The counters of the caps, lifetime and Origin check, when any counted something.
+fn limits_line(s: &crate::server::ServerSummary) -> String {
+    [
+        ("403", s.rejected_403),
+        ("refused at max_connections", s.refused_max_connections),
+        ("refused per IP", s.refused_per_ip),
+        ("lifetime closes", s.lifetime_closes),
+    ]
+    .iter()
+    .filter(|(_, n)| *n > 0)
+    .map(|(name, n)| format!(", {name} {n}"))
+    .collect()
 }
 
 /// `serve --processes N`: the same target in N processes on one port, each with its share of
@@ -271,8 +290,13 @@ async fn serve_processes(
     stop.token().cancelled().await;
     let s = procs.stop().await;
     println!(
-        "wsstorm serve: stopped; accepted {}, upgraded {}, 503 {}, 404 {}, echoed {}",
-        s.accepted, s.upgraded, s.rejected_503, s.rejected_404, s.messages_echoed
+        "wsstorm serve: stopped; accepted {}, upgraded {}, 503 {}, 404 {}, echoed {}{}",
+        s.accepted,
+        s.upgraded,
+        s.rejected_503,
+        s.rejected_404,
+        s.messages_echoed,
+        limits_line(&s)
     );
     identities(&s);
     Ok(ExitCode::SUCCESS)

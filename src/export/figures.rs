@@ -227,6 +227,14 @@ fn service_help(kind: &str, field: &str) -> String {
         ("server", "open") | ("proxy", "open") => "Connections open now.",
         ("server", "messages_echoed") => "Messages echoed back.",
         ("server", "closes_sent") => "Close frames the server sent, by close code.",
+        ("server", "drained") => "Connections closed by a drain, with its close code.",
+        ("server", "node_restart_closes") => {
+            "Connections closed because their node restarted (rolling restart)."
+        }
+        ("server", "refused_max_connections") => "Upgrades refused at max_connections.",
+        ("server", "refused_per_ip") => "Upgrades refused at max_connections_per_ip.",
+        ("server", "lifetime_closes") => "Connections closed at max_lifetime.",
+        ("server", "rejected_403") => "Upgrades from an Origin not allowed, answered 403.",
         ("proxy", "upstream_errors") => "Upstream connects that failed.",
         ("proxy", "cut") => "Connections closed by a cut fault.",
         ("proxy", "idle_timeouts") => "Connections closed by an idle timeout.",

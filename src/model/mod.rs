@@ -109,6 +109,23 @@ pub fn check(plan: &Plan) -> Result<(&ServerConfig, Vec<String>), Unmodellable> 
             )));
         }
     }
+    // What would change who is connected when: leaving it out would model another run.
+    let server_actions = plan.timeline.iter().filter_map(|a| match &a.action {
+        TimelineAction::Server(a) => Some(a),
+        _ => None,
+    });
+    for a in server_actions {
+        if let Action::RestartNode { .. } = a {
+            return Err(Unmodellable(format!(
+                "the model does not simulate `{a}`: a rolling restart needs the target's nodes and balancer, which it does not have; a `drain` of a share models one node's closes"
+            )));
+        }
+    }
+    if config.limits.max.is_some() || config.limits.per_ip.is_some() {
+        return Err(Unmodellable(
+            "the model does not simulate the target's connection caps (max_connections, max_connections_per_ip): they decide who stays connected, so the model would describe another run; remove them to model the rest, or use `wsstorm run`".into(),
+        ));
+    }
     let mut left = Vec::new();
     let mut note = |what: &str| {
         if !left.iter().any(|l: &String| l == what) {
@@ -165,6 +182,10 @@ enum State {
     /// Connected, but the server stopped serving it; with a heartbeat an event for the
     /// moment the client finds it dead is queued.
     Hung,
+    /// Connected, and a drain will close it with this code (its event is queued).
+    Draining(u16),
+    /// Connected, and `max_lifetime` will close it (its event is queued).
+    Expiring,
     /// Gave up.
     Done,
 }
@@ -244,6 +265,13 @@ struct Engine<'p> {
     /// Server orders so far (drop-all and hang shares are picked per order, as the server
     /// does).
     orders: u64,
+    /// Until when (µs) a drain fired so far is still closing connections: the timeline is
+    /// not done before.
+    busy_until: u64,
+    /// The target's `max_lifetime`.
+    lifetime: Option<crate::server::Lifetime>,
+    /// Per group: whether its `Origin` header passes the target's `allowed_origins`.
+    origin_allowed: Vec<bool>,
     interrupted: bool,
 }
 
@@ -282,6 +310,21 @@ impl<'p> Engine<'p> {
                 .map(|_| Settling::new(u64::from(plan.total_clients()))),
             settled_at: None,
             orders: 0,
+            busy_until: 0,
+            lifetime: config.max_lifetime,
+            origin_allowed: plan
+                .groups
+                .iter()
+                .map(|g| {
+                    config.allowed_origins.is_empty()
+                        || g.behaviour.headers.iter().any(|(name, value)| {
+                            *name == tokio_tungstenite::tungstenite::http::header::ORIGIN
+                                && value
+                                    .to_str()
+                                    .is_ok_and(|v| config.allowed_origins.iter().any(|a| a == v))
+                        })
+                })
+                .collect(),
             interrupted: false,
         }
     }
@@ -340,7 +383,7 @@ impl<'p> Engine<'p> {
                 }
                 // As the swarm does: settled once the timeline is done and every client is
                 // connected or gave up, held for a few ticks.
-                let ready = actions.peek().is_none();
+                let ready = actions.peek().is_none() && at >= self.busy_until;
                 if let Some(s) = &mut self.settling
                     && let Some(since) = s.observe(dur(at), ready, &snap.totals)
                 {
@@ -384,6 +427,16 @@ impl<'p> Engine<'p> {
             }
             State::Attempting(answer) => self.answer(c, answer, t),
             State::Hung => self.dead(c, t),
+            State::Draining(code) => {
+                self.server.drained(code);
+                self.lost(c, t, Closed::ByPeer(code), code);
+            }
+            State::Expiring => {
+                let close = self.lifetime.and_then(|l| l.close);
+                self.server.expired(close);
+                let code = close.unwrap_or(1006);
+                self.lost(c, t, Closed::ByPeer(code), code);
+            }
             State::Connected | State::Done => {}
         }
     }
@@ -401,13 +454,18 @@ impl<'p> Engine<'p> {
         self.metrics
             .attempt(who, Duration::ZERO, s.attempts > 1, s.retry.failures() > 0);
         let rtt = self.rtt;
-        let (answer, at) = match self.server.handshake(t + rtt, t + rtt + timeout, rtt) {
-            None => (Answer::Refused, t + rtt),
-            Some((conn, answer, at)) => {
-                self.clients[c as usize].conn = conn;
-                (answer, at)
-            }
-        };
+        let origin_allowed = self.origin_allowed[usize::from(who.group)];
+        let (answer, at) =
+            match self
+                .server
+                .handshake(t + rtt, t + rtt + timeout, rtt, origin_allowed)
+            {
+                None => (Answer::Refused, t + rtt),
+                Some((conn, answer, at)) => {
+                    self.clients[c as usize].conn = conn;
+                    (answer, at)
+                }
+            };
         self.clients[c as usize].state = State::Attempting(answer);
         self.schedule(c, at);
     }
@@ -433,6 +491,10 @@ impl<'p> Engine<'p> {
                 s.mark = t;
                 s.state = State::Connected;
                 s.generation = s.generation.wrapping_add(1);
+                if let Some(at) = self.expiry(c) {
+                    self.clients[c as usize].state = State::Expiring;
+                    self.schedule(c, at);
+                }
                 return;
             }
             Answer::Refused => {
@@ -451,7 +513,8 @@ impl<'p> Engine<'p> {
                 b.on_status.decide(code)
             }
         };
-        let retry_after = matches!(answer, Answer::Status(_)).then(|| self.server.retry_after());
+        // Only the 503s carry a Retry-After (a 403 does not).
+        let retry_after = matches!(answer, Answer::Status(503)).then(|| self.server.retry_after());
         self.next(c, t, decision, retry_after);
     }
 
@@ -524,6 +587,25 @@ impl<'p> Engine<'p> {
         if let TimelineAction::Server(a) = action {
             self.orders += 1;
             let seq = self.orders;
+            self.busy_until = self.busy_until.max(t + us(a.lasts()));
+            if let Action::Drain {
+                code,
+                over,
+                share,
+                refuse_new,
+            } = *a
+            {
+                self.drain(seq, code, over, share, t);
+                if refuse_new {
+                    self.server.down_until(t + us(over));
+                }
+                self.fired.push(FiredAction {
+                    t_ms: t / 1000,
+                    action: action.to_string(),
+                    connections: open,
+                });
+                return;
+            }
             let (share, code, hang) = match *a {
                 Action::DropAll { mode, share } => (
                     share,
@@ -540,15 +622,23 @@ impl<'p> Engine<'p> {
                 Action::Hang { share } => (share, 0, true),
                 // A revoked session is closed with 4003 (`check` refuses ghosting ones).
                 Action::Revoke { share } => (share, 4003, false),
+                // A drain returned above; `check` refuses node restarts before a model starts.
+                Action::Drain { .. } | Action::RestartNode { .. } => {
+                    unreachable!("handled above or refused by model::check")
+                }
             };
             for c in 0..self.clients.len() as u32 {
                 let s = &self.clients[c as usize];
-                let open = matches!(s.state, State::Connected | State::Hung);
+                let open = matches!(
+                    s.state,
+                    State::Connected | State::Hung | State::Draining(_) | State::Expiring
+                );
                 if !open || !in_share(u64::from(s.conn), seq, share) {
                     continue;
                 }
                 if hang {
-                    if s.state == State::Hung {
+                    // A connection being drained still gets its close, as on the server.
+                    if matches!(s.state, State::Hung | State::Draining(_)) {
                         continue;
                     }
                     self.hang(c, t);
@@ -566,21 +656,58 @@ impl<'p> Engine<'p> {
         });
     }
 
+    /// A drain fired at `t`: each connection open then (and in `share`) is closed with `code`
+    /// at its own offset within `over`, the one the server draws for it.
+    fn drain(&mut self, seq: u64, code: u16, over: Duration, share: f64, t: u64) {
+        for c in 0..self.clients.len() as u32 {
+            let expiry = self.expiry(c);
+            let s = &mut self.clients[c as usize];
+            let conn = u64::from(s.conn);
+            if !matches!(s.state, State::Connected | State::Hung | State::Expiring)
+                || !in_share(conn, seq, share)
+            {
+                continue;
+            }
+            let at = t + us(Action::offset(conn, seq, over));
+            // As on the server, whichever comes first closes it.
+            if expiry.is_some_and(|e| e <= at) {
+                continue;
+            }
+            s.state = State::Draining(code);
+            self.schedule(c, at);
+        }
+    }
+
     fn hang(&mut self, c: u32, t: u64) {
         self.server.hung += 1;
         let group = usize::from(self.clients[c as usize].group);
         let heartbeat = self.plan.groups[group].behaviour.heartbeat;
+        let expiry = self.expiry(c);
         let s = &mut self.clients[c as usize];
         s.state = State::Hung;
         s.generation = s.generation.wrapping_add(1);
-        if let Some(h) = heartbeat {
+        let dead_at = heartbeat.map(|h| {
             // Pings go out every `ping_every` from the open; the first after the hang is
             // never answered.
             let every = us(h.ping_every).max(1);
             let since = t.saturating_sub(s.mark);
-            let ping = s.mark + since.div_ceil(every).max(1) * every;
-            self.schedule(c, ping + us(h.timeout));
+            s.mark + since.div_ceil(every).max(1) * every + us(h.timeout)
+        });
+        // The server still closes a hung connection at its lifetime, if that comes first.
+        match (dead_at, expiry) {
+            (_, Some(e)) if dead_at.is_none_or(|d| e < d) => {
+                s.state = State::Expiring;
+                self.schedule(c, e);
+            }
+            (Some(d), _) => self.schedule(c, d),
+            (None, _) => {}
         }
+    }
+
+    /// When `max_lifetime` closes client `c`'s connection, opened at its mark.
+    fn expiry(&self, c: u32) -> Option<u64> {
+        let s = &self.clients[c as usize];
+        self.lifetime.map(|l| s.mark + us(l.of(u64::from(s.conn))))
     }
 
     /// Close the run at `end`: the open connections are counted, then close as a real run's
@@ -590,7 +717,10 @@ impl<'p> Engine<'p> {
         for c in 0..self.clients.len() as u32 {
             let who = self.who(c);
             let s = &self.clients[c as usize];
-            if matches!(s.state, State::Connected | State::Hung) {
+            if matches!(
+                s.state,
+                State::Connected | State::Hung | State::Draining(_) | State::Expiring
+            ) {
                 connected_at_end[usize::from(s.group)] += 1;
                 self.metrics.closed(who, Closed::ByClient);
             }

@@ -76,6 +76,22 @@ impl ServerModel {
         self.open = self.open.saturating_sub(n);
     }
 
+    /// A drain closed one connection with `code`.
+    pub fn drained(&mut self, code: u16) {
+        self.stats.drained += 1;
+        *self.stats.closes_sent.entry(code.to_string()).or_default() += 1;
+        self.open = self.open.saturating_sub(1);
+    }
+
+    /// A connection reached `max_lifetime`: closed with `code`, or abruptly.
+    pub fn expired(&mut self, code: Option<u16>) {
+        self.stats.lifetime_closes += 1;
+        if let Some(code) = code {
+            *self.stats.closes_sent.entry(code.to_string()).or_default() += 1;
+        }
+        self.open = self.open.saturating_sub(1);
+    }
+
     /// The Retry-After every 503 carries.
     pub fn retry_after(&self) -> Duration {
         self.retry_after
@@ -98,8 +114,16 @@ impl ServerModel {
 
     /// A connection arrives at `t` (µs) from a client that gives up at `gives_up`; the
     /// answer reaches the client `rtt / 2` after the server sends it. `None` when nothing
-    /// listens; else the connection's id, the answer and when the client has it.
-    pub fn handshake(&mut self, t: u64, gives_up: u64, rtt: u64) -> Option<(u32, Answer, u64)> {
+    /// listens; else the connection's id, the answer and when the client has it. A client
+    /// whose Origin is not allowed gets 403 where it would have been upgraded, as the server
+    /// checks it after admission.
+    pub fn handshake(
+        &mut self,
+        t: u64,
+        gives_up: u64,
+        rtt: u64,
+        origin_allowed: bool,
+    ) -> Option<(u32, Answer, u64)> {
         if t < self.down_until {
             return None;
         }
@@ -145,6 +169,10 @@ impl ServerModel {
         if !admitted {
             return Some(self.refuse(conn, at, gives_up));
         }
+        if !origin_allowed {
+            self.stats.rejected_403 += 1;
+            return Some((conn, Answer::Status(403), at));
+        }
         self.stats.upgraded += 1;
         self.open += 1;
         Some((conn, Answer::Open, at))
@@ -187,7 +215,7 @@ mod tests {
         let mut s = ServerModel::new(&config);
         let answers: Vec<(Answer, u64)> = (0..5)
             .map(|_| {
-                let (_, a, at) = s.handshake(0, ms(25), 0).expect("listening");
+                let (_, a, at) = s.handshake(0, ms(25), 0, true).expect("listening");
                 (a, at)
             })
             .collect();
@@ -219,7 +247,7 @@ mod tests {
         config.accept_burst = Some(2);
         config.retry_after = Duration::from_millis(1500);
         let mut s = ServerModel::new(&config);
-        let answer = |s: &mut ServerModel, t| s.handshake(t, NEVER, 0).map(|(_, a, _)| a);
+        let answer = |s: &mut ServerModel, t| s.handshake(t, NEVER, 0, true).map(|(_, a, _)| a);
         assert_eq!(answer(&mut s, 0), Some(Answer::Open));
         assert_eq!(answer(&mut s, 0), Some(Answer::Open));
         assert_eq!(answer(&mut s, 0), Some(Answer::Status(503)));

@@ -20,16 +20,16 @@ use crate::auth::Signer;
 use crate::backoff::{Backoff, Strategy};
 use crate::profile::{
     AbuseKind, ActionKind, AuthExpiry, CapacitySettings, CapacityVary, Decision, Document,
-    DropMode, Expiry, Group, OnStall, Profile, ProfileError, Replay, ServerSettings, Sessions,
-    ThresholdSpec, TimelineEntry,
+    DropMode, Expiry, Group, LifetimeClose, OnStall, OverLimit, Profile, ProfileError, Replay,
+    ServerSettings, Sessions, ThresholdSpec, TimelineEntry,
 };
 use crate::proxy::{CutMode, Fault};
 use crate::results::threshold::Threshold;
 use crate::server::{
-    Action, Backpressure, HandshakeCost, Heartbeat, IdleTimeout, RateLimit, ServerConfig,
-    StreamConfig,
+    Action, Backpressure, ConnectionLimits, HandshakeCost, Heartbeat, IdleTimeout, Lifetime,
+    RateLimit, ServerConfig, StreamConfig,
 };
-use crate::units::{ByteRate, ByteSize, Percent};
+use crate::units::{ByteRate, ByteSize, Dur, Percent};
 
 /// Smallest echo message: the header that carries client id, sequence and send time.
 pub const MIN_MESSAGE_BYTES: u64 = 48;
@@ -157,11 +157,11 @@ fn compile_into(p: &Profile, text: &str, dir: &std::path::Path, problems: &mut P
         .timeline
         .iter()
         .enumerate()
-        .map(|(i, e)| PlannedAction {
-            at: e.at.0,
-            action: timeline_action(p, i, e, proxied, problems),
-        })
+        .flat_map(|(i, e)| planned(e, timeline_action(p, i, e, proxied, problems)))
         .collect();
+    if let PlanTarget::Embedded { config, .. } = &mut target {
+        config.nodes = balancer_nodes(p, problems);
+    }
     // Stable sort: actions at the same instant fire in the order written.
     timeline.sort_by_key(|a| a.at);
     Plan {
@@ -357,7 +357,79 @@ fn server(s: &ServerSettings, at: &str, problems: &mut Problems) -> ServerConfig
             );
         }
     }
+    if s.max_connections == Some(0) {
+        problems.bad(path("max_connections"), "must be at least 1");
+    }
+    if s.max_connections_per_ip == Some(0) {
+        problems.bad(path("max_connections_per_ip"), "must be at least 1");
+    }
+    if s.over_limit != OverLimit::Reject
+        && s.max_connections.is_none()
+        && s.max_connections_per_ip.is_none()
+    {
+        problems.bad(
+            path("over_limit"),
+            "applies to `max_connections` or `max_connections_per_ip`: give one",
+        );
+    }
+    match (s.max_lifetime, s.lifetime_jitter, s.lifetime_close) {
+        (Some(l), jitter, close) => {
+            problems.positive(path("max_lifetime"), l.0);
+            if let Some(j) = jitter
+                && j.0 >= l.0
+            {
+                problems.bad(
+                    path("lifetime_jitter"),
+                    format!("{j} must be shorter than max_lifetime ({l})"),
+                );
+            }
+            if let Some(LifetimeClose::Code(c)) = close
+                && !sendable_close_code(c)
+            {
+                problems.bad(
+                    path("lifetime_close"),
+                    format!(
+                        "{c} cannot be sent in a close frame: use 1000-1003, 1007-1014 or 3000-4999, or `abrupt`"
+                    ),
+                );
+            }
+        }
+        (None, jitter, close) => {
+            for (field, set) in [
+                ("lifetime_jitter", jitter.is_some()),
+                ("lifetime_close", close.is_some()),
+            ] {
+                if set {
+                    problems.bad(path(field), "applies to `max_lifetime`: give it");
+                }
+            }
+        }
+    }
+    for (i, o) in s.allowed_origins.iter().enumerate() {
+        if o.is_empty() || HeaderValue::from_str(o).is_err() {
+            problems.bad(
+                path(&format!("allowed_origins[{i}]")),
+                format!("`{o}` is not an Origin such as https://app.example"),
+            );
+        }
+    }
     ServerConfig {
+        limits: ConnectionLimits {
+            max: s.max_connections,
+            per_ip: s.max_connections_per_ip,
+            over_limit: s.over_limit,
+        },
+        max_lifetime: s.max_lifetime.map(|l| Lifetime {
+            after: l.0,
+            jitter: s.lifetime_jitter.map(|j| j.0).unwrap_or_default(),
+            close: match s.lifetime_close {
+                None => Some(1001),
+                Some(LifetimeClose::Code(c)) => Some(c),
+                Some(LifetimeClose::Abrupt(_)) => None,
+            },
+        }),
+        allowed_origins: s.allowed_origins.clone(),
+        nodes: 1,
         listen,
         path: s.path.clone(),
         accept_rate: s.accept_rate.map(|r| r.0),
@@ -1201,7 +1273,7 @@ fn timeline_action(
             ),
         );
     }
-    let set: [(&str, bool); 12] = [
+    let set: [(&str, bool); 16] = [
         ("mode", e.mode.is_some()),
         ("code", e.code.is_some()),
         ("share", e.share.is_some()),
@@ -1214,6 +1286,10 @@ fn timeline_action(
         ("duration", e.duration.is_some()),
         ("direction", e.direction.is_some()),
         ("cut_existing", e.cut_existing.is_some()),
+        ("over", e.over.is_some()),
+        ("nodes", e.nodes.is_some()),
+        ("every", e.every.is_some()),
+        ("refuse_new", e.refuse_new.is_some()),
     ];
     let (takes, needs): (&[&str], &[&str]) = match e.action {
         ActionKind::DropAll => (&["mode", "code", "share"], &[]),
@@ -1234,6 +1310,11 @@ fn timeline_action(
         ActionKind::Refuse => (&["cut_existing", "duration"], &[]),
         ActionKind::Partition => (&["share", "duration"], &["share"]),
         ActionKind::Heal => (&[], &[]),
+        ActionKind::Drain => (&["code", "share", "over", "refuse_new"], &["over"]),
+        ActionKind::RollingRestart => (
+            &["nodes", "every", "mode", "code", "over"],
+            &["nodes", "every"],
+        ),
     };
     for (field, present) in set {
         if present && !takes.contains(&field) {
@@ -1258,6 +1339,8 @@ fn timeline_action(
         ("delay", e.delay.filter(|_| e.action == ActionKind::Slicer)),
         ("after", e.after),
         ("duration", e.duration),
+        ("over", e.over.filter(|_| e.action == ActionKind::Drain)),
+        ("every", e.every),
     ] {
         if let Some(d) = d {
             problems.positive(at(field), d.0);
@@ -1294,6 +1377,30 @@ fn timeline_action(
             }
             _ => {}
         },
+        (ActionKind::Drain, _) => match e.code {
+            Some(c) if !sendable_close_code(c) => problems.bad(
+                at("code"),
+                format!(
+                    "{c} cannot be sent in a close frame: use 1000-1003, 1007-1014 or 3000-4999 (1001 going away, 1012 service restart)"
+                ),
+            ),
+            _ => {}
+        },
+        (ActionKind::RollingRestart, mode) => {
+            match (mode.unwrap_or(DropMode::Close), e.code) {
+                (DropMode::Close, Some(c)) if !sendable_close_code(c) => problems.bad(
+                    at("code"),
+                    format!(
+                        "{c} cannot be sent in a close frame: use 1000-1003, 1007-1014 or 3000-4999 (1012 service restart, 1001 going away)"
+                    ),
+                ),
+                (DropMode::Abrupt | DropMode::Reset, Some(_)) => {
+                    problems.bad(at("code"), "only `mode: close` sends a close code")
+                }
+                _ => {}
+            }
+            check_rolling_restart(p, e, &at, problems);
+        }
         (ActionKind::Cut | ActionKind::IdleTimeout, Some(DropMode::Close)) => problems.bad(
             at("mode"),
             format!("the proxy cannot send close frames: {name} takes `reset` or `fin`"),
@@ -1369,7 +1476,112 @@ fn action(e: &TimelineEntry) -> TimelineAction {
         }),
         ActionKind::Partition => proxy(Fault::Partition { share, duration }),
         ActionKind::Heal => TimelineAction::Heal,
+        ActionKind::Drain => server(Action::Drain {
+            code: e.code.unwrap_or(1001),
+            over: e.over.map(|o| o.0).unwrap_or_default(),
+            share: share.0,
+            refuse_new: e.refuse_new.unwrap_or(false),
+        }),
+        // Node 0's turn; [`planned`] adds the other nodes'.
+        ActionKind::RollingRestart => server(Action::RestartNode {
+            node: 0,
+            nodes: e.nodes.unwrap_or(1),
+            mode: match e.mode.unwrap_or(DropMode::Close) {
+                DropMode::Abrupt => crate::server::DropMode::Abrupt,
+                DropMode::Reset => crate::server::DropMode::Reset,
+                DropMode::Close => crate::server::DropMode::Close(e.code.unwrap_or(1012)),
+            },
+            over: e.over.map(|o| o.0).unwrap_or_default(),
+            out_for: e.every.map(|d| d.0).unwrap_or_default(),
+        }),
     }
+}
+
+/// The actions one entry fires: itself, or for a rolling restart one per node, `every` apart,
+/// so each node's restart is its own action in the results' timeline.
+fn planned(e: &TimelineEntry, action: TimelineAction) -> Vec<PlannedAction> {
+    match action {
+        TimelineAction::Server(Action::RestartNode {
+            nodes,
+            mode,
+            over,
+            out_for,
+            ..
+        }) => (0..nodes)
+            .map(|node| PlannedAction {
+                at: e.at.0 + out_for * node,
+                action: TimelineAction::Server(Action::RestartNode {
+                    node,
+                    nodes,
+                    mode,
+                    over,
+                    out_for,
+                }),
+            })
+            .collect(),
+        action => vec![PlannedAction { at: e.at.0, action }],
+    }
+}
+
+/// A rolling restart's own rules: 2 to 32 nodes, each drained within its turn, the last turn
+/// starting before the run ends.
+fn check_rolling_restart(
+    p: &Profile,
+    e: &TimelineEntry,
+    at: &impl Fn(&str) -> String,
+    problems: &mut Problems,
+) {
+    let max = crate::server::MAX_NODES as u32;
+    if let Some(n) = e.nodes
+        && !(2..=max).contains(&n)
+    {
+        problems.bad(at("nodes"), format!("must be between 2 and {max}"));
+    }
+    if let (Some(over), Some(every)) = (e.over, e.every)
+        && over.0 > every.0
+    {
+        problems.bad(
+            at("over"),
+            format!(
+                "{over} is longer than `every` ({every}): a node must be drained before the next one restarts"
+            ),
+        );
+    }
+    if let (Some(n), Some(every)) = (e.nodes, e.every)
+        && n >= 2
+        && e.at.0 + every.0 * (n - 1) >= p.duration.0
+    {
+        problems.bad(
+            at("every"),
+            format!(
+                "the last node's restart ({}) is not before the end of the run ({})",
+                Dur(e.at.0 + every.0 * (n - 1)),
+                p.duration
+            ),
+        );
+    }
+}
+
+/// The nodes the embedded target runs as: a rolling restart's `nodes` (all of them alike), or
+/// one.
+fn balancer_nodes(p: &Profile, problems: &mut Problems) -> u32 {
+    let mut nodes = None;
+    for (i, e) in p.timeline.iter().enumerate() {
+        let Some(n) = e.nodes.filter(|_| e.action == ActionKind::RollingRestart) else {
+            continue;
+        };
+        match nodes {
+            None => nodes = Some(n),
+            Some(m) if m != n => problems.bad(
+                format!("timeline[{i}].nodes"),
+                format!(
+                    "{n} nodes, where an earlier rolling restart has {m}: the target runs as one set of nodes"
+                ),
+            ),
+            Some(_) => {}
+        }
+    }
+    nodes.unwrap_or(1).clamp(1, crate::server::MAX_NODES as u32)
 }
 
 fn check_capacity(p: &Profile, c: &CapacitySettings, problems: &mut Problems) {

@@ -16,6 +16,8 @@ pub mod decision;
 pub mod fleet;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_server;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};

@@ -284,6 +284,87 @@ pub struct ServerSettings {
     /// `heartbeat`: ping `2` every `ping_every` (pingInterval, Socket.IO's default 25s), drop
     /// a client whose pong `3` is `timeout` late (pingTimeout, default 20s).
     pub socket_io: Option<Heartbeat>,
+    /// Most connections held open at once; more are refused as `over_limit` says.
+    pub max_connections: Option<u64>,
+    /// Most connections held open at once from one source IP address.
+    pub max_connections_per_ip: Option<u64>,
+    /// How a connection over `max_connections` or `max_connections_per_ip` is refused:
+    /// `reject` (HTTP 503 with Retry-After, default) or `close-1013` (upgrade, then close
+    /// with 1013 try again later).
+    pub over_limit: OverLimit,
+    /// The oldest a connection may get: the server closes it this long after it opened (as
+    /// load balancers and API gateways cap a connection's age).
+    pub max_lifetime: Option<Dur>,
+    /// Spread of `max_lifetime`: each connection's lifetime is drawn uniformly within ± this,
+    /// so connections opened together do not all expire together (default 0s).
+    pub lifetime_jitter: Option<Dur>,
+    /// How a connection at `max_lifetime` is closed: a close code (default 1001 going away)
+    /// or `abrupt` (TCP closed without a close frame).
+    pub lifetime_close: Option<LifetimeClose>,
+    /// Origins allowed to connect (`https://app.example`); an upgrade with another Origin, or
+    /// none, gets HTTP 403. Empty (default): any.
+    pub allowed_origins: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum OverLimit {
+    /// HTTP 503 at the handshake, with Retry-After from `retry_after`.
+    #[default]
+    Reject,
+    /// Accept the upgrade, then close with 1013 (try again later).
+    #[serde(rename = "close-1013")]
+    Close1013,
+}
+
+/// `lifetime_close: 1001` or `lifetime_close: abrupt`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum LifetimeClose {
+    /// A close frame with this code.
+    Code(u16),
+    /// `abrupt`: the TCP connection closed without a close frame.
+    Abrupt(AbruptWord),
+}
+
+// By hand rather than `untagged`: serde's untagged errors say only "did not match any
+// variant".
+impl<'de> Deserialize<'de> for LifetimeClose {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        const EXPECTED: &str = "a close code such as 1001, or `abrupt`";
+        impl serde::de::Visitor<'_> for V {
+            type Value = LifetimeClose;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(EXPECTED)
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<LifetimeClose, E> {
+                u16::try_from(v)
+                    .map(LifetimeClose::Code)
+                    .map_err(|_| E::custom(format!("{v} is not a close code, expected {EXPECTED}")))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<LifetimeClose, E> {
+                Err(E::custom(format!(
+                    "{v} is not a close code, expected {EXPECTED}"
+                )))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<LifetimeClose, E> {
+                match v {
+                    "abrupt" => Ok(LifetimeClose::Abrupt(AbruptWord::Abrupt)),
+                    _ => Err(E::custom(format!(
+                        "unknown close `{v}`, expected {EXPECTED}"
+                    ))),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum AbruptWord {
+    Abrupt,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
@@ -475,6 +556,13 @@ impl Default for ServerSettings {
             nice: 0,
             tls: None,
             socket_io: None,
+            max_connections: None,
+            max_connections_per_ip: None,
+            over_limit: OverLimit::Reject,
+            max_lifetime: None,
+            lifetime_jitter: None,
+            lifetime_close: None,
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -956,6 +1044,20 @@ pub struct TimelineEntry {
     /// refuse: also cut the connections already open.
     #[serde(default)]
     pub cut_existing: Option<bool>,
+    /// drain, rolling-restart: the window the closes are spread over (each connection at its
+    /// own seeded offset, uniformly).
+    #[serde(default)]
+    pub over: Option<Dur>,
+    /// rolling-restart: how many nodes the embedded target runs as behind its balancer.
+    #[serde(default)]
+    pub nodes: Option<u32>,
+    /// rolling-restart: time between one node's restart and the next's.
+    #[serde(default)]
+    pub every: Option<Dur>,
+    /// drain: also stop accepting (the listener closes, new connections are refused) until
+    /// the drain's window is over.
+    #[serde(default)]
+    pub refuse_new: Option<bool>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
@@ -989,6 +1091,13 @@ pub enum ActionKind {
     Partition,
     /// Proxy: remove every fault in force.
     Heal,
+    /// The embedded server closes a share of its connections with a close frame (`code`,
+    /// default 1001), spread over `over`; new connections are still accepted.
+    Drain,
+    /// The embedded server runs as `nodes` nodes behind a balancer and restarts them one at a
+    /// time, `every` apart: each node drains its connections (`code`, default 1012, over
+    /// `over`) and takes no new ones until the next node's turn.
+    RollingRestart,
 }
 
 impl ActionKind {
@@ -1007,6 +1116,8 @@ impl ActionKind {
             ActionKind::Refuse => "refuse",
             ActionKind::Partition => "partition",
             ActionKind::Heal => "heal",
+            ActionKind::Drain => "drain",
+            ActionKind::RollingRestart => "rolling-restart",
         }
     }
 
@@ -1014,7 +1125,12 @@ impl ActionKind {
     pub fn is_proxy(self) -> bool {
         !matches!(
             self,
-            ActionKind::DropAll | ActionKind::Restart | ActionKind::Hang | ActionKind::Revoke
+            ActionKind::DropAll
+                | ActionKind::Restart
+                | ActionKind::Hang
+                | ActionKind::Revoke
+                | ActionKind::Drain
+                | ActionKind::RollingRestart
         )
     }
 }

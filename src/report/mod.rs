@@ -178,14 +178,31 @@ fn actions_list(r: &Results) -> Markup {
     html! {
         @if !r.timeline.actions.is_empty() {
             ol.actions {
-                @for a in &r.timeline.actions {
+                @for (i, a) in r.timeline.actions.iter().enumerate() {
                     li {
-                        (secs(a.t_ms)) "s — " (a.action) " (" (a.connections) " connections open)"
+                        (secs(a.t_ms)) "s — " (a.action) " (" (a.connections) " connections open"
+                        @if let Some(peak) = peak_attempts_after(r, i) {
+                            "; then at most " (peak) " attempts in 100 ms"
+                        }
+                        ")"
                     }
                 }
             }
         }
     }
+}
+
+/// The most attempts in one timeline interval after action `i` fired, until the next action
+/// (or the end), from `timeline.effects`: the reconnect spike it caused, so a drop-all and a
+/// drain in one run compare side by side. `None` when nothing was attempted then.
+fn peak_attempts_after(r: &Results, i: usize) -> Option<u64> {
+    let a = &r.timeline.actions[i];
+    r.timeline
+        .effects
+        .get(i)
+        .filter(|e| e.action == a.action && e.t_ms == a.t_ms)
+        .map(|e| e.peak_attempts_per_interval)
+        .filter(|&n| n > 0)
 }
 
 fn totals_table(prefix: &str, t: &Totals) -> Markup {
@@ -864,6 +881,25 @@ fn target_and_proxy(r: &Results) -> Markup {
                         (num("server.ghost_withheld", s.ghost_withheld))
                         (num("server.duplicate_subscriptions", s.duplicate_subscriptions))
                         (num("server.stream_duplicate_copies", s.stream_duplicate_copies))
+                    }
+                }
+            }
+            // The target's own closes and refusals, when a profile asked for them.
+            @let extra = [
+                ("403 origin", "server.rejected_403", s.rejected_403),
+                ("refused at max_connections", "server.refused_max_connections", s.refused_max_connections),
+                ("refused per IP", "server.refused_per_ip", s.refused_per_ip),
+                ("drained", "server.drained", s.drained),
+                ("node restart closes", "server.node_restart_closes", s.node_restart_closes),
+                ("lifetime closes", "server.lifetime_closes", s.lifetime_closes),
+            ];
+            @if extra.iter().any(|(_, _, n)| *n > 0) {
+                table {
+                    (header_row(&extra.iter().filter(|(_, _, n)| *n > 0).map(|(h, _, _)| *h).collect::<Vec<_>>()))
+                    tr {
+                        @for (_, key, n) in extra.iter().filter(|(_, _, n)| *n > 0) {
+                            (num(key, *n))
+                        }
                     }
                 }
             }

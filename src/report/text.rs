@@ -249,6 +249,12 @@ pub fn summary(r: &Results) -> String {
             ("503", s.rejected_503),
             ("401", s.rejected_401),
             ("404", s.rejected_404),
+            ("403 origin", s.rejected_403),
+            ("refused at max_connections", s.refused_max_connections),
+            ("refused per IP", s.refused_per_ip),
+            ("drained", s.drained),
+            ("node restart closes", s.node_restart_closes),
+            ("lifetime closes", s.lifetime_closes),
             ("wasted handshakes", s.handshakes_wasted),
             ("dead detected", s.dead_detected),
             ("idle timeouts", s.idle_timeouts),
@@ -368,6 +374,9 @@ fn effect_text(e: &crate::results::effects::Effect) -> String {
     let mut t = format!(": lost {}", e.losses);
     if e.dead_detected > 0 {
         t += &format!(" ({} dead)", e.dead_detected);
+    }
+    if e.peak_attempts_per_interval > 0 {
+        t += &format!(", peak {} attempts/100 ms", e.peak_attempts_per_interval);
     }
     if e.losses > 0 || e.connected_low < e.connected_before {
         t += &match e.recovery_ms {

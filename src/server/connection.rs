@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -32,10 +32,10 @@ use tokio_util::sync::CancellationToken;
 use super::identity;
 use super::socketio::{self, Answer};
 use super::stream::StreamItem;
-use super::{Action, DropMode, Heartbeat, Order, Shared, TokenBucket};
+use super::{Action, DropMode, Heartbeat, Order, OverCap, Shared, TokenBucket};
 use crate::auth::{TokenError, now_ms};
 use crate::net::transport::{Transport, WriteBatch, close_with_fin, flush_now, poll_next_flushing};
-use crate::profile::{IdleMode, OnFull, RateLimitAction};
+use crate::profile::{IdleMode, OnFull, OverLimit, RateLimitAction};
 
 type Ws = crate::net::transport::WsStream;
 
@@ -58,12 +58,14 @@ struct Upgrade {
 pub(super) async fn serve(
     tcp: TcpStream,
     id: u64,
+    node: u32,
     admitted: bool,
     shared: Arc<Shared>,
     orders: broadcast::Receiver<Order>,
     shutdown: CancellationToken,
 ) {
     let _ = tcp.set_nodelay(true);
+    let peer_ip = tcp.peer_addr().map(|a| a.ip()).ok();
     let stats = &shared.stats;
     let config = &shared.config;
     if let Some(n) = config.socket_send_buffer {
@@ -126,6 +128,10 @@ pub(super) async fn serve(
 
     let mut refusal: Option<u16> = None;
     let mut upgrade = Upgrade::default();
+    // The connection's place under the caps, held until the session ends.
+    let mut held = None;
+    // Over a cap with `over_limit: close-1013`: upgrade, then close at once.
+    let mut over_cap = None;
     // The error type is tungstenite's; its size is not ours to choose.
     #[allow(clippy::result_large_err)]
     let callback = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
@@ -140,6 +146,43 @@ pub(super) async fn serve(
                 Some(config.retry_after),
                 None,
             ));
+        }
+        if !config.allowed_origins.is_empty() {
+            let origin = req
+                .headers()
+                .get(header::ORIGIN)
+                .and_then(|v| v.to_str().ok());
+            if !origin.is_some_and(|o| config.allowed_origins.iter().any(|a| a == o)) {
+                refusal = Some(403);
+                return Err(error_response(
+                    StatusCode::FORBIDDEN,
+                    None,
+                    Some("origin not allowed"),
+                ));
+            }
+        }
+        if let Some(ip) = peer_ip {
+            match shared.hold(ip) {
+                Ok(h) => held = Some(h),
+                Err(cap) => {
+                    match cap {
+                        OverCap::Global => &stats.refused_max_connections,
+                        OverCap::PerIp => &stats.refused_per_ip,
+                    }
+                    .fetch_add(1, Ordering::Relaxed);
+                    match config.limits.over_limit {
+                        OverLimit::Reject => {
+                            refusal = Some(503);
+                            return Err(error_response(
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                Some(config.retry_after),
+                                None,
+                            ));
+                        }
+                        OverLimit::Close1013 => over_cap = Some(1013),
+                    }
+                }
+            }
         }
         let query = req.uri().query().unwrap_or("");
         if let Some(signer) = &shared.signer {
@@ -213,6 +256,7 @@ pub(super) async fn serve(
                 match refusal {
                     Some(404) => stats.rejected_404.fetch_add(1, Ordering::Relaxed),
                     Some(401) => stats.rejected_401.fetch_add(1, Ordering::Relaxed),
+                    Some(403) => stats.rejected_403.fetch_add(1, Ordering::Relaxed),
                     Some(_) => stats.rejected_503.fetch_add(1, Ordering::Relaxed),
                     None => {
                         wasted();
@@ -225,7 +269,18 @@ pub(super) async fn serve(
         _ = shutdown.cancelled() => return,
     };
     stats.upgraded.fetch_add(1, Ordering::Relaxed);
+    if let Some(code) = over_cap {
+        let mut ws = ws;
+        stats.count_close(code);
+        close_politely(&mut ws, code).await;
+        return;
+    }
+    let node_open = &stats.node_open[node as usize % super::MAX_NODES];
+    // Before `open` counts it: an action that fired before this instant does not see it, and
+    // does not close it.
+    let opened = Instant::now();
     stats.open.fetch_add(1, Ordering::Relaxed);
+    node_open.fetch_add(1, Ordering::Relaxed);
     let identity = upgrade.identity.take();
     if let Some(client) = &identity {
         stats.identified.fetch_add(1, Ordering::Relaxed);
@@ -236,6 +291,8 @@ pub(super) async fn serve(
     session(
         ws,
         id,
+        node,
+        opened,
         upgrade,
         identity.as_deref(),
         &shared,
@@ -244,6 +301,8 @@ pub(super) async fn serve(
     )
     .await;
     stats.open.fetch_sub(1, Ordering::Relaxed);
+    node_open.fetch_sub(1, Ordering::Relaxed);
+    drop(held);
 }
 
 /// The largest upgrade request the target reads before calling it broken.
@@ -502,9 +561,13 @@ fn close_code_for(e: &WsError) -> Option<u16> {
     }
 }
 
+// One argument per thing a session is given; a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 async fn session(
     mut ws: Ws,
     id: u64,
+    node: u32,
+    opened: Instant,
     upgrade: Upgrade,
     identity: Option<&str>,
     shared: &Shared,
@@ -607,6 +670,9 @@ async fn session(
     let mut blackholed = false;
     // De-authorized but kept open (`auth.on_expiry: ghost`): nothing more is delivered.
     let mut ghost = false;
+    // A drain or this node's restart: when to close, how, and which counter it goes to.
+    let mut closing: Option<(Instant, DropMode, &AtomicU64)> = None;
+    let lifetime = config.max_lifetime.map(|l| (opened + l.of(id), l.close));
     // A hung (or silently idle) session reads nothing, so it cannot see its client leave; it
     // looks at the TCP state now and then instead, rather than hold the socket to the end.
     let mut liveness = tokio::time::interval(Duration::from_secs(1));
@@ -664,8 +730,39 @@ async fn session(
                         flush_now(&mut ws);
                         blackholed = true;
                     }
+                    // The first drain or restart to reach a connection decides when it goes.
+                    Action::Drain { code, over, share, .. }
+                        if closing.is_none()
+                            && opened <= order.fired
+                            && crate::seed::in_share(id, order.seq, share) =>
+                    {
+                        let at = order.fired + Action::offset(id, order.seq, over);
+                        closing = Some((at, DropMode::Close(code), &stats.drained));
+                    }
+                    Action::RestartNode { node: restarting, mode, over, .. }
+                        if restarting == node && closing.is_none() && opened <= order.fired =>
+                    {
+                        let at = order.fired + Action::offset(id, order.seq, over);
+                        closing = Some((at, mode, &stats.node_restart_closes));
+                    }
                     _ => {}
                 }
+            }
+            _ = crate::net::sleep_until_opt(closing.map(|c| c.0)) => {
+                let (_, mode, counter) = closing.take().expect("a deadline was set");
+                counter.fetch_add(1, Ordering::Relaxed);
+                break match mode {
+                    DropMode::Abrupt => End::Abrupt,
+                    DropMode::Reset => End::Reset,
+                    DropMode::Close(code) => End::Close(code),
+                };
+            }
+            _ = crate::net::sleep_until_opt(lifetime.map(|l| l.0)) => {
+                stats.lifetime_closes.fetch_add(1, Ordering::Relaxed);
+                break match lifetime.and_then(|l| l.1) {
+                    Some(code) => End::Close(code),
+                    None => End::Abrupt,
+                };
             }
             msg = poll_fn(|cx| poll_io(&mut ws, &mut out, cx)), if !blackholed => {
                 last_inbound = Instant::now();

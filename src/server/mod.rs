@@ -18,8 +18,8 @@ pub mod socketio;
 pub mod stream;
 pub mod tls;
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -35,7 +35,7 @@ use crate::net::listener::{Reservation, listen_shared};
 use crate::net::striped::Striped;
 
 use crate::auth::Signer;
-use crate::profile::{CertKind, IdleMode, OnFull, RateLimitAction};
+use crate::profile::{CertKind, IdleMode, OnFull, OverLimit, RateLimitAction};
 
 /// The handshake capacity model: `workers` handshakes at a time, `service_time` each, at most
 /// `queue` waiting.
@@ -127,6 +127,56 @@ pub struct ServerConfig {
     /// instead of being closed.
     #[serde(default)]
     pub auth_ghost: bool,
+    /// Connection caps and how a connection over them is refused.
+    #[serde(default)]
+    pub limits: ConnectionLimits,
+    /// The oldest a connection may get before the server closes it.
+    #[serde(default)]
+    pub max_lifetime: Option<Lifetime>,
+    /// Origins allowed to upgrade; empty: any. Others get 403.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// Nodes the target runs as behind its balancer (a rolling restart's `nodes`; 1: one).
+    #[serde(default = "one_node")]
+    pub nodes: u32,
+}
+
+fn one_node() -> u32 {
+    1
+}
+
+/// Most nodes a rolling restart may run the target as.
+pub const MAX_NODES: usize = 32;
+
+/// `max_connections` and `max_connections_per_ip`: connections held at once, counted from the
+/// admitted upgrade request to the end of the session.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+pub struct ConnectionLimits {
+    pub max: Option<u64>,
+    pub per_ip: Option<u64>,
+    pub over_limit: OverLimit,
+}
+
+/// A connection is closed `after` ± `jitter` (uniform, seeded by its id) from its upgrade,
+/// with `close` (a code; `None`: abruptly).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct Lifetime {
+    pub after: Duration,
+    pub jitter: Duration,
+    pub close: Option<u16>,
+}
+
+impl Lifetime {
+    /// Connection `id`'s lifetime: `after` ± `jitter`, the same for the same id.
+    pub(crate) fn of(&self, id: u64) -> Duration {
+        if self.jitter.is_zero() {
+            return self.after;
+        }
+        // A mix of its own, so the draw is not the one `in_share` makes for this id.
+        let u = crate::seed::mix(id, 0x6c69_6665) as f64 / u64::MAX as f64;
+        // The plan keeps `jitter` below `after`.
+        self.after.saturating_sub(self.jitter) + self.jitter.mul_f64(2.0 * u)
+    }
 }
 
 /// A fault the timeline fires at the server.
@@ -140,6 +190,47 @@ pub enum Action {
     Hang { share: f64 },
     /// De-authorize a share of the open sessions: closed with 4003, or ghosted.
     Revoke { share: f64 },
+    /// Close a share of the connections open when it fired with `code`, each at its own
+    /// seeded offset within `over`; new connections are accepted meanwhile, unless
+    /// `refuse_new` closes the listener for the window.
+    Drain {
+        code: u16,
+        over: Duration,
+        share: f64,
+        refuse_new: bool,
+    },
+    /// One node's turn in a rolling restart of `nodes`: the balancer sends it no new
+    /// connections for `out_for`, and the connections it holds are closed (`mode`) each at its
+    /// own seeded offset within `over`.
+    RestartNode {
+        node: u32,
+        nodes: u32,
+        mode: DropMode,
+        over: Duration,
+        out_for: Duration,
+    },
+}
+
+impl Action {
+    /// How long after it fires the action is still closing connections: a run is not done
+    /// with its timeline (nor settled) before then.
+    pub fn lasts(&self) -> Duration {
+        match *self {
+            Action::Drain { over, .. } => over,
+            Action::RestartNode { over, out_for, .. } => over.max(out_for),
+            Action::DropAll { .. }
+            | Action::Restart { .. }
+            | Action::Hang { .. }
+            | Action::Revoke { .. } => Duration::ZERO,
+        }
+    }
+
+    /// Where within `over` connection `id` is closed by the order `seq`: uniform, seeded, and
+    /// not the draw `in_share` makes for the same pair.
+    pub(crate) fn offset(id: u64, seq: u64, over: Duration) -> Duration {
+        let u = crate::seed::mix(crate::seed::mix(seq, id), 0x6472_6169) as f64 / u64::MAX as f64;
+        over.mul_f64(u)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -182,6 +273,37 @@ impl std::fmt::Display for Action {
                 write!(f, "revoke")?;
                 share(f, *s)
             }
+            Action::Drain {
+                code,
+                over,
+                share: s,
+                refuse_new,
+            } => {
+                write!(f, "drain close {code} over {}", crate::units::Dur(*over))?;
+                share(f, *s)?;
+                if *refuse_new {
+                    write!(f, " refusing new connections")?;
+                }
+                Ok(())
+            }
+            Action::RestartNode {
+                node,
+                nodes,
+                mode,
+                over,
+                ..
+            } => {
+                write!(f, "restart node {}/{nodes} ", node + 1)?;
+                match mode {
+                    DropMode::Abrupt => write!(f, "abrupt")?,
+                    DropMode::Reset => write!(f, "reset")?,
+                    DropMode::Close(c) => write!(f, "close {c}")?,
+                }
+                if !over.is_zero() {
+                    write!(f, " over {}", crate::units::Dur(*over))?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -193,6 +315,9 @@ impl std::fmt::Display for Action {
 struct Order {
     seq: u64,
     action: Action,
+    /// When it fired: a drain or a node restart closes the connections open then, not those
+    /// accepted while it runs.
+    fired: Instant,
 }
 
 /// Orders queued for a connection that has not read them yet; more than this many fired
@@ -220,6 +345,9 @@ macro_rules! server_counters {
             /// What went wrong in the server (a listener that could not come back): for the
             /// results, not stderr, where it would garble the dashboard.
             pub warnings: Mutex<Vec<String>>,
+            /// Connections open now on each node of a rolling restart (node 0 without one):
+            /// what a node's restart reports as the connections it closes.
+            node_open: [AtomicU64; MAX_NODES],
         }
 
         /// One thread's share of the per-message counters.
@@ -327,6 +455,19 @@ server_counters! {
         /// Subscriptions added to a kept session that already had one (`stream.sessions:
         /// keep`, a client that subscribes again instead of resuming).
         duplicate_subscriptions,
+        /// Connections closed by a `drain` (with its close code, within its window).
+        drained,
+        /// Connections closed because their node restarted (`rolling-restart`).
+        node_restart_closes,
+        /// Upgrades refused (503, or upgraded and closed with 1013) because `max_connections`
+        /// were held.
+        refused_max_connections,
+        /// Upgrades refused because their source IP held `max_connections_per_ip`.
+        refused_per_ip,
+        /// Connections closed at `max_lifetime`.
+        lifetime_closes,
+        /// 403 answers: an Origin not in `allowed_origins`, or none.
+        rejected_403,
     }
     per_message {
         messages_echoed,
@@ -398,12 +539,19 @@ impl ServerHandle {
         self.ca_pem.as_deref()
     }
 
-    /// Fire an action; returns how many connections were open when it fired.
+    /// Fire an action; returns how many connections were open when it fired (on the node,
+    /// for a node's restart).
     pub fn apply(&self, action: Action) -> u64 {
-        let open = self.stats.open.load(Ordering::Relaxed);
+        let fired = Instant::now();
+        let open = match action {
+            Action::RestartNode { node, .. } => {
+                self.stats.node_open[node as usize % MAX_NODES].load(Ordering::Relaxed)
+            }
+            _ => self.stats.open.load(Ordering::Relaxed),
+        };
         let seq = self.next_order.fetch_add(1, Ordering::Relaxed) + 1;
         // No receivers (no connection open, listener gone) is not an error.
-        let _ = self.orders.send(Order { seq, action });
+        let _ = self.orders.send(Order { seq, action, fired });
         open
     }
 }
@@ -427,6 +575,112 @@ struct Shared {
     /// handshake from then on. Looked at only once a revoke has fired.
     revoked_tokens: Mutex<std::collections::HashSet<(u32, u64)>>,
     any_revoked: std::sync::atomic::AtomicBool,
+    /// Connections held against `max_connections`.
+    held: AtomicU64,
+    /// Connections held per source IP, with `max_connections_per_ip` only: taken once when a
+    /// connection is admitted and once when it ends, never per message.
+    held_per_ip: Option<Mutex<HashMap<IpAddr, u64>>>,
+}
+
+/// A connection's place under the connection caps, given back when it is dropped (whichever
+/// way the handshake or the session ends).
+struct Held<'a> {
+    shared: &'a Shared,
+    ip: Option<IpAddr>,
+    global: bool,
+}
+
+/// Which cap refused a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum OverCap {
+    Global,
+    PerIp,
+}
+
+impl Shared {
+    /// Take a place for a connection from `ip` under the caps, or say which cap is full.
+    fn hold(&self, ip: IpAddr) -> Result<Held<'_>, OverCap> {
+        let limits = self.config.limits;
+        let mut held = Held {
+            shared: self,
+            ip: None,
+            global: false,
+        };
+        if let (Some(per_ip), Some(map)) = (limits.per_ip, &self.held_per_ip) {
+            let mut map = map.lock().unwrap_or_else(PoisonError::into_inner);
+            let n = map.entry(ip).or_default();
+            if *n >= per_ip {
+                return Err(OverCap::PerIp);
+            }
+            *n += 1;
+            held.ip = Some(ip);
+        }
+        if let Some(max) = limits.max {
+            // `held` is dropped on the way out, giving the per-IP place back.
+            self.held
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                    (n < max).then_some(n + 1)
+                })
+                .map_err(|_| OverCap::Global)?;
+            held.global = true;
+        }
+        Ok(held)
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        if self.global {
+            self.shared.held.fetch_sub(1, Ordering::SeqCst);
+        }
+        if let (Some(ip), Some(map)) = (self.ip, &self.shared.held_per_ip) {
+            let mut map = map.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(n) = map.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(&ip);
+                }
+            }
+        }
+    }
+}
+
+/// The balancer in front of a rolling restart's nodes: new connections go round-robin to the
+/// nodes not restarting. Owned by the accept loop, so it needs no lock.
+struct Balancer {
+    nodes: u32,
+    next: u32,
+    /// Until when each node takes no new connections.
+    out_until: [Option<Instant>; MAX_NODES],
+}
+
+impl Balancer {
+    fn new(nodes: u32) -> Self {
+        Balancer {
+            nodes: nodes.clamp(1, MAX_NODES as u32),
+            next: 0,
+            out_until: [None; MAX_NODES],
+        }
+    }
+
+    fn take_out(&mut self, node: u32, until: Instant) {
+        self.out_until[node as usize % MAX_NODES] = Some(until);
+    }
+
+    /// The node for a new connection: the next one up, round-robin (the next one at all if
+    /// every node is out, which one restart at a time never makes).
+    fn pick(&mut self, now: Instant) -> u32 {
+        for i in 0..self.nodes {
+            let node = (self.next + i) % self.nodes;
+            if self.out_until[node as usize].is_none_or(|t| t <= now) {
+                self.next = (node + 1) % self.nodes;
+                return node;
+            }
+        }
+        let node = self.next;
+        self.next = (node + 1) % self.nodes;
+        node
+    }
 }
 
 pub struct Server {
@@ -466,6 +720,8 @@ impl Server {
             ledger: identity::Ledger::new(),
             revoked_tokens: Mutex::default(),
             any_revoked: std::sync::atomic::AtomicBool::new(false),
+            held: AtomicU64::new(0),
+            held_per_ip: config.limits.per_ip.map(|_| Mutex::new(HashMap::new())),
             config,
             stats,
             orders,
@@ -511,6 +767,7 @@ impl Server {
         });
         let conns = tokio_util::task::TaskTracker::new();
         let mut next_id = 0u64;
+        let mut balancer = Balancer::new(config.nodes);
         // While restarting: when to listen again.
         let mut down_until: Option<Instant> = None;
         loop {
@@ -522,7 +779,13 @@ impl Server {
                         Err(broadcast::error::RecvError::Lagged(_)) => continue,
                         Err(broadcast::error::RecvError::Closed) => break,
                     };
-                    if let Action::Restart { down_for } = order.action {
+                    if let Action::RestartNode { node, out_for, .. } = order.action {
+                        balancer.take_out(node, order.fired + out_for);
+                    }
+                    // A restart, or a drain that refuses new connections meanwhile.
+                    if let Action::Restart { down_for }
+                    | Action::Drain { refuse_new: true, over: down_for, .. } = order.action
+                    {
                         // No listener: the kernel refuses new SYNs (RST), which is what
                         // clients see while a real server is down. The port stays reserved.
                         if let Some(l) = listener.take() {
@@ -556,6 +819,7 @@ impl Server {
                         conns.spawn(connection::serve(
                             stream,
                             next_id,
+                            balancer.pick(Instant::now()),
                             admitted,
                             shared.clone(),
                             shared.orders.subscribe(),
@@ -691,6 +955,10 @@ pub(crate) fn test_config() -> ServerConfig {
         socket_io: None,
         identity_headers: identity::default_headers(),
         auth_ghost: false,
+        limits: ConnectionLimits::default(),
+        max_lifetime: None,
+        allowed_origins: Vec::new(),
+        nodes: 1,
     }
 }
 
@@ -712,6 +980,69 @@ mod tests {
             }
         }
         assert_eq!(admitted, 100);
+    }
+
+    /// New connections go round-robin to the nodes up; a node taken out gets none until its
+    /// turn is over.
+    #[test]
+    fn the_balancer_skips_a_restarting_node() {
+        let t0 = Instant::now();
+        let mut b = Balancer::new(4);
+        let picks: Vec<u32> = (0..6).map(|_| b.pick(t0)).collect();
+        assert_eq!(picks, [0, 1, 2, 3, 0, 1]);
+        b.take_out(2, t0 + Duration::from_secs(1));
+        let picks: Vec<u32> = (0..6).map(|_| b.pick(t0)).collect();
+        assert_eq!(picks, [3, 0, 1, 3, 0, 1]);
+        let later = t0 + Duration::from_secs(1);
+        let picks: Vec<u32> = (0..4).map(|_| b.pick(later)).collect();
+        assert_eq!(picks, [2, 3, 0, 1]);
+        assert_eq!(Balancer::new(1).pick(t0), 0);
+    }
+
+    /// Offsets within a drain's window and lifetimes within their jitter are spread evenly,
+    /// stay in their bounds, and are the same for the same connection.
+    #[test]
+    fn drain_offsets_and_lifetimes_are_uniform_and_seeded() {
+        let over = Duration::from_secs(10);
+        let mut per_second = [0u32; 10];
+        for id in 0..10_000 {
+            let o = Action::offset(id, 3, over);
+            assert!(o < over);
+            assert_eq!(o, Action::offset(id, 3, over));
+            per_second[o.as_secs() as usize] += 1;
+        }
+        assert!(
+            per_second.iter().all(|n| (900..1100).contains(n)),
+            "{per_second:?}"
+        );
+        // Not tied to the share the same order picks: a 50% drain still spreads over all of it.
+        let late = (0..10_000)
+            .filter(|&id| crate::seed::in_share(id, 3, 0.5))
+            .filter(|&id| Action::offset(id, 3, over) > Duration::from_secs(5))
+            .count();
+        assert!((2300..2700).contains(&late), "{late}");
+
+        let l = Lifetime {
+            after: Duration::from_secs(10),
+            jitter: Duration::from_secs(2),
+            close: Some(1001),
+        };
+        let lives: Vec<Duration> = (0..10_000).map(|id| l.of(id)).collect();
+        assert!(
+            lives
+                .iter()
+                .all(|d| *d >= Duration::from_secs(8) && *d <= Duration::from_secs(12))
+        );
+        let short = lives
+            .iter()
+            .filter(|d| **d < Duration::from_secs(9))
+            .count();
+        assert!((2300..2700).contains(&short), "{short}");
+        let fixed = Lifetime {
+            jitter: Duration::ZERO,
+            ..l
+        };
+        assert!((0..100).all(|id| fixed.of(id) == Duration::from_secs(10)));
     }
 
     /// Per-message counts live in per-thread stripes: on a server with several worker threads

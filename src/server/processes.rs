@@ -61,6 +61,11 @@ fn config_of(setup: &Setup) -> ServerConfig {
     c.accept_burst = c
         .accept_burst
         .map(|b| ((f64::from(b) * share).ceil() as u32).max(1));
+    // Each process holds its share of the caps: the kernel spreads connections evenly, so the
+    // sum is the cap, give or take one per process.
+    let split = |n: u64| ((n as f64 * share).ceil() as u64).max(1);
+    c.limits.max = c.limits.max.map(split);
+    c.limits.per_ip = c.limits.per_ip.map(split);
     if let Some(h) = &mut c.handshake {
         h.workers = ((f64::from(h.workers) * share).ceil() as u32).max(1);
         h.queue = ((f64::from(h.queue) * share).ceil() as u32).max(1);

@@ -730,6 +730,8 @@ async fn fire_timeline(
     done: CancellationToken,
 ) -> Vec<FiredAction> {
     let mut fired = Vec::new();
+    // Until when a drain or a node's restart fired so far is still closing connections.
+    let mut busy_until = epoch;
     for planned in timeline {
         tokio::select! {
             _ = stop.cancelled() => break,
@@ -764,6 +766,13 @@ async fn fire_timeline(
             action: planned.action.to_string(),
             connections,
         });
+        if let TimelineAction::Server(a) = &planned.action {
+            busy_until = busy_until.max(epoch + planned.at + a.lasts());
+        }
+    }
+    tokio::select! {
+        _ = stop.cancelled() => {}
+        _ = sleep_until(busy_until) => {}
     }
     if !stop.is_cancelled() {
         done.cancel();

@@ -20,6 +20,7 @@ mod report;
 mod scenarios;
 mod schema;
 mod server_data;
+mod server_faults;
 mod shard;
 mod socketio_embedded;
 mod swarm;
