@@ -115,13 +115,16 @@ fn each_drop_owns_exactly_the_connections_it_dropped() {
     let text = wsstorm::report::text::summary(&r);
     assert!(
         text.contains(&format!(
-            "{} open): lost {first}, back in ",
-            t.actions[0].connections
+            "{} open): lost {first}, peak {} attempts/100 ms, back in ",
+            t.actions[0].connections, half.peak_attempts_per_interval
         )),
         "{text}"
     );
     assert!(
-        text.contains(&format!("(200 open): lost {second}, back in ")),
+        text.contains(&format!(
+            "(200 open): lost {second}, peak {} attempts/100 ms, back in ",
+            all.peak_attempts_per_interval
+        )),
         "{text}"
     );
 
