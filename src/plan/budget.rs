@@ -112,7 +112,13 @@ pub fn fit(plan: &mut Plan, workers: Option<usize>, limits: &Limits) -> Result<(
         PlanTarget::Embedded { config, .. } => Some(&**config),
         PlanTarget::External { .. } => None,
     };
-    let server_fds = if server.is_some() { clients } else { 0 };
+    // Sockets: a client holds more than one when its fleet behaviour leaves one open.
+    let connections: u64 = plan
+        .groups
+        .iter()
+        .map(|g| u64::from(g.clients) * connections_per_client(g))
+        .sum();
+    let server_fds = if server.is_some() { connections } else { 0 };
     let proxy_fds = 2 * proxied;
     let mut notes = Vec::new();
     let limit_note = format!(
@@ -121,7 +127,7 @@ pub fn fit(plan: &mut Plan, workers: Option<usize>, limits: &Limits) -> Result<(
     );
 
     // Memory: every connection's user-space and kernel cost, on both ends when both are here.
-    let sockets = clients + server_fds + proxy_fds;
+    let sockets = connections + server_fds + proxy_fds;
     let need = clients * CLIENT_BYTES + server_fds * SERVER_BYTES + sockets * KERNEL_SOCKET_BYTES;
     let have = (limits.memory as f64 * MEMORY_SHARE) as u64;
     if need > have {
@@ -151,23 +157,23 @@ pub fn fit(plan: &mut Plan, workers: Option<usize>, limits: &Limits) -> Result<(
     // Clients.
     let workers = match workers {
         Some(n) => {
-            let per = clients.div_ceil(n.max(1) as u64);
+            let per = connections.div_ceil(n.max(1) as u64);
             if n > 0 && per > cap {
-                let need = clients.div_ceil(cap);
+                let need = connections.div_ceil(cap);
                 return Err(format!(
                     "{clients} clients over --workers {n} is {per} sockets per process, but a process may hold {cap} ({limit_note}). Fix: --workers {need} or more, or leave --workers out"
                 ));
             }
-            if n == 0 && clients + server_fds + proxy_fds > cap {
+            if n == 0 && connections + server_fds + proxy_fds > cap {
                 return Err(format!(
                     "{clients} clients in one process need {} open files with the target and proxy, more than the {cap} a process may hold ({limit_note}). Fix: leave --workers out",
-                    clients + server_fds + proxy_fds
+                    connections + server_fds + proxy_fds
                 ));
             }
             n
         }
-        None if clients + server_fds + proxy_fds <= comfortable => 0,
-        None => clients.div_ceil(comfortable).max(1) as usize,
+        None if connections + server_fds + proxy_fds <= comfortable => 0,
+        None => connections.div_ceil(comfortable).max(1) as usize,
     };
     let most = limits.cpus * PROCESSES_PER_CPU;
 
@@ -179,7 +185,7 @@ pub fn fit(plan: &mut Plan, workers: Option<usize>, limits: &Limits) -> Result<(
             cap / 2
         ));
     }
-    let local = if workers == 0 { clients } else { 0 } + proxy_fds;
+    let local = if workers == 0 { connections } else { 0 } + proxy_fds;
     if let Some(s) = server
         && server_fds + local > comfortable
     {
@@ -213,14 +219,14 @@ pub fn fit(plan: &mut Plan, workers: Option<usize>, limits: &Limits) -> Result<(
     for g in &plan.groups {
         let addrs = &g.behaviour.source_addrs;
         if addrs.is_empty() {
-            *load.entry(None).or_default() += u64::from(g.clients);
+            *load.entry(None).or_default() += u64::from(g.clients) * connections_per_client(g);
             continue;
         }
         let n = addrs.len() as u64;
         for (i, a) in addrs.iter().enumerate() {
             // Client k of the group uses address k mod n.
             let share = u64::from(g.clients) / n + u64::from((i as u64) < u64::from(g.clients) % n);
-            *load.entry(Some(*a)).or_default() += share;
+            *load.entry(Some(*a)).or_default() += share * connections_per_client(g);
         }
     }
     let spread = limits.spread_per_address();
@@ -340,6 +346,23 @@ mod tests {
     }
 
     #[test]
+    fn connections_a_fleet_behaviour_leaves_open_count_as_sockets() {
+        // 6,000 clients and their 6,000 server ends fit one process (16,915 at 85 %)...
+        let mut p = profile(6_000, "embedded", "");
+        fit(&mut p, None, &LIMITS).unwrap();
+        assert_eq!((p.layout.workers, p.layout.server_processes), (0, 0));
+        // ...but not when each leaves a duplicate open: 12,000 + 12,000 files.
+        let dup = "    behaviour: { duplicate_connections: { after: 1s } }\n";
+        let mut p = profile(6_000, "embedded", dup);
+        fit(&mut p, None, &LIMITS).unwrap();
+        assert_eq!((p.layout.workers, p.layout.server_processes), (1, 0));
+        // A silent network switch abandons one more.
+        let both = "    source_addrs: [127.0.1.1, 127.0.1.2]\n    behaviour: { duplicate_connections: { after: 1s }, network_switch: { after: 2s, share: 50%, mode: silent } }\n";
+        let e = fit(&mut profile(6_000, "embedded", both), Some(0), &LIMITS).unwrap_err();
+        assert!(e.contains("need 36000 open files"), "{e}");
+    }
+
+    #[test]
     fn big_runs_spread_over_processes_and_addresses() {
         let mut p = profile(250_000, "embedded", "");
         fit(&mut p, None, &LIMITS).unwrap();
@@ -422,4 +445,13 @@ mod tests {
         .unwrap_err();
         assert!(e.contains("through the proxy"), "{e}");
     }
+}
+
+/// Most connections each client of group `g` holds at once (see
+/// [`super::fleet::FleetPlan::most_connections`]).
+fn connections_per_client(g: &super::PlanGroup) -> u64 {
+    g.behaviour
+        .fleet
+        .as_deref()
+        .map_or(1, super::fleet::FleetPlan::most_connections)
 }

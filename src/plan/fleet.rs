@@ -43,6 +43,16 @@ pub struct FleetPlan {
     pub duplicate_after: Option<Duration>,
 }
 
+impl FleetPlan {
+    /// Most connections one client holds at once: its own, plus the one `duplicate_connections`
+    /// leaves open and the one a silent network switch abandons (both kept until the run
+    /// ends). The pre-flight budget counts sockets, ports and the target's files by it.
+    pub fn most_connections(&self) -> u64 {
+        1 + u64::from(self.duplicate_after.is_some())
+            + u64::from(self.switch.is_some_and(|s| s.mode == SwitchMode::Silent))
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SwitchPlan {
     /// After the client's first open.
