@@ -226,6 +226,24 @@ fn totals_table(prefix: &str, t: &Totals) -> Markup {
                 (num(&k("dead_detected"), t.dead_detected))
             }
         }
+        @let fleet = [
+            ("churn_drops", t.churn_drops, "connections the clients dropped themselves (churn)"),
+            ("sessions_ended", t.sessions_ended, "clients that left (session lifetime or a stage's ramp-down)"),
+            ("clients_arrived", t.clients_arrived, "clients that arrived (each start, stage visit and replacement)"),
+            ("network_switches", t.network_switches, "connections given up on a network switch"),
+            ("duplicate_connections", t.duplicate_connections, "connections left open by a duplicate reconnect"),
+            ("duplicate_received", t.duplicate_received, "messages those received: a second copy"),
+        ];
+        @if fleet.iter().any(|(key, n, _)| *n > 0 && *key != "clients_arrived") {
+            p.fleet {
+                "The clients' own doing: "
+                @for (i, (key, n, what)) in fleet.iter().filter(|(_, n, _)| *n > 0).enumerate() {
+                    @if i > 0 { "; " }
+                    (num_span(&k(key), *n)) " " (what)
+                }
+                "."
+            }
+        }
         @if t.stalled > 0 {
             p {
                 "Stalled: " (num_span(&k("stalled"), t.stalled))

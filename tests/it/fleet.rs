@@ -123,6 +123,23 @@ fn churn_drops_follow_their_distribution_and_every_client_reconnects() {
         r.totals.churn_drops,
         phones.totals.churn_drops + metronome.totals.churn_drops
     );
+    // The report says what the clients did themselves, run-wide and per group.
+    let html = wsstorm::report::render(&r);
+    for (key, n) in [
+        ("totals.churn_drops".to_string(), r.totals.churn_drops),
+        ("totals.sessions_ended".to_string(), r.totals.sessions_ended),
+        (
+            "totals.clients_arrived".to_string(),
+            r.totals.clients_arrived,
+        ),
+    ] {
+        assert!(
+            html.contains(&format!("data-key=\"{key}\">{n}<")),
+            "{key} {n}"
+        );
+    }
+    let i = r.groups.iter().position(|g| g.name == "metronome").unwrap();
+    assert!(html.contains(&format!("data-key=\"groups.{i}.totals.churn_drops\">200<")));
 }
 
 #[test]
