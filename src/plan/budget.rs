@@ -304,6 +304,15 @@ fn kib(bytes: u64) -> String {
     format!("{:.0} KiB", bytes as f64 / 1024.0)
 }
 
+/// Most connections each client of group `g` holds at once (see
+/// [`super::fleet::FleetPlan::most_connections`]).
+fn connections_per_client(g: &super::PlanGroup) -> u64 {
+    g.behaviour
+        .fleet
+        .as_deref()
+        .map_or(1, super::fleet::FleetPlan::most_connections)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -445,13 +454,4 @@ mod tests {
         .unwrap_err();
         assert!(e.contains("through the proxy"), "{e}");
     }
-}
-
-/// Most connections each client of group `g` holds at once (see
-/// [`super::fleet::FleetPlan::most_connections`]).
-fn connections_per_client(g: &super::PlanGroup) -> u64 {
-    g.behaviour
-        .fleet
-        .as_deref()
-        .map_or(1, super::fleet::FleetPlan::most_connections)
 }
