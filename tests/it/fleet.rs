@@ -430,3 +430,30 @@ groups:
     assert!(t.close_codes.is_empty(), "{:?}", t.close_codes);
     assert_eq!(r.server.as_ref().unwrap().dead_detected, 50);
 }
+
+#[test]
+fn a_throttled_client_counts_no_stall_while_it_does_not_read() {
+    // Reads every 400ms while throttled, a stall after 100ms of silence: the silence the
+    // client could not hear (its read gate shut) is no stall.
+    let yaml = "
+name: throttled-stall
+seed: 5
+duration: 3s
+target:
+  url: embedded
+  server:
+    stream: { rate: 50/s, bytes: 64 }
+groups:
+  - name: g
+    clients: 20
+    arrival: { rate: 1000/s }
+    behaviour:
+      subscribe: { stall_after: 100ms, on_stall: reconnect }
+      throttle: { after: 300ms, for: 2s, delay: 400ms }
+";
+    let r = common::run_yaml(yaml, "throttled-stall.yaml");
+    let g = group(&r, "g");
+    assert_eq!(g.totals.stalled, 0, "{:?}", g.totals);
+    assert_eq!(g.totals.opened, 20, "{:?}", g.totals);
+    assert!(g.totals.messages.received > 0, "{:?}", g.totals.messages);
+}
