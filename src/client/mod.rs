@@ -306,7 +306,17 @@ impl Client {
                             m.flap(who);
                         }
                     }
-                    self.mark = Some(now);
+                    // The next open is a recovery (latency_us.reconnect) only after a loss:
+                    // the peer's close, a dead or broken connection, a drop or a network switch.
+                    // A close of the client's own (a stall, a policy) recovers from nothing.
+                    let lost = matches!(
+                        end,
+                        SessionEnd::Peer(_)
+                            | SessionEnd::Dead { .. }
+                            | SessionEnd::Violation(_)
+                            | SessionEnd::Fleet(FleetEvent::Churn | FleetEvent::Switch)
+                    );
+                    self.mark = lost.then_some(now);
                     match end {
                         SessionEnd::Stopped => {
                             m.closed(who, Closed::ByClient);

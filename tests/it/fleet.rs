@@ -457,3 +457,40 @@ groups:
     assert_eq!(g.totals.opened, 20, "{:?}", g.totals);
     assert!(g.totals.messages.received > 0, "{:?}", g.totals.messages);
 }
+
+#[test]
+fn a_reconnect_after_the_clients_own_stall_close_is_no_recovery() {
+    // The target keeps a connection whose token expired open and silent (a ghost): every
+    // connection stalls, the client closes it (4000) and opens another with a fresh token.
+    // Nothing was lost, so no open is a reconnect after a loss.
+    let yaml = "
+name: stall-reconnects
+seed: 6
+duration: 3s
+target:
+  url: embedded
+  server:
+    auth: { secret: s, on_expiry: ghost }
+    stream: { rate: 50/s, bytes: 64 }
+groups:
+  - name: g
+    clients: 10
+    arrival: { rate: 1000/s }
+    behaviour:
+      auth: { lifetime: 500ms, on_expiry: refresh }
+      subscribe: { stall_after: 200ms, on_stall: reconnect }
+      reconnect: { backoff: { strategy: fixed, base: 50ms } }
+";
+    let r = common::run_yaml(yaml, "stall-reconnects.yaml");
+    let g = group(&r, "g");
+    assert!(g.totals.stalled >= 10, "{:?}", g.totals);
+    assert_eq!(
+        g.totals.opened,
+        10 + g.totals.stalled - (10 - g.totals.connected_at_end)
+    );
+    assert_eq!(
+        g.latency_us.reconnect.count, 0,
+        "{:?}",
+        g.latency_us.reconnect
+    );
+}
