@@ -27,6 +27,7 @@ use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::{Next, Retry, align_up};
+use crate::metrics::events::Cause;
 use crate::metrics::{Closed, ConnectError, Metrics, OpenTimings, Who};
 use crate::plan::ClientBehaviour;
 use crate::profile::Decision;
@@ -439,22 +440,22 @@ impl Client {
         let now = crate::units::Dur(Duration::ZERO);
         match event {
             FleetEvent::Churn => {
-                m.fleet_closed(who, |c| c.churn_drops += 1);
+                m.fleet_closed(who, Cause::Churn, |c| c.churn_drops += 1);
                 Some(Decision::Retry)
             }
             FleetEvent::Switch => {
-                m.fleet_closed(who, |c| c.network_switches += 1);
+                m.fleet_closed(who, Cause::Switch, |c| c.network_switches += 1);
                 Some(Decision::Retry)
             }
             // The bug: a reconnect at once, the old socket still open.
             FleetEvent::Duplicate => {
-                m.fleet_closed(who, |c| c.duplicate_connections += 1);
+                m.fleet_closed(who, Cause::Duplicate, |c| c.duplicate_connections += 1);
                 // Nothing was lost: the next open is no recovery.
                 self.mark = None;
                 Some(Decision::RetryAfter(now))
             }
             FleetEvent::Leave => {
-                m.closed(who, Closed::ByClient);
+                m.left(who);
                 m.fleet(who, |c| c.sessions_ended += 1);
                 self.arrive_again().then_some(Decision::RetryAfter(now))
             }
