@@ -34,6 +34,7 @@ use crate::profile::Decision;
 use crate::seed::client_seed;
 use connect::{Attempt, AttemptExtras, Endpoint};
 use conversation::{Env, Memory};
+pub use fleet::StageSlot;
 use fleet::{Fleet, FleetEvent};
 pub use session::SessionEnd;
 use stream::StreamTracker;
@@ -98,18 +99,20 @@ struct Client {
 
 /// Run client `id` from its first intended attempt until the run ends or it gives up.
 pub fn run(ctx: Arc<GroupCtx>, id: u32, first_attempt: Instant) -> impl Future<Output = ()> {
-    run_visit(ctx, id, first_attempt, None)
+    let fleet = Fleet::for_client(&ctx.behaviour, None, None);
+    run_client(ctx, id, first_attempt, fleet)
 }
 
-/// Run client `id` from its first intended attempt until the run ends, it gives up, or it
-/// leaves at `leave` (closing with 1000: a stage's ramp-down).
+/// Run visit `slot.visit` of stage client `id` from its first intended attempt until the run
+/// ends, it gives up, or it leaves at `leave` (closing with 1000: a stage's ramp-down).
 pub fn run_visit(
     ctx: Arc<GroupCtx>,
     id: u32,
     first_attempt: Instant,
     leave: Option<Instant>,
+    slot: StageSlot,
 ) -> impl Future<Output = ()> {
-    let fleet = Fleet::for_client(&ctx.behaviour, leave);
+    let fleet = Fleet::for_client(&ctx.behaviour, leave, Some(slot));
     run_client(ctx, id, first_attempt, fleet)
 }
 
@@ -144,6 +147,13 @@ async fn run_client(
         token: None,
     };
     if let Some(f) = c.fleet.as_deref_mut() {
+        // A stage client's later visit is another user: its own random draws.
+        if f.visit > 0 {
+            c.rng = Xoshiro128PlusPlus::seed_from_u64(crate::seed::mix(
+                client_seed(c.ctx.seed, id),
+                u64::from(f.visit),
+            ));
+        }
         f.arrive(c.ctx.behaviour.fleet.as_deref(), first_attempt, &mut c.rng);
     }
     c.run(first_attempt).await;
@@ -211,7 +221,11 @@ impl Client {
             let extras = AttemptExtras {
                 added,
                 token: self.token.as_ref().map(|t| t.text.as_str()),
-                attempt: self.attempts,
+                attempt: self
+                    .fleet
+                    .as_deref()
+                    .and_then(Fleet::next_attempt)
+                    .unwrap_or(self.attempts),
                 subscribe: b.subscribe.is_some(),
                 resume_after: b
                     .subscribe

@@ -233,6 +233,8 @@ fn stages_and_arrival_are_checked() {
 struct Seen {
     connections: Mutex<Vec<(u32, IpAddr)>>,
     closes: Mutex<Vec<u16>>,
+    /// Every upgrade request's identity header (`X-Wsstorm-Client`).
+    identities: Mutex<Vec<String>>,
 }
 
 /// A WebSocket echo server that records, per connection, its peer address and the client id
@@ -253,7 +255,19 @@ fn recording_server() -> (String, Arc<Seen>) {
             while let Ok((tcp, peer)) = listener.accept().await {
                 let record = record.clone();
                 tokio::spawn(async move {
-                    let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+                    let identities = record.clone();
+                    // The error type is tungstenite's; its size is not ours to choose.
+                    #[allow(clippy::result_large_err)]
+                    let header =
+                        move |req: &tokio_tungstenite::tungstenite::handshake::server::Request,
+                              resp| {
+                            if let Some(v) = req.headers().get("x-wsstorm-client") {
+                                let v = v.to_str().unwrap_or_default().to_string();
+                                identities.identities.lock().unwrap().push(v);
+                            }
+                            Ok(resp)
+                        };
+                    let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(tcp, header).await else {
                         return;
                     };
                     let mut first = true;
@@ -493,4 +507,58 @@ groups:
         "{:?}",
         g.latency_us.reconnect
     );
+}
+
+#[test]
+fn a_returning_stage_client_and_a_replacement_user_number_attempts_on() {
+    // Stage slots come back (5 -> 0 -> 5) and session lifetimes replace users: every attempt's
+    // identity header names one attempt of the run.
+    let (url, seen) = recording_server();
+    let yaml = format!(
+        "
+name: identities
+seed: 9
+duration: 1500ms
+target: {url}
+groups:
+  - name: staged
+    clients: 5
+    stages:
+      - {{ duration: 300ms, target: 5 }}
+      - {{ duration: 300ms, target: 0 }}
+      - {{ duration: 300ms, target: 5 }}
+  - name: visitors
+    clients: 5
+    arrival: {{ rate: 1000/s }}
+    behaviour:
+      session: {{ lifetime: {{ mean: 200ms, distribution: fixed }} }}
+"
+    );
+    let r = common::run_yaml(&yaml, "identities.yaml");
+    let staged = group(&r, "staged");
+    assert_eq!(staged.totals.clients_arrived, 10, "{:?}", staged.totals);
+    assert!(group(&r, "visitors").totals.sessions_ended >= 10);
+    let ids = seen.identities.lock().unwrap().clone();
+    assert_eq!(ids.len() as u64, r.totals.connect_attempts, "{ids:?}");
+    let unique: std::collections::BTreeSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len(), "repeated identities: {ids:?}");
+    // A returning stage client numbers on: its second visit's first attempt is its 2nd.
+    let staged_ids = ids
+        .iter()
+        .filter_map(|v| {
+            let mut p = v.split('-').skip(1);
+            let client: u32 = p.next()?.parse().ok()?;
+            let attempt: u32 = p.next()?.parse().ok()?;
+            (client < 5).then_some((client, attempt))
+        })
+        .collect::<Vec<_>>();
+    for c in 0..5 {
+        let mut mine: Vec<u32> = staged_ids
+            .iter()
+            .filter(|(k, _)| *k == c)
+            .map(|(_, a)| *a)
+            .collect();
+        mine.sort_unstable();
+        assert_eq!(mine, [1, 2], "client {c}: {ids:?}");
+    }
 }
