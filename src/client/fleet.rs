@@ -85,8 +85,12 @@ impl Fleet {
         }))
     }
 
-    /// A client arrives at `now` (first, or in place of one that left): its lifetime starts.
+    /// A client arrives at `now` (first, or in place of one that left): its lifetime starts,
+    /// and its one-shot events (a network switch, a duplicate connection) are its own to come.
     pub fn arrive(&mut self, plan: Option<&FleetPlan>, now: Instant, rng: &mut Xoshiro128PlusPlus) {
+        self.opened_once = false;
+        self.switch_at = None;
+        self.duplicate_at = None;
         if let Some(l) = plan.and_then(|p| p.lifetime) {
             self.leave_at = Some(now + l.sample(rng));
         }

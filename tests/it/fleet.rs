@@ -562,3 +562,28 @@ groups:
         assert_eq!(mine, [1, 2], "client {c}: {ids:?}");
     }
 }
+
+#[test]
+fn a_replacement_user_duplicates_its_connection_as_the_first_did() {
+    // Each user lives 400ms and leaks a duplicate 100ms after its first open: every user
+    // that lives that long does, not only the slot's first.
+    let yaml = "
+name: leaky-visitors
+seed: 10
+duration: 1500ms
+target: embedded
+groups:
+  - name: g
+    clients: 5
+    arrival: { rate: 1000/s }
+    behaviour:
+      session: { lifetime: { mean: 400ms, distribution: fixed } }
+      duplicate_connections: { after: 100ms }
+";
+    let r = common::run_yaml(yaml, "leaky-visitors.yaml");
+    let t = &group(&r, "g").totals;
+    // Users arrive at about 0, 400ms, 800ms, 1.2s: the first three surely live 100ms.
+    assert!(t.clients_arrived >= 15, "{t:?}");
+    assert!(t.duplicate_connections >= 15, "{t:?}");
+    assert!(t.duplicate_connections <= t.clients_arrived, "{t:?}");
+}
