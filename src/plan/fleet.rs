@@ -222,7 +222,13 @@ pub(super) fn stages(
         _ => {}
     }
     let peak = g.stages.iter().map(|s: &Stage| s.target).max();
-    if let Some(peak) = peak
+    if peak == Some(0) {
+        // `clients: 0` is refused too: the stages are what is wrong.
+        bad(
+            at("stages"),
+            "the stages must reach at least 1 client: give a stage a `target` above 0".into(),
+        );
+    } else if let Some(peak) = peak
         && peak != g.clients
     {
         bad(
