@@ -170,7 +170,8 @@ impl Fleet {
             }
             FleetEvent::Duplicate => {
                 self.duplicate_at = None;
-                tokio::spawn(keep_reading(ctx.clone(), who, ws));
+                // On the swarm's tracker: the run waits for its close and last counts.
+                ctx.tasks.spawn(keep_reading(ctx.clone(), who, ws));
             }
         }
     }

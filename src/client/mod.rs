@@ -55,6 +55,9 @@ pub struct GroupCtx {
     pub seed: u64,
     /// The run's id, the first part of every identity header (`<run>-<client>-<attempt>`).
     pub run_id: u32,
+    /// The swarm's tasks: what a client starts beside itself (a connection it left open)
+    /// goes here, so the run waits for it before counting.
+    pub tasks: tokio_util::task::TaskTracker,
 }
 
 impl GroupCtx {
@@ -642,6 +645,7 @@ groups:
             grace: Duration::from_secs(1),
             seed: 1,
             run_id: 0,
+            tasks: tokio_util::task::TaskTracker::new(),
         });
         let fut = run(ctx, 0, Instant::now());
         let size = std::mem::size_of_val(&fut);

@@ -208,6 +208,7 @@ impl Clients {
                 grace: self.grace,
                 seed: self.seed,
                 run_id: self.run_id,
+                tasks: tracker.clone(),
             });
             let (ids, shard) = (group.clone(), self.shard);
             let stop = cancel.clone();

@@ -587,3 +587,34 @@ groups:
     assert!(t.duplicate_connections >= 15, "{t:?}");
     assert!(t.duplicate_connections <= t.clients_arrived, "{t:?}");
 }
+
+#[test]
+fn the_run_waits_for_the_left_open_connections_to_close() {
+    // Every connection closes with 1000 before the run counts: the clients' own and the ones
+    // they left open (on the swarm's tracker, not loose tasks the run does not wait for).
+    let (url, seen) = recording_server();
+    let yaml = format!(
+        "
+name: leaky-closes
+seed: 11
+duration: 1s
+target: {url}
+groups:
+  - name: g
+    clients: 20
+    arrival: {{ rate: 1000/s }}
+    behaviour:
+      send: {{ every: 100ms, bytes: 64 }}
+      duplicate_connections: {{ after: 200ms }}
+"
+    );
+    let r = common::run_yaml(&yaml, "leaky-closes.yaml");
+    let t = &group(&r, "g").totals;
+    assert_eq!((t.duplicate_connections, t.opened), (20, 40), "{t:?}");
+    let closes = seen.closes.lock().unwrap().clone();
+    assert_eq!(
+        closes.iter().filter(|c| **c == 1000).count(),
+        40,
+        "{closes:?}"
+    );
+}
