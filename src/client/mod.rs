@@ -239,9 +239,29 @@ impl Client {
             // Boxed: the handshake future is large and only lives while connecting; an idle
             // connected client should not carry its space.
             // The extras move into the boxed future: the client's own task does not keep them.
-            let attempt = Box::pin(connect::attempt(&ctx, who.client, extras, prepared.take()));
+            // A leaving client leaves while connecting too: no connection opens after it left.
+            // (Its timer in the box: only a leaving client's attempt carries one.)
+            let leave = self.fleet.as_deref().and_then(|f| f.leave_at);
+            let (c, socket) = (&ctx, prepared.take());
+            let attempt = Box::pin(async move {
+                tokio::select! {
+                    a = connect::attempt(c, who.client, extras, socket) => Some(a),
+                    _ = crate::net::sleep_until_opt(leave) => None,
+                }
+            });
             let attempt = tokio::select! {
-                a = attempt => a,
+                a = attempt => match a {
+                    Some(a) => a,
+                    None => {
+                        m.connect_error(who, ConnectError::Cancelled);
+                        m.fleet(who, |c| c.sessions_ended += 1);
+                        if !self.arrive_again() {
+                            return;
+                        }
+                        intended = Instant::now();
+                        continue;
+                    }
+                },
                 _ = ctx.cancel.cancelled() => {
                     m.connect_error(who, ConnectError::Cancelled);
                     return;

@@ -54,7 +54,7 @@ pub enum ConnectError {
     /// The generator hit its open-file limit (EMFILE/ENFILE).
     FdLimit,
     Other,
-    /// The run ended while the attempt was still in progress.
+    /// The run ended, or the client left, while the attempt was still in progress.
     Cancelled,
     /// The server closed the connection before a complete answer to the upgrade.
     ClosedInHandshake,

@@ -618,3 +618,49 @@ groups:
         "{closes:?}"
     );
 }
+
+#[test]
+fn a_stage_client_that_leaves_while_connecting_opens_nothing() {
+    // The target answers upgrades 800ms late; the stage's clients leave after about 300ms,
+    // while still connecting: none of them opens a connection after it left.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let url = format!("ws://{}/ws", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            while let Ok((tcp, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(800)).await;
+                    if let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await {
+                        while let Some(Ok(_)) = ws.next().await {}
+                    }
+                });
+            }
+        });
+    });
+    let yaml = format!(
+        "
+name: leave-while-connecting
+seed: 12
+duration: 1500ms
+target: {url}
+groups:
+  - name: g
+    clients: 5
+    stages:
+      - {{ duration: 100ms, target: 5 }}
+      - {{ duration: 200ms, target: 0 }}
+"
+    );
+    let r = common::run_yaml(&yaml, "leave-while-connecting.yaml");
+    let t = &group(&r, "g").totals;
+    assert_eq!(t.connect_attempts, 5, "{t:?}");
+    assert_eq!(t.opened, 0, "{t:?}");
+    assert_eq!(t.sessions_ended, 5, "{t:?}");
+    assert_eq!(t.connect_errors.cancelled, 5, "{t:?}");
+}
