@@ -889,10 +889,10 @@ impl Metrics {
     /// messages it never received (final only now: a late arrival can still fill a gap).
     pub fn client_done(&self, who: Who, attempts: u32, lost: u64) {
         self.with(who, |s| {
-            let _ = s
-                .hists
-                .attempts_per_client
-                .record(u64::from(attempts.max(1)));
+            // A client (a stage visit) gone before its first attempt tried nothing: no sample.
+            if attempts > 0 {
+                let _ = s.hists.attempts_per_client.record(u64::from(attempts));
+            }
             s.counters.lost += lost;
         });
     }
@@ -1021,6 +1021,8 @@ mod tests {
             },
         );
         m.client_done(who(7), 3, 10);
+        // Gone before its first attempt (a stage visit that left at once): no sample.
+        m.client_done(who(9), 0, 0);
         m.stream_anomaly(who(7), true, false);
         let mut out = vec![GroupData::default(); 2];
         let mut spare = Hists::default();
