@@ -71,11 +71,26 @@ fn each_drop_owns_exactly_the_connections_it_dropped() {
         "{:?}",
         t.effects
     );
-    // Back within the window (a dip and its recovery can both fall inside one interval, but
-    // not before the interval that counted the losses).
+    // Back at the end of the first interval, from the one that counted the drop's closes on,
+    // whose connected count is back to what it was before (a dip and its recovery can fall
+    // inside one interval), and within the window.
     for e in &t.effects {
         let back = e.recovery_ms.unwrap();
-        assert!(back <= e.until_ms - e.t_ms + 100, "{e:?}");
+        let window: Vec<&wsstorm::metrics::Point> = t
+            .points
+            .iter()
+            .filter(|p| p.t_ms >= e.t_ms && p.t_ms < e.until_ms)
+            .collect();
+        let hit = window
+            .iter()
+            .position(|p| p.closed > 0)
+            .unwrap_or_else(|| panic!("no interval counted the closes: {e:?}"));
+        let recovered = window[hit..]
+            .iter()
+            .find(|p| p.connected >= e.connected_before)
+            .unwrap_or_else(|| panic!("never back: {e:?}"));
+        assert_eq!(back, recovered.t_ms - e.t_ms, "{e:?}");
+        assert!(recovered.t_ms < e.until_ms);
     }
     // Round trips were measured on both sides of each drop, interval by interval.
     assert!(half.rtt_p99_before_us.is_some() && all.rtt_p99_after_us.is_some());

@@ -60,16 +60,27 @@ fn churn_drops_follow_their_distribution_and_every_client_reconnects() {
     let r = common::run_plan(&compile(&load("steady-churn")));
     let slack = lag(&r).as_secs_f64() + 0.1;
 
-    // Fixed 1.5s after each open, in a 4s run whose clients arrive within 50ms: exactly two
-    // drops per client, each reconnected, and everyone connected at the end.
+    // Fixed 1.5s after each open, in a 4s run whose clients arrive within 50ms: two drops
+    // per client (a third would be 4.5s in), each reconnected, everyone connected at the end
+    // — when the run's lag leaves the second drop and its reconnect (a 10ms backoff and a
+    // connect, each as late as the run was) inside the 4s. A slower run drops fewer.
     let metronome = group(&r, "metronome");
-    assert_eq!(metronome.totals.churn_drops, 200, "2 drops x 100 clients");
-    assert_eq!(metronome.totals.opened, 300);
-    assert_eq!(metronome.totals.connected_at_end, 100);
-    assert!(
-        metronome.totals.close_codes.is_empty(),
-        "drops are not closes"
-    );
+    let m = &metronome.totals;
+    let second_back = 0.05 + 2.0 * (1.5 + 0.01 + slack);
+    if second_back < 4.0 {
+        assert_eq!(
+            m.churn_drops,
+            200,
+            "2 drops x 100 clients (lag {:?})",
+            lag(&r)
+        );
+        assert_eq!(m.opened, 300);
+        assert_eq!(m.connected_at_end, 100);
+    } else {
+        assert!((100..=200).contains(&m.churn_drops), "{m:?}");
+        assert!(m.opened <= 100 + m.churn_drops, "{m:?}");
+    }
+    assert!(m.close_codes.is_empty(), "drops are not closes");
 
     // Exponential with mean 1s: about 200 clients x 4s / 1s drops, fewer by the time each
     // reconnect takes (backoff up to 20ms, connect, lag).
@@ -139,7 +150,10 @@ fn churn_drops_follow_their_distribution_and_every_client_reconnects() {
         );
     }
     let i = r.groups.iter().position(|g| g.name == "metronome").unwrap();
-    assert!(html.contains(&format!("data-key=\"groups.{i}.totals.churn_drops\">200<")));
+    assert!(html.contains(&format!(
+        "data-key=\"groups.{i}.totals.churn_drops\">{}<",
+        metronome.totals.churn_drops
+    )));
 }
 
 #[test]
