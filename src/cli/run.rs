@@ -274,8 +274,19 @@ impl Overrides {
                         .checked_div(total)
                         .map_or(n / count as u32, |s| s as u32)
                 };
+                let before = g.clients;
                 g.clients = share.min(left);
                 left -= g.clients;
+                // A staged group's stages reach its `clients` at their peak: scaled with it,
+                // each stage keeps its share of the peak.
+                if before > 0 {
+                    for s in &mut g.stages {
+                        let scaled = (u64::from(s.target) * u64::from(g.clients)
+                            + u64::from(before) / 2)
+                            / u64::from(before);
+                        s.target = (scaled as u32).min(g.clients);
+                    }
+                }
             }
         }
     }
@@ -896,5 +907,46 @@ pub(super) fn write_results(r: &Results, dir: &Path) -> Result<PathBuf, Failure>
                 ))),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--clients` keeps the groups' proportions, and a staged group's stages keep theirs of
+    /// its peak: the profile still compiles.
+    #[test]
+    fn clients_scale_a_staged_groups_stages() {
+        let yaml = "
+name: t
+duration: 5s
+target: embedded
+groups:
+  - name: ramp
+    clients: 200
+    stages:
+      - { duration: 1s, target: 200 }
+      - { duration: 1s, target: 50 }
+      - { duration: 1s, target: 0 }
+  - name: steady
+    clients: 200
+    arrival: { rate: 100/s }
+";
+        let mut doc = crate::profile::parse(yaml, "t.yaml").unwrap();
+        let o = Overrides {
+            clients: Some(50),
+            ..Overrides::default()
+        };
+        o.apply(&mut doc.profile);
+        let targets: Vec<u32> = doc.profile.groups[0]
+            .stages
+            .iter()
+            .map(|s| s.target)
+            .collect();
+        assert_eq!(doc.profile.groups[0].clients, 25);
+        assert_eq!(targets, [25, 6, 0]);
+        let plan = crate::plan::Plan::compile(&doc).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(plan.groups[0].clients, 25);
     }
 }

@@ -838,6 +838,7 @@ mod tests {
                 grace: Duration::from_secs(1),
                 seed: 1,
                 run_id: 0,
+                tasks: tokio_util::task::TaskTracker::new(),
             })
         };
         (ctx, rt)

@@ -4,6 +4,7 @@
 //! clients have none of it, and every client's task carries the field.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -48,27 +49,58 @@ pub struct Fleet {
     pub source_shift: u32,
     /// Connections abandoned open by a silent switch: held, unread, until the client ends.
     abandoned: Vec<Ws>,
+    /// A stage visit's place among its slot's visits (0: the first).
+    pub visit: u32,
+    /// A stage slot's attempts over all its visits: each attempt's number (the identity
+    /// header's last part) is unique to the client id for the whole run.
+    slot_attempts: Option<Arc<AtomicU32>>,
+}
+
+/// Client slot `k` of a staged group comes back visit after visit: what its visits share.
+#[derive(Clone, Default)]
+pub struct StageSlot {
+    /// Which visit this is (0: the first).
+    pub visit: u32,
+    /// Attempts made by all of the slot's visits.
+    pub attempts: Arc<AtomicU32>,
 }
 
 impl Fleet {
     /// The fleet state of a client of `b` that leaves at `leave` (a stage's ramp-down), if it
     /// needs any.
-    pub fn for_client(b: &ClientBehaviour, leave: Option<Instant>) -> Option<Box<Fleet>> {
-        if b.fleet.is_none() && leave.is_none() {
+    pub fn for_client(
+        b: &ClientBehaviour,
+        leave: Option<Instant>,
+        slot: Option<StageSlot>,
+    ) -> Option<Box<Fleet>> {
+        if b.fleet.is_none() && leave.is_none() && slot.is_none() {
             return None;
         }
         Some(Box::new(Fleet {
             leave_at: leave,
             replace: b.fleet.as_ref().is_some_and(|f| f.lifetime.is_some()),
+            visit: slot.as_ref().map_or(0, |s| s.visit),
+            slot_attempts: slot.map(|s| s.attempts),
             ..Fleet::default()
         }))
     }
 
-    /// A client arrives at `now` (first, or in place of one that left): its lifetime starts.
+    /// A client arrives at `now` (first, or in place of one that left): its lifetime starts,
+    /// and its one-shot events (a network switch, a duplicate connection) are its own to come.
     pub fn arrive(&mut self, plan: Option<&FleetPlan>, now: Instant, rng: &mut Xoshiro128PlusPlus) {
+        self.opened_once = false;
+        self.switch_at = None;
+        self.duplicate_at = None;
         if let Some(l) = plan.and_then(|p| p.lifetime) {
             self.leave_at = Some(now + l.sample(rng));
         }
+    }
+
+    /// The number of a stage slot's next attempt, counted over all its visits (`None`: the
+    /// client is not a stage visit, its own count is the number).
+    pub fn next_attempt(&self) -> Option<u32> {
+        let n = self.slot_attempts.as_ref()?;
+        Some(n.fetch_add(1, Ordering::Relaxed) + 1)
     }
 
     /// Whether the client should have left by `now`.
@@ -138,7 +170,8 @@ impl Fleet {
             }
             FleetEvent::Duplicate => {
                 self.duplicate_at = None;
-                tokio::spawn(keep_reading(ctx.clone(), who, ws));
+                // On the swarm's tracker: the run waits for its close and last counts.
+                ctx.tasks.spawn(keep_reading(ctx.clone(), who, ws));
             }
         }
     }

@@ -27,12 +27,14 @@ use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::{Next, Retry, align_up};
+use crate::metrics::events::Cause;
 use crate::metrics::{Closed, ConnectError, Metrics, OpenTimings, Who};
 use crate::plan::ClientBehaviour;
 use crate::profile::Decision;
 use crate::seed::client_seed;
 use connect::{Attempt, AttemptExtras, Endpoint};
 use conversation::{Env, Memory};
+pub use fleet::StageSlot;
 use fleet::{Fleet, FleetEvent};
 pub use session::SessionEnd;
 use stream::StreamTracker;
@@ -53,6 +55,9 @@ pub struct GroupCtx {
     pub seed: u64,
     /// The run's id, the first part of every identity header (`<run>-<client>-<attempt>`).
     pub run_id: u32,
+    /// The swarm's tasks: what a client starts beside itself (a connection it left open)
+    /// goes here, so the run waits for it before counting.
+    pub tasks: tokio_util::task::TaskTracker,
 }
 
 impl GroupCtx {
@@ -97,18 +102,20 @@ struct Client {
 
 /// Run client `id` from its first intended attempt until the run ends or it gives up.
 pub fn run(ctx: Arc<GroupCtx>, id: u32, first_attempt: Instant) -> impl Future<Output = ()> {
-    run_visit(ctx, id, first_attempt, None)
+    let fleet = Fleet::for_client(&ctx.behaviour, None, None);
+    run_client(ctx, id, first_attempt, fleet)
 }
 
-/// Run client `id` from its first intended attempt until the run ends, it gives up, or it
-/// leaves at `leave` (closing with 1000: a stage's ramp-down).
+/// Run visit `slot.visit` of stage client `id` from its first intended attempt until the run
+/// ends, it gives up, or it leaves at `leave` (closing with 1000: a stage's ramp-down).
 pub fn run_visit(
     ctx: Arc<GroupCtx>,
     id: u32,
     first_attempt: Instant,
     leave: Option<Instant>,
+    slot: StageSlot,
 ) -> impl Future<Output = ()> {
-    let fleet = Fleet::for_client(&ctx.behaviour, leave);
+    let fleet = Fleet::for_client(&ctx.behaviour, leave, Some(slot));
     run_client(ctx, id, first_attempt, fleet)
 }
 
@@ -143,6 +150,13 @@ async fn run_client(
         token: None,
     };
     if let Some(f) = c.fleet.as_deref_mut() {
+        // A stage client's later visit is another user: its own random draws.
+        if f.visit > 0 {
+            c.rng = Xoshiro128PlusPlus::seed_from_u64(crate::seed::mix(
+                client_seed(c.ctx.seed, id),
+                u64::from(f.visit),
+            ));
+        }
         f.arrive(c.ctx.behaviour.fleet.as_deref(), first_attempt, &mut c.rng);
     }
     c.run(first_attempt).await;
@@ -210,7 +224,11 @@ impl Client {
             let extras = AttemptExtras {
                 added,
                 token: self.token.as_ref().map(|t| t.text.as_str()),
-                attempt: self.attempts,
+                attempt: self
+                    .fleet
+                    .as_deref()
+                    .and_then(Fleet::next_attempt)
+                    .unwrap_or(self.attempts),
                 subscribe: b.subscribe.is_some(),
                 resume_after: b
                     .subscribe
@@ -221,9 +239,29 @@ impl Client {
             // Boxed: the handshake future is large and only lives while connecting; an idle
             // connected client should not carry its space.
             // The extras move into the boxed future: the client's own task does not keep them.
-            let attempt = Box::pin(connect::attempt(&ctx, who.client, extras, prepared.take()));
+            // A leaving client leaves while connecting too: no connection opens after it left.
+            // (Its timer in the box: only a leaving client's attempt carries one.)
+            let leave = self.fleet.as_deref().and_then(|f| f.leave_at);
+            let (c, socket) = (&ctx, prepared.take());
+            let attempt = Box::pin(async move {
+                tokio::select! {
+                    a = connect::attempt(c, who.client, extras, socket) => Some(a),
+                    _ = crate::net::sleep_until_opt(leave) => None,
+                }
+            });
             let attempt = tokio::select! {
-                a = attempt => a,
+                a = attempt => match a {
+                    Some(a) => a,
+                    None => {
+                        m.connect_error(who, ConnectError::Cancelled);
+                        m.fleet(who, |c| c.sessions_ended += 1);
+                        if !self.arrive_again() {
+                            return;
+                        }
+                        intended = Instant::now();
+                        continue;
+                    }
+                },
                 _ = ctx.cancel.cancelled() => {
                     m.connect_error(who, ConnectError::Cancelled);
                     return;
@@ -306,7 +344,17 @@ impl Client {
                             m.flap(who);
                         }
                     }
-                    self.mark = Some(now);
+                    // The next open is a recovery (latency_us.reconnect) only after a loss:
+                    // the peer's close, a dead or broken connection, a drop or a network switch.
+                    // A close of the client's own (a stall, a policy) recovers from nothing.
+                    let lost = matches!(
+                        end,
+                        SessionEnd::Peer(_)
+                            | SessionEnd::Dead { .. }
+                            | SessionEnd::Violation(_)
+                            | SessionEnd::Fleet(FleetEvent::Churn | FleetEvent::Switch)
+                    );
+                    self.mark = lost.then_some(now);
                     match end {
                         SessionEnd::Stopped => {
                             m.closed(who, Closed::ByClient);
@@ -429,22 +477,22 @@ impl Client {
         let now = crate::units::Dur(Duration::ZERO);
         match event {
             FleetEvent::Churn => {
-                m.fleet_closed(who, |c| c.churn_drops += 1);
+                m.fleet_closed(who, Cause::Churn, |c| c.churn_drops += 1);
                 Some(Decision::Retry)
             }
             FleetEvent::Switch => {
-                m.fleet_closed(who, |c| c.network_switches += 1);
+                m.fleet_closed(who, Cause::Switch, |c| c.network_switches += 1);
                 Some(Decision::Retry)
             }
             // The bug: a reconnect at once, the old socket still open.
             FleetEvent::Duplicate => {
-                m.fleet_closed(who, |c| c.duplicate_connections += 1);
+                m.fleet_closed(who, Cause::Duplicate, |c| c.duplicate_connections += 1);
                 // Nothing was lost: the next open is no recovery.
                 self.mark = None;
                 Some(Decision::RetryAfter(now))
             }
             FleetEvent::Leave => {
-                m.closed(who, Closed::ByClient);
+                m.left(who);
                 m.fleet(who, |c| c.sessions_ended += 1);
                 self.arrive_again().then_some(Decision::RetryAfter(now))
             }
@@ -617,6 +665,7 @@ groups:
             grace: Duration::from_secs(1),
             seed: 1,
             run_id: 0,
+            tasks: tokio_util::task::TaskTracker::new(),
         });
         let fut = run(ctx, 0, Instant::now());
         let size = std::mem::size_of_val(&fut);

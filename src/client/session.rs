@@ -206,7 +206,18 @@ pub async fn run(
         // A throttled client's read windows (it has no read rate): `read_at` is the end of
         // the last one it opened.
         let (may_read, throttle_change) = match b.fleet.as_deref().and_then(|f| f.throttle) {
-            Some(t) if awake => t.gate(opened, now, &mut read_at),
+            Some(t) if awake => {
+                let window = read_at;
+                let gate = t.gate(opened, now, &mut read_at);
+                // A read window opened: the client heard nothing while it did not read, so
+                // the stream's silence counts from now (a stall already counted stays so).
+                if read_at != window
+                    && let Some(s) = stream.as_deref_mut()
+                {
+                    s.listening_again(now);
+                }
+                gate
+            }
             _ => (awake && read_gap.is_none_or(|_| now >= read_at), None),
         };
         if batch.is_pending() && !may_read && flush_now(ws) {
@@ -221,10 +232,11 @@ pub async fn run(
             sleep_at,
             wake_at,
             abuse_at.filter(|_| awake),
+            // Not while the read gate is shut: a client that does not read cannot hear.
             stream
                 .as_deref()
                 .and_then(|t| t.stalls_at(b.subscribe.and_then(|s| s.stall_after)))
-                .filter(|_| awake),
+                .filter(|_| awake && may_read),
             (awake && !may_read && read_at > now).then_some(read_at),
             throttle_change,
             memory
@@ -376,7 +388,7 @@ pub async fn run(
                         return end;
                     }
                 }
-                if awake && due(stream.as_deref().and_then(|t| t.stalls_at(b.subscribe.and_then(|s| s.stall_after)))) {
+                if awake && may_read && due(stream.as_deref().and_then(|t| t.stalls_at(b.subscribe.and_then(|s| s.stall_after)))) {
                     // Open, perhaps answering pings, but the stream stopped: a ghost.
                     if let Some(t) = stream.as_deref_mut() {
                         t.stalled();

@@ -107,6 +107,15 @@ impl StreamTracker {
         self.quiet_since = Some(now);
     }
 
+    /// The client starts reading again at `now` (a throttle's read window opened): silence
+    /// before it was not heard, so the stall clock restarts; a stall already counted stays
+    /// counted until the stream delivers.
+    pub fn listening_again(&mut self, now: tokio::time::Instant) {
+        if let Some(q) = self.quiet_since.as_mut() {
+            *q = (*q).max(now);
+        }
+    }
+
     /// When the connection counts as stalled if nothing arrives before.
     pub fn stalls_at(&self, after: Option<std::time::Duration>) -> Option<tokio::time::Instant> {
         Some(self.quiet_since? + after?)

@@ -73,6 +73,30 @@ impl By {
     }
 }
 
+/// Why a client ended a connection of its own accord (a fleet behaviour, a leaving client).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cause {
+    /// Dropped at random (churn): reset.
+    Churn,
+    /// The network switched: the old path is gone.
+    Switch,
+    /// Left open while the client opened another (duplicate connections).
+    Duplicate,
+    /// The client left (a session lifetime, a stage's ramp-down): closed with 1000.
+    Leave,
+}
+
+impl Cause {
+    fn name(self) -> &'static str {
+        match self {
+            Cause::Churn => "churn",
+            Cause::Switch => "switch",
+            Cause::Duplicate => "duplicate",
+            Cause::Leave => "leave",
+        }
+    }
+}
+
 /// One event of one client.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
@@ -91,6 +115,8 @@ pub enum Event {
     Close {
         code: Option<u16>,
         by: By,
+        /// The client's own reason, when it ended the connection of its accord.
+        cause: Option<Cause>,
     },
     /// The text of the error that is about to end the attempt (joined with the error).
     ErrorText(String),
@@ -236,6 +262,14 @@ fn write_all(rx: Receiver<Msg>, mut out: impl Write, groups: &[String], s: &mut 
     let mut text: HashMap<u32, String> = HashMap::new();
     let mut full = false;
     while let Ok(Msg::Event(l)) = rx.recv() {
+        // Past the cap nothing is formatted: only counted (a reason or an error's text is
+        // part of the event it joins, not one of its own).
+        if full {
+            if !matches!(l.event, Event::Reason { .. } | Event::ErrorText(_)) {
+                s.dropped += 1;
+            }
+            continue;
+        }
         let mut o = serde_json::Map::new();
         o.insert("t_ms".into(), (l.at.as_micros() as f64 / 1000.0).into());
         o.insert("client".into(), l.client.into());
@@ -270,19 +304,20 @@ fn write_all(rx: Receiver<Msg>, mut out: impl Write, groups: &[String], s: &mut 
                     ("handshake_us", (handshake.as_micros() as u64).into()),
                 ],
             ),
-            Event::Close { code, by } => {
+            Event::Close { code, by, cause } => {
                 let r = reason
                     .remove(&l.client)
                     .filter(|(c, _)| Some(*c) == code)
                     .map(|(_, r)| r);
-                (
-                    "close",
-                    vec![
-                        ("code", code.into()),
-                        ("reason", r.into()),
-                        ("by", by.name().into()),
-                    ],
-                )
+                let mut fields = vec![
+                    ("code", code.into()),
+                    ("reason", r.into()),
+                    ("by", by.name().into()),
+                ];
+                if let Some(cause) = cause {
+                    fields.push(("cause", cause.name().into()));
+                }
+                ("close", fields)
             }
             Event::Error { kind } => (
                 "error",
@@ -305,10 +340,6 @@ fn write_all(rx: Receiver<Msg>, mut out: impl Write, groups: &[String], s: &mut 
         o.insert("conn".into(), (*n).into());
         o.insert("event".into(), name.into());
         o.extend(fields.into_iter().map(|(k, v)| (k.to_string(), v)));
-        if full {
-            s.dropped += 1;
-            continue;
-        }
         let mut line = serde_json::Value::Object(o).to_string();
         line.push('\n');
         if s.bytes + line.len() as u64 > s.max_bytes {
@@ -366,6 +397,7 @@ mod tests {
             Event::Close {
                 code: Some(4001),
                 by: By::Server,
+                cause: None,
             },
             Event::Backoff {
                 delay: Duration::from_millis(250),
@@ -373,13 +405,18 @@ mod tests {
             Event::Attempt { retry: true },
             Event::ErrorText("connection refused".into()),
             Event::Error { kind: "refused" },
+            Event::Close {
+                code: Some(1000),
+                by: By::Client,
+                cause: Some(Cause::Leave),
+            },
             Event::GiveUp,
         ] {
             log.record(3, 0, || e);
         }
         let summary = log.finish().unwrap();
         assert!(log.finish().is_none());
-        assert_eq!((summary.written, summary.dropped), (9 - 2, 0));
+        assert_eq!((summary.written, summary.dropped), (10 - 2, 0));
         let text = std::fs::read_to_string(&s.path).unwrap();
         assert_eq!(summary.bytes, text.len() as u64);
         let lines: Vec<serde_json::Value> = text
@@ -390,17 +427,21 @@ mod tests {
         assert_eq!(
             events,
             [
-                "attempt", "open", "close", "backoff", "attempt", "error", "give_up"
+                "attempt", "open", "close", "backoff", "attempt", "error", "close", "give_up"
             ]
         );
         let conns: Vec<u64> = lines.iter().map(|l| l["conn"].as_u64().unwrap()).collect();
-        assert_eq!(conns, [1, 1, 1, 1, 2, 2, 2]);
+        assert_eq!(conns, [1, 1, 1, 1, 2, 2, 2, 2]);
         assert_eq!(lines[2]["reason"], "bye \"now\"");
         assert_eq!(lines[2]["by"], "server");
         assert_eq!(lines[2]["code"], 4001);
         assert_eq!(lines[3]["delay_ms"], 250.0);
         assert_eq!(lines[5]["text"], "connection refused");
         assert_eq!(lines[5]["kind"], "refused");
+        assert!(lines[2].get("cause").is_none(), "{}", lines[2]);
+        assert_eq!(lines[6]["cause"], "leave");
+        assert_eq!(lines[6]["by"], "client");
+        assert_eq!(lines[6]["code"], 1000);
         assert!(lines.iter().all(|l| l["client"] == 3 && l["group"] == "g"));
 
         // A cap of two lines' size: the rest is counted, not written.
@@ -409,6 +450,8 @@ mod tests {
         assert_eq!(log.clients(), 10);
         for c in 0..10 {
             log.record(c, 0, || Event::Attempt { retry: false });
+            // Part of the error it joins: never an event counted on its own.
+            log.record(c, 0, || Event::ErrorText("x".into()));
         }
         let summary = log.finish().unwrap();
         let text = std::fs::read_to_string(&s.path).unwrap();

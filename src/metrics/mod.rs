@@ -54,7 +54,7 @@ pub enum ConnectError {
     /// The generator hit its open-file limit (EMFILE/ENFILE).
     FdLimit,
     Other,
-    /// The run ended while the attempt was still in progress.
+    /// The run ended, or the client left, while the attempt was still in progress.
     Cancelled,
     /// The server closed the connection before a complete answer to the upgrade.
     ClosedInHandshake,
@@ -764,15 +764,39 @@ impl Metrics {
             let (code, by) = match how {
                 Closed::ByPeer(1006) => (Some(1006), By::Network),
                 Closed::ByPeer(code) => (Some(code), By::Server),
-                Closed::ByClient => (None, By::Client),
+                // The client's close frame: 1000, at the end of the run as when it leaves.
+                Closed::ByClient => (Some(1000), By::Client),
                 Closed::Dead { silent_for } => {
                     log.record(who.client, who.group, || Event::Dead { silent_for });
                     (None, By::Client)
                 }
                 Closed::Violation(code) | Closed::Policy(code) => (Some(code), By::Client),
             };
-            log.record(who.client, who.group, || Event::Close { code, by });
+            log.record(who.client, who.group, || Event::Close {
+                code,
+                by,
+                cause: None,
+            });
         }
+        self.count_closed(who, how);
+    }
+
+    /// A client left (a session lifetime, a stage's ramp-down), closing its connection with
+    /// 1000: counted as the client's close, logged with its cause.
+    pub fn left(&self, who: Who) {
+        self.log_own_close(who, Some(1000), events::Cause::Leave);
+        self.count_closed(who, Closed::ByClient);
+    }
+
+    fn log_own_close(&self, who: Who, code: Option<u16>, cause: events::Cause) {
+        self.event(who, || events::Event::Close {
+            code,
+            by: events::By::Client,
+            cause: Some(cause),
+        });
+    }
+
+    fn count_closed(&self, who: Who, how: Closed) {
         self.with(who, |s| {
             s.counters.closed += 1;
             match how {
@@ -808,7 +832,8 @@ impl Metrics {
 
     /// A fleet behaviour of the client ended its connection (`churn`, `network_switch`,
     /// `duplicate_connections`): it is no longer the client's, but nobody closed it with a code.
-    pub fn fleet_closed(&self, who: Who, f: impl FnOnce(&mut Counters)) {
+    pub fn fleet_closed(&self, who: Who, cause: events::Cause, f: impl FnOnce(&mut Counters)) {
+        self.log_own_close(who, None, cause);
         self.with(who, |s| {
             s.counters.closed += 1;
             f(&mut s.counters);
@@ -864,10 +889,10 @@ impl Metrics {
     /// messages it never received (final only now: a late arrival can still fill a gap).
     pub fn client_done(&self, who: Who, attempts: u32, lost: u64) {
         self.with(who, |s| {
-            let _ = s
-                .hists
-                .attempts_per_client
-                .record(u64::from(attempts.max(1)));
+            // A client (a stage visit) gone before its first attempt tried nothing: no sample.
+            if attempts > 0 {
+                let _ = s.hists.attempts_per_client.record(u64::from(attempts));
+            }
             s.counters.lost += lost;
         });
     }
@@ -996,6 +1021,8 @@ mod tests {
             },
         );
         m.client_done(who(7), 3, 10);
+        // Gone before its first attempt (a stage visit that left at once): no sample.
+        m.client_done(who(9), 0, 0);
         m.stream_anomaly(who(7), true, false);
         let mut out = vec![GroupData::default(); 2];
         let mut spare = Hists::default();

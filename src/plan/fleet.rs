@@ -204,6 +204,9 @@ pub struct StagePlan {
     pub target: u32,
 }
 
+/// The most arrivals a group's stages may make over the run: each is planned up front.
+pub const MAX_STAGE_ARRIVALS: u64 = 1_000_000;
+
 /// Check a group's stages against its `clients`.
 pub(super) fn stages(
     g: &Group,
@@ -222,7 +225,13 @@ pub(super) fn stages(
         _ => {}
     }
     let peak = g.stages.iter().map(|s: &Stage| s.target).max();
-    if let Some(peak) = peak
+    if peak == Some(0) {
+        // `clients: 0` is refused too: the stages are what is wrong.
+        bad(
+            at("stages"),
+            "the stages must reach at least 1 client: give a stage a `target` above 0".into(),
+        );
+    } else if let Some(peak) = peak
         && peak != g.clients
     {
         bad(
@@ -230,6 +239,25 @@ pub(super) fn stages(
             format!(
                 "is {}, and the stages reach at most {peak} clients: set `clients: {peak}` (the clients the group needs at its peak)",
                 g.clients
+            ),
+        );
+    }
+    // Every arrival is a visit built before the run: an oscillating profile must not make
+    // millions of them.
+    let arrivals: u64 = g
+        .stages
+        .iter()
+        .scan(0u32, |at, s| {
+            let up = s.target.saturating_sub(*at);
+            *at = s.target;
+            Some(u64::from(up))
+        })
+        .sum();
+    if arrivals > MAX_STAGE_ARRIVALS {
+        bad(
+            at("stages"),
+            format!(
+                "the stages bring in {arrivals} clients in all (each rise counts its arrivals), more than {MAX_STAGE_ARRIVALS}: use fewer or smaller rises, or `arrival` with `session` lifetimes for a steady turnover"
             ),
         );
     }

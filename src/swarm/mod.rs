@@ -208,6 +208,7 @@ impl Clients {
                 grace: self.grace,
                 seed: self.seed,
                 run_id: self.run_id,
+                tasks: tracker.clone(),
             });
             let (ids, shard) = (group.clone(), self.shard);
             let stop = cancel.clone();
@@ -216,6 +217,10 @@ impl Clients {
                 // Stages: each visit is a client task that arrives and, on a ramp-down, leaves.
                 let visits = group.stage_visits();
                 tracker.spawn(async move {
+                    // What a slot's visits share: their count, and their attempts (numbered on
+                    // across visits, so an identity header names one attempt of the run).
+                    let mut slots: std::collections::HashMap<u32, client::StageSlot> =
+                        std::collections::HashMap::new();
                     for (k, v) in visits {
                         if !shard.has(k) {
                             continue;
@@ -226,7 +231,22 @@ impl Clients {
                             _ = sleep_until(at) => {}
                         }
                         let leave = v.leave.map(|l| epoch + l);
-                        spawner.spawn(client::run_visit(ctx.clone(), ids.client_id(k), at, leave));
+                        let slot = match slots.entry(k) {
+                            std::collections::hash_map::Entry::Vacant(e) => {
+                                e.insert(client::StageSlot::default()).clone()
+                            }
+                            std::collections::hash_map::Entry::Occupied(mut e) => {
+                                e.get_mut().visit += 1;
+                                e.get().clone()
+                            }
+                        };
+                        spawner.spawn(client::run_visit(
+                            ctx.clone(),
+                            ids.client_id(k),
+                            at,
+                            leave,
+                            slot,
+                        ));
                     }
                 });
                 continue;

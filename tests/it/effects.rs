@@ -71,11 +71,26 @@ fn each_drop_owns_exactly_the_connections_it_dropped() {
         "{:?}",
         t.effects
     );
-    // Back within the window (a dip and its recovery can both fall inside one interval, but
-    // not before the interval that counted the losses).
+    // Back at the end of the first interval, from the one that counted the drop's closes on,
+    // whose connected count is back to what it was before (a dip and its recovery can fall
+    // inside one interval), and within the window.
     for e in &t.effects {
         let back = e.recovery_ms.unwrap();
-        assert!(back <= e.until_ms - e.t_ms + 100, "{e:?}");
+        let window: Vec<&wsstorm::metrics::Point> = t
+            .points
+            .iter()
+            .filter(|p| p.t_ms >= e.t_ms && p.t_ms < e.until_ms)
+            .collect();
+        let hit = window
+            .iter()
+            .position(|p| p.closed > 0)
+            .unwrap_or_else(|| panic!("no interval counted the closes: {e:?}"));
+        let recovered = window[hit..]
+            .iter()
+            .find(|p| p.connected >= e.connected_before)
+            .unwrap_or_else(|| panic!("never back: {e:?}"));
+        assert_eq!(back, recovered.t_ms - e.t_ms, "{e:?}");
+        assert!(recovered.t_ms < e.until_ms);
     }
     // Round trips were measured on both sides of each drop, interval by interval.
     assert!(half.rtt_p99_before_us.is_some() && all.rtt_p99_after_us.is_some());
@@ -150,8 +165,17 @@ timeline:
 
 /// `wsstorm run` with `--events`; the results and the log's lines.
 fn run_logged(dir: &std::path::Path, extra: &[&str]) -> (Results, Vec<serde_json::Value>, String) {
+    run_logged_yaml(dir, LOGGED, extra)
+}
+
+/// [`run_logged`] of profile `yaml`.
+fn run_logged_yaml(
+    dir: &std::path::Path,
+    yaml: &str,
+    extra: &[&str],
+) -> (Results, Vec<serde_json::Value>, String) {
     let profile = dir.join("logged.yaml");
-    std::fs::write(&profile, LOGGED).unwrap();
+    std::fs::write(&profile, yaml).unwrap();
     let (out, log) = (dir.join("out"), dir.join("events.jsonl"));
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_wsstorm"))
         .arg("run")
@@ -384,4 +408,91 @@ timeline:
         .find(|p| p.dead_detected > 0)
         .unwrap();
     assert!(first.t_ms >= e.t_ms + 400, "{first:?} {e:?}");
+}
+
+/// The clients' own drops are in the log: every connection a client opened ends in a close
+/// line, the ones its fleet behaviour ended with their `cause`, a leaving client's with 1000.
+#[test]
+fn the_event_log_closes_what_the_clients_drop_themselves_with_the_cause() {
+    let yaml = "
+name: own-drops
+seed: 8
+duration: 1500ms
+target: embedded
+groups:
+  - name: churn
+    clients: 10
+    arrival: { rate: 1000/s }
+    behaviour:
+      churn: { mean_between_drops: 300ms, distribution: fixed }
+      reconnect: { backoff: { strategy: fixed, base: 20ms } }
+  - name: visitors
+    clients: 10
+    arrival: { rate: 1000/s }
+    behaviour:
+      session: { lifetime: { mean: 400ms, distribution: fixed } }
+  - name: leaky
+    clients: 10
+    arrival: { rate: 1000/s }
+    behaviour:
+      duplicate_connections: { after: 300ms }
+  - name: commuters
+    clients: 10
+    arrival: { rate: 1000/s }
+    source_addrs: [\"127.0.0.2\", \"127.0.0.3\"]
+    behaviour:
+      network_switch: { after: 300ms, share: 100%, mode: reset }
+      reconnect: { backoff: { strategy: fixed, base: 20ms } }
+";
+    let dir = tempfile::tempdir().unwrap();
+    let (r, lines, _) = run_logged_yaml(dir.path(), yaml, &["--events-sample", "100%"]);
+    assert_eq!(r.events.as_ref().unwrap().dropped, 0);
+    let closes = |cause: &str| -> Vec<&serde_json::Value> {
+        lines
+            .iter()
+            .filter(|l| l["event"] == "close" && l["cause"] == cause)
+            .collect()
+    };
+    let t = &r.totals;
+    assert!(t.churn_drops >= 10, "{t:?}");
+    assert_eq!(closes("churn").len() as u64, t.churn_drops);
+    assert_eq!(closes("switch").len() as u64, t.network_switches);
+    assert_eq!(t.network_switches, 10, "{t:?}");
+    assert_eq!(closes("duplicate").len() as u64, t.duplicate_connections);
+    assert_eq!(t.duplicate_connections, 10, "{t:?}");
+    let left = closes("leave");
+    assert!(left.len() >= 10, "{} leaves", left.len());
+    assert!(left.len() as u64 <= t.sessions_ended);
+    assert!(
+        left.iter()
+            .all(|l| l["code"] == 1000 && l["by"] == "client")
+    );
+    assert!(
+        closes("churn")
+            .iter()
+            .chain(&closes("switch"))
+            .all(|l| l["code"].is_null() && l["by"] == "client")
+    );
+    // Each open is followed by the close of that connection, of whatever cause.
+    for c in 0..40u64 {
+        let mine = lines.iter().filter(|l| l["client"] == c);
+        let (opens, closed) = mine.fold((0, 0), |(o, cl), l| {
+            (
+                o + usize::from(l["event"] == "open"),
+                cl + usize::from(l["event"] == "close"),
+            )
+        });
+        assert!(opens >= 1, "client {c}");
+        assert_eq!(opens, closed, "client {c}");
+    }
+    // The clients' closes at the end of the run send 1000 too.
+    let at_end = lines
+        .iter()
+        .filter(|l| l["event"] == "close" && l["by"] == "client" && l.get("cause").is_none());
+    assert!(at_end.clone().count() > 0);
+    assert!(
+        at_end.clone().all(|l| l["code"] == 1000),
+        "{:?}",
+        at_end.collect::<Vec<_>>()
+    );
 }

@@ -60,16 +60,27 @@ fn churn_drops_follow_their_distribution_and_every_client_reconnects() {
     let r = common::run_plan(&compile(&load("steady-churn")));
     let slack = lag(&r).as_secs_f64() + 0.1;
 
-    // Fixed 1.5s after each open, in a 4s run whose clients arrive within 50ms: exactly two
-    // drops per client, each reconnected, and everyone connected at the end.
+    // Fixed 1.5s after each open, in a 4s run whose clients arrive within 50ms: two drops
+    // per client (a third would be 4.5s in), each reconnected, everyone connected at the end
+    // — when the run's lag leaves the second drop and its reconnect (a 10ms backoff and a
+    // connect, each as late as the run was) inside the 4s. A slower run drops fewer.
     let metronome = group(&r, "metronome");
-    assert_eq!(metronome.totals.churn_drops, 200, "2 drops x 100 clients");
-    assert_eq!(metronome.totals.opened, 300);
-    assert_eq!(metronome.totals.connected_at_end, 100);
-    assert!(
-        metronome.totals.close_codes.is_empty(),
-        "drops are not closes"
-    );
+    let m = &metronome.totals;
+    let second_back = 0.05 + 2.0 * (1.5 + 0.01 + slack);
+    if second_back < 4.0 {
+        assert_eq!(
+            m.churn_drops,
+            200,
+            "2 drops x 100 clients (lag {:?})",
+            lag(&r)
+        );
+        assert_eq!(m.opened, 300);
+        assert_eq!(m.connected_at_end, 100);
+    } else {
+        assert!((100..=200).contains(&m.churn_drops), "{m:?}");
+        assert!(m.opened <= 100 + m.churn_drops, "{m:?}");
+    }
+    assert!(m.close_codes.is_empty(), "drops are not closes");
 
     // Exponential with mean 1s: about 200 clients x 4s / 1s drops, fewer by the time each
     // reconnect takes (backoff up to 20ms, connect, lag).
@@ -139,7 +150,10 @@ fn churn_drops_follow_their_distribution_and_every_client_reconnects() {
         );
     }
     let i = r.groups.iter().position(|g| g.name == "metronome").unwrap();
-    assert!(html.contains(&format!("data-key=\"groups.{i}.totals.churn_drops\">200<")));
+    assert!(html.contains(&format!(
+        "data-key=\"groups.{i}.totals.churn_drops\">{}<",
+        metronome.totals.churn_drops
+    )));
 }
 
 #[test]
@@ -233,6 +247,8 @@ fn stages_and_arrival_are_checked() {
 struct Seen {
     connections: Mutex<Vec<(u32, IpAddr)>>,
     closes: Mutex<Vec<u16>>,
+    /// Every upgrade request's identity header (`X-Wsstorm-Client`).
+    identities: Mutex<Vec<String>>,
 }
 
 /// A WebSocket echo server that records, per connection, its peer address and the client id
@@ -253,7 +269,19 @@ fn recording_server() -> (String, Arc<Seen>) {
             while let Ok((tcp, peer)) = listener.accept().await {
                 let record = record.clone();
                 tokio::spawn(async move {
-                    let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+                    let identities = record.clone();
+                    // The error type is tungstenite's; its size is not ours to choose.
+                    #[allow(clippy::result_large_err)]
+                    let header =
+                        move |req: &tokio_tungstenite::tungstenite::handshake::server::Request,
+                              resp| {
+                            if let Some(v) = req.headers().get("x-wsstorm-client") {
+                                let v = v.to_str().unwrap_or_default().to_string();
+                                identities.identities.lock().unwrap().push(v);
+                            }
+                            Ok(resp)
+                        };
+                    let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(tcp, header).await else {
                         return;
                     };
                     let mut first = true;
@@ -429,4 +457,224 @@ groups:
     assert_eq!(t.connected_at_end, 50);
     assert!(t.close_codes.is_empty(), "{:?}", t.close_codes);
     assert_eq!(r.server.as_ref().unwrap().dead_detected, 50);
+}
+
+#[test]
+fn a_throttled_client_counts_no_stall_while_it_does_not_read() {
+    // Reads every 400ms while throttled, a stall after 100ms of silence: the silence the
+    // client could not hear (its read gate shut) is no stall.
+    let yaml = "
+name: throttled-stall
+seed: 5
+duration: 3s
+target:
+  url: embedded
+  server:
+    stream: { rate: 50/s, bytes: 64 }
+groups:
+  - name: g
+    clients: 20
+    arrival: { rate: 1000/s }
+    behaviour:
+      subscribe: { stall_after: 100ms, on_stall: reconnect }
+      throttle: { after: 300ms, for: 2s, delay: 400ms }
+";
+    let r = common::run_yaml(yaml, "throttled-stall.yaml");
+    let g = group(&r, "g");
+    assert_eq!(g.totals.stalled, 0, "{:?}", g.totals);
+    assert_eq!(g.totals.opened, 20, "{:?}", g.totals);
+    assert!(g.totals.messages.received > 0, "{:?}", g.totals.messages);
+}
+
+#[test]
+fn a_reconnect_after_the_clients_own_stall_close_is_no_recovery() {
+    // The target keeps a connection whose token expired open and silent (a ghost): every
+    // connection stalls, the client closes it (4000) and opens another with a fresh token.
+    // Nothing was lost, so no open is a reconnect after a loss.
+    let yaml = "
+name: stall-reconnects
+seed: 6
+duration: 3s
+target:
+  url: embedded
+  server:
+    auth: { secret: s, on_expiry: ghost }
+    stream: { rate: 50/s, bytes: 64 }
+groups:
+  - name: g
+    clients: 10
+    arrival: { rate: 1000/s }
+    behaviour:
+      auth: { lifetime: 500ms, on_expiry: refresh }
+      subscribe: { stall_after: 200ms, on_stall: reconnect }
+      reconnect: { backoff: { strategy: fixed, base: 50ms } }
+";
+    let r = common::run_yaml(yaml, "stall-reconnects.yaml");
+    let g = group(&r, "g");
+    assert!(g.totals.stalled >= 10, "{:?}", g.totals);
+    assert_eq!(
+        g.totals.opened,
+        10 + g.totals.stalled - (10 - g.totals.connected_at_end)
+    );
+    assert_eq!(
+        g.latency_us.reconnect.count, 0,
+        "{:?}",
+        g.latency_us.reconnect
+    );
+}
+
+#[test]
+fn a_returning_stage_client_and_a_replacement_user_number_attempts_on() {
+    // Stage slots come back (5 -> 0 -> 5) and session lifetimes replace users: every attempt's
+    // identity header names one attempt of the run.
+    let (url, seen) = recording_server();
+    let yaml = format!(
+        "
+name: identities
+seed: 9
+duration: 1500ms
+target: {url}
+groups:
+  - name: staged
+    clients: 5
+    stages:
+      - {{ duration: 300ms, target: 5 }}
+      - {{ duration: 300ms, target: 0 }}
+      - {{ duration: 300ms, target: 5 }}
+  - name: visitors
+    clients: 5
+    arrival: {{ rate: 1000/s }}
+    behaviour:
+      session: {{ lifetime: {{ mean: 200ms, distribution: fixed }} }}
+"
+    );
+    let r = common::run_yaml(&yaml, "identities.yaml");
+    let staged = group(&r, "staged");
+    assert_eq!(staged.totals.clients_arrived, 10, "{:?}", staged.totals);
+    assert!(group(&r, "visitors").totals.sessions_ended >= 10);
+    let ids = seen.identities.lock().unwrap().clone();
+    assert_eq!(ids.len() as u64, r.totals.connect_attempts, "{ids:?}");
+    let unique: std::collections::BTreeSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len(), "repeated identities: {ids:?}");
+    // A returning stage client numbers on: its second visit's first attempt is its 2nd.
+    let staged_ids = ids
+        .iter()
+        .filter_map(|v| {
+            let mut p = v.split('-').skip(1);
+            let client: u32 = p.next()?.parse().ok()?;
+            let attempt: u32 = p.next()?.parse().ok()?;
+            (client < 5).then_some((client, attempt))
+        })
+        .collect::<Vec<_>>();
+    for c in 0..5 {
+        let mut mine: Vec<u32> = staged_ids
+            .iter()
+            .filter(|(k, _)| *k == c)
+            .map(|(_, a)| *a)
+            .collect();
+        mine.sort_unstable();
+        assert_eq!(mine, [1, 2], "client {c}: {ids:?}");
+    }
+}
+
+#[test]
+fn a_replacement_user_duplicates_its_connection_as_the_first_did() {
+    // Each user lives 400ms and leaks a duplicate 100ms after its first open: every user
+    // that lives that long does, not only the slot's first.
+    let yaml = "
+name: leaky-visitors
+seed: 10
+duration: 1500ms
+target: embedded
+groups:
+  - name: g
+    clients: 5
+    arrival: { rate: 1000/s }
+    behaviour:
+      session: { lifetime: { mean: 400ms, distribution: fixed } }
+      duplicate_connections: { after: 100ms }
+";
+    let r = common::run_yaml(yaml, "leaky-visitors.yaml");
+    let t = &group(&r, "g").totals;
+    // Users arrive at about 0, 400ms, 800ms, 1.2s: the first three surely live 100ms.
+    assert!(t.clients_arrived >= 15, "{t:?}");
+    assert!(t.duplicate_connections >= 15, "{t:?}");
+    assert!(t.duplicate_connections <= t.clients_arrived, "{t:?}");
+}
+
+#[test]
+fn the_run_waits_for_the_left_open_connections_to_close() {
+    // Every connection closes with 1000 before the run counts: the clients' own and the ones
+    // they left open (on the swarm's tracker, not loose tasks the run does not wait for).
+    let (url, seen) = recording_server();
+    let yaml = format!(
+        "
+name: leaky-closes
+seed: 11
+duration: 1s
+target: {url}
+groups:
+  - name: g
+    clients: 20
+    arrival: {{ rate: 1000/s }}
+    behaviour:
+      send: {{ every: 100ms, bytes: 64 }}
+      duplicate_connections: {{ after: 200ms }}
+"
+    );
+    let r = common::run_yaml(&yaml, "leaky-closes.yaml");
+    let t = &group(&r, "g").totals;
+    assert_eq!((t.duplicate_connections, t.opened), (20, 40), "{t:?}");
+    let closes = seen.closes.lock().unwrap().clone();
+    assert_eq!(
+        closes.iter().filter(|c| **c == 1000).count(),
+        40,
+        "{closes:?}"
+    );
+}
+
+#[test]
+fn a_stage_client_that_leaves_while_connecting_opens_nothing() {
+    // The target answers upgrades 800ms late; the stage's clients leave after about 300ms,
+    // while still connecting: none of them opens a connection after it left.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let url = format!("ws://{}/ws", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            while let Ok((tcp, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(800)).await;
+                    if let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await {
+                        while let Some(Ok(_)) = ws.next().await {}
+                    }
+                });
+            }
+        });
+    });
+    let yaml = format!(
+        "
+name: leave-while-connecting
+seed: 12
+duration: 1500ms
+target: {url}
+groups:
+  - name: g
+    clients: 5
+    stages:
+      - {{ duration: 100ms, target: 5 }}
+      - {{ duration: 200ms, target: 0 }}
+"
+    );
+    let r = common::run_yaml(&yaml, "leave-while-connecting.yaml");
+    let t = &group(&r, "g").totals;
+    assert_eq!(t.connect_attempts, 5, "{t:?}");
+    assert_eq!(t.opened, 0, "{t:?}");
+    assert_eq!(t.sessions_ended, 5, "{t:?}");
+    assert_eq!(t.connect_errors.cancelled, 5, "{t:?}");
 }
