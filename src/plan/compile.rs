@@ -1498,7 +1498,11 @@ fn action(e: &TimelineEntry) -> TimelineAction {
 }
 
 /// The actions one entry fires: itself, or for a rolling restart one per node, `every` apart,
-/// so each node's restart is its own action in the results' timeline.
+/// so each node's restart is its own action in the results' timeline. `nodes` out of range has
+/// been reported by [`check_rolling_restart`]; the expansion stays within [`MAX_NODES`] so that
+/// report is reached instead of allocating one entry per asked node.
+///
+/// [`MAX_NODES`]: crate::server::MAX_NODES
 fn planned(e: &TimelineEntry, action: TimelineAction) -> Vec<PlannedAction> {
     match action {
         TimelineAction::Server(Action::RestartNode {
@@ -1507,7 +1511,7 @@ fn planned(e: &TimelineEntry, action: TimelineAction) -> Vec<PlannedAction> {
             over,
             out_for,
             ..
-        }) => (0..nodes)
+        }) => (0..nodes.min(crate::server::MAX_NODES as u32))
             .map(|node| PlannedAction {
                 at: e.at.0 + out_for * node,
                 action: TimelineAction::Server(Action::RestartNode {
