@@ -791,7 +791,10 @@ impl Server {
                         if let Some(l) = listener.take() {
                             reserved = Reservation::take(l, config.reuse_port).ok();
                         }
-                        down_until = Some(Instant::now() + down_for);
+                        // The later of this window and one already running: a short
+                        // restart inside a refusing drain must not reopen the listener early.
+                        let until = Instant::now() + down_for;
+                        down_until = Some(down_until.map_or(until, |d| d.max(until)));
                     }
                 }
                 _ = crate::net::sleep_until_opt(down_until) => {

@@ -431,6 +431,49 @@ fn a_drain_can_refuse_new_connections_for_its_window() {
     assert_eq!(g.totals.connected_at_end, 100, "all back after the window");
 }
 
+/// A short restart inside a refusing drain's window: the listener stays closed until the later
+/// of the two windows ends, not until the restart's (which would let clients in mid-drain).
+#[test]
+fn a_restart_inside_a_refusing_drain_does_not_reopen_early() {
+    use wsstorm::profile::ActionKind;
+    let r = run("graceful-drain", |p| {
+        p.groups[0].clients = 100;
+        p.groups[0].behaviour.reconnect.backoff.cap = ms(500);
+        p.duration = Dur(Duration::from_secs(6));
+        p.timeline.remove(0);
+        p.timeline[0].at = ms(1000);
+        p.timeline[0].over = Some(ms(3000));
+        p.timeline[0].refuse_new = Some(true);
+        let mut restart = p.timeline[0].clone();
+        restart.action = ActionKind::Restart;
+        restart.at = ms(2000);
+        restart.down_for = Some(ms(200));
+        restart.over = None;
+        restart.refuse_new = None;
+        restart.code = None;
+        p.timeline.push(restart);
+    });
+    let g = &r.groups[0];
+    let drain = &r.timeline.actions[0];
+    let restart = &r.timeline.actions[1];
+    assert!(restart.action.starts_with("restart"), "{}", restart.action);
+    let lag = lag_ms(&r);
+    // From the restart's end (plus the run's lag) to the drain's end, nothing may open.
+    let opened_in_window: Vec<(u64, u64)> = r
+        .timeline
+        .points
+        .iter()
+        .filter(|p| p.t_ms > restart.t_ms + 200 + lag && p.t_ms <= drain.t_ms + 2900)
+        .map(|p| (p.t_ms, p.opened))
+        .collect();
+    assert!(opened_in_window.len() >= 5, "{opened_in_window:?}");
+    assert!(
+        opened_in_window.iter().all(|(_, n)| *n == 0),
+        "opened inside the drain's window after the restart's: {opened_in_window:?}"
+    );
+    assert_eq!(g.totals.connected_at_end, 100, "all back after the window");
+}
+
 /// The model runs a drain as the server does: the same seeded moment for each connection, so
 /// the same spread, the same closes and the same peaks as the real run's, at any scale; with
 /// `refuse_new` nothing opens during the window.
