@@ -284,8 +284,14 @@ pub(super) async fn serve(
     let identity = upgrade.identity.take();
     if let Some(client) = &identity {
         stats.identified.fetch_add(1, Ordering::Relaxed);
-        if shared.ledger.open(client) {
+        let (duplicate, forgotten) = shared.ledger.open(client);
+        if duplicate {
             stats.duplicate_connections.fetch_add(1, Ordering::Relaxed);
+        }
+        if forgotten > 0 {
+            stats
+                .sessions_forgotten
+                .fetch_add(forgotten, Ordering::Relaxed);
         }
     }
     session(
@@ -670,6 +676,8 @@ async fn session(
     let mut blackholed = false;
     // De-authorized but kept open (`auth.on_expiry: ghost`): nothing more is delivered.
     let mut ghost = false;
+    // The client closed with 1000: it left, and its kept session with it.
+    let mut left = false;
     // A drain or this node's restart: when to close, how, and which counter it goes to.
     let mut closing: Option<(Instant, DropMode, &AtomicU64)> = None;
     let lifetime = config.max_lifetime.map(|l| (opened + l.of(id), l.close));
@@ -833,6 +841,8 @@ async fn session(
                             pong_deadline = None;
                         }
                     }
+                    // A client that closes with 1000 left (a logout): its kept session goes.
+                    Some(Ok(Message::Close(Some(f)))) if f.code == CloseCode::Normal => left = true,
                     // Pings are answered by tungstenite; a close is answered and then ends the
                     // stream.
                     Some(Ok(_)) => {}
@@ -941,7 +951,7 @@ async fn session(
     // The server is done with the client now; closing the socket politely may take a while,
     // and a client that reconnects meanwhile is not holding two connections.
     if let Some(client) = identity {
-        shared.ledger.close(client);
+        shared.ledger.close(client, left);
     }
     match end {
         End::Gone => {}

@@ -455,6 +455,9 @@ server_counters! {
         /// Subscriptions added to a kept session that already had one (`stream.sessions:
         /// keep`, a client that subscribes again instead of resuming).
         duplicate_subscriptions,
+        /// Kept sessions forgotten, longest idle first, when the identity ledger held its
+        /// cap ([`identity::MAX_KEPT`]).
+        sessions_forgotten,
         /// Connections closed by a `drain` (with its close code, within its window).
         drained,
         /// Connections closed because their node restarted (`rolling-restart`).
