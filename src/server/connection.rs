@@ -161,29 +161,6 @@ pub(super) async fn serve(
                 ));
             }
         }
-        if let Some(ip) = peer_ip {
-            match shared.hold(ip) {
-                Ok(h) => held = Some(h),
-                Err(cap) => {
-                    match cap {
-                        OverCap::Global => &stats.refused_max_connections,
-                        OverCap::PerIp => &stats.refused_per_ip,
-                    }
-                    .fetch_add(1, Ordering::Relaxed);
-                    match config.limits.over_limit {
-                        OverLimit::Reject => {
-                            refusal = Some(503);
-                            return Err(error_response(
-                                StatusCode::SERVICE_UNAVAILABLE,
-                                Some(config.retry_after),
-                                None,
-                            ));
-                        }
-                        OverLimit::Close1013 => over_cap = Some(1013),
-                    }
-                }
-            }
-        }
         let query = req.uri().query().unwrap_or("");
         if let Some(signer) = &shared.signer {
             let token = req
@@ -239,6 +216,31 @@ pub(super) async fn serve(
             .map(|v| identity::client_of(v).into());
         upgrade.subscribe = query_param(query, "subscribe").is_some_and(|v| v == "1");
         upgrade.resume_after = query_param(query, "resume").and_then(|v| v.parse().ok());
+        // Last, after every other check: a request refused for its own reasons (auth, a
+        // revoked token) is counted as that, not as over a cap, and takes no place.
+        if let Some(ip) = peer_ip {
+            match shared.hold(ip) {
+                Ok(h) => held = Some(h),
+                Err(cap) => {
+                    match cap {
+                        OverCap::Global => &stats.refused_max_connections,
+                        OverCap::PerIp => &stats.refused_per_ip,
+                    }
+                    .fetch_add(1, Ordering::Relaxed);
+                    match config.limits.over_limit {
+                        OverLimit::Reject => {
+                            refusal = Some(503);
+                            return Err(error_response(
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                Some(config.retry_after),
+                                None,
+                            ));
+                        }
+                        OverLimit::Close1013 => over_cap = Some(1013),
+                    }
+                }
+            }
+        }
         Ok(resp)
     };
     let ws_config = WebSocketConfig::default()

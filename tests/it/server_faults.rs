@@ -227,6 +227,54 @@ fn connection_caps_refuse_with_503_by_cap() {
     assert_eq!(server.upgraded, 300);
 }
 
+/// The caps are the last check: a request that fails auth is refused with 401 (final, counted
+/// as such) even when the target is full, never with a retryable 503 or a 1013, and is not
+/// counted as over a cap.
+#[test]
+fn a_full_target_still_refuses_bad_tokens_with_401() {
+    for over_limit in ["reject", "close-1013"] {
+        let yaml = format!(
+            "
+name: caps-auth
+seed: 13
+duration: 2s
+target:
+  url: embedded
+  server: {{ auth: {{ secret: s }}, max_connections: 20, over_limit: {over_limit} }}
+groups:
+  - name: ok
+    clients: 20
+    arrival: {{ rate: 1000/s }}
+    behaviour:
+      auth: {{ lifetime: 1h, on_expiry: refresh }}
+  - name: bad
+    clients: 10
+    arrival: {{ rate: 1000/s, start: 500ms }}
+    behaviour:
+      reconnect: {{ on_status: {{ \"401\": stop, \"503\": stop }}, on_close: {{ \"1013\": stop }} }}
+"
+        );
+        let r = common::run_yaml(&yaml, "caps-auth.yaml");
+        let (ok, bad) = (group(&r, "ok"), group(&r, "bad"));
+        let s = r.server.as_ref().unwrap();
+        assert_eq!(ok.totals.connected_at_end, 20, "{over_limit}");
+        assert_eq!(
+            count(&bad.totals.handshake_status, "401"),
+            10,
+            "{over_limit}"
+        );
+        assert_eq!(
+            count(&bad.totals.handshake_status, "503"),
+            0,
+            "{over_limit}"
+        );
+        assert_eq!(count(&bad.totals.close_codes, "1013"), 0, "{over_limit}");
+        assert_eq!(s.rejected_401, 10, "{over_limit}");
+        assert_eq!(s.refused_max_connections, 0, "{over_limit}");
+        assert_eq!(s.upgraded, 20, "{over_limit}");
+    }
+}
+
 /// Without jitter every connection is closed at exactly its lifetime (never sooner), with
 /// 1001, and reconnects; the counts agree on both sides. With jitter the expiries spread.
 #[test]
