@@ -178,13 +178,7 @@ pub(super) async fn serve(
                         .and_then(|t| t.split('.').next()?.parse::<u32>().ok())
                         .map(|subject| (subject, expires));
                     if shared.any_revoked.load(Ordering::Relaxed)
-                        && key.is_some_and(|k| {
-                            shared
-                                .revoked_tokens
-                                .lock()
-                                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                                .contains(&k)
-                        })
+                        && key.is_some_and(|k| shared.revoked_tokens.contains(k))
                     {
                         refusal = Some(401);
                         return Err(error_response(
@@ -720,11 +714,7 @@ async fn session(
                         stats.revoked.fetch_add(1, Ordering::Relaxed);
                         // The token itself is revoked: it opens no new session either.
                         if let Some(key) = upgrade.token_key {
-                            shared
-                                .revoked_tokens
-                                .lock()
-                                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                                .insert(key);
+                            shared.revoked_tokens.revoke(key, now_ms());
                             shared.any_revoked.store(true, Ordering::Relaxed);
                         }
                         if config.auth_ghost {

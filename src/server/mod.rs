@@ -510,6 +510,47 @@ impl ServerStats {
     }
 }
 
+/// Tokens the `revoke` action de-authorized, as (subject, expiry in ms since the epoch). A
+/// token past its expiry is refused as expired anyway, so expired ones are pruned as new ones
+/// come in (when the set has doubled since the last pruning): it holds at most about twice
+/// the tokens still valid, however long `wsstorm serve` runs.
+#[derive(Default)]
+struct RevokedTokens(Mutex<RevokedSet>);
+
+#[derive(Default)]
+struct RevokedSet {
+    keys: std::collections::HashSet<(u32, u64)>,
+    prune_at: usize,
+}
+
+impl RevokedTokens {
+    fn revoke(&self, key: (u32, u64), now_ms: u64) {
+        let mut set = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if set.keys.len() >= set.prune_at {
+            set.keys.retain(|&(_, expires)| expires > now_ms);
+            set.prune_at = (set.keys.len() * 2).max(1024);
+        }
+        set.keys.insert(key);
+    }
+
+    fn contains(&self, key: (u32, u64)) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys
+            .contains(&key)
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys
+            .len()
+    }
+}
+
 /// Fires actions at a running server from any thread or runtime.
 #[derive(Clone)]
 pub struct ServerHandle {
@@ -576,7 +617,7 @@ struct Shared {
     ledger: identity::Ledger,
     /// Tokens the `revoke` action de-authorized, as (subject, expiry): refused at the
     /// handshake from then on. Looked at only once a revoke has fired.
-    revoked_tokens: Mutex<std::collections::HashSet<(u32, u64)>>,
+    revoked_tokens: RevokedTokens,
     any_revoked: std::sync::atomic::AtomicBool,
     /// Connections held against `max_connections`.
     held: AtomicU64,
@@ -721,7 +762,7 @@ impl Server {
             queued: AtomicU64::new(0),
             sids: socketio::Sids::new(),
             ledger: identity::Ledger::new(),
-            revoked_tokens: Mutex::default(),
+            revoked_tokens: RevokedTokens::default(),
             any_revoked: std::sync::atomic::AtomicBool::new(false),
             held: AtomicU64::new(0),
             held_per_ip: config.limits.per_ip.map(|_| Mutex::new(HashMap::new())),
@@ -971,6 +1012,20 @@ pub(crate) fn test_config() -> ServerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn revoked_tokens_past_their_expiry_are_pruned() {
+        let r = RevokedTokens::default();
+        // 100,000 revocations of tokens that expire 1 s after they are revoked, 1 ms apart.
+        for i in 0..100_000u64 {
+            r.revoke((i as u32, i + 1000), i);
+        }
+        assert!(r.len() <= 2048, "{} held", r.len());
+        // The ones still valid are kept.
+        assert!(r.contains((99_999, 100_999)));
+        assert!(r.contains((99_500, 100_500)));
+        assert!(!r.contains((5, 1005)), "long expired");
+    }
 
     #[test]
     fn token_bucket_admits_the_rate() {
