@@ -272,11 +272,14 @@ pub(super) async fn serve(
         return;
     }
     let node_open = &stats.node_open[node as usize % super::MAX_NODES];
-    // Before `open` counts it: an action that fired before this instant does not see it, and
-    // does not close it.
+    // When it opened: its lifetime runs from here.
     let opened = Instant::now();
-    stats.open.fetch_add(1, Ordering::Relaxed);
-    node_open.fetch_add(1, Ordering::Relaxed);
+    // Counted in `open` and numbered against the orders in one step: a drain or a restart
+    // applies to this connection exactly when it counted it.
+    let born = shared.clock.open(|| {
+        stats.open.fetch_add(1, Ordering::Relaxed);
+        node_open.fetch_add(1, Ordering::Relaxed);
+    });
     let identity = upgrade.identity.take();
     if let Some(client) = &identity {
         stats.identified.fetch_add(1, Ordering::Relaxed);
@@ -295,6 +298,7 @@ pub(super) async fn serve(
         id,
         node,
         opened,
+        born,
         upgrade,
         identity.as_deref(),
         &shared,
@@ -570,6 +574,7 @@ async fn session(
     id: u64,
     node: u32,
     opened: Instant,
+    born: u64,
     upgrade: Upgrade,
     identity: Option<&str>,
     shared: &Shared,
@@ -733,14 +738,14 @@ async fn session(
                     // The first drain or restart to reach a connection decides when it goes.
                     Action::Drain { code, over, share, .. }
                         if closing.is_none()
-                            && opened <= order.fired
+                            && order.seq > born
                             && crate::seed::in_share(id, order.seq, share) =>
                     {
                         let at = order.fired + Action::offset(id, order.seq, over);
                         closing = Some((at, DropMode::Close(code), &stats.drained));
                     }
                     Action::RestartNode { node: restarting, mode, over, .. }
-                        if restarting == node && closing.is_none() && opened <= order.fired =>
+                        if restarting == node && closing.is_none() && order.seq > born =>
                     {
                         let at = order.fired + Action::offset(id, order.seq, over);
                         closing = Some((at, mode, &stats.node_restart_closes));

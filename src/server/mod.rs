@@ -559,7 +559,7 @@ pub struct ServerHandle {
     tls: bool,
     ca_pem: Option<String>,
     orders: broadcast::Sender<Order>,
-    next_order: Arc<AtomicU64>,
+    clock: Arc<OrderClock>,
     pub stats: Arc<ServerStats>,
 }
 
@@ -587,21 +587,49 @@ impl ServerHandle {
     /// for a node's restart).
     pub fn apply(&self, action: Action) -> u64 {
         let fired = Instant::now();
-        let open = match action {
+        let (seq, open) = self.clock.fire(|| match action {
             Action::RestartNode { node, .. } => {
                 self.stats.node_open[node as usize % MAX_NODES].load(Ordering::Relaxed)
             }
             _ => self.stats.open.load(Ordering::Relaxed),
-        };
-        let seq = self.next_order.fetch_add(1, Ordering::Relaxed) + 1;
+        });
         // No receivers (no connection open, listener gone) is not an error.
         let _ = self.orders.send(Order { seq, action, fired });
         open
     }
 }
 
+/// Numbers the orders, and puts each in one order with the connections' opening: an order's
+/// count of the open connections and its number are taken in one step, and so are a
+/// connection's counting in `open` and the number of the last order before it. A drain or a
+/// node's restart then applies to exactly the connections it counted (`order.seq > born`),
+/// however close the two come. Connections only share the lock (one atomic each, as `open`
+/// itself), and take it once, when they open.
+#[derive(Default)]
+struct OrderClock {
+    last: AtomicU64,
+    gate: std::sync::RwLock<()>,
+}
+
+impl OrderClock {
+    /// A new order: its number, and what `count` saw.
+    fn fire(&self, count: impl FnOnce() -> u64) -> (u64, u64) {
+        let _g = self.gate.write().unwrap_or_else(PoisonError::into_inner);
+        let open = count();
+        (self.last.fetch_add(1, Ordering::Relaxed) + 1, open)
+    }
+
+    /// A connection opens (`count` counts it): the number of the last order before it.
+    fn open(&self, count: impl FnOnce()) -> u64 {
+        let _g = self.gate.read().unwrap_or_else(PoisonError::into_inner);
+        count();
+        self.last.load(Ordering::Relaxed)
+    }
+}
+
 /// What every connection task shares.
 struct Shared {
+    clock: Arc<OrderClock>,
     config: ServerConfig,
     stats: Arc<ServerStats>,
     orders: broadcast::Sender<Order>,
@@ -745,16 +773,18 @@ impl Server {
         };
         let (orders, _) = broadcast::channel(ORDER_BACKLOG);
         let stats = Arc::new(ServerStats::default());
+        let clock = Arc::new(OrderClock::default());
         let handle = ServerHandle {
             addr,
             path: config.path.clone(),
             tls: generated.is_some(),
             ca_pem: generated.as_ref().map(|g| g.ca_pem.clone()),
             orders: orders.clone(),
-            next_order: Arc::new(AtomicU64::new(0)),
+            clock: clock.clone(),
             stats: stats.clone(),
         };
         let shared = Arc::new(Shared {
+            clock,
             signer: config.auth_secret.as_deref().map(Signer::new),
             stream: config.stream.map(|s| stream::Stream::new(s.history)),
             tls: generated.map(|g| g.acceptor),
@@ -1012,6 +1042,41 @@ pub(crate) fn test_config() -> ServerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// However connections and orders interleave, each order counts exactly the connections
+    /// it will apply to (those numbered before it).
+    #[test]
+    fn an_order_applies_to_exactly_the_connections_it_counted() {
+        let clock = OrderClock::default();
+        let open = AtomicU64::new(0);
+        let (borns, fired) = std::thread::scope(|s| {
+            let openers: Vec<_> = (0..3)
+                .map(|_| {
+                    s.spawn(|| {
+                        (0..20_000)
+                            .map(|_| {
+                                clock.open(|| {
+                                    open.fetch_add(1, Ordering::Relaxed);
+                                })
+                            })
+                            .collect::<Vec<u64>>()
+                    })
+                })
+                .collect();
+            let fired: Vec<(u64, u64)> = (0..2_000)
+                .map(|_| clock.fire(|| open.load(Ordering::Relaxed)))
+                .collect();
+            let borns: Vec<u64> = openers
+                .into_iter()
+                .flat_map(|h| h.join().unwrap())
+                .collect();
+            (borns, fired)
+        });
+        for (seq, counted) in fired {
+            let applies = borns.iter().filter(|&&b| b < seq).count() as u64;
+            assert_eq!(applies, counted, "order {seq}");
+        }
+    }
 
     #[test]
     fn revoked_tokens_past_their_expiry_are_pruned() {
