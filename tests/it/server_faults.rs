@@ -426,6 +426,67 @@ fn serve_takes_the_caps_and_origin_check_from_a_profile() {
     let _ = child.wait();
 }
 
+/// `serve --profile` checks the profile as `validate` does: every rule (the groups' too), each
+/// error at its line and column, exit 2; it never serves a profile `validate` refuses.
+#[test]
+fn serve_refuses_what_validate_refuses_at_its_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "jitter.yaml",
+            "name: s\nduration: 1s\ntarget:\n  url: embedded\n  server:\n    lifetime_jitter: 1s\ngroups: [{ name: g, clients: 1, arrival: { rate: 1/s } }]\n",
+            ":6:22: ",
+            "applies to `max_lifetime`",
+        ),
+        (
+            "sessions.yaml",
+            "name: s\nduration: 1s\ntarget:\n  url: embedded\n  server:\n    stream: { rate: 10/s, sessions: keep }\ngroups:\n  - name: g\n    clients: 1\n    arrival: { rate: 1/s }\n    identity_header: none\n    behaviour: { subscribe: { resume: false } }\n",
+            ":6:",
+            "sends no identity header",
+        ),
+    ];
+    for (file, yaml, pos, fragment) in cases {
+        let path = dir.path().join(file);
+        std::fs::write(&path, yaml).unwrap();
+        let mut errors = Vec::new();
+        for sub in ["validate", "serve"] {
+            let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_wsstorm"));
+            match sub {
+                "validate" => cmd.arg("validate").arg(&path),
+                _ => cmd
+                    .args(["serve", "--listen", "127.0.0.1:0", "--profile"])
+                    .arg(&path),
+            };
+            let mut child = cmd
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            // A serve that took the profile would run until stopped.
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            let status = loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    break status;
+                }
+                if std::time::Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("{sub} {file}: served a profile validate refuses");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            let mut err = String::new();
+            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+            assert_eq!(status.code(), Some(2), "{sub} {file}: {err}");
+            let located = format!("{}{pos}", path.display());
+            assert!(err.contains(&located), "{sub}: `{located}` in: {err}");
+            assert!(err.contains(fragment), "{sub}: `{fragment}` in: {err}");
+            errors.push(err);
+        }
+        assert_eq!(errors[0], errors[1], "{file}: the same errors");
+    }
+}
+
 /// The model cannot run these faults, and says so by name rather than model another run.
 #[test]
 fn the_model_refuses_the_server_faults_by_name() {
