@@ -1068,8 +1068,10 @@ fn identity_header(
     at: &impl Fn(&str) -> String,
     problems: &mut Problems,
 ) -> Option<String> {
+    // On an error too: the error is reported, and no other check should read it as `none`.
+    let default = || Some(crate::server::identity::DEFAULT_HEADER.to_string());
     let Some(name) = &g.identity_header else {
-        return Some(crate::server::identity::DEFAULT_HEADER.into());
+        return default();
     };
     if name.eq_ignore_ascii_case("none") {
         return None;
@@ -1080,14 +1082,14 @@ fn identity_header(
                 at("identity_header"),
                 format!("`{name}` is set by the WebSocket handshake itself"),
             );
-            None
+            default()
         }
         Ok(h) if g.headers.keys().any(|k| k.eq_ignore_ascii_case(h.as_str())) => {
             problems.bad(
                 at("identity_header"),
                 format!("`{name}` is also set in `headers`: one value per header"),
             );
-            None
+            default()
         }
         Ok(h) => Some(h.as_str().to_string()),
         Err(_) => {
@@ -1095,7 +1097,7 @@ fn identity_header(
                 at("identity_header"),
                 format!("`{name}` is not a valid HTTP header name (or `none`)"),
             );
-            None
+            default()
         }
     }
 }

@@ -604,6 +604,31 @@ groups:
 ",
     );
     assert!(e.contains("sessions") && e.contains("identity"), "{e}");
+    // A name that is refused is not also read as `none`: one error, about the name.
+    for name in ["\"not a header\"", "upgrade", "x-id"] {
+        let e = refused(&format!(
+            "
+name: t
+duration: 5s
+target:
+  url: embedded
+  server: {{ stream: {{ rate: 10/s, sessions: keep }} }}
+groups:
+  - name: g
+    clients: 1
+    arrival: {{ rate: 1/s }}
+    identity_header: {name}
+    headers: {{ x-id: a }}
+    behaviour: {{ subscribe: {{ resume: false }} }}
+"
+        ));
+        assert!(
+            e.contains("bad.yaml:11:") && e.contains("identity_header"),
+            "{e}"
+        );
+        assert!(!e.contains("identity_header: none"), "{name}: {e}");
+        assert_eq!(e.lines().count(), 1, "{name}: {e}");
+    }
     let e = refused(
         "
 name: t
