@@ -1379,15 +1379,30 @@ fn timeline_action(
             }
             _ => {}
         },
-        (ActionKind::Drain, _) => match e.code {
-            Some(c) if !sendable_close_code(c) => problems.bad(
-                at("code"),
-                format!(
-                    "{c} cannot be sent in a close frame: use 1000-1003, 1007-1014 or 3000-4999 (1001 going away, 1012 service restart)"
+        (ActionKind::Drain, _) => {
+            match e.code {
+                Some(c) if !sendable_close_code(c) => problems.bad(
+                    at("code"),
+                    format!(
+                        "{c} cannot be sent in a close frame: use 1000-1003, 1007-1014 or 3000-4999 (1001 going away, 1012 service restart)"
+                    ),
                 ),
-            ),
-            _ => {}
-        },
+                _ => {}
+            }
+            // As a rolling restart's turns: the whole window within the run.
+            if let Some(over) = e.over
+                && e.at.0 + over.0 > p.duration.0
+            {
+                problems.bad(
+                    at("over"),
+                    format!(
+                        "the drain's window ends at {}, after the end of the run ({})",
+                        Dur(e.at.0 + over.0),
+                        p.duration
+                    ),
+                );
+            }
+        }
         (ActionKind::RollingRestart, mode) => {
             match (mode.unwrap_or(DropMode::Close), e.code) {
                 (DropMode::Close, Some(c)) if !sendable_close_code(c) => problems.bad(

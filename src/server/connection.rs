@@ -152,7 +152,7 @@ pub(super) async fn serve(
                 .headers()
                 .get(header::ORIGIN)
                 .and_then(|v| v.to_str().ok());
-            if !origin.is_some_and(|o| config.allowed_origins.iter().any(|a| a == o)) {
+            if !origin.is_some_and(|o| config.origin_allowed(o)) {
                 refusal = Some(403);
                 return Err(error_response(
                     StatusCode::FORBIDDEN,

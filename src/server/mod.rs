@@ -141,6 +141,17 @@ pub struct ServerConfig {
     pub nodes: u32,
 }
 
+impl ServerConfig {
+    /// Whether an upgrade with this `Origin` passes `allowed_origins`. An Origin's scheme and
+    /// host are case-insensitive (RFC 6454) and it has no path, so the whole value compares
+    /// without regard to ASCII case.
+    pub fn origin_allowed(&self, origin: &str) -> bool {
+        self.allowed_origins
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(origin))
+    }
+}
+
 fn one_node() -> u32 {
     1
 }

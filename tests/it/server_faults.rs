@@ -373,6 +373,25 @@ fn the_origin_check_refuses_other_origins_with_403() {
     }
     assert_eq!(m.server.as_ref().unwrap().rejected_403, 50);
 
+    // Scheme and host are compared without regard to case, by the server and the model alike.
+    let upper = |p: &mut Profile| {
+        let v = p.groups[0].headers.get_mut("Origin").unwrap();
+        *v = "HTTPS://App.Example".into();
+        p.duration = ms(1000);
+    };
+    let r = run("origin-check", upper);
+    assert_eq!(group(&r, "browser").totals.connected_at_end, 50);
+    assert_eq!(
+        r.server.as_ref().unwrap().rejected_403,
+        50,
+        "the script's only"
+    );
+    let mut doc = load("origin-check");
+    upper(&mut doc.profile);
+    let plan = Plan::compile(&doc).unwrap();
+    let m = wsstorm::model::run(&plan, &Default::default(), &mut |_| false).unwrap();
+    assert_eq!(m.server.as_ref().unwrap().rejected_403, 50);
+
     // Without the `stop`, the default table retries a 403 like any status.
     let r = run("origin-check", |p| {
         p.groups[1].behaviour.reconnect.on_status.clear();
@@ -675,7 +694,8 @@ fn a_run_until_recovered_waits_for_the_drain_to_end() {
     doc.profile.timeline[0].over = Some(ms(2000));
     // A few closes, far apart: between them every client is connected again.
     doc.profile.timeline[0].share = Some(wsstorm::units::Percent(0.05));
-    doc.profile.duration = ms(1500);
+    // The window ends with the run; --until-recovered then runs on until all are back.
+    doc.profile.duration = ms(3000);
     let mut plan = Plan::compile(&doc).unwrap_or_else(|e| panic!("{e}"));
     plan.until_recovered(Duration::from_secs(10)).unwrap();
     let real = common::run_plan(&plan);
