@@ -38,9 +38,14 @@ fn count(map: &std::collections::BTreeMap<String, u64>, key: &str) -> u64 {
     map.get(key).copied().unwrap_or(0)
 }
 
-/// How late the run was against its own schedule, at worst (ms): timing bounds add it.
+/// How late the run was against its own schedule, at worst (ms), first attempts or retries:
+/// timing bounds add it.
 fn lag_ms(r: &Results) -> u64 {
-    r.generator.schedule_lag_us.max / 1000
+    r.generator
+        .schedule_lag_us
+        .max
+        .max(r.generator.retry_lag_us.max)
+        / 1000
 }
 
 /// The most attempts in one timeline interval from `from_ms` (inclusive) to `to_ms`.
@@ -194,19 +199,40 @@ fn connection_caps_refuse_with_503_by_cap() {
             table.insert(key.into(), Decision::Stop);
         }
     };
+    // Whether `office` held its 120 before `home`'s first attempt (the interval before it
+    // ended with 120 office connections): then the split is exact, as the profile tells it.
+    // On a machine too busy for that, the counts that do not depend on the order still hold.
+    let office_first = |r: &Results| {
+        let (office, home) = (group(r, "office"), group(r, "home"));
+        match home.timeline.attempts.iter().position(|n| *n > 0) {
+            Some(i) if i > 0 => office.timeline.connected[i - 1] == 120,
+            _ => false,
+        }
+    };
     let r = run("connection-limits", |p| stop_on(p, "503", false));
     let (office, home) = (group(&r, "office"), group(&r, "home"));
     let server = r.server.as_ref().unwrap();
     assert_eq!(r.totals.peak_connected, 200);
-    assert_eq!(office.totals.connected_at_end, 120);
-    assert_eq!(home.totals.connected_at_end, 80);
-    assert_eq!(count(&office.totals.handshake_status, "503"), 80);
-    assert_eq!(count(&home.totals.handshake_status, "503"), 20);
-    assert_eq!(office.totals.gave_up, 80);
-    assert_eq!(server.refused_per_ip, 80);
-    assert_eq!(server.refused_max_connections, 20);
+    assert_eq!(
+        office.totals.connected_at_end + home.totals.connected_at_end,
+        200
+    );
+    assert!(office.totals.connected_at_end <= 120);
+    let refused = |g: &GroupResults| count(&g.totals.handshake_status, "503");
+    assert_eq!(refused(office) + refused(home), 100);
+    assert_eq!(office.totals.gave_up + home.totals.gave_up, 100);
+    assert_eq!(server.refused_per_ip + server.refused_max_connections, 100);
     assert_eq!(server.rejected_503, 100);
     assert_eq!(server.upgraded, 200);
+    if office_first(&r) {
+        assert_eq!(office.totals.connected_at_end, 120);
+        assert_eq!(home.totals.connected_at_end, 80);
+        assert_eq!(refused(office), 80);
+        assert_eq!(refused(home), 20);
+        assert_eq!(office.totals.gave_up, 80);
+        assert_eq!(server.refused_per_ip, 80);
+        assert_eq!(server.refused_max_connections, 20);
+    }
 
     // close-1013: the same split, told by a close frame after the upgrade instead.
     let r = run("connection-limits", |p| {
@@ -215,14 +241,25 @@ fn connection_caps_refuse_with_503_by_cap() {
     });
     let (office, home) = (group(&r, "office"), group(&r, "home"));
     let server = r.server.as_ref().unwrap();
-    assert_eq!(office.totals.connected_at_end, 120);
-    assert_eq!(home.totals.connected_at_end, 80);
-    assert_eq!(count(&office.totals.close_codes, "1013"), 80);
-    assert_eq!(count(&home.totals.close_codes, "1013"), 20);
+    assert_eq!(
+        office.totals.connected_at_end + home.totals.connected_at_end,
+        200
+    );
+    assert!(office.totals.connected_at_end <= 120);
+    let closed = |g: &GroupResults| count(&g.totals.close_codes, "1013");
+    assert_eq!(closed(office) + closed(home), 100);
     assert!(office.totals.handshake_status.is_empty());
-    assert_eq!(server.refused_per_ip, 80);
-    assert_eq!(server.refused_max_connections, 20);
+    assert!(home.totals.handshake_status.is_empty());
+    assert_eq!(server.refused_per_ip + server.refused_max_connections, 100);
     assert_eq!(count(&server.closes_sent, "1013"), 100);
+    if office_first(&r) {
+        assert_eq!(office.totals.connected_at_end, 120);
+        assert_eq!(home.totals.connected_at_end, 80);
+        assert_eq!(closed(office), 80);
+        assert_eq!(closed(home), 20);
+        assert_eq!(server.refused_per_ip, 80);
+        assert_eq!(server.refused_max_connections, 20);
+    }
     assert_eq!(server.rejected_503, 0);
     assert_eq!(server.upgraded, 300);
 }
@@ -300,20 +337,23 @@ fn max_lifetime_closes_each_connection_at_its_age() {
         assert!(g.totals.opened <= CLIENTS + closed);
     }
     assert_eq!(g.totals.connected_at_end, CLIENTS);
-    // The first wave: none before 1s, all within the arrivals' 50 ms (and the lag) after it.
+    // The first wave: none before 1s, all within the arrivals' 50 ms (a handshake and an
+    // interval: 250 ms, and the lag) after it. A reconnect's lifetime ends 1s after the first
+    // close at the earliest, so every interval ending before 2s holds only the first wave.
+    let lag = lag_ms(&r);
     let closes = closes_over_time(&r, "1001");
-    let first_wave: u64 = closes
-        .iter()
-        .filter(|(t, _)| *t <= 1500)
-        .map(|(_, n)| n)
-        .sum();
-    assert_eq!(first_wave, CLIENTS, "{closes:?}");
+    let first_wave: Vec<(u64, u64)> = closes.iter().copied().filter(|(t, _)| *t < 2000).collect();
+    let in_first: u64 = first_wave.iter().map(|(_, n)| n).sum();
+    if 1000 + 50 + 250 + lag < 1900 {
+        assert_eq!(in_first, CLIENTS, "{closes:?}, lag {lag}");
+    } else {
+        assert!(in_first <= CLIENTS, "{closes:?}, lag {lag}");
+    }
     assert!(closes[0].0 > 1000, "closed before its lifetime: {closes:?}");
-    let last_of_wave = closes.iter().rfind(|(t, _)| *t <= 1500).unwrap().0;
+    let last_of_wave = first_wave.last().unwrap().0;
     assert!(
-        last_of_wave <= 1000 + 50 + 250 + lag_ms(&r),
-        "{closes:?}, lag {}",
-        lag_ms(&r)
+        last_of_wave <= 1000 + 50 + 250 + lag,
+        "{closes:?}, lag {lag}"
     );
 
     // With ±250ms the same first wave spreads: none before 750ms, no interval holds half.
@@ -323,12 +363,20 @@ fn max_lifetime_closes_each_connection_at_its_age() {
     });
     let closes = closes_over_time(&r, "1001");
     assert!(closes[0].0 > 750, "{closes:?}");
+    // The first wave ends by 1250 + 50 ms (+ a handshake and the lag); the second cannot start
+    // before 750 + 750 ms, so the intervals ending before 1.5s hold only the first.
+    let lag = lag_ms(&r);
     let wave: Vec<u64> = closes
         .iter()
-        .filter(|(t, _)| *t <= 1450)
+        .filter(|(t, _)| *t < 1500)
         .map(|c| c.1)
         .collect();
-    assert_eq!(wave.iter().sum::<u64>(), CLIENTS, "{closes:?}");
+    let in_wave = wave.iter().sum::<u64>();
+    if 1250 + 50 + 50 + lag < 1400 {
+        assert_eq!(in_wave, CLIENTS, "{closes:?}, lag {lag}");
+    } else {
+        assert!(in_wave <= CLIENTS, "{closes:?}, lag {lag}");
+    }
     assert!(wave.len() >= 4, "not spread: {closes:?}");
     assert!(
         wave.iter().max().unwrap() * 2 < CLIENTS,
@@ -543,14 +591,20 @@ fn a_drain_can_refuse_new_connections_for_its_window() {
     );
     assert_eq!(drain.connections, 100);
     assert_eq!(count(&g.totals.close_codes, "1001"), 100);
+    // From when handshakes under way at the drain are done (an interval, a handshake and the
+    // run's lag) to the window's end.
+    let lag = lag_ms(&r);
     let opened_in_window: Vec<(u64, u64)> = r
         .timeline
         .points
         .iter()
-        .filter(|p| p.t_ms > drain.t_ms + 200 && p.t_ms <= drain.t_ms + 1900)
+        .filter(|p| p.t_ms > drain.t_ms + 200 + lag && p.t_ms <= drain.t_ms + 1900)
         .map(|p| (p.t_ms, p.opened))
         .collect();
-    assert!(opened_in_window.len() >= 14, "{opened_in_window:?}");
+    assert!(
+        opened_in_window.len() as u64 >= (1700u64.saturating_sub(lag) / 100).saturating_sub(1),
+        "{opened_in_window:?}, lag {lag}"
+    );
     assert!(
         opened_in_window.iter().all(|(_, n)| *n == 0),
         "opened while refusing: {opened_in_window:?}"
@@ -594,7 +648,10 @@ fn a_restart_inside_a_refusing_drain_does_not_reopen_early() {
         .filter(|p| p.t_ms > restart.t_ms + 200 + lag && p.t_ms <= drain.t_ms + 2900)
         .map(|p| (p.t_ms, p.opened))
         .collect();
-    assert!(opened_in_window.len() >= 5, "{opened_in_window:?}");
+    assert!(
+        opened_in_window.len() as u64 >= (1700u64.saturating_sub(lag) / 100).saturating_sub(1),
+        "{opened_in_window:?}, lag {lag}"
+    );
     assert!(
         opened_in_window.iter().all(|(_, n)| *n == 0),
         "opened inside the drain's window after the restart's: {opened_in_window:?}"
@@ -751,9 +808,10 @@ fn the_model_expires_connections_as_the_server_does() {
     .unwrap();
     let closes = closes_over_time(&r, "1001");
     assert!(closes[0].0 > 750, "{closes:?}");
+    // Before the earliest second-wave close (750 + 750 ms).
     let wave: Vec<u64> = closes
         .iter()
-        .filter(|(t, _)| *t <= 1450)
+        .filter(|(t, _)| *t < 1500)
         .map(|c| c.1)
         .collect();
     assert_eq!(wave.iter().sum::<u64>(), 100, "{closes:?}");
