@@ -152,24 +152,27 @@ pub fn proxy(args: ProxyArgs) -> Result<ExitCode, Failure> {
 }
 
 pub fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
-    // The profile's `target.server` settings are checked as a run would check them.
-    let (settings, groups) = match &args.profile {
+    // The profile is checked as `validate` and `run` check it (every rule, errors at their
+    // line and column); its embedded target is what is served.
+    let mut config = match &args.profile {
         Some(p) => {
-            let profile = crate::profile::load(p)?.profile;
-            (profile.target.server, profile.groups)
+            let doc = crate::profile::load(p)?;
+            let plan = crate::plan::Plan::compile(&doc)?;
+            match plan.target {
+                crate::plan::PlanTarget::Embedded { config, .. } => *config,
+                // A profile aimed at another server: its `target.server` section, if any.
+                crate::plan::PlanTarget::External { .. } => {
+                    crate::plan::server_config(&doc.profile.target.server)
+                        .map_err(|e| Failure::usage(format!("{}: {e}", p.display())))?
+                }
+            }
         }
-        None => Default::default(),
+        None => crate::plan::server_config(&Default::default()).map_err(Failure::usage)?,
     };
-    let mut config = crate::plan::server_config(&settings).map_err(|e| match &args.profile {
-        Some(p) => Failure::usage(format!("{}: {e}", p.display())),
-        None => Failure::usage(e),
-    })?;
-    // The identity headers the profile's groups send, besides the default.
-    for name in groups.iter().filter_map(|g| g.identity_header.as_deref()) {
-        let name = name.to_ascii_lowercase();
-        if name != "none" && !config.identity_headers.contains(&name) {
-            config.identity_headers.push(name);
-        }
+    // Clients from elsewhere send the default identity header, besides the profile's groups'.
+    let default = crate::server::identity::DEFAULT_HEADER;
+    if !config.identity_headers.iter().any(|h| h == default) {
+        config.identity_headers.push(default.into());
     }
     config.listen = args.listen;
     if let Some(path) = args.path {

@@ -319,9 +319,7 @@ impl<'p> Engine<'p> {
                     config.allowed_origins.is_empty()
                         || g.behaviour.headers.iter().any(|(name, value)| {
                             *name == tokio_tungstenite::tungstenite::http::header::ORIGIN
-                                && value
-                                    .to_str()
-                                    .is_ok_and(|v| config.allowed_origins.iter().any(|a| a == v))
+                                && value.to_str().is_ok_and(|v| config.origin_allowed(v))
                         })
                 })
                 .collect(),

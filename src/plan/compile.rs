@@ -1068,8 +1068,10 @@ fn identity_header(
     at: &impl Fn(&str) -> String,
     problems: &mut Problems,
 ) -> Option<String> {
+    // On an error too: the error is reported, and no other check should read it as `none`.
+    let default = || Some(crate::server::identity::DEFAULT_HEADER.to_string());
     let Some(name) = &g.identity_header else {
-        return Some(crate::server::identity::DEFAULT_HEADER.into());
+        return default();
     };
     if name.eq_ignore_ascii_case("none") {
         return None;
@@ -1080,14 +1082,14 @@ fn identity_header(
                 at("identity_header"),
                 format!("`{name}` is set by the WebSocket handshake itself"),
             );
-            None
+            default()
         }
         Ok(h) if g.headers.keys().any(|k| k.eq_ignore_ascii_case(h.as_str())) => {
             problems.bad(
                 at("identity_header"),
                 format!("`{name}` is also set in `headers`: one value per header"),
             );
-            None
+            default()
         }
         Ok(h) => Some(h.as_str().to_string()),
         Err(_) => {
@@ -1095,7 +1097,7 @@ fn identity_header(
                 at("identity_header"),
                 format!("`{name}` is not a valid HTTP header name (or `none`)"),
             );
-            None
+            default()
         }
     }
 }
@@ -1377,15 +1379,30 @@ fn timeline_action(
             }
             _ => {}
         },
-        (ActionKind::Drain, _) => match e.code {
-            Some(c) if !sendable_close_code(c) => problems.bad(
-                at("code"),
-                format!(
-                    "{c} cannot be sent in a close frame: use 1000-1003, 1007-1014 or 3000-4999 (1001 going away, 1012 service restart)"
+        (ActionKind::Drain, _) => {
+            match e.code {
+                Some(c) if !sendable_close_code(c) => problems.bad(
+                    at("code"),
+                    format!(
+                        "{c} cannot be sent in a close frame: use 1000-1003, 1007-1014 or 3000-4999 (1001 going away, 1012 service restart)"
+                    ),
                 ),
-            ),
-            _ => {}
-        },
+                _ => {}
+            }
+            // As a rolling restart's turns: the whole window within the run.
+            if let Some(over) = e.over
+                && e.at.0 + over.0 > p.duration.0
+            {
+                problems.bad(
+                    at("over"),
+                    format!(
+                        "the drain's window ends at {}, after the end of the run ({})",
+                        Dur(e.at.0 + over.0),
+                        p.duration
+                    ),
+                );
+            }
+        }
         (ActionKind::RollingRestart, mode) => {
             match (mode.unwrap_or(DropMode::Close), e.code) {
                 (DropMode::Close, Some(c)) if !sendable_close_code(c) => problems.bad(
@@ -1498,7 +1515,11 @@ fn action(e: &TimelineEntry) -> TimelineAction {
 }
 
 /// The actions one entry fires: itself, or for a rolling restart one per node, `every` apart,
-/// so each node's restart is its own action in the results' timeline.
+/// so each node's restart is its own action in the results' timeline. `nodes` out of range has
+/// been reported by [`check_rolling_restart`]; the expansion stays within [`MAX_NODES`] so that
+/// report is reached instead of allocating one entry per asked node.
+///
+/// [`MAX_NODES`]: crate::server::MAX_NODES
 fn planned(e: &TimelineEntry, action: TimelineAction) -> Vec<PlannedAction> {
     match action {
         TimelineAction::Server(Action::RestartNode {
@@ -1507,7 +1528,7 @@ fn planned(e: &TimelineEntry, action: TimelineAction) -> Vec<PlannedAction> {
             over,
             out_for,
             ..
-        }) => (0..nodes)
+        }) => (0..nodes.min(crate::server::MAX_NODES as u32))
             .map(|node| PlannedAction {
                 at: e.at.0 + out_for * node,
                 action: TimelineAction::Server(Action::RestartNode {

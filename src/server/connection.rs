@@ -152,36 +152,13 @@ pub(super) async fn serve(
                 .headers()
                 .get(header::ORIGIN)
                 .and_then(|v| v.to_str().ok());
-            if !origin.is_some_and(|o| config.allowed_origins.iter().any(|a| a == o)) {
+            if !origin.is_some_and(|o| config.origin_allowed(o)) {
                 refusal = Some(403);
                 return Err(error_response(
                     StatusCode::FORBIDDEN,
                     None,
                     Some("origin not allowed"),
                 ));
-            }
-        }
-        if let Some(ip) = peer_ip {
-            match shared.hold(ip) {
-                Ok(h) => held = Some(h),
-                Err(cap) => {
-                    match cap {
-                        OverCap::Global => &stats.refused_max_connections,
-                        OverCap::PerIp => &stats.refused_per_ip,
-                    }
-                    .fetch_add(1, Ordering::Relaxed);
-                    match config.limits.over_limit {
-                        OverLimit::Reject => {
-                            refusal = Some(503);
-                            return Err(error_response(
-                                StatusCode::SERVICE_UNAVAILABLE,
-                                Some(config.retry_after),
-                                None,
-                            ));
-                        }
-                        OverLimit::Close1013 => over_cap = Some(1013),
-                    }
-                }
             }
         }
         let query = req.uri().query().unwrap_or("");
@@ -201,13 +178,7 @@ pub(super) async fn serve(
                         .and_then(|t| t.split('.').next()?.parse::<u32>().ok())
                         .map(|subject| (subject, expires));
                     if shared.any_revoked.load(Ordering::Relaxed)
-                        && key.is_some_and(|k| {
-                            shared
-                                .revoked_tokens
-                                .lock()
-                                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                                .contains(&k)
-                        })
+                        && key.is_some_and(|k| shared.revoked_tokens.contains(k))
                     {
                         refusal = Some(401);
                         return Err(error_response(
@@ -239,6 +210,31 @@ pub(super) async fn serve(
             .map(|v| identity::client_of(v).into());
         upgrade.subscribe = query_param(query, "subscribe").is_some_and(|v| v == "1");
         upgrade.resume_after = query_param(query, "resume").and_then(|v| v.parse().ok());
+        // Last, after every other check: a request refused for its own reasons (auth, a
+        // revoked token) is counted as that, not as over a cap, and takes no place.
+        if let Some(ip) = peer_ip {
+            match shared.hold(ip) {
+                Ok(h) => held = Some(h),
+                Err(cap) => {
+                    match cap {
+                        OverCap::Global => &stats.refused_max_connections,
+                        OverCap::PerIp => &stats.refused_per_ip,
+                    }
+                    .fetch_add(1, Ordering::Relaxed);
+                    match config.limits.over_limit {
+                        OverLimit::Reject => {
+                            refusal = Some(503);
+                            return Err(error_response(
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                Some(config.retry_after),
+                                None,
+                            ));
+                        }
+                        OverLimit::Close1013 => over_cap = Some(1013),
+                    }
+                }
+            }
+        }
         Ok(resp)
     };
     let ws_config = WebSocketConfig::default()
@@ -276,16 +272,25 @@ pub(super) async fn serve(
         return;
     }
     let node_open = &stats.node_open[node as usize % super::MAX_NODES];
-    // Before `open` counts it: an action that fired before this instant does not see it, and
-    // does not close it.
+    // When it opened: its lifetime runs from here.
     let opened = Instant::now();
-    stats.open.fetch_add(1, Ordering::Relaxed);
-    node_open.fetch_add(1, Ordering::Relaxed);
+    // Counted in `open` and numbered against the orders in one step: a drain or a restart
+    // applies to this connection exactly when it counted it.
+    let born = shared.clock.open(|| {
+        stats.open.fetch_add(1, Ordering::Relaxed);
+        node_open.fetch_add(1, Ordering::Relaxed);
+    });
     let identity = upgrade.identity.take();
     if let Some(client) = &identity {
         stats.identified.fetch_add(1, Ordering::Relaxed);
-        if shared.ledger.open(client) {
+        let (duplicate, forgotten) = shared.ledger.open(client);
+        if duplicate {
             stats.duplicate_connections.fetch_add(1, Ordering::Relaxed);
+        }
+        if forgotten > 0 {
+            stats
+                .sessions_forgotten
+                .fetch_add(forgotten, Ordering::Relaxed);
         }
     }
     session(
@@ -293,6 +298,7 @@ pub(super) async fn serve(
         id,
         node,
         opened,
+        born,
         upgrade,
         identity.as_deref(),
         &shared,
@@ -568,6 +574,7 @@ async fn session(
     id: u64,
     node: u32,
     opened: Instant,
+    born: u64,
     upgrade: Upgrade,
     identity: Option<&str>,
     shared: &Shared,
@@ -670,6 +677,8 @@ async fn session(
     let mut blackholed = false;
     // De-authorized but kept open (`auth.on_expiry: ghost`): nothing more is delivered.
     let mut ghost = false;
+    // The client closed with 1000: it left, and its kept session with it.
+    let mut left = false;
     // A drain or this node's restart: when to close, how, and which counter it goes to.
     let mut closing: Option<(Instant, DropMode, &AtomicU64)> = None;
     let lifetime = config.max_lifetime.map(|l| (opened + l.of(id), l.close));
@@ -677,6 +686,11 @@ async fn session(
     // looks at the TCP state now and then instead, rather than hold the socket to the end.
     let mut liveness = tokio::time::interval(Duration::from_secs(1));
     liveness.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+    // One timer each for the close a drain or restart set (armed when it is) and for the
+    // lifetime, made once rather than on every pass of the loop.
+    let mut closing_timer = std::pin::pin!(tokio::time::sleep(Duration::ZERO));
+    let mut lifetime_timer = std::pin::pin!(crate::net::sleep_until_opt(lifetime.map(|l| l.0)));
 
     // Each branch below ends the session by `break`ing with what to do with the socket.
     let end = loop {
@@ -710,11 +724,7 @@ async fn session(
                         stats.revoked.fetch_add(1, Ordering::Relaxed);
                         // The token itself is revoked: it opens no new session either.
                         if let Some(key) = upgrade.token_key {
-                            shared
-                                .revoked_tokens
-                                .lock()
-                                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                                .insert(key);
+                            shared.revoked_tokens.revoke(key, now_ms());
                             shared.any_revoked.store(true, Ordering::Relaxed);
                         }
                         if config.auth_ghost {
@@ -733,22 +743,24 @@ async fn session(
                     // The first drain or restart to reach a connection decides when it goes.
                     Action::Drain { code, over, share, .. }
                         if closing.is_none()
-                            && opened <= order.fired
+                            && order.seq > born
                             && crate::seed::in_share(id, order.seq, share) =>
                     {
                         let at = order.fired + Action::offset(id, order.seq, over);
                         closing = Some((at, DropMode::Close(code), &stats.drained));
+                        closing_timer.as_mut().reset(at);
                     }
                     Action::RestartNode { node: restarting, mode, over, .. }
-                        if restarting == node && closing.is_none() && opened <= order.fired =>
+                        if restarting == node && closing.is_none() && order.seq > born =>
                     {
                         let at = order.fired + Action::offset(id, order.seq, over);
                         closing = Some((at, mode, &stats.node_restart_closes));
+                        closing_timer.as_mut().reset(at);
                     }
                     _ => {}
                 }
             }
-            _ = crate::net::sleep_until_opt(closing.map(|c| c.0)) => {
+            _ = &mut closing_timer, if closing.is_some() => {
                 let (_, mode, counter) = closing.take().expect("a deadline was set");
                 counter.fetch_add(1, Ordering::Relaxed);
                 break match mode {
@@ -757,7 +769,7 @@ async fn session(
                     DropMode::Close(code) => End::Close(code),
                 };
             }
-            _ = crate::net::sleep_until_opt(lifetime.map(|l| l.0)) => {
+            _ = &mut lifetime_timer => {
                 stats.lifetime_closes.fetch_add(1, Ordering::Relaxed);
                 break match lifetime.and_then(|l| l.1) {
                     Some(code) => End::Close(code),
@@ -833,6 +845,8 @@ async fn session(
                             pong_deadline = None;
                         }
                     }
+                    // A client that closes with 1000 left (a logout): its kept session goes.
+                    Some(Ok(Message::Close(Some(f)))) if f.code == CloseCode::Normal => left = true,
                     // Pings are answered by tungstenite; a close is answered and then ends the
                     // stream.
                     Some(Ok(_)) => {}
@@ -941,7 +955,7 @@ async fn session(
     // The server is done with the client now; closing the socket politely may take a while,
     // and a client that reconnects meanwhile is not holding two connections.
     if let Some(client) = identity {
-        shared.ledger.close(client);
+        shared.ledger.close(client, left);
     }
     match end {
         End::Gone => {}

@@ -6,10 +6,16 @@
 //!
 //! The ledger is touched when a connection opens, subscribes and closes, never per message,
 //! and is sharded by identity so connections of different clients rarely meet on a lock.
+//!
+//! It stays bounded: a client that leaves (closes with 1000, a logout) takes its kept session
+//! with it, and past [`MAX_KEPT`] identities the sessions idle longest (no connection open)
+//! are forgotten, counted in `server.sessions_forgotten`. Identities with a connection open
+//! are bounded by the open connections themselves.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Mutex, PoisonError};
+use std::time::Instant;
 
 /// The header wsstorm's clients send unless their group says otherwise.
 pub const DEFAULT_HEADER: &str = "x-wsstorm-client";
@@ -33,12 +39,28 @@ pub fn client_of(value: &str) -> &str {
 
 const SHARDS: usize = 64;
 
-#[derive(Default)]
+/// Identities the ledger holds at most before it forgets idle kept sessions (a few tens of
+/// MB at worst): far more clients than one run holds, while a `wsstorm serve` taking run after
+/// run, or a foreign header with a new value per connection, cannot grow it without end.
+pub const MAX_KEPT: usize = 1 << 20;
+
 struct Entry {
     /// Connections of this identity open now.
     open: u32,
     /// Subscriptions its kept session holds (`stream.sessions: keep` only).
     subscriptions: u32,
+    /// Since when it had no connection open (or since it was made): the oldest go first.
+    idle_since: Instant,
+}
+
+impl Default for Entry {
+    fn default() -> Self {
+        Entry {
+            open: 0,
+            subscriptions: 0,
+            idle_since: Instant::now(),
+        }
+    }
 }
 
 /// One shard's client ids.
@@ -47,6 +69,8 @@ type Entries = HashMap<Box<str>, Entry>;
 pub struct Ledger {
     shards: Box<[Mutex<Entries>]>,
     hasher: RandomState,
+    /// Entries one shard holds before its idle ones are forgotten.
+    shard_cap: usize,
 }
 
 /// What a connection's subscribe request made of its kept session.
@@ -66,9 +90,15 @@ impl Default for Ledger {
 
 impl Ledger {
     pub fn new() -> Ledger {
+        Self::with_cap(MAX_KEPT)
+    }
+
+    /// A ledger that holds about `cap` identities before it forgets idle kept sessions.
+    pub fn with_cap(cap: usize) -> Ledger {
         Ledger {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             hasher: RandomState::new(),
+            shard_cap: cap.div_ceil(SHARDS).max(1),
         }
     }
 
@@ -79,23 +109,57 @@ impl Ledger {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A connection of `client` opened; true if the client already held an open one.
-    pub fn open(&self, client: &str) -> bool {
+    /// A connection of `client` opened: whether the client already held an open one, and
+    /// how many idle kept sessions were forgotten to make room for it.
+    pub fn open(&self, client: &str) -> (bool, u64) {
         let mut shard = self.shard(client);
+        let forgotten = self.make_room(&mut shard, client);
         let e = shard.entry(client.into()).or_default();
         e.open += 1;
-        e.open > 1
+        (e.open > 1, forgotten)
     }
 
-    /// A connection of `client` closed; its entry goes once nothing is left to remember.
-    pub fn close(&self, client: &str) {
+    /// A connection of `client` closed; its entry goes once nothing is left to remember. A
+    /// client that `left` (closed with 1000: a logout) ends its kept session too, so the next
+    /// user of the same id starts without the last one's subscriptions.
+    pub fn close(&self, client: &str, left: bool) {
         let mut shard = self.shard(client);
         if let Some(e) = shard.get_mut(client) {
             e.open = e.open.saturating_sub(1);
-            if e.open == 0 && e.subscriptions == 0 {
-                shard.remove(client);
+            if left {
+                e.subscriptions = 0;
+            }
+            if e.open == 0 {
+                if e.subscriptions == 0 {
+                    shard.remove(client);
+                } else {
+                    e.idle_since = Instant::now();
+                }
             }
         }
+    }
+
+    /// Before `client` gets an entry in a full shard: forget the older half of the shard's
+    /// idle kept sessions (at least one), so the scan is paid once per many new entries.
+    /// Returns how many went.
+    fn make_room(&self, shard: &mut Entries, client: &str) -> u64 {
+        if shard.len() < self.shard_cap || shard.contains_key(client) {
+            return 0;
+        }
+        let mut idle: Vec<Instant> = shard
+            .values()
+            .filter(|e| e.open == 0)
+            .map(|e| e.idle_since)
+            .collect();
+        if idle.is_empty() {
+            return 0;
+        }
+        let mid = (idle.len() - 1) / 2;
+        let (_, cutoff, _) = idle.select_nth_unstable(mid);
+        let cutoff = *cutoff;
+        let before = shard.len();
+        shard.retain(|_, e| e.open > 0 || e.idle_since > cutoff);
+        (before - shard.len()) as u64
     }
 
     /// With kept sessions: a connection of `client` opened, asking to subscribe (`asked`),
@@ -104,6 +168,7 @@ impl Ledger {
     /// wants another; no request restores what the session has.
     pub fn subscribe(&self, client: &str, asked: bool, resume: bool) -> Subscribed {
         let mut shard = self.shard(client);
+        self.make_room(&mut shard, client);
         let e = shard.entry(client.into()).or_default();
         let mut duplicate = false;
         match (asked, resume) {
@@ -124,6 +189,18 @@ impl Ledger {
     pub fn open_of(&self, client: &str) -> u32 {
         self.shard(client).get(client).map_or(0, |e| e.open)
     }
+
+    /// Identities held (for tests and diagnostics).
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).len())
+            .sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 #[cfg(test)]
@@ -143,17 +220,17 @@ mod tests {
     #[test]
     fn ledger_counts_duplicates_and_keeps_subscriptions() {
         let l = Ledger::new();
-        assert!(!l.open("r-1"));
-        assert!(l.open("r-1"), "a second open connection");
-        assert!(!l.open("r-2"));
-        l.close("r-1");
-        l.close("r-1");
+        assert!(!l.open("r-1").0);
+        assert!(l.open("r-1").0, "a second open connection");
+        assert!(!l.open("r-2").0);
+        l.close("r-1", false);
+        l.close("r-1", false);
         assert_eq!(l.open_of("r-1"), 0);
-        assert!(!l.open("r-1"));
+        assert!(!l.open("r-1").0);
 
         let s = l.subscribe("r-1", true, false);
         assert_eq!((s.copies, s.duplicate), (1, false));
-        l.close("r-1");
+        l.close("r-1", false);
         // Kept: the next connection's plain subscribe doubles it.
         l.open("r-1");
         let s = l.subscribe("r-1", true, false);
@@ -163,5 +240,47 @@ mod tests {
         assert_eq!(l.subscribe("r-1", false, false).copies, 2);
         assert_eq!(l.subscribe("r-3", true, true).copies, 1);
         assert_eq!(l.subscribe("r-4", false, false).copies, 0);
+    }
+
+    #[test]
+    fn a_client_that_leaves_takes_its_kept_session() {
+        let l = Ledger::new();
+        l.open("r-1");
+        assert_eq!(l.subscribe("r-1", true, false).copies, 1);
+        l.close("r-1", true);
+        assert!(l.is_empty(), "a logout leaves nothing behind");
+        // The next user of the id starts afresh: no duplicate, one copy.
+        l.open("r-1");
+        let s = l.subscribe("r-1", true, false);
+        assert_eq!((s.copies, s.duplicate), (1, false));
+        // A connection that breaks (no 1000) keeps the session.
+        l.close("r-1", false);
+        assert_eq!(l.len(), 1);
+    }
+
+    #[test]
+    fn the_ledger_forgets_the_longest_idle_sessions_past_its_cap() {
+        let cap = 4 * SHARDS;
+        let l = Ledger::with_cap(cap);
+        let mut forgotten = 0;
+        // Ten times the cap of one-off ids (a per-request header), each subscribed and gone.
+        for i in 0..10 * cap {
+            let id = format!("req{i}");
+            forgotten += l.open(&id).1;
+            l.subscribe(&id, true, false);
+            l.close(&id, false);
+        }
+        assert!(l.len() <= cap + SHARDS, "{} held, cap {cap}", l.len());
+        assert_eq!(
+            forgotten as usize + l.len(),
+            10 * cap,
+            "every id held or forgotten"
+        );
+        // Connections open now are never forgotten.
+        let l = Ledger::with_cap(SHARDS);
+        for i in 0..4 * SHARDS {
+            l.open(&format!("open{i}"));
+        }
+        assert_eq!(l.len(), 4 * SHARDS);
     }
 }

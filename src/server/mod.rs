@@ -141,6 +141,17 @@ pub struct ServerConfig {
     pub nodes: u32,
 }
 
+impl ServerConfig {
+    /// Whether an upgrade with this `Origin` passes `allowed_origins`. An Origin's scheme and
+    /// host are case-insensitive (RFC 6454) and it has no path, so the whole value compares
+    /// without regard to ASCII case.
+    pub fn origin_allowed(&self, origin: &str) -> bool {
+        self.allowed_origins
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(origin))
+    }
+}
+
 fn one_node() -> u32 {
     1
 }
@@ -455,6 +466,9 @@ server_counters! {
         /// Subscriptions added to a kept session that already had one (`stream.sessions:
         /// keep`, a client that subscribes again instead of resuming).
         duplicate_subscriptions,
+        /// Kept sessions forgotten, longest idle first, when the identity ledger held its
+        /// cap ([`identity::MAX_KEPT`]).
+        sessions_forgotten,
         /// Connections closed by a `drain` (with its close code, within its window).
         drained,
         /// Connections closed because their node restarted (`rolling-restart`).
@@ -507,6 +521,47 @@ impl ServerStats {
     }
 }
 
+/// Tokens the `revoke` action de-authorized, as (subject, expiry in ms since the epoch). A
+/// token past its expiry is refused as expired anyway, so expired ones are pruned as new ones
+/// come in (when the set has doubled since the last pruning): it holds at most about twice
+/// the tokens still valid, however long `wsstorm serve` runs.
+#[derive(Default)]
+struct RevokedTokens(Mutex<RevokedSet>);
+
+#[derive(Default)]
+struct RevokedSet {
+    keys: std::collections::HashSet<(u32, u64)>,
+    prune_at: usize,
+}
+
+impl RevokedTokens {
+    fn revoke(&self, key: (u32, u64), now_ms: u64) {
+        let mut set = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if set.keys.len() >= set.prune_at {
+            set.keys.retain(|&(_, expires)| expires > now_ms);
+            set.prune_at = (set.keys.len() * 2).max(1024);
+        }
+        set.keys.insert(key);
+    }
+
+    fn contains(&self, key: (u32, u64)) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys
+            .contains(&key)
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys
+            .len()
+    }
+}
+
 /// Fires actions at a running server from any thread or runtime.
 #[derive(Clone)]
 pub struct ServerHandle {
@@ -515,7 +570,7 @@ pub struct ServerHandle {
     tls: bool,
     ca_pem: Option<String>,
     orders: broadcast::Sender<Order>,
-    next_order: Arc<AtomicU64>,
+    clock: Arc<OrderClock>,
     pub stats: Arc<ServerStats>,
 }
 
@@ -543,21 +598,49 @@ impl ServerHandle {
     /// for a node's restart).
     pub fn apply(&self, action: Action) -> u64 {
         let fired = Instant::now();
-        let open = match action {
+        let (seq, open) = self.clock.fire(|| match action {
             Action::RestartNode { node, .. } => {
                 self.stats.node_open[node as usize % MAX_NODES].load(Ordering::Relaxed)
             }
             _ => self.stats.open.load(Ordering::Relaxed),
-        };
-        let seq = self.next_order.fetch_add(1, Ordering::Relaxed) + 1;
+        });
         // No receivers (no connection open, listener gone) is not an error.
         let _ = self.orders.send(Order { seq, action, fired });
         open
     }
 }
 
+/// Numbers the orders, and puts each in one order with the connections' opening: an order's
+/// count of the open connections and its number are taken in one step, and so are a
+/// connection's counting in `open` and the number of the last order before it. A drain or a
+/// node's restart then applies to exactly the connections it counted (`order.seq > born`),
+/// however close the two come. Connections only share the lock (one atomic each, as `open`
+/// itself), and take it once, when they open.
+#[derive(Default)]
+struct OrderClock {
+    last: AtomicU64,
+    gate: std::sync::RwLock<()>,
+}
+
+impl OrderClock {
+    /// A new order: its number, and what `count` saw.
+    fn fire(&self, count: impl FnOnce() -> u64) -> (u64, u64) {
+        let _g = self.gate.write().unwrap_or_else(PoisonError::into_inner);
+        let open = count();
+        (self.last.fetch_add(1, Ordering::Relaxed) + 1, open)
+    }
+
+    /// A connection opens (`count` counts it): the number of the last order before it.
+    fn open(&self, count: impl FnOnce()) -> u64 {
+        let _g = self.gate.read().unwrap_or_else(PoisonError::into_inner);
+        count();
+        self.last.load(Ordering::Relaxed)
+    }
+}
+
 /// What every connection task shares.
 struct Shared {
+    clock: Arc<OrderClock>,
     config: ServerConfig,
     stats: Arc<ServerStats>,
     orders: broadcast::Sender<Order>,
@@ -573,7 +656,7 @@ struct Shared {
     ledger: identity::Ledger,
     /// Tokens the `revoke` action de-authorized, as (subject, expiry): refused at the
     /// handshake from then on. Looked at only once a revoke has fired.
-    revoked_tokens: Mutex<std::collections::HashSet<(u32, u64)>>,
+    revoked_tokens: RevokedTokens,
     any_revoked: std::sync::atomic::AtomicBool,
     /// Connections held against `max_connections`.
     held: AtomicU64,
@@ -701,16 +784,18 @@ impl Server {
         };
         let (orders, _) = broadcast::channel(ORDER_BACKLOG);
         let stats = Arc::new(ServerStats::default());
+        let clock = Arc::new(OrderClock::default());
         let handle = ServerHandle {
             addr,
             path: config.path.clone(),
             tls: generated.is_some(),
             ca_pem: generated.as_ref().map(|g| g.ca_pem.clone()),
             orders: orders.clone(),
-            next_order: Arc::new(AtomicU64::new(0)),
+            clock: clock.clone(),
             stats: stats.clone(),
         };
         let shared = Arc::new(Shared {
+            clock,
             signer: config.auth_secret.as_deref().map(Signer::new),
             stream: config.stream.map(|s| stream::Stream::new(s.history)),
             tls: generated.map(|g| g.acceptor),
@@ -718,7 +803,7 @@ impl Server {
             queued: AtomicU64::new(0),
             sids: socketio::Sids::new(),
             ledger: identity::Ledger::new(),
-            revoked_tokens: Mutex::default(),
+            revoked_tokens: RevokedTokens::default(),
             any_revoked: std::sync::atomic::AtomicBool::new(false),
             held: AtomicU64::new(0),
             held_per_ip: config.limits.per_ip.map(|_| Mutex::new(HashMap::new())),
@@ -791,7 +876,10 @@ impl Server {
                         if let Some(l) = listener.take() {
                             reserved = Reservation::take(l, config.reuse_port).ok();
                         }
-                        down_until = Some(Instant::now() + down_for);
+                        // The later of this window and one already running: a short
+                        // restart inside a refusing drain must not reopen the listener early.
+                        let until = Instant::now() + down_for;
+                        down_until = Some(down_until.map_or(until, |d| d.max(until)));
                     }
                 }
                 _ = crate::net::sleep_until_opt(down_until) => {
@@ -965,6 +1053,55 @@ pub(crate) fn test_config() -> ServerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// However connections and orders interleave, each order counts exactly the connections
+    /// it will apply to (those numbered before it).
+    #[test]
+    fn an_order_applies_to_exactly_the_connections_it_counted() {
+        let clock = OrderClock::default();
+        let open = AtomicU64::new(0);
+        let (borns, fired) = std::thread::scope(|s| {
+            let openers: Vec<_> = (0..3)
+                .map(|_| {
+                    s.spawn(|| {
+                        (0..20_000)
+                            .map(|_| {
+                                clock.open(|| {
+                                    open.fetch_add(1, Ordering::Relaxed);
+                                })
+                            })
+                            .collect::<Vec<u64>>()
+                    })
+                })
+                .collect();
+            let fired: Vec<(u64, u64)> = (0..2_000)
+                .map(|_| clock.fire(|| open.load(Ordering::Relaxed)))
+                .collect();
+            let borns: Vec<u64> = openers
+                .into_iter()
+                .flat_map(|h| h.join().unwrap())
+                .collect();
+            (borns, fired)
+        });
+        for (seq, counted) in fired {
+            let applies = borns.iter().filter(|&&b| b < seq).count() as u64;
+            assert_eq!(applies, counted, "order {seq}");
+        }
+    }
+
+    #[test]
+    fn revoked_tokens_past_their_expiry_are_pruned() {
+        let r = RevokedTokens::default();
+        // 100,000 revocations of tokens that expire 1 s after they are revoked, 1 ms apart.
+        for i in 0..100_000u64 {
+            r.revoke((i as u32, i + 1000), i);
+        }
+        assert!(r.len() <= 2048, "{} held", r.len());
+        // The ones still valid are kept.
+        assert!(r.contains((99_999, 100_999)));
+        assert!(r.contains((99_500, 100_500)));
+        assert!(!r.contains((5, 1005)), "long expired");
+    }
 
     #[test]
     fn token_bucket_admits_the_rate() {

@@ -61,8 +61,10 @@ fn config_of(setup: &Setup) -> ServerConfig {
     c.accept_burst = c
         .accept_burst
         .map(|b| ((f64::from(b) * share).ceil() as u32).max(1));
-    // Each process holds its share of the caps: the kernel spreads connections evenly, so the
-    // sum is the cap, give or take one per process.
+    // Each process holds its share of the caps. The kernel spreads connections over the
+    // processes by a hash of their addresses and ports, not in turn, so the whole target holds
+    // the caps only approximately (README says so): one process may refuse while another
+    // still has room.
     let split = |n: u64| ((n as f64 * share).ceil() as u64).max(1);
     c.limits.max = c.limits.max.map(split);
     c.limits.per_ip = c.limits.per_ip.map(split);

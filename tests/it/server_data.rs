@@ -523,6 +523,34 @@ fn blind_resubscribes_multiply_deliveries_and_resume_does_not() {
     assert!((1.6..=2.3).contains(&ratio), "{ratio}");
 }
 
+/// Kept sessions and users who leave: a user that leaves closes with 1000 (a logout), so the
+/// server ends its kept session, and the next user of the same client id subscribes afresh:
+/// no duplicate subscriptions, no extra copies, however many users come and go.
+#[test]
+fn a_user_who_leaves_takes_the_kept_session_with_it() {
+    let r = common::run_plan(&profile(
+        "duplicate-subscriptions",
+        &[
+            ("duration: 6s", "duration: 3s"),
+            ("clients: 100", "clients: 20"),
+            (
+                "subscribe: { resume: false }",
+                "subscribe: { resume: false }\n      session: { lifetime: { mean: 1s, distribution: fixed } }",
+            ),
+            ("  - { at: 2s, action: drop-all, mode: abrupt }\n", ""),
+            ("  - { at: 4s, action: drop-all, mode: abrupt }\n", ""),
+        ],
+    ));
+    let s = r.server.as_ref().unwrap();
+    let blind = group(&r, "resubscribe");
+    // Users left and were replaced (twice each in 3s), every one subscribing.
+    let left = blind.totals.sessions_ended;
+    assert!(left >= 20, "{left} users left");
+    assert_eq!(s.duplicate_subscriptions, 0);
+    assert_eq!(s.stream_duplicate_copies, 0);
+    assert_eq!(blind.totals.messages.duplicated, 0);
+}
+
 /// The new keys' mistakes are refused with their place in the file.
 #[test]
 fn mistakes_in_the_new_keys_are_refused_where_they_are() {
@@ -576,6 +604,31 @@ groups:
 ",
     );
     assert!(e.contains("sessions") && e.contains("identity"), "{e}");
+    // A name that is refused is not also read as `none`: one error, about the name.
+    for name in ["\"not a header\"", "upgrade", "x-id"] {
+        let e = refused(&format!(
+            "
+name: t
+duration: 5s
+target:
+  url: embedded
+  server: {{ stream: {{ rate: 10/s, sessions: keep }} }}
+groups:
+  - name: g
+    clients: 1
+    arrival: {{ rate: 1/s }}
+    identity_header: {name}
+    headers: {{ x-id: a }}
+    behaviour: {{ subscribe: {{ resume: false }} }}
+"
+        ));
+        assert!(
+            e.contains("bad.yaml:11:") && e.contains("identity_header"),
+            "{e}"
+        );
+        assert!(!e.contains("identity_header: none"), "{name}: {e}");
+        assert_eq!(e.lines().count(), 1, "{name}: {e}");
+    }
     let e = refused(
         "
 name: t
