@@ -230,16 +230,7 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
         tokio::spawn(stop_on_signal(stop.clone(), "stopping", Default::default()));
         server.run(stop.token()).await;
         let s = handle.stats.summary();
-        println!(
-            "wsstorm serve: stopped; accepted {}, upgraded {}, 503 {}, 404 {}, echoed {}{}",
-            s.accepted,
-            s.upgraded,
-            s.rejected_503,
-            s.rejected_404,
-            s.messages_echoed,
-            limits_line(&s)
-        );
-        identities(&s);
+        stopped(&s);
         Ok::<_, Failure>(ExitCode::SUCCESS)
     })?;
     drop(rt);
@@ -255,6 +246,20 @@ fn identities(s: &crate::server::ServerSummary) {
             s.identified, s.duplicate_connections
         );
     }
+}
+
+/// What `serve` prints when it stops, in one process or added up over several.
+fn stopped(s: &crate::server::ServerSummary) {
+    println!(
+        "wsstorm serve: stopped; accepted {}, upgraded {}, 503 {}, 404 {}, echoed {}{}",
+        s.accepted,
+        s.upgraded,
+        s.rejected_503,
+        s.rejected_404,
+        s.messages_echoed,
+        limits_line(s)
+    );
+    identities(s);
 }
 
 /// The counters of the caps, lifetime and Origin check, when any counted something.
@@ -292,15 +297,6 @@ async fn serve_processes(
     tokio::spawn(stop_on_signal(stop.clone(), "stopping", Default::default()));
     stop.token().cancelled().await;
     let s = procs.stop().await;
-    println!(
-        "wsstorm serve: stopped; accepted {}, upgraded {}, 503 {}, 404 {}, echoed {}{}",
-        s.accepted,
-        s.upgraded,
-        s.rejected_503,
-        s.rejected_404,
-        s.messages_echoed,
-        limits_line(&s)
-    );
-    identities(&s);
+    stopped(&s);
     Ok(ExitCode::SUCCESS)
 }

@@ -594,23 +594,30 @@ fn a_drain_can_refuse_new_connections_for_its_window() {
     // From when handshakes under way at the drain are done (an interval, a handshake and the
     // run's lag) to the window's end.
     let lag = lag_ms(&r);
-    let opened_in_window: Vec<(u64, u64)> = r
-        .timeline
-        .points
-        .iter()
-        .filter(|p| p.t_ms > drain.t_ms + 200 + lag && p.t_ms <= drain.t_ms + 1900)
-        .map(|p| (p.t_ms, p.opened))
-        .collect();
-    assert!(
-        opened_in_window.len() as u64 >= (1700u64.saturating_sub(lag) / 100).saturating_sub(1),
-        "{opened_in_window:?}, lag {lag}"
-    );
+    let opened_in_window = opened_between(&r, drain.t_ms + 200 + lag, drain.t_ms + 1900, lag);
     assert!(
         opened_in_window.iter().all(|(_, n)| *n == 0),
         "opened while refusing: {opened_in_window:?}"
     );
     assert!(g.totals.connect_errors.refused > 0);
     assert_eq!(g.totals.connected_at_end, 100, "all back after the window");
+}
+
+/// Connections opened per timeline interval ending in (`from`, `to`], as (t_ms, opened); the
+/// window must hold the intervals a 1.7 s window holds, less what the run's `lag` ate of it.
+fn opened_between(r: &Results, from: u64, to: u64, lag: u64) -> Vec<(u64, u64)> {
+    let window: Vec<(u64, u64)> = r
+        .timeline
+        .points
+        .iter()
+        .filter(|p| p.t_ms > from && p.t_ms <= to)
+        .map(|p| (p.t_ms, p.opened))
+        .collect();
+    assert!(
+        window.len() as u64 >= (1700u64.saturating_sub(lag) / 100).saturating_sub(1),
+        "{window:?}, lag {lag}"
+    );
+    window
 }
 
 /// A short restart inside a refusing drain's window: the listener stays closed until the later
@@ -641,17 +648,7 @@ fn a_restart_inside_a_refusing_drain_does_not_reopen_early() {
     assert!(restart.action.starts_with("restart"), "{}", restart.action);
     let lag = lag_ms(&r);
     // From the restart's end (plus the run's lag) to the drain's end, nothing may open.
-    let opened_in_window: Vec<(u64, u64)> = r
-        .timeline
-        .points
-        .iter()
-        .filter(|p| p.t_ms > restart.t_ms + 200 + lag && p.t_ms <= drain.t_ms + 2900)
-        .map(|p| (p.t_ms, p.opened))
-        .collect();
-    assert!(
-        opened_in_window.len() as u64 >= (1700u64.saturating_sub(lag) / 100).saturating_sub(1),
-        "{opened_in_window:?}, lag {lag}"
-    );
+    let opened_in_window = opened_between(&r, restart.t_ms + 200 + lag, drain.t_ms + 2900, lag);
     assert!(
         opened_in_window.iter().all(|(_, n)| *n == 0),
         "opened inside the drain's window after the restart's: {opened_in_window:?}"
