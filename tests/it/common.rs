@@ -63,3 +63,30 @@ pub fn start_server(extra: &[&str]) -> (std::process::Child, String) {
         .to_string();
     (child, url)
 }
+
+/// A test server of the test's own making: listens on 127.0.0.1:0 on a thread of its own (a
+/// current-thread runtime, so the run under test never shares its scheduler) and hands each
+/// accepted connection and its peer address to `serve`, on a task of its own. Returns the
+/// `ws://…/ws` URL to point a profile at. It lives until the test process ends.
+pub fn tcp_server<F, Fut>(serve: F) -> String
+where
+    F: Fn(tokio::net::TcpStream, std::net::SocketAddr) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let url = format!("ws://{}/ws", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            while let Ok((tcp, peer)) = listener.accept().await {
+                tokio::spawn(serve(tcp, peer));
+            }
+        });
+    });
+    url
+}

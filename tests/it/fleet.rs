@@ -255,59 +255,46 @@ struct Seen {
 /// of the first echo message it carries, and the close codes clients send.
 fn recording_server() -> (String, Arc<Seen>) {
     let seen: Arc<Seen> = Arc::default();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let url = format!("ws://{}/ws", listener.local_addr().unwrap());
     let record = seen.clone();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            while let Ok((tcp, peer)) = listener.accept().await {
-                let record = record.clone();
-                tokio::spawn(async move {
-                    let identities = record.clone();
-                    // The error type is tungstenite's; its size is not ours to choose.
-                    #[allow(clippy::result_large_err)]
-                    let header =
-                        move |req: &tokio_tungstenite::tungstenite::handshake::server::Request,
-                              resp| {
-                            if let Some(v) = req.headers().get("x-wsstorm-client") {
-                                let v = v.to_str().unwrap_or_default().to_string();
-                                identities.identities.lock().unwrap().push(v);
-                            }
-                            Ok(resp)
-                        };
-                    let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(tcp, header).await else {
-                        return;
-                    };
-                    let mut first = true;
-                    while let Some(Ok(m)) = ws.next().await {
-                        if let tokio_tungstenite::tungstenite::Message::Close(frame) = &m {
-                            let code = frame.as_ref().map_or(1005, |f| u16::from(f.code));
-                            record.closes.lock().unwrap().push(code);
-                            continue;
-                        }
-                        if m.is_text() && first {
-                            first = false;
-                            let text = m.to_text().unwrap_or_default();
-                            if let Some(id) = text
-                                .get(8..16)
-                                .and_then(|h| u32::from_str_radix(h, 16).ok())
-                            {
-                                record.connections.lock().unwrap().push((id, peer.ip()));
-                            }
-                        }
-                        if (m.is_text() || m.is_binary()) && ws.send(m).await.is_err() {
-                            return;
-                        }
+    let url = common::tcp_server(move |tcp, peer| {
+        let record = record.clone();
+        async move {
+            let identities = record.clone();
+            // The error type is tungstenite's; its size is not ours to choose.
+            #[allow(clippy::result_large_err)]
+            let header = move |req: &tokio_tungstenite::tungstenite::handshake::server::Request,
+                               resp| {
+                if let Some(v) = req.headers().get("x-wsstorm-client") {
+                    let v = v.to_str().unwrap_or_default().to_string();
+                    identities.identities.lock().unwrap().push(v);
+                }
+                Ok(resp)
+            };
+            let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(tcp, header).await else {
+                return;
+            };
+            let mut first = true;
+            while let Some(Ok(m)) = ws.next().await {
+                if let tokio_tungstenite::tungstenite::Message::Close(frame) = &m {
+                    let code = frame.as_ref().map_or(1005, |f| u16::from(f.code));
+                    record.closes.lock().unwrap().push(code);
+                    continue;
+                }
+                if m.is_text() && first {
+                    first = false;
+                    let text = m.to_text().unwrap_or_default();
+                    if let Some(id) = text
+                        .get(8..16)
+                        .and_then(|h| u32::from_str_radix(h, 16).ok())
+                    {
+                        record.connections.lock().unwrap().push((id, peer.ip()));
                     }
-                });
+                }
+                if (m.is_text() || m.is_binary()) && ws.send(m).await.is_err() {
+                    return;
+                }
             }
-        });
+        }
     });
     (url, seen)
 }
@@ -637,25 +624,11 @@ groups:
 fn a_stage_client_that_leaves_while_connecting_opens_nothing() {
     // The target answers upgrades 800ms late; the stage's clients leave after about 300ms,
     // while still connecting: none of them opens a connection after it left.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let url = format!("ws://{}/ws", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            while let Ok((tcp, _)) = listener.accept().await {
-                tokio::spawn(async move {
-                    tokio::time::sleep(Duration::from_millis(800)).await;
-                    if let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await {
-                        while let Some(Ok(_)) = ws.next().await {}
-                    }
-                });
-            }
-        });
+    let url = common::tcp_server(|tcp, _| async move {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        if let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await {
+            while let Some(Ok(_)) = ws.next().await {}
+        }
     });
     let yaml = format!(
         "
