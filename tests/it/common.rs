@@ -83,8 +83,12 @@ where
             .unwrap();
         rt.block_on(async move {
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            while let Ok((tcp, peer)) = listener.accept().await {
-                tokio::spawn(serve(tcp, peer));
+            loop {
+                match listener.accept().await {
+                    Ok((tcp, peer)) => drop(tokio::spawn(serve(tcp, peer))),
+                    // Out of files for a moment (a big run beside it): try again, not die.
+                    Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+                }
             }
         });
     });

@@ -58,38 +58,27 @@ fn start_tls_echo(pki: &Pki) -> u16 {
     .with_single_cert(pki.chain.clone(), pki.key.clone_key())
     .unwrap();
     let acceptor = TlsAcceptor::from(Arc::new(config));
-    let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    std_listener.set_nonblocking(true).unwrap();
-    let port = std_listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    continue;
-                };
-                let acceptor = acceptor.clone();
-                tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(tcp).await else {
-                        return;
-                    };
-                    let Ok(mut ws) = tokio_tungstenite::accept_async(tls).await else {
-                        return;
-                    };
-                    while let Some(Ok(m)) = ws.next().await {
-                        if (m.is_text() || m.is_binary()) && ws.send(m).await.is_err() {
-                            return;
-                        }
-                    }
-                });
+    let url = common::tcp_server(move |tcp, _| {
+        let acceptor = acceptor.clone();
+        async move {
+            let Ok(tls) = acceptor.accept(tcp).await else {
+                return;
+            };
+            let Ok(mut ws) = tokio_tungstenite::accept_async(tls).await else {
+                return;
+            };
+            while let Some(Ok(m)) = ws.next().await {
+                if (m.is_text() || m.is_binary()) && ws.send(m).await.is_err() {
+                    return;
+                }
             }
-        });
+        }
     });
-    port
+    url.trim_end_matches("/ws")
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("the test server's port")
 }
 
 fn run(yaml: &str) -> Results {
