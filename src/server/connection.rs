@@ -687,11 +687,6 @@ async fn session(
     let mut liveness = tokio::time::interval(Duration::from_secs(1));
     liveness.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
-    // One timer each for the close a drain or restart set (armed when it is) and for the
-    // lifetime, made once rather than on every pass of the loop.
-    let mut closing_timer = std::pin::pin!(tokio::time::sleep(Duration::ZERO));
-    let mut lifetime_timer = std::pin::pin!(crate::net::sleep_until_opt(lifetime.map(|l| l.0)));
-
     // Each branch below ends the session by `break`ing with what to do with the socket.
     let end = loop {
         let idle_at = match config.idle_timeout {
@@ -748,19 +743,17 @@ async fn session(
                     {
                         let at = order.fired + Action::offset(id, order.seq, over);
                         closing = Some((at, DropMode::Close(code), &stats.drained));
-                        closing_timer.as_mut().reset(at);
                     }
                     Action::RestartNode { node: restarting, mode, over, .. }
                         if restarting == node && closing.is_none() && order.seq > born =>
                     {
                         let at = order.fired + Action::offset(id, order.seq, over);
                         closing = Some((at, mode, &stats.node_restart_closes));
-                        closing_timer.as_mut().reset(at);
                     }
                     _ => {}
                 }
             }
-            _ = &mut closing_timer, if closing.is_some() => {
+            _ = crate::net::sleep_until_opt(closing.map(|c| c.0)) => {
                 let (_, mode, counter) = closing.take().expect("a deadline was set");
                 counter.fetch_add(1, Ordering::Relaxed);
                 break match mode {
@@ -769,7 +762,7 @@ async fn session(
                     DropMode::Close(code) => End::Close(code),
                 };
             }
-            _ = &mut lifetime_timer => {
+            _ = crate::net::sleep_until_opt(lifetime.map(|l| l.0)) => {
                 stats.lifetime_closes.fetch_add(1, Ordering::Relaxed);
                 break match lifetime.and_then(|l| l.1) {
                     Some(code) => End::Close(code),
