@@ -15,10 +15,15 @@ pub fn client_seed(seed: u64, client: u32) -> u64 {
     mix(seed, u64::from(client))
 }
 
+/// A uniform draw in 0..=1 that follows from the pair: the same pair, the same draw.
+pub fn unit(a: u64, b: u64) -> f64 {
+    mix(a, b) as f64 / u64::MAX as f64
+}
+
 /// Whether item `id` falls in the `share` (0..=1) that choice `choice` picks: each choice (a
 /// fault, an order) picks its own subset, and the same choice always picks the same one.
 pub fn in_share(id: u64, choice: u64, share: f64) -> bool {
-    share >= 1.0 || (mix(choice, id) as f64 / u64::MAX as f64) < share
+    share >= 1.0 || unit(choice, id) < share
 }
 
 #[cfg(test)]

@@ -184,7 +184,7 @@ impl Lifetime {
             return self.after;
         }
         // A mix of its own, so the draw is not the one `in_share` makes for this id.
-        let u = crate::seed::mix(id, 0x6c69_6665) as f64 / u64::MAX as f64;
+        let u = crate::seed::unit(id, 0x6c69_6665);
         // The plan keeps `jitter` below `after`.
         self.after.saturating_sub(self.jitter) + self.jitter.mul_f64(2.0 * u)
     }
@@ -239,7 +239,7 @@ impl Action {
     /// Where within `over` connection `id` is closed by the order `seq`: uniform, seeded, and
     /// not the draw `in_share` makes for the same pair.
     pub(crate) fn offset(id: u64, seq: u64, over: Duration) -> Duration {
-        let u = crate::seed::mix(crate::seed::mix(seq, id), 0x6472_6169) as f64 / u64::MAX as f64;
+        let u = crate::seed::unit(crate::seed::mix(seq, id), 0x6472_6169);
         over.mul_f64(u)
     }
 }
