@@ -98,7 +98,10 @@ impl AsyncWrite for Transport {
 pub async fn close_with_fin(tcp: &TcpStream) {
     let _ = socket2::SockRef::from(tcp).shutdown(std::net::Shutdown::Write);
     let _ = tokio::time::timeout(std::time::Duration::from_millis(250), async {
-        let mut sink = [0u8; 4096];
+        // On the heap, for the moment of the close only: an array here would make every
+        // session that may close this way (every server connection) 4 KiB bigger for its
+        // whole life.
+        let mut sink = vec![0u8; 4096];
         loop {
             if tcp.readable().await.is_err() {
                 return;
