@@ -52,7 +52,7 @@ struct Upgrade {
     subscribe: bool,
     resume_after: Option<u64>,
     /// The client its identity header names ([`super::identity::client_of`]).
-    identity: Option<Box<str>>,
+    identity: Option<identity::Key>,
 }
 
 pub(super) async fn serve(
@@ -207,7 +207,7 @@ pub(super) async fn serve(
             .iter()
             .find_map(|h| req.headers().get(h.as_str()))
             .and_then(|v| v.to_str().ok())
-            .map(|v| identity::client_of(v).into());
+            .map(|v| shared.ledger.key(identity::client_of(v)));
         upgrade.subscribe = query_param(query, "subscribe").is_some_and(|v| v == "1");
         upgrade.resume_after = query_param(query, "resume").and_then(|v| v.parse().ok());
         // Last, after every other check: a request refused for its own reasons (auth, a
@@ -281,7 +281,7 @@ pub(super) async fn serve(
         node_open.fetch_add(1, Ordering::Relaxed);
     });
     let identity = upgrade.identity.take();
-    if let Some(client) = &identity {
+    if let Some(client) = identity {
         stats.identified.fetch_add(1, Ordering::Relaxed);
         let (duplicate, forgotten) = shared.ledger.open(client);
         if duplicate {
@@ -294,16 +294,7 @@ pub(super) async fn serve(
         }
     }
     session(
-        ws,
-        id,
-        node,
-        opened,
-        born,
-        upgrade,
-        identity.as_deref(),
-        &shared,
-        orders,
-        shutdown,
+        ws, id, node, opened, born, upgrade, identity, &shared, orders, shutdown,
     )
     .await;
     stats.open.fetch_sub(1, Ordering::Relaxed);
@@ -317,7 +308,7 @@ const MAX_REQUEST: usize = 16 * 1024;
 /// The server side of the HTTP upgrade, done here rather than by tungstenite: tungstenite reads
 /// the request into a 4 KiB buffer and hands that same allocation to the connection as its
 /// read buffer, so every idle connection would keep 4 KiB whatever `read_buffer` says. Here the
-/// request is read through a stack buffer and only the bytes after it go to the connection.
+/// request is read into a buffer of its own and only the bytes after it go to the connection.
 /// `Err` when the upgrade did not happen (refused by `callback`, malformed, or the peer left).
 async fn accept_upgrade<F>(
     mut transport: Transport,
@@ -329,14 +320,15 @@ where
 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio_tungstenite::tungstenite::handshake::server::create_response;
-    let mut raw: Vec<u8> = Vec::new();
-    let mut chunk = [0u8; 1024];
+    // Read straight into the heap: a stack buffer here would be part of every connection's
+    // future, idle sessions included.
+    let mut raw: Vec<u8> = Vec::with_capacity(1024);
     let (request, len) = loop {
-        let n = transport.read(&mut chunk).await.map_err(|_| ())?;
+        raw.reserve(1024);
+        let n = transport.read_buf(&mut raw).await.map_err(|_| ())?;
         if n == 0 {
             return Err(());
         }
-        raw.extend_from_slice(&chunk[..n]);
         let mut headers = [httparse::EMPTY_HEADER; 32];
         let mut parsed = httparse::Request::new(&mut headers);
         match parsed.parse(&raw) {
@@ -569,399 +561,405 @@ fn close_code_for(e: &WsError) -> Option<u16> {
 
 // One argument per thing a session is given; a struct would only rename them.
 #[allow(clippy::too_many_arguments)]
-async fn session(
+fn session(
     mut ws: Ws,
     id: u64,
     node: u32,
     opened: Instant,
     born: u64,
     upgrade: Upgrade,
-    identity: Option<&str>,
+    identity: Option<identity::Key>,
     shared: &Shared,
     mut orders: broadcast::Receiver<Order>,
     shutdown: CancellationToken,
-) {
-    let config = &shared.config;
-    let stats = &shared.stats;
-    // Orders fired while this connection was being accepted (subscribed at accept) apply to
-    // it as soon as its session starts: a restart also kills handshakes in progress.
-    let mut out = Outbox {
-        queue: VecDeque::new(),
-        bytes: 0,
-        unflushed: 0,
-        batch: WriteBatch::default(),
-        limit: config.backpressure.limit,
-        on_full: config.backpressure.on_full,
-    };
-    // How many times each stream message goes out: once per subscription, which a kept
-    // session may hold several of.
-    let copies = match (config.stream, identity) {
-        (Some(st), Some(client)) if st.keep_sessions => {
-            let s =
-                shared
-                    .ledger
-                    .subscribe(client, upgrade.subscribe, upgrade.resume_after.is_some());
-            if s.duplicate {
-                stats
-                    .duplicate_subscriptions
-                    .fetch_add(1, Ordering::Relaxed);
-            }
-            s.copies
-        }
-        _ => u32::from(upgrade.subscribe),
-    };
-    let replay_after_live = config.stream.is_some_and(|s| s.replay_after_live);
-    // With `replay: after-live`, the backlog waits here for the first live message.
-    let mut held_replay: Vec<StreamItem> = Vec::new();
-    let (mut rx, mut skip_through) = match (&shared.stream, copies > 0) {
-        (Some(stream), true) => {
-            let (rx, replay) = stream.subscribe(upgrade.resume_after);
-            let skip = replay
-                .last()
-                .map(|i| i.seq)
-                .or(upgrade.resume_after)
-                .unwrap_or(0);
-            let replay = if replay_after_live {
-                held_replay = replay;
-                Vec::new()
-            } else {
-                replay
-            };
-            // No await in this loop: one thread, one stripe throughout.
-            let counts = stats.per_message();
-            for item in replay {
-                match out.push(item.msg) {
-                    Pushed::Queued => {
-                        counts.stream_replayed.fetch_add(1, Ordering::Relaxed);
-                        counts.stream_sent.fetch_add(1, Ordering::Relaxed);
-                    }
-                    _ => {
-                        counts.backpressure_dropped.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            }
-            (Some(rx), skip)
-        }
-        _ => (None, 0),
-    };
-    // Socket.IO's ping (`2`, answered `3`) is the heartbeat of a connection that speaks it: the
-    // same interval and deadline, so the dialect adds no timer (the plan allows one or the
-    // other).
-    let engine_io = config.heartbeat.is_none() && config.socket_io.is_some();
-    let heartbeat = || {
-        config.heartbeat.or(config.socket_io.map(|s| Heartbeat {
-            ping_every: s.ping_interval,
-            timeout: s.ping_timeout,
-        }))
-    };
-    if let Some(dialect) = &config.socket_io {
-        out.push_control(Message::text(shared.sids.open_packet(id, dialect)));
-    }
-    let mut pinger = heartbeat().map(|h| {
-        let mut i = tokio::time::interval_at(Instant::now() + h.ping_every, h.ping_every);
-        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        i
-    });
-    let mut ping_seq = 0u64;
-    let mut pong_deadline: Option<Instant> = None;
-    let mut last_inbound = Instant::now();
-    let mut limiter = config.rate_limit.map(|r| {
-        (
-            TokenBucket::new(r.per_second, r.per_second.max(1.0)),
-            r.action,
-        )
-    });
-    let token_expiry = upgrade
-        .token_expires_ms
-        .map(|exp| Instant::now() + Duration::from_millis(exp.saturating_sub(now_ms())));
-    let mut blackholed = false;
-    // De-authorized but kept open (`auth.on_expiry: ghost`): nothing more is delivered.
-    let mut ghost = false;
-    // The client closed with 1000: it left, and its kept session with it.
-    let mut left = false;
-    // A drain or this node's restart: when to close, how, and which counter it goes to.
-    let mut closing: Option<(Instant, DropMode, &AtomicU64)> = None;
-    let lifetime = config.max_lifetime.map(|l| (opened + l.of(id), l.close));
-    // A hung (or silently idle) session reads nothing, so it cannot see its client leave; it
-    // looks at the TCP state now and then instead, rather than hold the socket to the end.
-    let mut liveness = tokio::time::interval(Duration::from_secs(1));
-    liveness.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-
-    // Each branch below ends the session by `break`ing with what to do with the socket.
-    let end = loop {
-        let idle_at = match config.idle_timeout {
-            Some(i) if !blackholed => Some(last_inbound + i.after),
-            _ => None,
+) -> impl std::future::Future<Output = ()> + '_ {
+    // An async block, not an async fn: an async fn keeps each argument twice in its future
+    // (as given and as moved into the body), the WebSocket's 312 bytes among them, for the
+    // session's whole life.
+    async move {
+        let config = &shared.config;
+        let stats = &shared.stats;
+        // Orders fired while this connection was being accepted (subscribed at accept) apply to
+        // it as soon as its session starts: a restart also kills handshakes in progress.
+        let mut out = Outbox {
+            queue: VecDeque::new(),
+            bytes: 0,
+            unflushed: 0,
+            batch: WriteBatch::default(),
+            limit: config.backpressure.limit,
+            on_full: config.backpressure.on_full,
         };
-        tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => break End::Close(1001),
-            order = orders.recv() => {
-                let order = match order {
-                    Ok(o) => o,
-                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(broadcast::error::RecvError::Closed) => break End::Abrupt,
-                };
-                match order.action {
-                    Action::DropAll { mode, share } if crate::seed::in_share(id, order.seq, share) => {
-                        stats.dropped_by_action.fetch_add(1, Ordering::Relaxed);
-                        break match mode {
-                            DropMode::Abrupt => End::Abrupt,
-                            DropMode::Reset => End::Reset,
-                            DropMode::Close(code) => End::Close(code),
-                        };
-                    }
-                    Action::Restart { .. } => {
-                        stats.dropped_by_action.fetch_add(1, Ordering::Relaxed);
-                        break End::Abrupt;
-                    }
-                    Action::Revoke { share } if !blackholed && !ghost && crate::seed::in_share(id, order.seq, share) => {
-                        stats.revoked.fetch_add(1, Ordering::Relaxed);
-                        // The token itself is revoked: it opens no new session either.
-                        if let Some(key) = upgrade.token_key {
-                            shared.revoked_tokens.revoke(key, now_ms());
-                            shared.any_revoked.store(true, Ordering::Relaxed);
-                        }
-                        if config.auth_ghost {
-                            ghost = true;
-                            stats.ghosted.fetch_add(1, Ordering::Relaxed);
-                        } else {
-                            break End::Close(4003);
-                        }
-                    }
-                    Action::Hang { share } if !blackholed && crate::seed::in_share(id, order.seq, share) => {
-                        stats.hung.fetch_add(1, Ordering::Relaxed);
-                        // Echoes already made go out, as they would have before the hang.
-                        flush_now(&mut ws);
-                        blackholed = true;
-                    }
-                    // The first drain or restart to reach a connection decides when it goes.
-                    Action::Drain { code, over, share, .. }
-                        if closing.is_none()
-                            && order.seq > born
-                            && crate::seed::in_share(id, order.seq, share) =>
-                    {
-                        let at = order.fired + Action::offset(id, order.seq, over);
-                        closing = Some((at, DropMode::Close(code), &stats.drained));
-                    }
-                    Action::RestartNode { node: restarting, mode, over, .. }
-                        if restarting == node && closing.is_none() && order.seq > born =>
-                    {
-                        let at = order.fired + Action::offset(id, order.seq, over);
-                        closing = Some((at, mode, &stats.node_restart_closes));
-                    }
-                    _ => {}
+        // How many times each stream message goes out: once per subscription, which a kept
+        // session may hold several of.
+        let copies = match (config.stream, identity) {
+            (Some(st), Some(client)) if st.keep_sessions => {
+                let s = shared.ledger.subscribe(
+                    client,
+                    upgrade.subscribe,
+                    upgrade.resume_after.is_some(),
+                );
+                if s.duplicate {
+                    stats
+                        .duplicate_subscriptions
+                        .fetch_add(1, Ordering::Relaxed);
                 }
+                s.copies
             }
-            _ = crate::net::sleep_until_opt(closing.map(|c| c.0)) => {
-                let (_, mode, counter) = closing.take().expect("a deadline was set");
-                counter.fetch_add(1, Ordering::Relaxed);
-                break match mode {
-                    DropMode::Abrupt => End::Abrupt,
-                    DropMode::Reset => End::Reset,
-                    DropMode::Close(code) => End::Close(code),
+            _ => u32::from(upgrade.subscribe),
+        };
+        let replay_after_live = config.stream.is_some_and(|s| s.replay_after_live);
+        // With `replay: after-live`, the backlog waits here for the first live message.
+        let mut held_replay: Vec<StreamItem> = Vec::new();
+        let (mut rx, mut skip_through) = match (&shared.stream, copies > 0) {
+            (Some(stream), true) => {
+                let (rx, replay) = stream.subscribe(upgrade.resume_after);
+                let skip = replay
+                    .last()
+                    .map(|i| i.seq)
+                    .or(upgrade.resume_after)
+                    .unwrap_or(0);
+                let replay = if replay_after_live {
+                    held_replay = replay;
+                    Vec::new()
+                } else {
+                    replay
                 };
+                // No await in this loop: one thread, one stripe throughout.
+                let counts = stats.per_message();
+                for item in replay {
+                    match out.push(item.msg) {
+                        Pushed::Queued => {
+                            counts.stream_replayed.fetch_add(1, Ordering::Relaxed);
+                            counts.stream_sent.fetch_add(1, Ordering::Relaxed);
+                        }
+                        _ => {
+                            counts.backpressure_dropped.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                (Some(rx), skip)
             }
-            _ = crate::net::sleep_until_opt(lifetime.map(|l| l.0)) => {
-                stats.lifetime_closes.fetch_add(1, Ordering::Relaxed);
-                break match lifetime.and_then(|l| l.1) {
-                    Some(code) => End::Close(code),
-                    None => End::Abrupt,
-                };
-            }
-            msg = poll_fn(|cx| poll_io(&mut ws, &mut out, cx)), if !blackholed => {
-                last_inbound = Instant::now();
-                match msg {
-                    Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => {
-                        if let Some((bucket, action)) = &mut limiter
-                            && !bucket.take(Instant::now())
+            _ => (None, 0),
+        };
+        // Socket.IO's ping (`2`, answered `3`) is the heartbeat of a connection that speaks it: the
+        // same interval and deadline, so the dialect adds no timer (the plan allows one or the
+        // other).
+        let engine_io = config.heartbeat.is_none() && config.socket_io.is_some();
+        let heartbeat = || {
+            config.heartbeat.or(config.socket_io.map(|s| Heartbeat {
+                ping_every: s.ping_interval,
+                timeout: s.ping_timeout,
+            }))
+        };
+        if let Some(dialect) = &config.socket_io {
+            out.push_control(Message::text(shared.sids.open_packet(id, dialect)));
+        }
+        let mut pinger = heartbeat().map(|h| {
+            let mut i = tokio::time::interval_at(Instant::now() + h.ping_every, h.ping_every);
+            i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            i
+        });
+        let mut ping_seq = 0u64;
+        let mut pong_deadline: Option<Instant> = None;
+        let mut last_inbound = Instant::now();
+        let mut limiter = config.rate_limit.map(|r| {
+            (
+                TokenBucket::new(r.per_second, r.per_second.max(1.0)),
+                r.action,
+            )
+        });
+        let token_expiry = upgrade
+            .token_expires_ms
+            .map(|exp| Instant::now() + Duration::from_millis(exp.saturating_sub(now_ms())));
+        let mut blackholed = false;
+        // De-authorized but kept open (`auth.on_expiry: ghost`): nothing more is delivered.
+        let mut ghost = false;
+        // The client closed with 1000: it left, and its kept session with it.
+        let mut left = false;
+        // A drain or this node's restart: when to close, how, and which counter it goes to.
+        let mut closing: Option<(Instant, DropMode, &AtomicU64)> = None;
+        let lifetime = config.max_lifetime.map(|l| (opened + l.of(id), l.close));
+        // A hung (or silently idle) session reads nothing, so it cannot see its client leave; it
+        // looks at the TCP state now and then instead, rather than hold the socket to the end.
+        let mut liveness = tokio::time::interval(Duration::from_secs(1));
+        liveness.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+        // Each branch below ends the session by `break`ing with what to do with the socket.
+        let end = loop {
+            let idle_at = match config.idle_timeout {
+                Some(i) if !blackholed => Some(last_inbound + i.after),
+                _ => None,
+            };
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break End::Close(1001),
+                order = orders.recv() => {
+                    let order = match order {
+                        Ok(o) => o,
+                        Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(broadcast::error::RecvError::Closed) => break End::Abrupt,
+                    };
+                    match order.action {
+                        Action::DropAll { mode, share } if crate::seed::in_share(id, order.seq, share) => {
+                            stats.dropped_by_action.fetch_add(1, Ordering::Relaxed);
+                            break match mode {
+                                DropMode::Abrupt => End::Abrupt,
+                                DropMode::Reset => End::Reset,
+                                DropMode::Close(code) => End::Close(code),
+                            };
+                        }
+                        Action::Restart { .. } => {
+                            stats.dropped_by_action.fetch_add(1, Ordering::Relaxed);
+                            break End::Abrupt;
+                        }
+                        Action::Revoke { share } if !blackholed && !ghost && crate::seed::in_share(id, order.seq, share) => {
+                            stats.revoked.fetch_add(1, Ordering::Relaxed);
+                            // The token itself is revoked: it opens no new session either.
+                            if let Some(key) = upgrade.token_key {
+                                shared.revoked_tokens.revoke(key, now_ms());
+                                shared.any_revoked.store(true, Ordering::Relaxed);
+                            }
+                            if config.auth_ghost {
+                                ghost = true;
+                                stats.ghosted.fetch_add(1, Ordering::Relaxed);
+                            } else {
+                                break End::Close(4003);
+                            }
+                        }
+                        Action::Hang { share } if !blackholed && crate::seed::in_share(id, order.seq, share) => {
+                            stats.hung.fetch_add(1, Ordering::Relaxed);
+                            // Echoes already made go out, as they would have before the hang.
+                            flush_now(&mut ws);
+                            blackholed = true;
+                        }
+                        // The first drain or restart to reach a connection decides when it goes.
+                        Action::Drain { code, over, share, .. }
+                            if closing.is_none()
+                                && order.seq > born
+                                && crate::seed::in_share(id, order.seq, share) =>
                         {
-                            stats.per_message().rate_limited.fetch_add(1, Ordering::Relaxed);
-                            match action {
-                                RateLimitAction::Close => break End::Close(1008),
-                                RateLimitAction::Error => {
-                                    let _ = out.push(Message::text(r#"{"error":"rate limited"}"#));
-                                    continue;
+                            let at = order.fired + Action::offset(id, order.seq, over);
+                            closing = Some((at, DropMode::Close(code), &stats.drained));
+                        }
+                        Action::RestartNode { node: restarting, mode, over, .. }
+                            if restarting == node && closing.is_none() && order.seq > born =>
+                        {
+                            let at = order.fired + Action::offset(id, order.seq, over);
+                            closing = Some((at, mode, &stats.node_restart_closes));
+                        }
+                        _ => {}
+                    }
+                }
+                _ = crate::net::sleep_until_opt(closing.map(|c| c.0)) => {
+                    let (_, mode, counter) = closing.take().expect("a deadline was set");
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    break match mode {
+                        DropMode::Abrupt => End::Abrupt,
+                        DropMode::Reset => End::Reset,
+                        DropMode::Close(code) => End::Close(code),
+                    };
+                }
+                _ = crate::net::sleep_until_opt(lifetime.map(|l| l.0)) => {
+                    stats.lifetime_closes.fetch_add(1, Ordering::Relaxed);
+                    break match lifetime.and_then(|l| l.1) {
+                        Some(code) => End::Close(code),
+                        None => End::Abrupt,
+                    };
+                }
+                msg = poll_fn(|cx| poll_io(&mut ws, &mut out, cx)), if !blackholed => {
+                    last_inbound = Instant::now();
+                    match msg {
+                        Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => {
+                            if let Some((bucket, action)) = &mut limiter
+                                && !bucket.take(Instant::now())
+                            {
+                                stats.per_message().rate_limited.fetch_add(1, Ordering::Relaxed);
+                                match action {
+                                    RateLimitAction::Close => break End::Close(1008),
+                                    RateLimitAction::Error => {
+                                        let _ = out.push(Message::text(r#"{"error":"rate limited"}"#));
+                                        continue;
+                                    }
+                                }
+                            }
+                            // What goes back: the message itself (an echo), or the dialect's answer.
+                            let (reply, echo) = match (&config.socket_io, &m) {
+                                (Some(_), Message::Text(packet)) => match socketio::answer(
+                                    packet,
+                                    &shared.sids,
+                                ) {
+                                    Answer::Echo => (Some(m), true),
+                                    Answer::Pong => {
+                                        stats.per_message().socket_io_pongs.fetch_add(1, Ordering::Relaxed);
+                                        if engine_io {
+                                            pong_deadline = None;
+                                        }
+                                        (None, false)
+                                    }
+                                    Answer::Connected(r) => {
+                                        stats.socket_io_connects.fetch_add(1, Ordering::Relaxed);
+                                        (Some(Message::text(r)), false)
+                                    }
+                                    Answer::Ack(r) => {
+                                        stats.per_message().socket_io_acks.fetch_add(1, Ordering::Relaxed);
+                                        (Some(Message::text(r)), false)
+                                    }
+                                    Answer::Send(r) => (Some(Message::text(r)), false),
+                                    Answer::Close => break End::Close(1000),
+                                    Answer::Nothing => (None, false),
+                                },
+                                _ => (Some(m), true),
+                            };
+                            let Some(reply) = reply else { continue };
+                            if ghost {
+                                stats.per_message().ghost_withheld.fetch_add(1, Ordering::Relaxed);
+                                continue;
+                            }
+                            match out.push(reply) {
+                                Pushed::Queued => {
+                                    if echo {
+                                        stats.per_message().messages_echoed.fetch_add(1, Ordering::Relaxed);
+                                    }
+                                }
+                                Pushed::Dropped => {
+                                    stats.per_message().backpressure_dropped.fetch_add(1, Ordering::Relaxed);
+                                }
+                                Pushed::Overflow(code) => {
+                                    stats.backpressure_closed.fetch_add(1, Ordering::Relaxed);
+                                    break End::Close(code);
                                 }
                             }
                         }
-                        // What goes back: the message itself (an echo), or the dialect's answer.
-                        let (reply, echo) = match (&config.socket_io, &m) {
-                            (Some(_), Message::Text(packet)) => match socketio::answer(
-                                packet,
-                                &shared.sids,
-                            ) {
-                                Answer::Echo => (Some(m), true),
-                                Answer::Pong => {
-                                    stats.per_message().socket_io_pongs.fetch_add(1, Ordering::Relaxed);
-                                    if engine_io {
-                                        pong_deadline = None;
-                                    }
-                                    (None, false)
-                                }
-                                Answer::Connected(r) => {
-                                    stats.socket_io_connects.fetch_add(1, Ordering::Relaxed);
-                                    (Some(Message::text(r)), false)
-                                }
-                                Answer::Ack(r) => {
-                                    stats.per_message().socket_io_acks.fetch_add(1, Ordering::Relaxed);
-                                    (Some(Message::text(r)), false)
-                                }
-                                Answer::Send(r) => (Some(Message::text(r)), false),
-                                Answer::Close => break End::Close(1000),
-                                Answer::Nothing => (None, false),
-                            },
-                            _ => (Some(m), true),
-                        };
-                        let Some(reply) = reply else { continue };
+                        Some(Ok(Message::Pong(p))) => {
+                            if !engine_io && p.as_ref() == ping_seq.to_be_bytes() {
+                                pong_deadline = None;
+                            }
+                        }
+                        // A client that closes with 1000 left (a logout): its kept session goes.
+                        Some(Ok(Message::Close(Some(f)))) if f.code == CloseCode::Normal => left = true,
+                        // Pings are answered by tungstenite; a close is answered and then ends the
+                        // stream.
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) => match close_code_for(&e) {
+                            Some(code) => break End::Close(code),
+                            None => break End::Gone,
+                        },
+                        None => break End::Gone,
+                    }
+                }
+                item = recv_opt(&mut rx), if !blackholed => match item {
+                    Ok(item) if item.seq <= skip_through => {}
+                    Ok(item) => {
+                        skip_through = item.seq;
                         if ghost {
                             stats.per_message().ghost_withheld.fetch_add(1, Ordering::Relaxed);
                             continue;
                         }
-                        match out.push(reply) {
-                            Pushed::Queued => {
-                                if echo {
-                                    stats.per_message().messages_echoed.fetch_add(1, Ordering::Relaxed);
+                        // One copy per subscription, then (with `replay: after-live`, once) the
+                        // backlog that waited for this first live message.
+                        let copies = copies as usize;
+                        let held = std::mem::take(&mut held_replay);
+                        let msgs = std::iter::repeat_n(item.msg, copies)
+                            .chain(held.into_iter().map(|i| i.msg));
+                        // No await in this loop: one thread, one stripe throughout.
+                        let counts = stats.per_message();
+                        let mut overflow = None;
+                        for (k, msg) in msgs.enumerate() {
+                            match out.push(msg) {
+                                Pushed::Queued => {
+                                    counts.stream_sent.fetch_add(1, Ordering::Relaxed);
+                                    if k >= copies {
+                                        counts.stream_replayed.fetch_add(1, Ordering::Relaxed);
+                                    } else if k > 0 {
+                                        counts.stream_duplicate_copies.fetch_add(1, Ordering::Relaxed);
+                                    }
+                                }
+                                Pushed::Dropped => {
+                                    counts.backpressure_dropped.fetch_add(1, Ordering::Relaxed);
+                                }
+                                Pushed::Overflow(code) => {
+                                    overflow = Some(code);
+                                    break;
                                 }
                             }
-                            Pushed::Dropped => {
-                                stats.per_message().backpressure_dropped.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Pushed::Overflow(code) => {
-                                stats.backpressure_closed.fetch_add(1, Ordering::Relaxed);
-                                break End::Close(code);
-                            }
+                        }
+                        if let Some(code) = overflow {
+                            stats.backpressure_closed.fetch_add(1, Ordering::Relaxed);
+                            break End::Close(code);
                         }
                     }
-                    Some(Ok(Message::Pong(p))) => {
-                        if !engine_io && p.as_ref() == ping_seq.to_be_bytes() {
-                            pong_deadline = None;
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        stats.per_message().backpressure_dropped.fetch_add(n, Ordering::Relaxed);
+                    }
+                    Err(broadcast::error::RecvError::Closed) => rx = None,
+                },
+                _ = tick_opt(&mut pinger), if !blackholed => {
+                    if pong_deadline.is_none() {
+                        ping_seq += 1;
+                        let wait = heartbeat().map(|h| h.timeout).unwrap_or_default();
+                        pong_deadline = Some(Instant::now() + wait);
+                        // Control frames (and Engine.IO's ping) are not held to the backpressure
+                        // limit.
+                        if engine_io {
+                            stats.per_message().socket_io_pings.fetch_add(1, Ordering::Relaxed);
+                            out.push_control(Message::text(socketio::PING));
+                        } else {
+                            out.push_control(Message::Ping(ping_seq.to_be_bytes().to_vec().into()));
                         }
                     }
-                    // A client that closes with 1000 left (a logout): its kept session goes.
-                    Some(Ok(Message::Close(Some(f)))) if f.code == CloseCode::Normal => left = true,
-                    // Pings are answered by tungstenite; a close is answered and then ends the
-                    // stream.
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => match close_code_for(&e) {
-                        Some(code) => break End::Close(code),
-                        None => break End::Gone,
-                    },
-                    None => break End::Gone,
                 }
-            }
-            item = recv_opt(&mut rx), if !blackholed => match item {
-                Ok(item) if item.seq <= skip_through => {}
-                Ok(item) => {
-                    skip_through = item.seq;
-                    if ghost {
-                        stats.per_message().ghost_withheld.fetch_add(1, Ordering::Relaxed);
-                        continue;
-                    }
-                    // One copy per subscription, then (with `replay: after-live`, once) the
-                    // backlog that waited for this first live message.
-                    let copies = copies as usize;
-                    let held = std::mem::take(&mut held_replay);
-                    let msgs = std::iter::repeat_n(item.msg, copies)
-                        .chain(held.into_iter().map(|i| i.msg));
-                    // No await in this loop: one thread, one stripe throughout.
-                    let counts = stats.per_message();
-                    let mut overflow = None;
-                    for (k, msg) in msgs.enumerate() {
-                        match out.push(msg) {
-                            Pushed::Queued => {
-                                counts.stream_sent.fetch_add(1, Ordering::Relaxed);
-                                if k >= copies {
-                                    counts.stream_replayed.fetch_add(1, Ordering::Relaxed);
-                                } else if k > 0 {
-                                    counts.stream_duplicate_copies.fetch_add(1, Ordering::Relaxed);
-                                }
-                            }
-                            Pushed::Dropped => {
-                                counts.backpressure_dropped.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Pushed::Overflow(code) => {
-                                overflow = Some(code);
-                                break;
-                            }
-                        }
-                    }
-                    if let Some(code) = overflow {
-                        stats.backpressure_closed.fetch_add(1, Ordering::Relaxed);
-                        break End::Close(code);
-                    }
-                }
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    stats.per_message().backpressure_dropped.fetch_add(n, Ordering::Relaxed);
-                }
-                Err(broadcast::error::RecvError::Closed) => rx = None,
-            },
-            _ = tick_opt(&mut pinger), if !blackholed => {
-                if pong_deadline.is_none() {
-                    ping_seq += 1;
-                    let wait = heartbeat().map(|h| h.timeout).unwrap_or_default();
-                    pong_deadline = Some(Instant::now() + wait);
-                    // Control frames (and Engine.IO's ping) are not held to the backpressure
-                    // limit.
+                _ = crate::net::sleep_until_opt(pong_deadline), if !blackholed => {
                     if engine_io {
-                        stats.per_message().socket_io_pings.fetch_add(1, Ordering::Relaxed);
-                        out.push_control(Message::text(socketio::PING));
+                        stats.socket_io_ping_timeouts.fetch_add(1, Ordering::Relaxed);
                     } else {
-                        out.push_control(Message::Ping(ping_seq.to_be_bytes().to_vec().into()));
+                        stats.dead_detected.fetch_add(1, Ordering::Relaxed);
+                    }
+                    break End::Abrupt;
+                }
+                _ = crate::net::sleep_until_opt(idle_at) => {
+                    stats.idle_timeouts.fetch_add(1, Ordering::Relaxed);
+                    match config.idle_timeout.map(|i| i.mode) {
+                        Some(IdleMode::Close) => break End::Abrupt,
+                        _ => {
+                            flush_now(&mut ws);
+                            blackholed = true;
+                        }
+                    }
+                }
+                _ = liveness.tick(), if blackholed => {
+                    if peer_closed(ws.get_ref().tcp()) {
+                        break End::Gone;
+                    }
+                }
+                _ = crate::net::sleep_until_opt(token_expiry), if !blackholed && !ghost => {
+                    stats.auth_expired.fetch_add(1, Ordering::Relaxed);
+                    if config.auth_ghost {
+                        ghost = true;
+                        stats.ghosted.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        break End::Close(4001);
                     }
                 }
             }
-            _ = crate::net::sleep_until_opt(pong_deadline), if !blackholed => {
-                if engine_io {
-                    stats.socket_io_ping_timeouts.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    stats.dead_detected.fetch_add(1, Ordering::Relaxed);
-                }
-                break End::Abrupt;
-            }
-            _ = crate::net::sleep_until_opt(idle_at) => {
-                stats.idle_timeouts.fetch_add(1, Ordering::Relaxed);
-                match config.idle_timeout.map(|i| i.mode) {
-                    Some(IdleMode::Close) => break End::Abrupt,
-                    _ => {
-                        flush_now(&mut ws);
-                        blackholed = true;
-                    }
-                }
-            }
-            _ = liveness.tick(), if blackholed => {
-                if peer_closed(ws.get_ref().tcp()) {
-                    break End::Gone;
-                }
-            }
-            _ = crate::net::sleep_until_opt(token_expiry), if !blackholed && !ghost => {
-                stats.auth_expired.fetch_add(1, Ordering::Relaxed);
-                if config.auth_ghost {
-                    ghost = true;
-                    stats.ghosted.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    break End::Close(4001);
-                }
-            }
+        };
+        // The server is done with the client now; closing the socket politely may take a while,
+        // and a client that reconnects meanwhile is not holding two connections.
+        if let Some(client) = identity {
+            shared.ledger.close(client, left);
         }
-    };
-    // The server is done with the client now; closing the socket politely may take a while,
-    // and a client that reconnects meanwhile is not holding two connections.
-    if let Some(client) = identity {
-        shared.ledger.close(client, left);
-    }
-    match end {
-        End::Gone => {}
-        End::Abrupt => {
-            flush_now(&mut ws);
-            close_with_fin(ws.get_ref().tcp()).await;
-        }
-        End::Reset => {
-            let _ = socket2::SockRef::from(ws.get_ref().tcp()).set_linger(Some(Duration::ZERO));
-        }
-        End::Close(code) => {
-            stats.count_close(code);
-            close_politely(&mut ws, code).await;
+        match end {
+            End::Gone => {}
+            End::Abrupt => {
+                flush_now(&mut ws);
+                close_with_fin(ws.get_ref().tcp()).await;
+            }
+            End::Reset => {
+                let _ = socket2::SockRef::from(ws.get_ref().tcp()).set_linger(Some(Duration::ZERO));
+            }
+            End::Close(code) => {
+                stats.count_close(code);
+                close_politely(&mut ws, code).await;
+            }
         }
     }
 }

@@ -7,6 +7,12 @@
 //! The ledger is touched when a connection opens, subscribes and closes, never per message,
 //! and is sharded by identity so connections of different clients rarely meet on a lock.
 //!
+//! An identity is held as a 64-bit hash of the client it names ([`Key`]), not as the string:
+//! a connection keeps 8 bytes and the ledger 24 per identity, where a boxed string cost both
+//! an allocation. Two clients collide with odds of about n²/2⁶⁵ (one in 37 million for a
+//! million identities), and the hash is keyed per ledger, so no header value is chosen to
+//! collide.
+//!
 //! It stays bounded: a client that leaves (closes with 1000, a logout) takes its kept session
 //! with it, and past [`MAX_KEPT`] identities the sessions idle longest (no connection open)
 //! are forgotten, counted in `server.sessions_forgotten`. Identities with a connection open
@@ -44,33 +50,30 @@ const SHARDS: usize = 64;
 /// run, or a foreign header with a new value per connection, cannot grow it without end.
 pub const MAX_KEPT: usize = 1 << 20;
 
+/// The client an identity header names, as the ledger knows it ([`Ledger::key`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Key(u64);
+
+#[derive(Default)]
 struct Entry {
     /// Connections of this identity open now.
     open: u32,
     /// Subscriptions its kept session holds (`stream.sessions: keep` only).
     subscriptions: u32,
-    /// Since when it had no connection open (or since it was made): the oldest go first.
-    idle_since: Instant,
+    /// Since when it had no connection open (or since it was made), in milliseconds of the
+    /// ledger's clock ([`Ledger::now`]): the oldest go first.
+    idle_since: u32,
 }
 
-impl Default for Entry {
-    fn default() -> Self {
-        Entry {
-            open: 0,
-            subscriptions: 0,
-            idle_since: Instant::now(),
-        }
-    }
-}
-
-/// One shard's client ids.
-type Entries = HashMap<Box<str>, Entry>;
+/// One shard's identities.
+type Entries = HashMap<Key, Entry>;
 
 pub struct Ledger {
     shards: Box<[Mutex<Entries>]>,
     hasher: RandomState,
     /// Entries one shard holds before its idle ones are forgotten.
     shard_cap: usize,
+    started: Instant,
 }
 
 /// What a connection's subscribe request made of its kept session.
@@ -99,11 +102,24 @@ impl Ledger {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             hasher: RandomState::new(),
             shard_cap: cap.div_ceil(SHARDS).max(1),
+            started: Instant::now(),
         }
     }
 
-    fn shard(&self, client: &str) -> std::sync::MutexGuard<'_, Entries> {
-        let i = self.hasher.hash_one(client) as usize % SHARDS;
+    /// The key of the client a header value names ([`client_of`] it first).
+    pub fn key(&self, client: &str) -> Key {
+        Key(self.hasher.hash_one(client))
+    }
+
+    /// Milliseconds since the ledger was made: 49 days fit, and a server that runs longer
+    /// only forgets in a less exact order.
+    fn now(&self) -> u32 {
+        self.started.elapsed().as_millis().min(u128::from(u32::MAX)) as u32
+    }
+
+    fn shard(&self, client: Key) -> std::sync::MutexGuard<'_, Entries> {
+        // The high bits: the map inside the shard hashes the key again for its own buckets.
+        let i = (client.0 >> 58) as usize % SHARDS;
         self.shards[i]
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -111,29 +127,36 @@ impl Ledger {
 
     /// A connection of `client` opened: whether the client already held an open one, and
     /// how many idle kept sessions were forgotten to make room for it.
-    pub fn open(&self, client: &str) -> (bool, u64) {
+    pub fn open(&self, client: Key) -> (bool, u64) {
         let mut shard = self.shard(client);
         let forgotten = self.make_room(&mut shard, client);
-        let e = shard.entry(client.into()).or_default();
+        let e = self.entry(&mut shard, client);
         e.open += 1;
         (e.open > 1, forgotten)
+    }
+
+    fn entry<'a>(&self, shard: &'a mut Entries, client: Key) -> &'a mut Entry {
+        shard.entry(client).or_insert_with(|| Entry {
+            idle_since: self.now(),
+            ..Entry::default()
+        })
     }
 
     /// A connection of `client` closed; its entry goes once nothing is left to remember. A
     /// client that `left` (closed with 1000: a logout) ends its kept session too, so the next
     /// user of the same id starts without the last one's subscriptions.
-    pub fn close(&self, client: &str, left: bool) {
+    pub fn close(&self, client: Key, left: bool) {
         let mut shard = self.shard(client);
-        if let Some(e) = shard.get_mut(client) {
+        if let Some(e) = shard.get_mut(&client) {
             e.open = e.open.saturating_sub(1);
             if left {
                 e.subscriptions = 0;
             }
             if e.open == 0 {
                 if e.subscriptions == 0 {
-                    shard.remove(client);
+                    shard.remove(&client);
                 } else {
-                    e.idle_since = Instant::now();
+                    e.idle_since = self.now();
                 }
             }
         }
@@ -142,11 +165,11 @@ impl Ledger {
     /// Before `client` gets an entry in a full shard: forget the older half of the shard's
     /// idle kept sessions (at least one), so the scan is paid once per many new entries.
     /// Returns how many went.
-    fn make_room(&self, shard: &mut Entries, client: &str) -> u64 {
-        if shard.len() < self.shard_cap || shard.contains_key(client) {
+    fn make_room(&self, shard: &mut Entries, client: Key) -> u64 {
+        if shard.len() < self.shard_cap || shard.contains_key(&client) {
             return 0;
         }
-        let mut idle: Vec<Instant> = shard
+        let mut idle: Vec<u32> = shard
             .values()
             .filter(|e| e.open == 0)
             .map(|e| e.idle_since)
@@ -166,10 +189,10 @@ impl Ledger {
     /// perhaps resuming. Resuming is idempotent (the session's subscription is restored); a
     /// plain subscribe adds one more, as a server that keeps sessions must assume the client
     /// wants another; no request restores what the session has.
-    pub fn subscribe(&self, client: &str, asked: bool, resume: bool) -> Subscribed {
+    pub fn subscribe(&self, client: Key, asked: bool, resume: bool) -> Subscribed {
         let mut shard = self.shard(client);
         self.make_room(&mut shard, client);
-        let e = shard.entry(client.into()).or_default();
+        let e = self.entry(&mut shard, client);
         let mut duplicate = false;
         match (asked, resume) {
             (true, true) => e.subscriptions = e.subscriptions.max(1),
@@ -186,8 +209,8 @@ impl Ledger {
     }
 
     /// Open connections of `client` (for tests and diagnostics).
-    pub fn open_of(&self, client: &str) -> u32 {
-        self.shard(client).get(client).map_or(0, |e| e.open)
+    pub fn open_of(&self, client: Key) -> u32 {
+        self.shard(client).get(&client).map_or(0, |e| e.open)
     }
 
     /// Identities held (for tests and diagnostics).
@@ -220,41 +243,41 @@ mod tests {
     #[test]
     fn ledger_counts_duplicates_and_keeps_subscriptions() {
         let l = Ledger::new();
-        assert!(!l.open("r-1").0);
-        assert!(l.open("r-1").0, "a second open connection");
-        assert!(!l.open("r-2").0);
-        l.close("r-1", false);
-        l.close("r-1", false);
-        assert_eq!(l.open_of("r-1"), 0);
-        assert!(!l.open("r-1").0);
+        assert!(!l.open(l.key("r-1")).0);
+        assert!(l.open(l.key("r-1")).0, "a second open connection");
+        assert!(!l.open(l.key("r-2")).0);
+        l.close(l.key("r-1"), false);
+        l.close(l.key("r-1"), false);
+        assert_eq!(l.open_of(l.key("r-1")), 0);
+        assert!(!l.open(l.key("r-1")).0);
 
-        let s = l.subscribe("r-1", true, false);
+        let s = l.subscribe(l.key("r-1"), true, false);
         assert_eq!((s.copies, s.duplicate), (1, false));
-        l.close("r-1", false);
+        l.close(l.key("r-1"), false);
         // Kept: the next connection's plain subscribe doubles it.
-        l.open("r-1");
-        let s = l.subscribe("r-1", true, false);
+        l.open(l.key("r-1"));
+        let s = l.subscribe(l.key("r-1"), true, false);
         assert_eq!((s.copies, s.duplicate), (2, true));
         // Resuming adds nothing; not asking restores what is kept.
-        assert_eq!(l.subscribe("r-1", true, true).copies, 2);
-        assert_eq!(l.subscribe("r-1", false, false).copies, 2);
-        assert_eq!(l.subscribe("r-3", true, true).copies, 1);
-        assert_eq!(l.subscribe("r-4", false, false).copies, 0);
+        assert_eq!(l.subscribe(l.key("r-1"), true, true).copies, 2);
+        assert_eq!(l.subscribe(l.key("r-1"), false, false).copies, 2);
+        assert_eq!(l.subscribe(l.key("r-3"), true, true).copies, 1);
+        assert_eq!(l.subscribe(l.key("r-4"), false, false).copies, 0);
     }
 
     #[test]
     fn a_client_that_leaves_takes_its_kept_session() {
         let l = Ledger::new();
-        l.open("r-1");
-        assert_eq!(l.subscribe("r-1", true, false).copies, 1);
-        l.close("r-1", true);
+        l.open(l.key("r-1"));
+        assert_eq!(l.subscribe(l.key("r-1"), true, false).copies, 1);
+        l.close(l.key("r-1"), true);
         assert!(l.is_empty(), "a logout leaves nothing behind");
         // The next user of the id starts afresh: no duplicate, one copy.
-        l.open("r-1");
-        let s = l.subscribe("r-1", true, false);
+        l.open(l.key("r-1"));
+        let s = l.subscribe(l.key("r-1"), true, false);
         assert_eq!((s.copies, s.duplicate), (1, false));
         // A connection that breaks (no 1000) keeps the session.
-        l.close("r-1", false);
+        l.close(l.key("r-1"), false);
         assert_eq!(l.len(), 1);
     }
 
@@ -266,9 +289,9 @@ mod tests {
         // Ten times the cap of one-off ids (a per-request header), each subscribed and gone.
         for i in 0..10 * cap {
             let id = format!("req{i}");
-            forgotten += l.open(&id).1;
-            l.subscribe(&id, true, false);
-            l.close(&id, false);
+            forgotten += l.open(l.key(&id)).1;
+            l.subscribe(l.key(&id), true, false);
+            l.close(l.key(&id), false);
         }
         assert!(l.len() <= cap + SHARDS, "{} held, cap {cap}", l.len());
         assert_eq!(
@@ -279,7 +302,7 @@ mod tests {
         // Connections open now are never forgotten.
         let l = Ledger::with_cap(SHARDS);
         for i in 0..4 * SHARDS {
-            l.open(&format!("open{i}"));
+            l.open(l.key(&format!("open{i}")));
         }
         assert_eq!(l.len(), 4 * SHARDS);
     }
