@@ -535,15 +535,6 @@ async fn recv_opt(
     }
 }
 
-async fn tick_opt(i: &mut Option<tokio::time::Interval>) {
-    match i {
-        Some(i) => {
-            i.tick().await;
-        }
-        None => std::future::pending().await,
-    }
-}
-
 /// The close code a read error earns (RFC 6455 §7.4.1), if the peer is still there to hear it.
 fn close_code_for(e: &WsError) -> Option<u16> {
     match e {
@@ -654,19 +645,16 @@ fn session(
         if let Some(dialect) = &config.socket_io {
             out.push_control(Message::text(shared.sids.open_packet(id, dialect)));
         }
-        let mut pinger = heartbeat().map(|h| {
-            let mut i = tokio::time::interval_at(Instant::now() + h.ping_every, h.ping_every);
-            i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            i
-        });
+        let mut next_ping = heartbeat().map(|h| Instant::now() + h.ping_every);
         let mut ping_seq = 0u64;
         let mut pong_deadline: Option<Instant> = None;
         let mut last_inbound = Instant::now();
+        // Boxed: most sessions have no rate limit, and every session's future would carry it.
         let mut limiter = config.rate_limit.map(|r| {
-            (
+            Box::new((
                 TokenBucket::new(r.per_second, r.per_second.max(1.0)),
                 r.action,
-            )
+            ))
         });
         let token_expiry = upgrade
             .token_expires_ms
@@ -680,9 +668,9 @@ fn session(
         let mut closing: Option<(Instant, DropMode, &AtomicU64)> = None;
         let lifetime = config.max_lifetime.map(|l| (opened + l.of(id), l.close));
         // A hung (or silently idle) session reads nothing, so it cannot see its client leave; it
-        // looks at the TCP state now and then instead, rather than hold the socket to the end.
-        let mut liveness = tokio::time::interval(Duration::from_secs(1));
-        liveness.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // looks at the TCP state now and then instead (first at once), rather than hold the
+        // socket to the end.
+        let mut liveness_at = Instant::now();
 
         // Each branch below ends the session by `break`ing with what to do with the socket.
         let end = loop {
@@ -690,6 +678,18 @@ fn session(
                 Some(i) if !blackholed => Some(last_inbound + i.after),
                 _ => None,
             };
+            let wake_at = [
+                closing.map(|c| c.0),
+                lifetime.map(|l| l.0),
+                idle_at,
+                pong_deadline.filter(|_| !blackholed),
+                token_expiry.filter(|_| !blackholed && !ghost),
+                next_ping.filter(|_| !blackholed),
+                blackholed.then_some(liveness_at),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break End::Close(1001),
@@ -750,27 +750,11 @@ fn session(
                         _ => {}
                     }
                 }
-                _ = crate::net::sleep_until_opt(closing.map(|c| c.0)) => {
-                    let (_, mode, counter) = closing.take().expect("a deadline was set");
-                    counter.fetch_add(1, Ordering::Relaxed);
-                    break match mode {
-                        DropMode::Abrupt => End::Abrupt,
-                        DropMode::Reset => End::Reset,
-                        DropMode::Close(code) => End::Close(code),
-                    };
-                }
-                _ = crate::net::sleep_until_opt(lifetime.map(|l| l.0)) => {
-                    stats.lifetime_closes.fetch_add(1, Ordering::Relaxed);
-                    break match lifetime.and_then(|l| l.1) {
-                        Some(code) => End::Close(code),
-                        None => End::Abrupt,
-                    };
-                }
                 msg = poll_fn(|cx| poll_io(&mut ws, &mut out, cx)), if !blackholed => {
                     last_inbound = Instant::now();
                     match msg {
                         Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => {
-                            if let Some((bucket, action)) = &mut limiter
+                            if let Some((bucket, action)) = limiter.as_deref_mut()
                                 && !bucket.take(Instant::now())
                             {
                                 stats.per_message().rate_limited.fetch_add(1, Ordering::Relaxed);
@@ -893,51 +877,76 @@ fn session(
                     }
                     Err(broadcast::error::RecvError::Closed) => rx = None,
                 },
-                _ = tick_opt(&mut pinger), if !blackholed => {
-                    if pong_deadline.is_none() {
-                        ping_seq += 1;
-                        let wait = heartbeat().map(|h| h.timeout).unwrap_or_default();
-                        pong_deadline = Some(Instant::now() + wait);
-                        // Control frames (and Engine.IO's ping) are not held to the backpressure
-                        // limit.
+                // Every deadline of the session, on one timer: the earliest. A timer per
+                // deadline made each of them part of the session's future (and re-armed them
+                // all on every message).
+                _ = crate::net::sleep_until_opt(wake_at) => {
+                    let now = Instant::now();
+                    let due = |t: Option<Instant>| t.is_some_and(|t| t <= now);
+                    if due(closing.map(|c| c.0)) {
+                        let (_, mode, counter) = closing.take().expect("a deadline was set");
+                        counter.fetch_add(1, Ordering::Relaxed);
+                        break match mode {
+                            DropMode::Abrupt => End::Abrupt,
+                            DropMode::Reset => End::Reset,
+                            DropMode::Close(code) => End::Close(code),
+                        };
+                    }
+                    if due(lifetime.map(|l| l.0)) {
+                        stats.lifetime_closes.fetch_add(1, Ordering::Relaxed);
+                        break match lifetime.and_then(|l| l.1) {
+                            Some(code) => End::Close(code),
+                            None => End::Abrupt,
+                        };
+                    }
+                    if !blackholed && due(pong_deadline) {
                         if engine_io {
-                            stats.per_message().socket_io_pings.fetch_add(1, Ordering::Relaxed);
-                            out.push_control(Message::text(socketio::PING));
+                            stats.socket_io_ping_timeouts.fetch_add(1, Ordering::Relaxed);
                         } else {
-                            out.push_control(Message::Ping(ping_seq.to_be_bytes().to_vec().into()));
+                            stats.dead_detected.fetch_add(1, Ordering::Relaxed);
+                        }
+                        break End::Abrupt;
+                    }
+                    if due(idle_at) {
+                        stats.idle_timeouts.fetch_add(1, Ordering::Relaxed);
+                        match config.idle_timeout.map(|i| i.mode) {
+                            Some(IdleMode::Close) => break End::Abrupt,
+                            _ => {
+                                flush_now(&mut ws);
+                                blackholed = true;
+                            }
                         }
                     }
-                }
-                _ = crate::net::sleep_until_opt(pong_deadline), if !blackholed => {
-                    if engine_io {
-                        stats.socket_io_ping_timeouts.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        stats.dead_detected.fetch_add(1, Ordering::Relaxed);
-                    }
-                    break End::Abrupt;
-                }
-                _ = crate::net::sleep_until_opt(idle_at) => {
-                    stats.idle_timeouts.fetch_add(1, Ordering::Relaxed);
-                    match config.idle_timeout.map(|i| i.mode) {
-                        Some(IdleMode::Close) => break End::Abrupt,
-                        _ => {
-                            flush_now(&mut ws);
-                            blackholed = true;
+                    if !blackholed && !ghost && due(token_expiry) {
+                        stats.auth_expired.fetch_add(1, Ordering::Relaxed);
+                        if config.auth_ghost {
+                            ghost = true;
+                            stats.ghosted.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            break End::Close(4001);
                         }
                     }
-                }
-                _ = liveness.tick(), if blackholed => {
-                    if peer_closed(ws.get_ref().tcp()) {
-                        break End::Gone;
+                    if !blackholed && due(next_ping) {
+                        next_ping = heartbeat().map(|h| now + h.ping_every);
+                        if pong_deadline.is_none() {
+                            ping_seq += 1;
+                            let wait = heartbeat().map(|h| h.timeout).unwrap_or_default();
+                            pong_deadline = Some(now + wait);
+                            // Control frames (and Engine.IO's ping) are not held to the
+                            // backpressure limit.
+                            if engine_io {
+                                stats.per_message().socket_io_pings.fetch_add(1, Ordering::Relaxed);
+                                out.push_control(Message::text(socketio::PING));
+                            } else {
+                                out.push_control(Message::Ping(ping_seq.to_be_bytes().to_vec().into()));
+                            }
+                        }
                     }
-                }
-                _ = crate::net::sleep_until_opt(token_expiry), if !blackholed && !ghost => {
-                    stats.auth_expired.fetch_add(1, Ordering::Relaxed);
-                    if config.auth_ghost {
-                        ghost = true;
-                        stats.ghosted.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        break End::Close(4001);
+                    if blackholed && liveness_at <= now {
+                        liveness_at = now + Duration::from_secs(1);
+                        if peer_closed(ws.get_ref().tcp()) {
+                            break End::Gone;
+                        }
                     }
                 }
             }
