@@ -1244,6 +1244,27 @@ mod tests {
         shutdown.cancel();
     }
 
+    /// Every idle connection of the target is one of these futures: it is most of what a
+    /// connection costs in user space (`bench/scale.py memory`), so it may not grow unnoticed.
+    #[tokio::test]
+    async fn connection_future_stays_small() {
+        let server = Server::bind(test_config()).await.unwrap();
+        let client = TcpStream::connect(server.handle().addr).await.unwrap();
+        let (tcp, _) = server.listener.accept().await.unwrap();
+        let shared = server.shared.clone();
+        let orders = shared.orders.subscribe();
+        let fut = connection::serve(tcp, 1, 0, true, shared, orders, CancellationToken::new());
+        let size = std::mem::size_of_val(&fut);
+        println!("server connection future: {size} bytes");
+        // 6,144 with a 4 KiB close buffer in it; 2,248 once that went to the heap; 2,016 once
+        // the session's timers became one.
+        assert!(
+            size <= 2_016,
+            "server connection future grew to {size} bytes"
+        );
+        drop(client);
+    }
+
     /// The Socket.IO dialect over a real socket, frame by frame: the open packet first, then
     /// answers to a namespace connect, an acked and a plain event, and pings on the interval;
     /// a client that stops answering them is dropped once its pong is late.
