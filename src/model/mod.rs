@@ -761,6 +761,7 @@ impl<'p> Engine<'p> {
             fd_limit: 0,
             expect_failures: plan.expect_failures,
             layout: vec!["modelled in virtual time, in one process, with no sockets".to_string()],
+            memory_predicted: 0,
             failures: Vec::new(),
             until: plan
                 .until

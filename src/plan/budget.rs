@@ -35,15 +35,22 @@ const SPREAD_SHARE: f64 = 0.1;
 pub const PROCESSES_PER_CPU: usize = 16;
 /// Most loopback source addresses wsstorm spreads clients over by itself.
 const MAX_SPREAD_ADDRESSES: u64 = 65_536;
-/// Memory one connection costs, by where it is held, rounded up from `bench/scale.py memory`
-/// (client 3.7 KiB, embedded server 7.8 KiB of RSS per idle connection) and the kernel's
-/// memory for an idle loopback TCP socket (socket, inode, dentry, buffers: about 2 KiB).
+/// Memory one connection costs, by where it is held: RSS per idle connection from
+/// `bench/scale.py memory`, rounded up (client 3.3–3.9 KiB, embedded target 3.9 KiB), and the
+/// kernel's slab memory for one idle loopback TCP socket, from /proc/slabinfo while 18,000
+/// connections were held (`bench/scale.py kernel`): the TCP socket 2.5 KiB, its inode 0.9, its
+/// dentry, file and epoll entry 0.5, and proc inodes 0.7, about 5 KiB. Idle sockets hold no
+/// buffers.
 const CLIENT_BYTES: u64 = 4 << 10;
-const SERVER_BYTES: u64 = 8 << 10;
-const KERNEL_SOCKET_BYTES: u64 = 2 << 10;
+const SERVER_BYTES: u64 = 4 << 10;
+const KERNEL_SOCKET_BYTES: u64 = 5 << 10;
+/// What a worker or target process holds before its first connection (runtime, thread
+/// stacks in use, metrics shards, the binary's pages), rounded up from the RSS intercept of
+/// `bench/scale.py memory`.
+const PROCESS_BYTES: u64 = 12 << 20;
 /// Share of the available memory a run may plan to use: the rest is for message buffers,
 /// histograms, and everything else on the machine.
-const MEMORY_SHARE: f64 = 0.8;
+const MEMORY_SHARE: f64 = 0.9;
 
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
@@ -126,30 +133,6 @@ pub fn fit(plan: &mut Plan, workers: Option<usize>, limits: &Limits) -> Result<(
         limits.fd_limit, limits.ports_per_address
     );
 
-    // Memory: every connection's user-space and kernel cost, on both ends when both are here.
-    let sockets = connections + server_fds + proxy_fds;
-    let need = clients * CLIENT_BYTES + server_fds * SERVER_BYTES + sockets * KERNEL_SOCKET_BYTES;
-    let have = (limits.memory as f64 * MEMORY_SHARE) as u64;
-    if need > have {
-        let per = need.div_ceil(clients.max(1));
-        return Err(format!(
-            "{clients} clients need about {} of memory ({} per client: {} KiB client, {}{} KiB kernel per socket), more than the {} this machine has available ({:.0} % of {} free). Fix: at most {} clients on this machine, or run shards on several machines",
-            gib(need),
-            kib(per),
-            CLIENT_BYTES >> 10,
-            if server_fds > 0 {
-                format!("{} KiB embedded server, ", SERVER_BYTES >> 10)
-            } else {
-                String::new()
-            },
-            KERNEL_SOCKET_BYTES >> 10,
-            gib(have),
-            MEMORY_SHARE * 100.0,
-            gib(limits.memory),
-            have / per.max(1)
-        ));
-    }
-
     // What automatic sizing fills a process to: room below the point where the generator
     // warns that it is near its open-file limit (90 %), for reconnects and stray descriptors.
     let comfortable = (cap * 85 / 100).max(1);
@@ -204,6 +187,47 @@ pub fn fit(plan: &mut Plan, workers: Option<usize>, limits: &Limits) -> Result<(
                 ));
             }
         }
+    }
+
+    // Memory: every connection's user-space and kernel cost, on both ends when both are here,
+    // and each process's own.
+    let sockets = connections + server_fds + proxy_fds;
+    let processes = (1 + workers + server_processes) as u64;
+    let per_client = CLIENT_BYTES
+        + if server_fds > 0 { SERVER_BYTES } else { 0 }
+        + KERNEL_SOCKET_BYTES * sockets.div_ceil(clients.max(1));
+    let need = clients * CLIENT_BYTES
+        + server_fds * SERVER_BYTES
+        + sockets * KERNEL_SOCKET_BYTES
+        + processes * PROCESS_BYTES;
+    let have = (limits.memory as f64 * MEMORY_SHARE) as u64;
+    let breakdown = format!(
+        "{} client, {}{} kernel per socket, {} per process",
+        kib(CLIENT_BYTES),
+        if server_fds > 0 {
+            format!("{} embedded target, ", kib(SERVER_BYTES))
+        } else {
+            String::new()
+        },
+        kib(KERNEL_SOCKET_BYTES),
+        mib(PROCESS_BYTES),
+    );
+    if need > have {
+        return Err(format!(
+            "{clients} clients need about {} of memory ({breakdown}; {sockets} sockets in {processes} processes), more than the {} this machine has available ({:.0} % of {} free). Fix: at most {} clients on this machine, or run shards on several machines",
+            gib(need),
+            gib(have),
+            MEMORY_SHARE * 100.0,
+            gib(limits.memory),
+            have.saturating_sub(processes * PROCESS_BYTES) / per_client.max(1)
+        ));
+    }
+    if workers > 0 || server_processes > 0 {
+        notes.push(format!(
+            "memory: about {} expected ({breakdown}), of {} available",
+            gib(need),
+            gib(limits.memory)
+        ));
     }
 
     if !asked_for_workers && workers + server_processes > most {
@@ -293,11 +317,16 @@ pub fn fit(plan: &mut Plan, workers: Option<usize>, limits: &Limits) -> Result<(
     plan.layout.workers = workers;
     plan.layout.server_processes = server_processes;
     plan.layout.notes = notes;
+    plan.layout.memory = need;
     Ok(())
 }
 
 fn gib(bytes: u64) -> String {
     format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.0} MiB", bytes as f64 / (1u64 << 20) as f64)
 }
 
 fn kib(bytes: u64) -> String {
@@ -380,15 +409,29 @@ mod tests {
         assert_eq!(p.layout.server_processes, 15);
         // 250000 / (28232 * 0.1) -> 89 addresses.
         assert_eq!(p.groups[0].behaviour.source_addrs, addrs(1..=89));
-        assert_eq!(p.layout.notes.len(), 3, "kept for the user and the results");
+        assert_eq!(p.layout.notes.len(), 4, "kept for the user and the results");
+        // 250,000 × (4 + 4 KiB) + 500,000 sockets × 5 KiB + 31 processes × 12 MiB.
+        assert_eq!(
+            p.layout.memory,
+            250_000 * 8192 + 500_000 * 5120 + 31 * (12 << 20)
+        );
+        assert!(
+            p.layout
+                .notes
+                .iter()
+                .any(|n| n.starts_with("memory: about 4.7 GiB expected")),
+            "{:?}",
+            p.layout.notes
+        );
     }
 
     #[test]
     fn absurd_sizes_are_refused_by_memory_and_process_count() {
         let e = fit(&mut profile(4_000_000_000, "embedded", ""), None, &LIMITS).unwrap_err();
         assert!(e.contains("4000000000 clients need about"), "{e}");
-        assert!(e.contains("19.2 GiB this machine has available"), "{e}");
-        // 1,000,000 with the server here: 14 KiB a client (4 + 8 + 2 kernel sockets).
+        assert!(e.contains("21.6 GiB this machine has available"), "{e}");
+        // 1,000,000 with the server here: 18 KiB a client (4 + 4 + 2 kernel sockets of 5),
+        // 17.2 GiB, and 121 processes of 12 MiB: it fits 90 % of 24 GiB...
         let e = fit(&mut profile(1_000_000, "embedded", ""), None, &LIMITS).unwrap_err();
         assert!(
             e.contains("more than the 32 this machine's 2 CPUs should run"),
@@ -399,13 +442,30 @@ mod tests {
         let mut p = profile(1_000_000, "embedded", "");
         fit(&mut p, Some(60), &LIMITS).unwrap();
         assert_eq!(p.layout.workers, 60);
-        // A machine with 2 GiB free takes 104,857 of these (16 KiB each, 80 % of 2 GiB).
+        assert_eq!(
+            p.layout.memory,
+            1_000_000 * 8192 + 2_000_000 * 5120 + 121 * (12 << 20)
+        );
+        // ...but not 90 % of 16 GiB.
+        let e = fit(
+            &mut profile(1_000_000, "embedded", ""),
+            Some(60),
+            &Limits {
+                memory: 16 << 30,
+                ..LIMITS
+            },
+        )
+        .unwrap_err();
+        assert!(e.contains("1000000 clients need about 18.6 GiB"), "{e}");
+        assert!(e.contains("2000000 sockets in 121 processes"), "{e}");
+        // A machine with 2 GiB free takes 87,790 of these: 18 KiB each in 90 % of 2 GiB,
+        // less 25 processes' 12 MiB.
         let small = Limits {
             memory: 2 << 30,
             ..LIMITS
         };
         let e = fit(&mut profile(200_000, "embedded", ""), None, &small).unwrap_err();
-        assert!(e.contains("at most 104857 clients"), "{e}");
+        assert!(e.contains("at most 87790 clients"), "{e}");
     }
 
     #[test]

@@ -117,6 +117,9 @@ pub struct Layout {
     /// What the budget decided and why (processes, source addresses), for the user and the
     /// results.
     pub notes: Vec<String>,
+    /// The memory the budget expects the run to use on this machine, user space and kernel
+    /// (bytes).
+    pub memory: u64,
 }
 
 #[derive(Clone, Debug)]

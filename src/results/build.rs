@@ -53,6 +53,8 @@ pub struct Record {
     pub expect_failures: bool,
     /// How the run was laid out over processes and addresses.
     pub layout: Vec<String>,
+    /// Memory the pre-flight budget predicted for the run (bytes).
+    pub memory_predicted: u64,
     /// What broke the run itself (a worker process that died), if anything did.
     pub failures: Vec<String>,
     /// How a run `--until recovered` was to end, and when it settled.
@@ -88,6 +90,7 @@ impl Results {
             expect_failures,
             failures,
             layout,
+            memory_predicted,
             until,
             events,
         } = record;
@@ -195,6 +198,7 @@ impl Results {
                 samples: c.samples,
                 warnings,
                 layout,
+                memory_predicted_bytes: memory_predicted,
             },
             totals,
             storm,

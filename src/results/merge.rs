@@ -292,6 +292,11 @@ pub fn merge(
                 Mode::Sum => "runs added up",
             }
         )],
+        // Each input's prediction was for its own machine.
+        memory_predicted: inputs
+            .iter()
+            .map(|(_, r)| r.generator.memory_predicted_bytes)
+            .sum(),
         failures,
         until: None,
         events: None,

@@ -409,6 +409,15 @@ pub struct Generator {
     /// decided it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub layout: Vec<String>,
+    /// The memory the pre-flight budget predicted for the run on this machine, user space
+    /// and kernel, in bytes: to set against what the run really took (`samples`, and the
+    /// machine's own figures).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub memory_predicted_bytes: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 pub fn totals_from(c: &Counters, clients: u64, peak: u64, connected_at_end: u64) -> Totals {

@@ -632,6 +632,7 @@ impl Swarm {
             failures,
             events,
             layout: plan.layout.notes.clone(),
+            memory_predicted: plan.layout.memory,
             until: plan.until.map(|u| {
                 let settled_at = match reason {
                     StopReason::Settled { at } => Some(at),
