@@ -25,6 +25,9 @@ fn socket(addr: SocketAddr, reuse_port: bool) -> std::io::Result<socket2::Socket
         // Several target processes listen on one port; the kernel spreads connections.
         socket.set_reuse_port(true)?;
     }
+    // Accepted connections inherit it from the listener: one setsockopt per listener
+    // instead of one per connection.
+    socket.set_tcp_nodelay(true)?;
     socket.set_nonblocking(true)?;
     Ok(socket)
 }
@@ -92,5 +95,10 @@ mod tests {
         let l = r.release(addr, 16, false).unwrap();
         let (c, a) = tokio::join!(tokio::net::TcpStream::connect(addr), l.accept());
         assert!(c.is_ok() && a.is_ok());
+        // The target and the proxy set no TCP_NODELAY of their own on what they accept.
+        assert!(
+            a.unwrap().0.nodelay().unwrap(),
+            "inherited from the listener"
+        );
     }
 }

@@ -10,6 +10,7 @@
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -55,165 +56,171 @@ struct Upgrade {
     identity: Option<identity::Key>,
 }
 
-pub(super) async fn serve(
+// One argument per thing a connection is given; a struct would only rename them. Not an
+// async fn on purpose (see the body).
+#[allow(clippy::too_many_arguments, clippy::manual_async_fn)]
+pub(super) fn serve(
     tcp: TcpStream,
+    peer: SocketAddr,
     id: u64,
     node: u32,
     admitted: bool,
     shared: Arc<Shared>,
     orders: broadcast::Receiver<Order>,
     shutdown: CancellationToken,
-) {
-    let _ = tcp.set_nodelay(true);
-    let peer_ip = tcp.peer_addr().map(|a| a.ip()).ok();
-    let stats = &shared.stats;
-    let config = &shared.config;
-    if let Some(n) = config.socket_send_buffer {
-        let _ = socket2::SockRef::from(&tcp).set_send_buffer_size(n);
-    }
+) -> impl std::future::Future<Output = ()> {
+    // An async block, not an async fn, for the reason given at [`session`]: every idle
+    // connection is one of these futures.
+    async move {
+        // TCP_NODELAY comes from the listener, the peer from accept: no syscall of its own.
+        let peer_ip = peer.ip();
+        let stats = &shared.stats;
+        let config = &shared.config;
+        if let Some(n) = config.socket_send_buffer {
+            let _ = socket2::SockRef::from(&tcp).set_send_buffer_size(n);
+        }
 
-    // The capacity model: wait for a worker and pay the service time *before* looking at the
-    // request. A client that gave up meanwhile is not noticed: the server pays anyway.
-    let mut queue_full = false;
-    let mut paid = false;
-    if let (Some(cost), Some(workers)) = (config.handshake, &shared.workers) {
-        let waiting = shared.queued.fetch_add(1, Ordering::SeqCst) + 1;
-        stats
-            .handshake_queue_peak
-            .fetch_max(waiting, Ordering::Relaxed);
-        if waiting > u64::from(cost.queue) {
-            queue_full = true;
-        } else {
-            let served = tokio::select! {
-                permit = workers.acquire() => {
-                    tokio::time::sleep(cost.service_time).await;
-                    drop(permit);
-                    true
+        // The capacity model: wait for a worker and pay the service time *before* looking at the
+        // request. A client that gave up meanwhile is not noticed: the server pays anyway.
+        let mut queue_full = false;
+        let mut paid = false;
+        if let (Some(cost), Some(workers)) = (config.handshake, &shared.workers) {
+            let waiting = shared.queued.fetch_add(1, Ordering::SeqCst) + 1;
+            stats
+                .handshake_queue_peak
+                .fetch_max(waiting, Ordering::Relaxed);
+            if waiting > u64::from(cost.queue) {
+                queue_full = true;
+            } else {
+                let served = tokio::select! {
+                    permit = workers.acquire() => {
+                        tokio::time::sleep(cost.service_time).await;
+                        drop(permit);
+                        true
+                    }
+                    _ = shutdown.cancelled() => false,
+                };
+                if !served {
+                    shared.queued.fetch_sub(1, Ordering::SeqCst);
+                    return;
                 }
-                _ = shutdown.cancelled() => false,
-            };
-            if !served {
-                shared.queued.fetch_sub(1, Ordering::SeqCst);
-                return;
+                paid = true;
             }
-            paid = true;
+            shared.queued.fetch_sub(1, Ordering::SeqCst);
         }
-        shared.queued.fetch_sub(1, Ordering::SeqCst);
-    }
-    let wasted = || {
-        if paid {
-            stats.handshakes_wasted.fetch_add(1, Ordering::Relaxed);
-        }
-    };
-    // The client may have given up while the server was busy: its upgrade request is still in
-    // the socket buffer, so the upgrade would "succeed" on a half-closed connection. The TCP
-    // state tells: the work was wasted.
-    if paid && peer_closed(&tcp) {
-        wasted();
-        stats.failed_handshakes.fetch_add(1, Ordering::Relaxed);
-        return;
-    }
-
-    let transport = match &shared.tls {
-        None => Transport::Plain(tcp),
-        Some(acceptor) => match timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-            Ok(Ok(s)) => Transport::Tls(Box::new(s.into())),
-            _ => {
-                stats.failed_handshakes.fetch_add(1, Ordering::Relaxed);
-                wasted();
-                return;
+        let wasted = || {
+            if paid {
+                stats.handshakes_wasted.fetch_add(1, Ordering::Relaxed);
             }
-        },
-    };
+        };
+        // The client may have given up while the server was busy: its upgrade request is still in
+        // the socket buffer, so the upgrade would "succeed" on a half-closed connection. The TCP
+        // state tells: the work was wasted.
+        if paid && peer_closed(&tcp) {
+            wasted();
+            stats.failed_handshakes.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
 
-    let mut refusal: Option<u16> = None;
-    let mut upgrade = Upgrade::default();
-    // The connection's place under the caps, held until the session ends.
-    let mut held = None;
-    // Over a cap with `over_limit: close-1013`: upgrade, then close at once.
-    let mut over_cap = None;
-    // The error type is tungstenite's; its size is not ours to choose.
-    #[allow(clippy::result_large_err)]
-    let callback = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
-        if req.uri().path() != config.path {
-            refusal = Some(404);
-            return Err(error_response(StatusCode::NOT_FOUND, None, None));
-        }
-        if !admitted || queue_full {
-            refusal = Some(503);
-            return Err(error_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                Some(config.retry_after),
-                None,
-            ));
-        }
-        if !config.allowed_origins.is_empty() {
-            let origin = req
-                .headers()
-                .get(header::ORIGIN)
-                .and_then(|v| v.to_str().ok());
-            if !origin.is_some_and(|o| config.origin_allowed(o)) {
-                refusal = Some(403);
+        let transport = match &shared.tls {
+            None => Transport::Plain(tcp),
+            Some(acceptor) => match timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => Transport::Tls(Box::new(s.into())),
+                _ => {
+                    stats.failed_handshakes.fetch_add(1, Ordering::Relaxed);
+                    wasted();
+                    return;
+                }
+            },
+        };
+
+        let mut refusal: Option<u16> = None;
+        let mut upgrade = Upgrade::default();
+        // The connection's place under the caps, held until the session ends.
+        let mut held = None;
+        // Over a cap with `over_limit: close-1013`: upgrade, then close at once.
+        let mut over_cap = None;
+        // The error type is tungstenite's; its size is not ours to choose.
+        #[allow(clippy::result_large_err)]
+        let callback = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
+            if req.uri().path() != config.path {
+                refusal = Some(404);
+                return Err(error_response(StatusCode::NOT_FOUND, None, None));
+            }
+            if !admitted || queue_full {
+                refusal = Some(503);
                 return Err(error_response(
-                    StatusCode::FORBIDDEN,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Some(config.retry_after),
                     None,
-                    Some("origin not allowed"),
                 ));
             }
-        }
-        let query = req.uri().query().unwrap_or("");
-        if let Some(signer) = &shared.signer {
-            let token = req
-                .headers()
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .or_else(|| query_param(query, "token"));
-            match token
-                .ok_or(TokenError::Missing)
-                .and_then(|t| signer.verify(t, now_ms()))
-            {
-                Ok(expires) => {
-                    let key = token
-                        .and_then(|t| t.split('.').next()?.parse::<u32>().ok())
-                        .map(|subject| (subject, expires));
-                    if shared.any_revoked.load(Ordering::Relaxed)
-                        && key.is_some_and(|k| shared.revoked_tokens.contains(k))
-                    {
-                        refusal = Some(401);
-                        return Err(error_response(
-                            StatusCode::UNAUTHORIZED,
-                            None,
-                            Some("token revoked"),
-                        ));
-                    }
-                    upgrade.token_expires_ms = Some(expires);
-                    upgrade.token_key = key;
-                }
-                Err(e) => {
-                    refusal = Some(401);
-                    let why = match e {
-                        TokenError::Missing => "token missing",
-                        TokenError::Malformed => "token malformed",
-                        TokenError::Forged => "token signature invalid",
-                        TokenError::Expired => "token expired",
-                    };
-                    return Err(error_response(StatusCode::UNAUTHORIZED, None, Some(why)));
+            if !config.allowed_origins.is_empty() {
+                let origin = req
+                    .headers()
+                    .get(header::ORIGIN)
+                    .and_then(|v| v.to_str().ok());
+                if !origin.is_some_and(|o| config.origin_allowed(o)) {
+                    refusal = Some(403);
+                    return Err(error_response(
+                        StatusCode::FORBIDDEN,
+                        None,
+                        Some("origin not allowed"),
+                    ));
                 }
             }
-        }
-        upgrade.identity = config
-            .identity_headers
-            .iter()
-            .find_map(|h| req.headers().get(h.as_str()))
-            .and_then(|v| v.to_str().ok())
-            .map(|v| shared.ledger.key(identity::client_of(v)));
-        upgrade.subscribe = query_param(query, "subscribe").is_some_and(|v| v == "1");
-        upgrade.resume_after = query_param(query, "resume").and_then(|v| v.parse().ok());
-        // Last, after every other check: a request refused for its own reasons (auth, a
-        // revoked token) is counted as that, not as over a cap, and takes no place.
-        if let Some(ip) = peer_ip {
-            match shared.hold(ip) {
+            let query = req.uri().query().unwrap_or("");
+            if let Some(signer) = &shared.signer {
+                let token = req
+                    .headers()
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "))
+                    .or_else(|| query_param(query, "token"));
+                match token
+                    .ok_or(TokenError::Missing)
+                    .and_then(|t| signer.verify(t, now_ms()))
+                {
+                    Ok(expires) => {
+                        let key = token
+                            .and_then(|t| t.split('.').next()?.parse::<u32>().ok())
+                            .map(|subject| (subject, expires));
+                        if shared.any_revoked.load(Ordering::Relaxed)
+                            && key.is_some_and(|k| shared.revoked_tokens.contains(k))
+                        {
+                            refusal = Some(401);
+                            return Err(error_response(
+                                StatusCode::UNAUTHORIZED,
+                                None,
+                                Some("token revoked"),
+                            ));
+                        }
+                        upgrade.token_expires_ms = Some(expires);
+                        upgrade.token_key = key;
+                    }
+                    Err(e) => {
+                        refusal = Some(401);
+                        let why = match e {
+                            TokenError::Missing => "token missing",
+                            TokenError::Malformed => "token malformed",
+                            TokenError::Forged => "token signature invalid",
+                            TokenError::Expired => "token expired",
+                        };
+                        return Err(error_response(StatusCode::UNAUTHORIZED, None, Some(why)));
+                    }
+                }
+            }
+            upgrade.identity = config
+                .identity_headers
+                .iter()
+                .find_map(|h| req.headers().get(h.as_str()))
+                .and_then(|v| v.to_str().ok())
+                .map(|v| shared.ledger.key(identity::client_of(v)));
+            upgrade.subscribe = query_param(query, "subscribe").is_some_and(|v| v == "1");
+            upgrade.resume_after = query_param(query, "resume").and_then(|v| v.parse().ok());
+            // Last, after every other check: a request refused for its own reasons (auth, a
+            // revoked token) is counted as that, not as over a cap, and takes no place.
+            match shared.hold(peer_ip) {
                 Ok(h) => held = Some(h),
                 Err(cap) => {
                     match cap {
@@ -234,72 +241,72 @@ pub(super) async fn serve(
                     }
                 }
             }
+            Ok(resp)
+        };
+        let ws_config = WebSocketConfig::default()
+            .read_buffer_size(config.read_buffer)
+            // Echoes are written out by `poll_io`'s flush, a batch at a time; past this many
+            // bytes a message is written at once. Idle connections never grow the buffer.
+            .write_buffer_size(crate::net::transport::WRITE_BATCH)
+            .max_message_size(Some(config.max_message))
+            .max_frame_size(Some(config.max_message));
+        let accept = accept_upgrade(transport, callback, ws_config);
+        let ws = tokio::select! {
+            r = timeout(HANDSHAKE_TIMEOUT, accept) => match r {
+                Ok(Ok(ws)) => ws,
+                _ => {
+                    match refusal {
+                        Some(404) => stats.rejected_404.fetch_add(1, Ordering::Relaxed),
+                        Some(401) => stats.rejected_401.fetch_add(1, Ordering::Relaxed),
+                        Some(403) => stats.rejected_403.fetch_add(1, Ordering::Relaxed),
+                        Some(_) => stats.rejected_503.fetch_add(1, Ordering::Relaxed),
+                        None => {
+                            wasted();
+                            stats.failed_handshakes.fetch_add(1, Ordering::Relaxed)
+                        }
+                    };
+                    return;
+                }
+            },
+            _ = shutdown.cancelled() => return,
+        };
+        stats.upgraded.fetch_add(1, Ordering::Relaxed);
+        if let Some(code) = over_cap {
+            let mut ws = ws;
+            stats.count_close(code);
+            close_politely(&mut ws, code).await;
+            return;
         }
-        Ok(resp)
-    };
-    let ws_config = WebSocketConfig::default()
-        .read_buffer_size(config.read_buffer)
-        // Echoes are written out by `poll_io`'s flush, a batch at a time; past this many
-        // bytes a message is written at once. Idle connections never grow the buffer.
-        .write_buffer_size(crate::net::transport::WRITE_BATCH)
-        .max_message_size(Some(config.max_message))
-        .max_frame_size(Some(config.max_message));
-    let accept = accept_upgrade(transport, callback, ws_config);
-    let ws = tokio::select! {
-        r = timeout(HANDSHAKE_TIMEOUT, accept) => match r {
-            Ok(Ok(ws)) => ws,
-            _ => {
-                match refusal {
-                    Some(404) => stats.rejected_404.fetch_add(1, Ordering::Relaxed),
-                    Some(401) => stats.rejected_401.fetch_add(1, Ordering::Relaxed),
-                    Some(403) => stats.rejected_403.fetch_add(1, Ordering::Relaxed),
-                    Some(_) => stats.rejected_503.fetch_add(1, Ordering::Relaxed),
-                    None => {
-                        wasted();
-                        stats.failed_handshakes.fetch_add(1, Ordering::Relaxed)
-                    }
-                };
-                return;
+        let node_open = &stats.node_open[node as usize % super::MAX_NODES];
+        // When it opened: its lifetime runs from here.
+        let opened = Instant::now();
+        // Counted in `open` and numbered against the orders in one step: a drain or a restart
+        // applies to this connection exactly when it counted it.
+        let born = shared.clock.open(|| {
+            stats.open.fetch_add(1, Ordering::Relaxed);
+            node_open.fetch_add(1, Ordering::Relaxed);
+        });
+        let identity = upgrade.identity.take();
+        if let Some(client) = identity {
+            stats.identified.fetch_add(1, Ordering::Relaxed);
+            let (duplicate, forgotten) = shared.ledger.open(client);
+            if duplicate {
+                stats.duplicate_connections.fetch_add(1, Ordering::Relaxed);
             }
-        },
-        _ = shutdown.cancelled() => return,
-    };
-    stats.upgraded.fetch_add(1, Ordering::Relaxed);
-    if let Some(code) = over_cap {
-        let mut ws = ws;
-        stats.count_close(code);
-        close_politely(&mut ws, code).await;
-        return;
-    }
-    let node_open = &stats.node_open[node as usize % super::MAX_NODES];
-    // When it opened: its lifetime runs from here.
-    let opened = Instant::now();
-    // Counted in `open` and numbered against the orders in one step: a drain or a restart
-    // applies to this connection exactly when it counted it.
-    let born = shared.clock.open(|| {
-        stats.open.fetch_add(1, Ordering::Relaxed);
-        node_open.fetch_add(1, Ordering::Relaxed);
-    });
-    let identity = upgrade.identity.take();
-    if let Some(client) = identity {
-        stats.identified.fetch_add(1, Ordering::Relaxed);
-        let (duplicate, forgotten) = shared.ledger.open(client);
-        if duplicate {
-            stats.duplicate_connections.fetch_add(1, Ordering::Relaxed);
+            if forgotten > 0 {
+                stats
+                    .sessions_forgotten
+                    .fetch_add(forgotten, Ordering::Relaxed);
+            }
         }
-        if forgotten > 0 {
-            stats
-                .sessions_forgotten
-                .fetch_add(forgotten, Ordering::Relaxed);
-        }
+        session(
+            ws, id, node, opened, born, upgrade, identity, &shared, orders, shutdown,
+        )
+        .await;
+        stats.open.fetch_sub(1, Ordering::Relaxed);
+        node_open.fetch_sub(1, Ordering::Relaxed);
+        drop(held);
     }
-    session(
-        ws, id, node, opened, born, upgrade, identity, &shared, orders, shutdown,
-    )
-    .await;
-    stats.open.fetch_sub(1, Ordering::Relaxed);
-    node_open.fetch_sub(1, Ordering::Relaxed);
-    drop(held);
 }
 
 /// The largest upgrade request the target reads before calling it broken.
@@ -550,8 +557,9 @@ fn close_code_for(e: &WsError) -> Option<u16> {
     }
 }
 
-// One argument per thing a session is given; a struct would only rename them.
-#[allow(clippy::too_many_arguments)]
+// One argument per thing a session is given; a struct would only rename them. Not an async
+// fn on purpose (see the body).
+#[allow(clippy::too_many_arguments, clippy::manual_async_fn)]
 fn session(
     mut ws: Ws,
     id: u64,
