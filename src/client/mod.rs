@@ -267,139 +267,137 @@ impl Client {
                     return;
                 }
             };
-            let mut retry_after = None;
-            let decision = match attempt {
-                Attempt::Open(mut ws, t) => {
-                    m.opened(
-                        who,
-                        OpenTimings {
-                            connect: t.connect,
-                            tls: t.tls,
-                            handshake: t.handshake,
-                            reconnect: self.mark.map(|l| l.elapsed()),
-                        },
-                    );
-                    self.retry.opened(&b.backoff);
-                    self.mark = Some(Instant::now());
-                    let event = self
-                        .fleet
-                        .as_deref_mut()
-                        .and_then(|f| f.on_open(b.fleet.as_deref(), Instant::now(), &mut self.rng));
-                    let end = match event {
-                        None => self.session(&ctx, &mut ws).await,
-                        // Boxed: only fleet clients wait on a second timer beside the session.
-                        Some((at, event)) => {
-                            let (me, ws) = (&mut *self, &mut ws);
-                            let ctx = &*ctx;
-                            Box::pin(async move {
-                                let end = tokio::select! {
-                                    biased;
-                                    end = me.session(ctx, ws) => end,
-                                    // Not once the run ends: the session is closing.
-                                    _ = async {
-                                        tokio::select! {
-                                            biased;
-                                            _ = ctx.cancel.cancelled() => std::future::pending().await,
-                                            _ = sleep_until(at) => {}
-                                        }
-                                    } => SessionEnd::Fleet(event),
-                                };
-                                if end == SessionEnd::Fleet(FleetEvent::Leave) {
-                                    let stream = me.stream.as_deref_mut();
-                                    session::close_gracefully(ctx, me.who, ws, stream).await;
-                                }
-                                end
-                            })
-                            .await
-                        }
-                    };
-                    if let Some(m) = self.memory.as_deref_mut() {
-                        m.close();
+            // The socket moves out of the attempt whole (`{ attempt }`), so the attempt's own
+            // space is free while the session runs: moved out of its variant, the socket left
+            // the attempt reserved beside it in the task for the connection's whole life.
+            let (decision, retry_after) = 'attempt: {
+                let (mut ws, t) = match { attempt } {
+                    Attempt::Open(ws, t) => (ws, t),
+                    Attempt::Failed(e) => {
+                        m.connect_error(who, e);
+                        self.retry.failed();
+                        break 'attempt (Decision::Retry, None);
                     }
-                    if matches!(end, SessionEnd::Dead { .. }) {
-                        // Abort a connection found dead (RST): a FIN would queue behind data the
-                        // peer never read and leave an orphan socket holding the port, and the
-                        // peer would never learn that the client left.
-                        let _ = socket2::SockRef::from(ws.get_ref().tcp())
-                            .set_linger(Some(Duration::ZERO));
+                    Attempt::Status { code, retry_after } => {
+                        m.handshake_status(who, code);
+                        self.retry.failed();
+                        break 'attempt (b.on_status.decide(code), retry_after);
                     }
-                    if let Some(counts) = ws.get_ref().compression_counts() {
-                        m.compressed(who, counts);
+                };
+                m.opened(
+                    who,
+                    OpenTimings {
+                        connect: t.connect,
+                        tls: t.tls,
+                        handshake: t.handshake,
+                        reconnect: self.mark.map(|l| l.elapsed()),
+                    },
+                );
+                self.retry.opened(&b.backoff);
+                self.mark = Some(Instant::now());
+                let event = self
+                    .fleet
+                    .as_deref_mut()
+                    .and_then(|f| f.on_open(b.fleet.as_deref(), Instant::now(), &mut self.rng));
+                let end = match event {
+                    None => self.session(&ctx, &mut ws).await,
+                    // Boxed: only fleet clients wait on a second timer beside the session.
+                    Some((at, event)) => {
+                        let (me, ws) = (&mut *self, &mut ws);
+                        let ctx = &*ctx;
+                        Box::pin(async move {
+                            let end = tokio::select! {
+                                biased;
+                                end = me.session(ctx, ws) => end,
+                                // Not once the run ends: the session is closing.
+                                _ = async {
+                                    tokio::select! {
+                                        biased;
+                                        _ = ctx.cancel.cancelled() => std::future::pending().await,
+                                        _ = sleep_until(at) => {}
+                                    }
+                                } => SessionEnd::Fleet(event),
+                            };
+                            if end == SessionEnd::Fleet(FleetEvent::Leave) {
+                                let stream = me.stream.as_deref_mut();
+                                session::close_gracefully(ctx, me.who, ws, stream).await;
+                            }
+                            end
+                        })
+                        .await
                     }
-                    match (end, self.fleet.as_deref_mut()) {
-                        (SessionEnd::Fleet(event), Some(f)) => f.release(&ctx, who, event, ws),
-                        _ => drop(ws),
-                    }
-                    let now = Instant::now();
-                    if let Some(opened) = self.mark {
-                        let lived = now.saturating_duration_since(opened);
-                        self.retry.lost(&b.backoff, lived);
-                        let lost = matches!(
-                            end,
-                            SessionEnd::Peer(_)
-                                | SessionEnd::Dead { .. }
-                                | SessionEnd::Violation(_)
-                        );
-                        if lost && lived < b.flap_below {
-                            m.flap(who);
-                        }
-                    }
-                    // The next open is a recovery (latency_us.reconnect) only after a loss:
-                    // the peer's close, a dead or broken connection, a drop or a network switch.
-                    // A close of the client's own (a stall, a policy) recovers from nothing.
+                };
+                if let Some(m) = self.memory.as_deref_mut() {
+                    m.close();
+                }
+                if matches!(end, SessionEnd::Dead { .. }) {
+                    // Abort a connection found dead (RST): a FIN would queue behind data the
+                    // peer never read and leave an orphan socket holding the port, and the
+                    // peer would never learn that the client left.
+                    let _ =
+                        socket2::SockRef::from(ws.get_ref().tcp()).set_linger(Some(Duration::ZERO));
+                }
+                if let Some(counts) = ws.get_ref().compression_counts() {
+                    m.compressed(who, counts);
+                }
+                match (end, self.fleet.as_deref_mut()) {
+                    (SessionEnd::Fleet(event), Some(f)) => f.release(&ctx, who, event, ws),
+                    _ => drop(ws),
+                }
+                let now = Instant::now();
+                if let Some(opened) = self.mark {
+                    let lived = now.saturating_duration_since(opened);
+                    self.retry.lost(&b.backoff, lived);
                     let lost = matches!(
                         end,
-                        SessionEnd::Peer(_)
-                            | SessionEnd::Dead { .. }
-                            | SessionEnd::Violation(_)
-                            | SessionEnd::Fleet(FleetEvent::Churn | FleetEvent::Switch)
+                        SessionEnd::Peer(_) | SessionEnd::Dead { .. } | SessionEnd::Violation(_)
                     );
-                    self.mark = lost.then_some(now);
-                    match end {
-                        SessionEnd::Stopped => {
-                            m.closed(who, Closed::ByClient);
-                            return;
-                        }
-                        SessionEnd::Peer(code) => {
-                            m.closed(who, Closed::ByPeer(code));
-                            b.on_close.decide(code)
-                        }
-                        SessionEnd::Dead { silent_for } => {
-                            m.closed(who, Closed::Dead { silent_for });
-                            b.on_close.decide(1006)
-                        }
-                        SessionEnd::Violation(code) => {
-                            m.closed(who, Closed::Violation(code));
-                            b.on_close.decide(code)
-                        }
-                        SessionEnd::Closed { code, reconnect } => {
-                            m.closed(who, Closed::Policy(code));
-                            if reconnect {
-                                Decision::Retry
-                            } else {
-                                Decision::Stop
-                            }
-                        }
-                        SessionEnd::Fleet(event) => match self.fleet_ended(event) {
-                            Some(decision) => decision,
-                            None => return,
-                        },
+                    if lost && lived < b.flap_below {
+                        m.flap(who);
                     }
                 }
-                Attempt::Failed(e) => {
-                    m.connect_error(who, e);
-                    self.retry.failed();
-                    Decision::Retry
-                }
-                Attempt::Status {
-                    code,
-                    retry_after: ra,
-                } => {
-                    m.handshake_status(who, code);
-                    self.retry.failed();
-                    retry_after = ra;
-                    b.on_status.decide(code)
-                }
+                // The next open is a recovery (latency_us.reconnect) only after a loss:
+                // the peer's close, a dead or broken connection, a drop or a network switch.
+                // A close of the client's own (a stall, a policy) recovers from nothing.
+                let lost = matches!(
+                    end,
+                    SessionEnd::Peer(_)
+                        | SessionEnd::Dead { .. }
+                        | SessionEnd::Violation(_)
+                        | SessionEnd::Fleet(FleetEvent::Churn | FleetEvent::Switch)
+                );
+                self.mark = lost.then_some(now);
+                let decision = match end {
+                    SessionEnd::Stopped => {
+                        m.closed(who, Closed::ByClient);
+                        return;
+                    }
+                    SessionEnd::Peer(code) => {
+                        m.closed(who, Closed::ByPeer(code));
+                        b.on_close.decide(code)
+                    }
+                    SessionEnd::Dead { silent_for } => {
+                        m.closed(who, Closed::Dead { silent_for });
+                        b.on_close.decide(1006)
+                    }
+                    SessionEnd::Violation(code) => {
+                        m.closed(who, Closed::Violation(code));
+                        b.on_close.decide(code)
+                    }
+                    SessionEnd::Closed { code, reconnect } => {
+                        m.closed(who, Closed::Policy(code));
+                        if reconnect {
+                            Decision::Retry
+                        } else {
+                            Decision::Stop
+                        }
+                    }
+                    SessionEnd::Fleet(event) => match self.fleet_ended(event) {
+                        Some(decision) => decision,
+                        None => return,
+                    },
+                };
+                (decision, None)
             };
             if ctx.cancel.is_cancelled() {
                 return;
