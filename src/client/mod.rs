@@ -152,7 +152,9 @@ fn run_client(
         mark: None,
         token: None,
     };
+    // The client's own `who`, not a copy of it beside the client.
     async move {
+        let who = c.who;
         c.ctx.metrics.fleet(who, |c| c.clients_arrived += 1);
         if let Some(f) = c.fleet.as_deref_mut() {
             // A stage client's later visit is another user: its own random draws.

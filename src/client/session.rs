@@ -4,6 +4,7 @@
 //! connection ended as a [`SessionEnd`].
 
 use std::future::poll_fn;
+use std::task::Poll;
 use std::time::Duration;
 
 use futures_util::future::Either;
@@ -108,10 +109,21 @@ fn ticker(start: Instant, every: Duration) -> Interval {
     i
 }
 
-async fn tick_opt(i: &mut Option<Interval>) -> Instant {
-    match i {
-        Some(i) => i.tick().await,
-        None => std::future::pending().await,
+/// The next tick, or never without a ticker. Polled rather than awaited: `Interval::tick`'s
+/// future in an `async fn` made this 40 bytes of every client's task, a reference is 8.
+fn tick_opt(i: &mut Option<Interval>) -> impl Future<Output = Instant> + '_ {
+    poll_fn(move |cx| match i {
+        Some(i) => i.poll_tick(cx),
+        None => Poll::Pending,
+    })
+}
+
+/// Sleep until `at`, or forever without a deadline. Not an `async fn`: that kept the deadline
+/// twice (as its argument and in the timer), in every select that waits on one.
+fn sleep_until_opt(at: Option<Instant>) -> Either<tokio::time::Sleep, std::future::Pending<()>> {
+    match at {
+        Some(t) => Either::Left(tokio::time::sleep_until(t)),
+        None => Either::Right(std::future::pending()),
     }
 }
 
@@ -166,15 +178,23 @@ pub fn run<'a>(
         let closed_loop = b.send.is_some_and(|s| s.every.is_none());
         let mut seq: u32 = 0;
         if closed_loop {
-            for _ in 0..b.send.map(|s| s.in_flight).unwrap_or(0) {
-                seq = seq.wrapping_add(1);
-                ctx.metrics.sent(who, Duration::ZERO);
-                let msg = Message::text(payload(who.client, seq, ctx.now_us(), bytes));
-                if let Sent::End(end) =
-                    write_or_give_up(ctx, ws, Write::Send(msg), None, opened).await
-                {
-                    return end;
+            // Boxed: it runs once per connection, and its write would otherwise be a variant of
+            // the task as large as any, beside the loop's state.
+            let first_window = Box::pin(async {
+                for _ in 0..b.send.map(|s| s.in_flight).unwrap_or(0) {
+                    seq = seq.wrapping_add(1);
+                    ctx.metrics.sent(who, Duration::ZERO);
+                    let msg = Message::text(payload(who.client, seq, ctx.now_us(), bytes));
+                    if let Sent::End(end) =
+                        write_or_give_up(ctx, ws, Write::Send(msg), None, opened).await
+                    {
+                        return Some(end);
+                    }
                 }
+                None
+            });
+            if let Some(end) = first_window.await {
+                return end;
             }
         }
         let mut pinger = b
@@ -197,61 +217,70 @@ pub fn run<'a>(
 
         loop {
             let awake = wake_at.is_none();
-            let now = Instant::now();
-            // Checked here as well as by the timer: a client whose sends never wait (a burst
-            // catching up, a flood) is not parked between messages, so tokio's timer wheel may
-            // not fire for a long while; the clock read above costs nothing extra.
-            if awake && pong_deadline.is_some_and(|d| now >= d) {
-                return SessionEnd::Dead {
-                    silent_for: last_inbound.elapsed(),
-                };
-            }
-            // A throttled client's read windows (it has no read rate): `read_at` is the end of
-            // the last one it opened.
-            let (may_read, throttle_change) = match b.fleet.as_deref().and_then(|f| f.throttle) {
-                Some(t) if awake => {
-                    let window = read_at;
-                    let gate = t.gate(opened, now, &mut read_at);
-                    // A read window opened: the client heard nothing while it did not read, so
-                    // the stream's silence counts from now (a stall already counted stays so).
-                    if read_at != window
-                        && let Some(s) = stream.as_deref_mut()
-                    {
-                        s.listening_again(now);
-                    }
-                    gate
+            // In a block: the clock reading is borrowed here, and a borrowed local would be kept
+            // in the task across the select below.
+            let (may_read, next_deadline) = {
+                let now = Instant::now();
+                // Checked here as well as by the timer: a client whose sends never wait (a burst
+                // catching up, a flood) is not parked between messages, so tokio's timer wheel may
+                // not fire for a long while; the clock read above costs nothing extra.
+                if awake && pong_deadline.is_some_and(|d| now >= d) {
+                    return SessionEnd::Dead {
+                        silent_for: last_inbound.elapsed(),
+                    };
                 }
-                _ => (awake && read_gap.is_none_or(|_| now >= read_at), None),
+                // A throttled client's read windows (it has no read rate): `read_at` is the end of
+                // the last one it opened.
+                let (may_read, throttle_change) = match b.fleet.as_deref().and_then(|f| f.throttle)
+                {
+                    Some(t) if awake => {
+                        let window = read_at;
+                        let gate = t.gate(opened, now, &mut read_at);
+                        // A read window opened: the client heard nothing while it did not read, so
+                        // the stream's silence counts from now (a stall already counted stays so).
+                        if read_at != window
+                            && let Some(s) = stream.as_deref_mut()
+                        {
+                            s.listening_again(now);
+                        }
+                        gate
+                    }
+                    _ => (awake && read_gap.is_none_or(|_| now >= read_at), None),
+                };
+                if batch.is_pending() && !may_read && flush_now(ws) {
+                    // Not waited for: a frozen or rate-limited client keeps its timers; what a full
+                    // socket does not take now goes out with the next read.
+                    batch = WriteBatch::default();
+                }
+                // One timer for every one-shot deadline: each Sleep future is ~100 bytes of every
+                // client's task, and only the earliest matters.
+                let next_deadline = [
+                    pong_deadline.filter(|_| awake),
+                    sleep_at,
+                    wake_at,
+                    abuse_at.filter(|_| awake),
+                    // Not while the read gate is shut: a client that does not read cannot hear.
+                    stream
+                        .as_deref()
+                        .and_then(|t| t.stalls_at(b.subscribe.and_then(|s| s.stall_after)))
+                        .filter(|_| awake && may_read),
+                    (awake && !may_read && read_at > now).then_some(read_at),
+                    throttle_change,
+                    memory
+                        .as_deref()
+                        .zip(b.conversation.as_deref())
+                        .and_then(|(m, p)| m.deadline(p))
+                        .filter(|_| awake),
+                ]
+                .into_iter()
+                .flatten()
+                .min();
+                (may_read, next_deadline)
             };
-            if batch.is_pending() && !may_read && flush_now(ws) {
-                // Not waited for: a frozen or rate-limited client keeps its timers; what a full
-                // socket does not take now goes out with the next read.
-                batch = WriteBatch::default();
-            }
-            // One timer for every one-shot deadline: each Sleep future is ~100 bytes of every
-            // client's task, and only the earliest matters.
-            let next_deadline = [
-                pong_deadline.filter(|_| awake),
-                sleep_at,
-                wake_at,
-                abuse_at.filter(|_| awake),
-                // Not while the read gate is shut: a client that does not read cannot hear.
-                stream
-                    .as_deref()
-                    .and_then(|t| t.stalls_at(b.subscribe.and_then(|s| s.stall_after)))
-                    .filter(|_| awake && may_read),
-                (awake && !may_read && read_at > now).then_some(read_at),
-                throttle_change,
-                memory
-                    .as_deref()
-                    .zip(b.conversation.as_deref())
-                    .and_then(|(m, p)| m.deadline(p))
-                    .filter(|_| awake),
-            ]
-            .into_iter()
-            .flatten()
-            .min();
-            tokio::select! {
+            // A message one of the branches wants written: written after the select, so that
+            // what the select kept (its futures, the message just read) is gone by then and the
+            // write's future shares their space in the task instead of adding to it.
+            let write = tokio::select! {
                 biased;
                 _ = ctx.cancel.cancelled() => {
                     // Rare paths are boxed so their futures do not widen every client's task.
@@ -264,11 +293,7 @@ pub fn run<'a>(
                     let stamp_us = ctx.us_since_epoch(now.min(intended + TIMER_SLACK));
                     seq = seq.wrapping_add(1);
                     ctx.metrics.sent(who, lag);
-                    let msg = Message::text(payload(who.client, seq, stamp_us, bytes));
-                    match write_or_give_up(ctx, ws, Write::Send(msg), pong_deadline, last_inbound).await {
-                        Sent::Ok => {}
-                        Sent::End(end) => return end,
-                    }
+                    Some(Write::Send(Message::text(payload(who.client, seq, stamp_us, bytes))))
                 }
                 _ = tick_opt(&mut pinger), if awake => {
                     // One ping in flight at a time: the deadline belongs to the oldest unanswered.
@@ -281,11 +306,9 @@ pub fn run<'a>(
                         // lateness of our own must not stretch the time to detect a dead peer.
                         pong_deadline =
                             Some((Instant::now() + timeout).min(last_inbound + every + timeout));
-                        let ping = Message::Ping(ping_seq.to_be_bytes().to_vec().into());
-                        match write_or_give_up(ctx, ws, Write::Send(ping), pong_deadline, last_inbound).await {
-                            Sent::Ok => {}
-                            Sent::End(end) => return end,
-                        }
+                        Some(Write::Send(Message::Ping(ping_seq.to_be_bytes().to_vec().into())))
+                    } else {
+                        None
                     }
                 }
                 msg = poll_fn(|cx| poll_next_flushing(ws, &mut batch, cx)), if may_read => {
@@ -317,6 +340,7 @@ pub fn run<'a>(
                                     return end;
                                 }
                             }
+                            None
                         }
                         Some(Ok(msg @ (Message::Text(_) | Message::Binary(_)))) => {
                             let echo = record_data(ctx, who, &msg, stream.as_deref_mut());
@@ -325,18 +349,16 @@ pub fn run<'a>(
                                 ctx.metrics.sent(who, Duration::ZERO);
                                 let next = Message::text(payload(who.client, seq, ctx.now_us(), bytes));
                                 batch.fed();
-                                let feed = Write::Feed(next);
-                                if let Sent::End(end) =
-                                    write_or_give_up(ctx, ws, feed, pong_deadline, last_inbound).await
-                                {
-                                    return end;
-                                }
+                                Some(Write::Feed(next))
+                            } else {
+                                None
                             }
                         }
                         Some(Ok(Message::Pong(p))) => {
                             if p.as_ref() == ping_seq.to_be_bytes() {
                                 pong_deadline = None;
                             }
+                            None
                         }
                         Some(Ok(Message::Close(frame))) => {
                             // tungstenite answers the close; keep reading until the stream ends.
@@ -350,7 +372,7 @@ pub fn run<'a>(
                             .await;
                             return SessionEnd::Peer(code);
                         }
-                        Some(Ok(_)) => {}
+                        Some(Ok(_)) => None,
                         Some(Err(e)) => match violation_code(&e) {
                             Some(code) => {
                                 // Say why, as the RFC asks, if the connection still takes a frame.
@@ -370,7 +392,7 @@ pub fn run<'a>(
                         None => return SessionEnd::Peer(1006),
                     }
                 }
-                _ = crate::net::sleep_until_opt(next_deadline) => {
+                _ = sleep_until_opt(next_deadline) => {
                     let now = Instant::now();
                     let due = |t: Option<Instant>| t.is_some_and(|t| t <= now);
                     if awake && due(pong_deadline) {
@@ -442,7 +464,20 @@ pub fn run<'a>(
                         }
                     }
                     // A slow consumer's read slot needs nothing: `may_read` is recomputed above.
+                    None
                 }
+            };
+            // Moved out whole (`{ write }`): taken apart in place, the message's slot would be
+            // kept in the task beside the write's future.
+            #[allow(clippy::blocks_in_conditions)]
+            let what = match { write } {
+                Some(what) => what,
+                None => continue,
+            };
+            if let Sent::End(end) =
+                write_or_give_up(ctx, ws, what, pong_deadline, last_inbound).await
+            {
+                return end;
             }
         }
     }
@@ -538,7 +573,7 @@ fn write_or_give_up<'a>(
             biased;
             // Stuck writing: no graceful close is possible; the client closes the socket.
             _ = ctx.cancel.cancelled() => Sent::End(SessionEnd::Stopped),
-            _ = crate::net::sleep_until_opt(dead_at) => Sent::End(SessionEnd::Dead {
+            _ = sleep_until_opt(dead_at) => Sent::End(SessionEnd::Dead {
                 silent_for: last_inbound.elapsed(),
             }),
             // By reference: moved into the select, the message would be kept twice.
