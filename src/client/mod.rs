@@ -119,17 +119,20 @@ pub fn run_visit(
     run_client(ctx, id, first_attempt, fleet)
 }
 
-async fn run_client(
+/// A plain function that returns the future, not an `async fn`: an `async fn` keeps its
+/// arguments in its future beside the locals made from them, for the client's whole life. The
+/// client is built here and the future keeps it once; what counts its arrival runs when the
+/// task first runs, as before.
+fn run_client(
     ctx: Arc<GroupCtx>,
     id: u32,
     first_attempt: Instant,
     fleet: Option<Box<Fleet>>,
-) {
+) -> impl Future<Output = ()> {
     let who = Who {
         client: id,
         group: ctx.group,
     };
-    ctx.metrics.fleet(who, |c| c.clients_arrived += 1);
     let mut c = Client {
         fleet,
         rng: Xoshiro128PlusPlus::seed_from_u64(client_seed(ctx.seed, id)),
@@ -149,127 +152,149 @@ async fn run_client(
         mark: None,
         token: None,
     };
-    if let Some(f) = c.fleet.as_deref_mut() {
-        // A stage client's later visit is another user: its own random draws.
-        if f.visit > 0 {
-            c.rng = Xoshiro128PlusPlus::seed_from_u64(crate::seed::mix(
-                client_seed(c.ctx.seed, id),
-                u64::from(f.visit),
-            ));
+    // The client's own `who`, not a copy of it beside the client.
+    async move {
+        let who = c.who;
+        c.ctx.metrics.fleet(who, |c| c.clients_arrived += 1);
+        if let Some(f) = c.fleet.as_deref_mut() {
+            // A stage client's later visit is another user: its own random draws.
+            if f.visit > 0 {
+                c.rng = Xoshiro128PlusPlus::seed_from_u64(crate::seed::mix(
+                    client_seed(c.ctx.seed, who.client),
+                    u64::from(f.visit),
+                ));
+            }
+            f.arrive(c.ctx.behaviour.fleet.as_deref(), first_attempt, &mut c.rng);
         }
-        f.arrive(c.ctx.behaviour.fleet.as_deref(), first_attempt, &mut c.rng);
+        c.run(first_attempt).await;
+        c.count_conversation_losses();
+        let lost = c.stream.as_ref().map_or(0, |s| s.lost());
+        c.ctx.metrics.client_done(who, c.attempts, lost);
     }
-    c.run(first_attempt).await;
-    c.count_conversation_losses();
-    let lost = c.stream.as_ref().map_or(0, |s| s.lost());
-    c.ctx.metrics.client_done(who, c.attempts, lost);
 }
 
 impl Client {
-    async fn run(&mut self, first_attempt: Instant) {
+    /// Not an `async fn`, for the reason given at [`run_client`]: the first attempt's instant
+    /// is kept once, as the next one's.
+    fn run(&mut self, mut intended: Instant) -> impl Future<Output = ()> + '_ {
         let ctx = self.ctx.clone();
-        let (b, m, who) = (&ctx.behaviour, &ctx.metrics, self.who);
-        let mut intended = first_attempt;
-        let mut in_backoff = false;
-        // The next attempt's socket, made before a retry's sleep (see `prepare_socket`).
-        let mut prepared = None;
-        loop {
-            let woke = tokio::select! {
-                _ = ctx.cancel.cancelled() => false,
-                // A leaving client stops waiting when it leaves.
-                _ = sleep_until(match self.fleet.as_deref().and_then(|f| f.leave_at) {
-                    Some(leave) => intended.min(leave),
-                    None => intended,
-                }) => true,
-            };
-            if std::mem::take(&mut in_backoff) {
-                m.backoff_ended(who);
-            }
-            if !woke {
-                return;
-            }
-            if self
-                .fleet
-                .as_deref()
-                .is_some_and(|f| f.leave_due(Instant::now()))
-            {
-                // Left while waiting to (re)connect: nothing to close.
-                m.fleet(who, |c| c.sessions_ended += 1);
-                if !self.arrive_again() {
+        async move {
+            let (b, m, who) = (&ctx.behaviour, &ctx.metrics, self.who);
+            let mut in_backoff = false;
+            // The next attempt's socket, made before a retry's sleep (see `prepare_socket`).
+            let mut prepared = None;
+            loop {
+                let woke = tokio::select! {
+                    _ = ctx.cancel.cancelled() => false,
+                    // A leaving client stops waiting when it leaves.
+                    _ = sleep_until(match self.fleet.as_deref().and_then(|f| f.leave_at) {
+                        Some(leave) => intended.min(leave),
+                        None => intended,
+                    }) => true,
+                };
+                if std::mem::take(&mut in_backoff) {
+                    m.backoff_ended(who);
+                }
+                if !woke {
                     return;
                 }
-            }
-            self.attempts += 1;
-            m.attempt(
-                who,
-                Instant::now().saturating_duration_since(intended),
-                self.attempts > 1,
-                self.retry.failures() > 0,
-            );
-            self.prepare_token(false);
-            let added = match (b.conversation.as_deref(), self.memory.as_deref_mut()) {
-                (Some(plan), Some(mem)) => {
-                    let mut env = Env {
-                        ctx: &ctx,
-                        who,
-                        rng: &mut self.rng,
-                        token: self.token.as_ref().map(|t| t.text.as_str()),
-                    };
-                    Some(Box::new(conversation::handshake_extras(
-                        plan, mem, &mut env,
-                    )))
-                }
-                _ => None,
-            };
-            let extras = AttemptExtras {
-                added,
-                token: self.token.as_ref().map(|t| t.text.as_str()),
-                attempt: self
+                if self
                     .fleet
                     .as_deref()
-                    .and_then(Fleet::next_attempt)
-                    .unwrap_or(self.attempts),
-                subscribe: b.subscribe.is_some(),
-                resume_after: b
-                    .subscribe
-                    .filter(|s| s.resume)
-                    .and_then(|_| self.stream.as_ref()?.resume_from()),
-                source_shift: self.fleet.as_deref().map_or(0, |f| f.source_shift),
-            };
-            // Boxed: the handshake future is large and only lives while connecting; an idle
-            // connected client should not carry its space.
-            // The extras move into the boxed future: the client's own task does not keep them.
-            // A leaving client leaves while connecting too: no connection opens after it left.
-            // (Its timer in the box: only a leaving client's attempt carries one.)
-            let leave = self.fleet.as_deref().and_then(|f| f.leave_at);
-            let (c, socket) = (&ctx, prepared.take());
-            let attempt = Box::pin(async move {
-                tokio::select! {
-                    a = connect::attempt(c, who.client, extras, socket) => Some(a),
-                    _ = crate::net::sleep_until_opt(leave) => None,
-                }
-            });
-            let attempt = tokio::select! {
-                a = attempt => match a {
-                    Some(a) => a,
-                    None => {
-                        m.connect_error(who, ConnectError::Cancelled);
-                        m.fleet(who, |c| c.sessions_ended += 1);
-                        if !self.arrive_again() {
-                            return;
-                        }
-                        intended = Instant::now();
-                        continue;
+                    .is_some_and(|f| f.leave_due(Instant::now()))
+                {
+                    // Left while waiting to (re)connect: nothing to close.
+                    m.fleet(who, |c| c.sessions_ended += 1);
+                    if !self.arrive_again() {
+                        return;
                     }
-                },
-                _ = ctx.cancel.cancelled() => {
-                    m.connect_error(who, ConnectError::Cancelled);
-                    return;
                 }
-            };
-            let mut retry_after = None;
-            let decision = match attempt {
-                Attempt::Open(mut ws, t) => {
+                self.attempts += 1;
+                m.attempt(
+                    who,
+                    Instant::now().saturating_duration_since(intended),
+                    self.attempts > 1,
+                    self.retry.failures() > 0,
+                );
+                self.prepare_token(false);
+                let added = match (b.conversation.as_deref(), self.memory.as_deref_mut()) {
+                    (Some(plan), Some(mem)) => {
+                        let mut env = Env {
+                            ctx: &ctx,
+                            who,
+                            rng: &mut self.rng,
+                            token: self.token.as_ref().map(|t| t.text.as_str()),
+                        };
+                        Some(Box::new(conversation::handshake_extras(
+                            plan, mem, &mut env,
+                        )))
+                    }
+                    _ => None,
+                };
+                let extras = AttemptExtras {
+                    added,
+                    token: self.token.as_ref().map(|t| t.text.as_str()),
+                    attempt: self
+                        .fleet
+                        .as_deref()
+                        .and_then(Fleet::next_attempt)
+                        .unwrap_or(self.attempts),
+                    subscribe: b.subscribe.is_some(),
+                    resume_after: b
+                        .subscribe
+                        .filter(|s| s.resume)
+                        .and_then(|_| self.stream.as_ref()?.resume_from()),
+                    source_shift: self.fleet.as_deref().map_or(0, |f| f.source_shift),
+                };
+                // Boxed: the handshake future is large and only lives while connecting; an idle
+                // connected client should not carry its space.
+                // The extras move into the boxed future: the client's own task does not keep them.
+                // A leaving client leaves while connecting too: no connection opens after it left.
+                // (Its timer in the box: only a leaving client's attempt carries one.)
+                let leave = self.fleet.as_deref().and_then(|f| f.leave_at);
+                let (c, socket) = (&ctx, prepared.take());
+                let attempt = Box::pin(async move {
+                    tokio::select! {
+                        a = connect::attempt(c, who.client, extras, socket) => Some(a),
+                        _ = crate::net::sleep_until_opt(leave) => None,
+                    }
+                });
+                let attempt = tokio::select! {
+                    a = attempt => match a {
+                        Some(a) => a,
+                        None => {
+                            m.connect_error(who, ConnectError::Cancelled);
+                            m.fleet(who, |c| c.sessions_ended += 1);
+                            if !self.arrive_again() {
+                                return;
+                            }
+                            intended = Instant::now();
+                            continue;
+                        }
+                    },
+                    _ = ctx.cancel.cancelled() => {
+                        m.connect_error(who, ConnectError::Cancelled);
+                        return;
+                    }
+                };
+                // The socket moves out of the attempt whole (`{ attempt }`), so the attempt's own
+                // space is free while the session runs: moved out of its variant, the socket left
+                // the attempt reserved beside it in the task for the connection's whole life.
+                let (decision, retry_after) = 'attempt: {
+                    #[allow(clippy::blocks_in_conditions)]
+                    let (mut ws, t) = match { attempt } {
+                        Attempt::Open(ws, t) => (ws, t),
+                        Attempt::Failed(e) => {
+                            m.connect_error(who, e);
+                            self.retry.failed();
+                            break 'attempt (Decision::Retry, None);
+                        }
+                        Attempt::Status { code, retry_after } => {
+                            m.handshake_status(who, code);
+                            self.retry.failed();
+                            break 'attempt (b.on_status.decide(code), retry_after);
+                        }
+                    };
                     m.opened(
                         who,
                         OpenTimings {
@@ -292,25 +317,25 @@ impl Client {
                             let (me, ws) = (&mut *self, &mut ws);
                             let ctx = &*ctx;
                             Box::pin(async move {
-                                let end = tokio::select! {
-                                    biased;
-                                    end = me.session(ctx, ws) => end,
-                                    // Not once the run ends: the session is closing.
-                                    _ = async {
-                                        tokio::select! {
-                                            biased;
-                                            _ = ctx.cancel.cancelled() => std::future::pending().await,
-                                            _ = sleep_until(at) => {}
-                                        }
-                                    } => SessionEnd::Fleet(event),
-                                };
-                                if end == SessionEnd::Fleet(FleetEvent::Leave) {
-                                    let stream = me.stream.as_deref_mut();
-                                    session::close_gracefully(ctx, me.who, ws, stream).await;
-                                }
-                                end
-                            })
-                            .await
+                            let end = tokio::select! {
+                                biased;
+                                end = me.session(ctx, ws) => end,
+                                // Not once the run ends: the session is closing.
+                                _ = async {
+                                    tokio::select! {
+                                        biased;
+                                        _ = ctx.cancel.cancelled() => std::future::pending().await,
+                                        _ = sleep_until(at) => {}
+                                    }
+                                } => SessionEnd::Fleet(event),
+                            };
+                            if end == SessionEnd::Fleet(FleetEvent::Leave) {
+                                let stream = me.stream.as_deref_mut();
+                                session::close_gracefully(ctx, me.who, ws, stream).await;
+                            }
+                            end
+                        })
+                        .await
                         }
                     };
                     if let Some(m) = self.memory.as_deref_mut() {
@@ -355,7 +380,7 @@ impl Client {
                             | SessionEnd::Fleet(FleetEvent::Churn | FleetEvent::Switch)
                     );
                     self.mark = lost.then_some(now);
-                    match end {
+                    let decision = match end {
                         SessionEnd::Stopped => {
                             m.closed(who, Closed::ByClient);
                             return;
@@ -384,58 +409,45 @@ impl Client {
                             Some(decision) => decision,
                             None => return,
                         },
-                    }
-                }
-                Attempt::Failed(e) => {
-                    m.connect_error(who, e);
-                    self.retry.failed();
-                    Decision::Retry
-                }
-                Attempt::Status {
-                    code,
-                    retry_after: ra,
-                } => {
-                    m.handshake_status(who, code);
-                    self.retry.failed();
-                    retry_after = ra;
-                    b.on_status.decide(code)
-                }
-            };
-            if ctx.cancel.is_cancelled() {
-                return;
-            }
-            let fixed = match decision {
-                Decision::RetryAfter(d) => Some(d.0),
-                _ => None,
-            };
-            let now = Instant::now();
-            let delay = match self.retry.next(
-                &b.backoff,
-                decision == Decision::Stop,
-                fixed,
-                // A server that says when to come back is obeyed (429/503 with Retry-After).
-                retry_after,
-                now.saturating_duration_since(ctx.epoch),
-                &mut self.rng,
-            ) {
-                Next::Wait(d) => d,
-                Next::GiveUp => {
-                    m.gave_up(who);
+                    };
+                    (decision, None)
+                };
+                if ctx.cancel.is_cancelled() {
                     return;
                 }
-            };
-            if decision == Decision::RefreshAuth {
-                self.prepare_token(true);
+                let fixed = match decision {
+                    Decision::RetryAfter(d) => Some(d.0),
+                    _ => None,
+                };
+                let now = Instant::now();
+                let delay = match self.retry.next(
+                    &b.backoff,
+                    decision == Decision::Stop,
+                    fixed,
+                    // A server that says when to come back is obeyed (429/503 with Retry-After).
+                    retry_after,
+                    now.saturating_duration_since(ctx.epoch),
+                    &mut self.rng,
+                ) {
+                    Next::Wait(d) => d,
+                    Next::GiveUp => {
+                        m.gave_up(who);
+                        return;
+                    }
+                };
+                if decision == Decision::RefreshAuth {
+                    self.prepare_token(true);
+                }
+                intended = now + delay;
+                if let Some(align) = b.align {
+                    intended =
+                        ctx.epoch + align_up(intended.saturating_duration_since(ctx.epoch), align);
+                }
+                m.backoff_started(who, intended.saturating_duration_since(now));
+                in_backoff = true;
+                let shift = self.fleet.as_deref().map_or(0, |f| f.source_shift);
+                prepared = connect::prepare_socket(&ctx, who.client.wrapping_add(shift));
             }
-            intended = now + delay;
-            if let Some(align) = b.align {
-                intended =
-                    ctx.epoch + align_up(intended.saturating_duration_since(ctx.epoch), align);
-            }
-            m.backoff_started(who, intended.saturating_duration_since(now));
-            in_backoff = true;
-            let shift = self.fleet.as_deref().map_or(0, |f| f.source_shift);
-            prepared = connect::prepare_socket(&ctx, who.client.wrapping_add(shift));
         }
     }
 
@@ -670,10 +682,10 @@ groups:
         let fut = run(ctx, 0, Instant::now());
         let size = std::mem::size_of_val(&fut);
         println!("client future: {size} bytes");
-        // 1920 before conversations; they add a pointer to the client's conversation memory
-        // (the conversation's state is boxed there) and the session's parameter for it. The
-        // fleet behaviours (churn, lifetimes, stages, switches) add a pointer to their boxed
-        // state, and the outcome of a session kept across a leaving client's close.
-        assert!(size <= 1960, "client future grew to {size} bytes");
+        // 1296 once the connect attempt left the task whole, the session and client futures
+        // stopped keeping their arguments twice and the session's writes went after its select.
+        // tokio rounds a task's cell up to 128 bytes (1,408 bytes for this future in release):
+        // growing past the next step costs every client 128 bytes.
+        assert!(size <= 1296, "client future grew to {size} bytes");
     }
 }

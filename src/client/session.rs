@@ -4,6 +4,7 @@
 //! connection ended as a [`SessionEnd`].
 
 use std::future::poll_fn;
+use std::task::Poll;
 use std::time::Duration;
 
 use futures_util::future::Either;
@@ -108,337 +109,375 @@ fn ticker(start: Instant, every: Duration) -> Interval {
     i
 }
 
-async fn tick_opt(i: &mut Option<Interval>) -> Instant {
-    match i {
-        Some(i) => i.tick().await,
-        None => std::future::pending().await,
+/// The next tick, or never without a ticker. Polled rather than awaited: `Interval::tick`'s
+/// future in an `async fn` made this 40 bytes of every client's task, a reference is 8.
+fn tick_opt(i: &mut Option<Interval>) -> impl Future<Output = Instant> + '_ {
+    poll_fn(move |cx| match i {
+        Some(i) => i.poll_tick(cx),
+        None => Poll::Pending,
+    })
+}
+
+/// Sleep until `at`, or forever without a deadline. Not an `async fn`: that kept the deadline
+/// twice (as its argument and in the timer), in every select that waits on one.
+fn sleep_until_opt(at: Option<Instant>) -> Either<tokio::time::Sleep, std::future::Pending<()>> {
+    match at {
+        Some(t) => Either::Left(tokio::time::sleep_until(t)),
+        None => Either::Right(std::future::pending()),
     }
 }
 
 /// Run one connection. Besides its socket, a client brings its RNG, its position in the
 /// embedded target's stream, its conversation's memory and its token; all are parameters, not
-/// a struct, because an `async fn` keeps its arguments in its future and a destructured struct
-/// would be kept twice.
-pub async fn run(
-    ctx: &GroupCtx,
+/// a struct, so that each is kept once. A plain function that returns the future, not an
+/// `async fn`: an `async fn` keeps its arguments in its future twice, as arguments and as the
+/// locals made from them, for the connection's whole life.
+pub fn run<'a>(
+    ctx: &'a GroupCtx,
     who: Who,
-    ws: &mut Ws,
-    rng: &mut Xoshiro128PlusPlus,
-    mut stream: Option<&mut StreamTracker>,
-    mut memory: Option<&mut Memory>,
-    token: Option<&super::Token>,
-) -> SessionEnd {
-    let token = || token.map(|t| t.text.as_str());
-    let b = &ctx.behaviour;
-    let opened = Instant::now();
-    // The stall clock of a subscribed connection starts at its open.
-    if let Some(t) = stream.as_deref_mut() {
-        t.heard(opened);
-    }
-    // The conversation, if the group holds one: its place is kept in the client's memory.
-    if let (Some(plan), Some(mem)) = (b.conversation.as_deref(), memory.as_deref_mut()) {
-        {
-            let mut env = Env {
-                ctx,
-                who,
-                rng: &mut *rng,
-                token: token(),
-            };
-            mem.open(plan, &mut env);
+    ws: &'a mut Ws,
+    rng: &'a mut Xoshiro128PlusPlus,
+    mut stream: Option<&'a mut StreamTracker>,
+    mut memory: Option<&'a mut Memory>,
+    token: Option<&'a super::Token>,
+) -> impl Future<Output = SessionEnd> + 'a {
+    let token = move || token.map(|t| t.text.as_str());
+    async move {
+        let b = &ctx.behaviour;
+        let opened = Instant::now();
+        // The stall clock of a subscribed connection starts at its open.
+        if let Some(t) = stream.as_deref_mut() {
+            t.heard(opened);
         }
-        if let Some(c) = mem.current()
-            && !c.outs.is_empty()
-            && let Some(end) = Box::pin(flush_outs(ctx, ws, c, false, None, opened)).await
-        {
-            return end;
-        }
-    }
-    // A random phase per connection, so a thousand clients that opened together do not send
-    // in lock-step forever.
-    let mut sender = b
-        .send
-        .and_then(|s| s.every)
-        .map(|every| ticker(opened + every.mul_f64(rng.random::<f64>()), every));
-    let bytes = b.send.map(|s| s.bytes).unwrap_or(0);
-    // Closed loop: the first window goes out at once; each echo sends the next message.
-    let closed_loop = b.send.is_some_and(|s| s.every.is_none());
-    let mut seq: u32 = 0;
-    if closed_loop {
-        for _ in 0..b.send.map(|s| s.in_flight).unwrap_or(0) {
-            seq = seq.wrapping_add(1);
-            ctx.metrics.sent(who, Duration::ZERO);
-            let msg = Message::text(payload(who.client, seq, ctx.now_us(), bytes));
-            if let Sent::End(end) = write_or_give_up(ctx, ws, Write::Send(msg), None, opened).await
+        // The conversation, if the group holds one: its place is kept in the client's memory.
+        if let (Some(plan), Some(mem)) = (b.conversation.as_deref(), memory.as_deref_mut()) {
+            {
+                let mut env = Env {
+                    ctx,
+                    who,
+                    rng: &mut *rng,
+                    token: token(),
+                };
+                mem.open(plan, &mut env);
+            }
+            if let Some(c) = mem.current()
+                && !c.outs.is_empty()
+                && let Some(end) = Box::pin(flush_outs(ctx, ws, c, false, None, opened)).await
             {
                 return end;
             }
         }
-    }
-    let mut pinger = b
-        .heartbeat
-        .map(|h| ticker(opened + h.ping_every, h.ping_every));
-    let mut pong_deadline: Option<Instant> = None;
-    let mut ping_seq: u64 = 0;
-    let mut last_inbound = opened;
-    // Slow consumer: the next message may be read at this instant.
-    let mut read_at = opened;
-    let read_gap = b.read_rate.map(|r| Duration::from_secs_f64(1.0 / r));
-    // Sleeping client: when it freezes, and while frozen, when it wakes.
-    let mut sleep_at = b.sleep.map(|s| opened + s.after);
-    let mut wake_at: Option<Instant> = None;
-    let mut abuse_at = b.abuse.map(|a| opened + a.after);
-    // Closed-loop messages fed to the write buffer but not yet written: they go out together
-    // when there is nothing more to read (one write for a whole batch of echoes), or here,
-    // before the loop waits on anything but a read.
-    let mut batch = WriteBatch::default();
-
-    loop {
-        let awake = wake_at.is_none();
-        let now = Instant::now();
-        // Checked here as well as by the timer: a client whose sends never wait (a burst
-        // catching up, a flood) is not parked between messages, so tokio's timer wheel may
-        // not fire for a long while; the clock read above costs nothing extra.
-        if awake && pong_deadline.is_some_and(|d| now >= d) {
-            return SessionEnd::Dead {
-                silent_for: last_inbound.elapsed(),
-            };
-        }
-        // A throttled client's read windows (it has no read rate): `read_at` is the end of
-        // the last one it opened.
-        let (may_read, throttle_change) = match b.fleet.as_deref().and_then(|f| f.throttle) {
-            Some(t) if awake => {
-                let window = read_at;
-                let gate = t.gate(opened, now, &mut read_at);
-                // A read window opened: the client heard nothing while it did not read, so
-                // the stream's silence counts from now (a stall already counted stays so).
-                if read_at != window
-                    && let Some(s) = stream.as_deref_mut()
-                {
-                    s.listening_again(now);
-                }
-                gate
-            }
-            _ => (awake && read_gap.is_none_or(|_| now >= read_at), None),
-        };
-        if batch.is_pending() && !may_read && flush_now(ws) {
-            // Not waited for: a frozen or rate-limited client keeps its timers; what a full
-            // socket does not take now goes out with the next read.
-            batch = WriteBatch::default();
-        }
-        // One timer for every one-shot deadline: each Sleep future is ~100 bytes of every
-        // client's task, and only the earliest matters.
-        let next_deadline = [
-            pong_deadline.filter(|_| awake),
-            sleep_at,
-            wake_at,
-            abuse_at.filter(|_| awake),
-            // Not while the read gate is shut: a client that does not read cannot hear.
-            stream
-                .as_deref()
-                .and_then(|t| t.stalls_at(b.subscribe.and_then(|s| s.stall_after)))
-                .filter(|_| awake && may_read),
-            (awake && !may_read && read_at > now).then_some(read_at),
-            throttle_change,
-            memory
-                .as_deref()
-                .zip(b.conversation.as_deref())
-                .and_then(|(m, p)| m.deadline(p))
-                .filter(|_| awake),
-        ]
-        .into_iter()
-        .flatten()
-        .min();
-        tokio::select! {
-            biased;
-            _ = ctx.cancel.cancelled() => {
-                // Rare paths are boxed so their futures do not widen every client's task.
-                Box::pin(close_gracefully(ctx, who, ws, stream)).await;
-                return SessionEnd::Stopped;
-            }
-            intended = tick_opt(&mut sender), if awake => {
-                let now = Instant::now();
-                let lag = now.saturating_duration_since(intended);
-                let stamp_us = ctx.us_since_epoch(now.min(intended + TIMER_SLACK));
-                seq = seq.wrapping_add(1);
-                ctx.metrics.sent(who, lag);
-                let msg = Message::text(payload(who.client, seq, stamp_us, bytes));
-                match write_or_give_up(ctx, ws, Write::Send(msg), pong_deadline, last_inbound).await {
-                    Sent::Ok => {}
-                    Sent::End(end) => return end,
-                }
-            }
-            _ = tick_opt(&mut pinger), if awake => {
-                // One ping in flight at a time: the deadline belongs to the oldest unanswered.
-                if pong_deadline.is_none() {
-                    ping_seq += 1;
-                    let (every, timeout) =
-                        b.heartbeat.map(|h| (h.ping_every, h.timeout)).unwrap_or_default();
-                    // A peer is dead once nothing arrived for a ping interval plus the timeout,
-                    // even when this ping goes out late (the client was stuck in a slow send):
-                    // lateness of our own must not stretch the time to detect a dead peer.
-                    pong_deadline =
-                        Some((Instant::now() + timeout).min(last_inbound + every + timeout));
-                    let ping = Message::Ping(ping_seq.to_be_bytes().to_vec().into());
-                    match write_or_give_up(ctx, ws, Write::Send(ping), pong_deadline, last_inbound).await {
-                        Sent::Ok => {}
-                        Sent::End(end) => return end,
+        // A random phase per connection, so a thousand clients that opened together do not send
+        // in lock-step forever.
+        let mut sender = b
+            .send
+            .and_then(|s| s.every)
+            .map(|every| ticker(opened + every.mul_f64(rng.random::<f64>()), every));
+        let bytes = b.send.map(|s| s.bytes).unwrap_or(0);
+        // Closed loop: the first window goes out at once; each echo sends the next message.
+        let closed_loop = b.send.is_some_and(|s| s.every.is_none());
+        let mut seq: u32 = 0;
+        if closed_loop {
+            // Boxed: it runs once per connection, and its write would otherwise be a variant of
+            // the task as large as any, beside the loop's state.
+            let first_window = Box::pin(async {
+                for _ in 0..b.send.map(|s| s.in_flight).unwrap_or(0) {
+                    seq = seq.wrapping_add(1);
+                    ctx.metrics.sent(who, Duration::ZERO);
+                    let msg = Message::text(payload(who.client, seq, ctx.now_us(), bytes));
+                    if let Sent::End(end) =
+                        write_or_give_up(ctx, ws, Write::Send(msg), None, opened).await
+                    {
+                        return Some(end);
                     }
                 }
+                None
+            });
+            if let Some(end) = first_window.await {
+                return end;
             }
-            msg = poll_fn(|cx| poll_next_flushing(ws, &mut batch, cx)), if may_read => {
-                last_inbound = Instant::now();
-                if let Some(gap) = read_gap {
-                    read_at = read_at.max(last_inbound) + gap;
+        }
+        let mut pinger = b
+            .heartbeat
+            .map(|h| ticker(opened + h.ping_every, h.ping_every));
+        let mut pong_deadline: Option<Instant> = None;
+        let mut ping_seq: u64 = 0;
+        let mut last_inbound = opened;
+        // Slow consumer: the next message may be read at this instant.
+        let mut read_at = opened;
+        let read_gap = b.read_rate.map(|r| Duration::from_secs_f64(1.0 / r));
+        // Sleeping client: when it freezes, and while frozen, when it wakes.
+        let mut sleep_at = b.sleep.map(|s| opened + s.after);
+        let mut wake_at: Option<Instant> = None;
+        let mut abuse_at = b.abuse.map(|a| opened + a.after);
+        // Closed-loop messages fed to the write buffer but not yet written: they go out together
+        // when there is nothing more to read (one write for a whole batch of echoes), or here,
+        // before the loop waits on anything but a read.
+        let mut batch = WriteBatch::default();
+
+        loop {
+            let awake = wake_at.is_none();
+            // In a block: the clock reading is borrowed here, and a borrowed local would be kept
+            // in the task across the select below.
+            let (may_read, next_deadline) = {
+                let now = Instant::now();
+                // Checked here as well as by the timer: a client whose sends never wait (a burst
+                // catching up, a flood) is not parked between messages, so tokio's timer wheel may
+                // not fire for a long while; the clock read above costs nothing extra.
+                if awake && pong_deadline.is_some_and(|d| now >= d) {
+                    return SessionEnd::Dead {
+                        silent_for: last_inbound.elapsed(),
+                    };
                 }
-                match msg {
-                    Some(Ok(msg @ (Message::Text(_) | Message::Binary(_))))
-                        if memory.as_deref().is_some_and(Memory::is_open) =>
+                // A throttled client's read windows (it has no read rate): `read_at` is the end of
+                // the last one it opened.
+                let (may_read, throttle_change) = match b.fleet.as_deref().and_then(|f| f.throttle)
+                {
+                    Some(t) if awake => {
+                        let window = read_at;
+                        let gate = t.gate(opened, now, &mut read_at);
+                        // A read window opened: the client heard nothing while it did not read, so
+                        // the stream's silence counts from now (a stall already counted stays so).
+                        if read_at != window
+                            && let Some(s) = stream.as_deref_mut()
+                        {
+                            s.listening_again(now);
+                        }
+                        gate
+                    }
+                    _ => (awake && read_gap.is_none_or(|_| now >= read_at), None),
+                };
+                if batch.is_pending() && !may_read && flush_now(ws) {
+                    // Not waited for: a frozen or rate-limited client keeps its timers; what a full
+                    // socket does not take now goes out with the next read.
+                    batch = WriteBatch::default();
+                }
+                // One timer for every one-shot deadline: each Sleep future is ~100 bytes of every
+                // client's task, and only the earliest matters.
+                let next_deadline = [
+                    pong_deadline.filter(|_| awake),
+                    sleep_at,
+                    wake_at,
+                    abuse_at.filter(|_| awake),
+                    // Not while the read gate is shut: a client that does not read cannot hear.
+                    stream
+                        .as_deref()
+                        .and_then(|t| t.stalls_at(b.subscribe.and_then(|s| s.stall_after)))
+                        .filter(|_| awake && may_read),
+                    (awake && !may_read && read_at > now).then_some(read_at),
+                    throttle_change,
+                    memory
+                        .as_deref()
+                        .zip(b.conversation.as_deref())
+                        .and_then(|(m, p)| m.deadline(p))
+                        .filter(|_| awake),
+                ]
+                .into_iter()
+                .flatten()
+                .min();
+                (may_read, next_deadline)
+            };
+            // A message one of the branches wants written: written after the select, so that
+            // what the select kept (its futures, the message just read) is gone by then and the
+            // write's future shares their space in the task instead of adding to it.
+            let write = tokio::select! {
+                biased;
+                _ = ctx.cancel.cancelled() => {
+                    // Rare paths are boxed so their futures do not widen every client's task.
+                    Box::pin(close_gracefully(ctx, who, ws, stream)).await;
+                    return SessionEnd::Stopped;
+                }
+                intended = tick_opt(&mut sender), if awake => {
+                    let now = Instant::now();
+                    let lag = now.saturating_duration_since(intended);
+                    let stamp_us = ctx.us_since_epoch(now.min(intended + TIMER_SLACK));
+                    seq = seq.wrapping_add(1);
+                    ctx.metrics.sent(who, lag);
+                    Some(Write::Send(Message::text(payload(who.client, seq, stamp_us, bytes))))
+                }
+                _ = tick_opt(&mut pinger), if awake => {
+                    // One ping in flight at a time: the deadline belongs to the oldest unanswered.
+                    if pong_deadline.is_none() {
+                        ping_seq += 1;
+                        let (every, timeout) =
+                            b.heartbeat.map(|h| (h.ping_every, h.timeout)).unwrap_or_default();
+                        // A peer is dead once nothing arrived for a ping interval plus the timeout,
+                        // even when this ping goes out late (the client was stuck in a slow send):
+                        // lateness of our own must not stretch the time to detect a dead peer.
+                        pong_deadline =
+                            Some((Instant::now() + timeout).min(last_inbound + every + timeout));
+                        Some(Write::Send(Message::Ping(ping_seq.to_be_bytes().to_vec().into())))
+                    } else {
+                        None
+                    }
+                }
+                msg = poll_fn(|cx| poll_next_flushing(ws, &mut batch, cx)), if may_read => {
+                    last_inbound = Instant::now();
+                    if let Some(gap) = read_gap {
+                        read_at = read_at.max(last_inbound) + gap;
+                    }
+                    match msg {
+                        Some(Ok(msg @ (Message::Text(_) | Message::Binary(_))))
+                            if memory.as_deref().is_some_and(Memory::is_open) =>
+                        {
+                            let (Some(p), Some(mem)) = (b.conversation.as_deref(), memory.as_deref_mut()) else {
+                                unreachable!("an open conversation has its plan and memory")
+                            };
+                            let (data, text): (&[u8], bool) = match &msg {
+                                Message::Text(t) => (t.as_bytes(), true),
+                                Message::Binary(b) => (b, false),
+                                _ => (&[], false),
+                            };
+                            // Scoped: nothing of the engine's call is kept across the write.
+                            let has_outs = {
+                                let mut env = Env { ctx, who, rng: &mut *rng, token: token() };
+                                mem.on_message(p, &mut env, &Msg::new(data, text), last_inbound)
+                            };
+                            drop(msg);
+                            if has_outs && let Some(c) = mem.current() {
+                                batch.fed();
+                                if let Some(end) = Box::pin(flush_outs(ctx, ws, c, true, pong_deadline, last_inbound)).await {
+                                    return end;
+                                }
+                            }
+                            None
+                        }
+                        Some(Ok(msg @ (Message::Text(_) | Message::Binary(_)))) => {
+                            let echo = record_data(ctx, who, &msg, stream.as_deref_mut());
+                            if closed_loop && echo {
+                                seq = seq.wrapping_add(1);
+                                ctx.metrics.sent(who, Duration::ZERO);
+                                let next = Message::text(payload(who.client, seq, ctx.now_us(), bytes));
+                                batch.fed();
+                                Some(Write::Feed(next))
+                            } else {
+                                None
+                            }
+                        }
+                        Some(Ok(Message::Pong(p))) => {
+                            if p.as_ref() == ping_seq.to_be_bytes() {
+                                pong_deadline = None;
+                            }
+                            None
+                        }
+                        Some(Ok(Message::Close(frame))) => {
+                            // tungstenite answers the close; keep reading until the stream ends.
+                            let code = frame.as_ref().map(|f| u16::from(f.code)).unwrap_or(1005);
+                            if let Some(f) = &frame {
+                                ctx.metrics.close_reason(who, code, &f.reason);
+                            }
+                            let _ = Box::pin(tokio::time::timeout(Duration::from_secs(1), async {
+                                while let Some(Ok(_)) = ws.next().await {}
+                            }))
+                            .await;
+                            return SessionEnd::Peer(code);
+                        }
+                        Some(Ok(_)) => None,
+                        Some(Err(e)) => match violation_code(&e) {
+                            Some(code) => {
+                                // Say why, as the RFC asks, if the connection still takes a frame.
+                                let frame = CloseFrame {
+                                    code: code.into(),
+                                    reason: "".into(),
+                                };
+                                let _ = Box::pin(tokio::time::timeout(
+                                    Duration::from_secs(1),
+                                    ws.close(Some(frame)),
+                                ))
+                                .await;
+                                return SessionEnd::Violation(code);
+                            }
+                            None => return SessionEnd::Peer(1006),
+                        },
+                        None => return SessionEnd::Peer(1006),
+                    }
+                }
+                _ = sleep_until_opt(next_deadline) => {
+                    let now = Instant::now();
+                    let due = |t: Option<Instant>| t.is_some_and(|t| t <= now);
+                    if awake && due(pong_deadline) {
+                        return SessionEnd::Dead { silent_for: last_inbound.elapsed() };
+                    }
+                    if awake
+                        && let (Some(p), Some(mem)) = (b.conversation.as_deref(), memory.as_deref_mut())
+                        && mem.deadline(p).is_some_and(|t| t <= now)
                     {
-                        let (Some(p), Some(mem)) = (b.conversation.as_deref(), memory.as_deref_mut()) else {
-                            unreachable!("an open conversation has its plan and memory")
-                        };
-                        let (data, text): (&[u8], bool) = match &msg {
-                            Message::Text(t) => (t.as_bytes(), true),
-                            Message::Binary(b) => (b, false),
-                            _ => (&[], false),
-                        };
-                        // Scoped: nothing of the engine's call is kept across the write.
                         let has_outs = {
                             let mut env = Env { ctx, who, rng: &mut *rng, token: token() };
-                            mem.on_message(p, &mut env, &Msg::new(data, text), last_inbound)
+                            mem.on_timer(p, &mut env, now)
                         };
-                        drop(msg);
-                        if has_outs && let Some(c) = mem.current() {
-                            batch.fed();
-                            if let Some(end) = Box::pin(flush_outs(ctx, ws, c, true, pong_deadline, last_inbound)).await {
-                                return end;
-                            }
+                        if has_outs
+                            && let Some(c) = mem.current()
+                            && let Some(end) = Box::pin(flush_outs(ctx, ws, c, false, pong_deadline, last_inbound)).await
+                        {
+                            return end;
                         }
                     }
-                    Some(Ok(msg @ (Message::Text(_) | Message::Binary(_)))) => {
-                        let echo = record_data(ctx, who, &msg, stream.as_deref_mut());
-                        if closed_loop && echo {
-                            seq = seq.wrapping_add(1);
-                            ctx.metrics.sent(who, Duration::ZERO);
-                            let next = Message::text(payload(who.client, seq, ctx.now_us(), bytes));
-                            batch.fed();
-                            let feed = Write::Feed(next);
-                            if let Sent::End(end) =
-                                write_or_give_up(ctx, ws, feed, pong_deadline, last_inbound).await
-                            {
-                                return end;
-                            }
+                    if awake && may_read && due(stream.as_deref().and_then(|t| t.stalls_at(b.subscribe.and_then(|s| s.stall_after)))) {
+                        // Open, perhaps answering pings, but the stream stopped: a ghost.
+                        if let Some(t) = stream.as_deref_mut() {
+                            t.stalled();
+                        }
+                        ctx.metrics.stalled(who);
+                        if b.subscribe.is_some_and(|s| s.reconnect_on_stall) {
+                            Box::pin(close_stalled(ws)).await;
+                            return SessionEnd::Closed { code: STALL_CLOSE, reconnect: true };
                         }
                     }
-                    Some(Ok(Message::Pong(p))) => {
-                        if p.as_ref() == ping_seq.to_be_bytes() {
-                            pong_deadline = None;
+                    if due(sleep_at) {
+                        // Frozen: nothing is read (so no pongs go out), sent or timed until it wakes.
+                        sleep_at = None;
+                        wake_at = b.sleep.map(|s| now + s.duration);
+                        pong_deadline = None;
+                    } else if due(wake_at) {
+                        wake_at = None;
+                        // A frozen app heard nothing because it was not listening: the peer's
+                        // silence counts from the moment it can be heard again.
+                        last_inbound = now;
+                        // A woken app does not replay what it missed while frozen.
+                        if let Some(s) = &mut sender {
+                            s.reset();
                         }
-                    }
-                    Some(Ok(Message::Close(frame))) => {
-                        // tungstenite answers the close; keep reading until the stream ends.
-                        let code = frame.as_ref().map(|f| u16::from(f.code)).unwrap_or(1005);
-                        if let Some(f) = &frame {
-                            ctx.metrics.close_reason(who, code, &f.reason);
+                        if let Some(p) = &mut pinger {
+                            p.reset();
                         }
-                        let _ = Box::pin(tokio::time::timeout(Duration::from_secs(1), async {
-                            while let Some(Ok(_)) = ws.next().await {}
-                        }))
-                        .await;
-                        return SessionEnd::Peer(code);
+                        if let (Some(p), Some(mem)) = (b.conversation.as_deref(), memory.as_deref_mut()) {
+                            mem.woke(p, now);
+                        }
+                        read_at = now;
                     }
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => match violation_code(&e) {
-                        Some(code) => {
-                            // Say why, as the RFC asks, if the connection still takes a frame.
-                            let frame = CloseFrame {
-                                code: code.into(),
-                                reason: "".into(),
-                            };
-                            let _ = Box::pin(tokio::time::timeout(
-                                Duration::from_secs(1),
-                                ws.close(Some(frame)),
-                            ))
+                    if awake && due(abuse_at) {
+                        abuse_at = None;
+                        if let Some(a) = b.abuse {
+                            let frame = super::abuse::frame(a.kind, a.bytes, rng);
+                            // The server may cut us off mid-write, or stop reading; what it
+                            // answers is read above.
+                            let _ = Box::pin(tokio::time::timeout(Duration::from_secs(2), async {
+                                // Buffered messages first: the raw frame must not land inside one.
+                                ws.flush().await.map_err(std::io::Error::other)?;
+                                batch = WriteBatch::default();
+                                let raw = ws.get_mut().untransformed();
+                                raw.write_all(&frame).await?;
+                                raw.flush().await
+                            }))
                             .await;
-                            return SessionEnd::Violation(code);
                         }
-                        None => return SessionEnd::Peer(1006),
-                    },
-                    None => return SessionEnd::Peer(1006),
+                    }
+                    // A slow consumer's read slot needs nothing: `may_read` is recomputed above.
+                    None
                 }
-            }
-            _ = crate::net::sleep_until_opt(next_deadline) => {
-                let now = Instant::now();
-                let due = |t: Option<Instant>| t.is_some_and(|t| t <= now);
-                if awake && due(pong_deadline) {
-                    return SessionEnd::Dead { silent_for: last_inbound.elapsed() };
-                }
-                if awake
-                    && let (Some(p), Some(mem)) = (b.conversation.as_deref(), memory.as_deref_mut())
-                    && mem.deadline(p).is_some_and(|t| t <= now)
-                {
-                    let has_outs = {
-                        let mut env = Env { ctx, who, rng: &mut *rng, token: token() };
-                        mem.on_timer(p, &mut env, now)
-                    };
-                    if has_outs
-                        && let Some(c) = mem.current()
-                        && let Some(end) = Box::pin(flush_outs(ctx, ws, c, false, pong_deadline, last_inbound)).await
-                    {
-                        return end;
-                    }
-                }
-                if awake && may_read && due(stream.as_deref().and_then(|t| t.stalls_at(b.subscribe.and_then(|s| s.stall_after)))) {
-                    // Open, perhaps answering pings, but the stream stopped: a ghost.
-                    if let Some(t) = stream.as_deref_mut() {
-                        t.stalled();
-                    }
-                    ctx.metrics.stalled(who);
-                    if b.subscribe.is_some_and(|s| s.reconnect_on_stall) {
-                        Box::pin(close_stalled(ws)).await;
-                        return SessionEnd::Closed { code: STALL_CLOSE, reconnect: true };
-                    }
-                }
-                if due(sleep_at) {
-                    // Frozen: nothing is read (so no pongs go out), sent or timed until it wakes.
-                    sleep_at = None;
-                    wake_at = b.sleep.map(|s| now + s.duration);
-                    pong_deadline = None;
-                } else if due(wake_at) {
-                    wake_at = None;
-                    // A frozen app heard nothing because it was not listening: the peer's
-                    // silence counts from the moment it can be heard again.
-                    last_inbound = now;
-                    // A woken app does not replay what it missed while frozen.
-                    if let Some(s) = &mut sender {
-                        s.reset();
-                    }
-                    if let Some(p) = &mut pinger {
-                        p.reset();
-                    }
-                    if let (Some(p), Some(mem)) = (b.conversation.as_deref(), memory.as_deref_mut()) {
-                        mem.woke(p, now);
-                    }
-                    read_at = now;
-                }
-                if awake && due(abuse_at) {
-                    abuse_at = None;
-                    if let Some(a) = b.abuse {
-                        let frame = super::abuse::frame(a.kind, a.bytes, rng);
-                        // The server may cut us off mid-write, or stop reading; what it
-                        // answers is read above.
-                        let _ = Box::pin(tokio::time::timeout(Duration::from_secs(2), async {
-                            // Buffered messages first: the raw frame must not land inside one.
-                            ws.flush().await.map_err(std::io::Error::other)?;
-                            batch = WriteBatch::default();
-                            let raw = ws.get_mut().untransformed();
-                            raw.write_all(&frame).await?;
-                            raw.flush().await
-                        }))
-                        .await;
-                    }
-                }
-                // A slow consumer's read slot needs nothing: `may_read` is recomputed above.
+            };
+            // Moved out whole (`{ write }`): taken apart in place, the message's slot would be
+            // kept in the task beside the write's future.
+            #[allow(clippy::blocks_in_conditions)]
+            let what = match { write } {
+                Some(what) => what,
+                None => continue,
+            };
+            if let Sent::End(end) =
+                write_or_give_up(ctx, ws, what, pong_deadline, last_inbound).await
+            {
+                return end;
             }
         }
     }
@@ -525,7 +564,7 @@ fn write_or_give_up<'a>(
             .heartbeat
             .map(|h| last_inbound + h.ping_every + h.timeout)
     });
-    let io = match what {
+    let mut io = match what {
         Write::Feed(m) => Either::Left(ws.feed(m)),
         Write::Send(m) => Either::Right(ws.send(m)),
     };
@@ -534,10 +573,11 @@ fn write_or_give_up<'a>(
             biased;
             // Stuck writing: no graceful close is possible; the client closes the socket.
             _ = ctx.cancel.cancelled() => Sent::End(SessionEnd::Stopped),
-            _ = crate::net::sleep_until_opt(dead_at) => Sent::End(SessionEnd::Dead {
+            _ = sleep_until_opt(dead_at) => Sent::End(SessionEnd::Dead {
                 silent_for: last_inbound.elapsed(),
             }),
-            r = io => match r {
+            // By reference: moved into the select, the message would be kept twice.
+            r = &mut io => match r {
                 Ok(()) => Sent::Ok,
                 Err(_) => Sent::End(SessionEnd::Peer(1006)),
             },
