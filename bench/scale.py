@@ -18,7 +18,9 @@
 
 Each prints what it measured and the numbers it came from. Runs use the release build and
 bench/*.yaml; process memory is read from /proc for the processes the run started (workers
-and target processes), so client and target memory are told apart. Kernel socket memory is
+and target processes), so client and target memory are told apart. It is each process's
+private memory (RssAnon): the binary's pages, which every process maps and the machine holds
+once, are left out. Kernel socket memory is
 not in any RSS figure; /proc/net/sockstat is printed beside it.
 """
 
@@ -59,11 +61,15 @@ def children(pid):
     return found
 
 
-def rss(pid):
+def rss(pid, field="RssAnon:"):
+    """A process's private memory (RssAnon): what its connections cost. VmRSS also counts the
+    binary's file pages (~8.6 MiB in every process), which all the processes share in
+    physical memory; a slope of VmRSS over runs with more processes charges them to the
+    connections. `field="VmRSS:"` gives it all the same."""
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass

@@ -35,19 +35,19 @@ const SPREAD_SHARE: f64 = 0.1;
 pub const PROCESSES_PER_CPU: usize = 16;
 /// Most loopback source addresses wsstorm spreads clients over by itself.
 const MAX_SPREAD_ADDRESSES: u64 = 65_536;
-/// Memory one connection costs, by where it is held: RSS per idle connection from
-/// `bench/scale.py memory`, rounded up (client 3.3–3.9 KiB, embedded target 3.9 KiB), and the
+/// Memory one connection costs, by where it is held: private memory per idle connection from
+/// `bench/scale.py memory`, rounded up (client 2.6 KiB, embedded target 3.6 KiB), and the
 /// kernel's slab memory for one idle loopback TCP socket, from /proc/slabinfo while 18,000
 /// connections were held (`bench/scale.py kernel`): the TCP socket 2.5 KiB, its inode 0.9, its
 /// dentry, file and epoll entry 0.5, and proc inodes 0.7, about 5 KiB. Idle sockets hold no
 /// buffers.
-const CLIENT_BYTES: u64 = 4 << 10;
+const CLIENT_BYTES: u64 = 3 << 10;
 const SERVER_BYTES: u64 = 4 << 10;
 const KERNEL_SOCKET_BYTES: u64 = 5 << 10;
-/// What a worker or target process holds before its first connection (runtime, thread
-/// stacks in use, metrics shards, the binary's pages), rounded up from the RSS intercept of
-/// `bench/scale.py memory`.
-const PROCESS_BYTES: u64 = 12 << 20;
+/// What a worker or target process holds of its own before its first connection (runtime,
+/// thread stacks in use, metrics shards): 3.1 MiB measured, rounded up. The binary's pages
+/// (~9 MiB) are shared by all of them and held once.
+const PROCESS_BYTES: u64 = 4 << 20;
 /// Share of the available memory a run may plan to use: the rest is for message buffers,
 /// histograms, and everything else on the machine.
 const MEMORY_SHARE: f64 = 0.9;
@@ -410,16 +410,16 @@ mod tests {
         // 250000 / (28232 * 0.1) -> 89 addresses.
         assert_eq!(p.groups[0].behaviour.source_addrs, addrs(1..=89));
         assert_eq!(p.layout.notes.len(), 4, "kept for the user and the results");
-        // 250,000 × (4 + 4 KiB) + 500,000 sockets × 5 KiB + 31 processes × 12 MiB.
+        // 250,000 × (3 + 4 KiB) + 500,000 sockets × 5 KiB + 31 processes × 4 MiB.
         assert_eq!(
             p.layout.memory,
-            250_000 * 8192 + 500_000 * 5120 + 31 * (12 << 20)
+            250_000 * 7168 + 500_000 * 5120 + 31 * (4 << 20)
         );
         assert!(
             p.layout
                 .notes
                 .iter()
-                .any(|n| n.starts_with("memory: about 4.7 GiB expected")),
+                .any(|n| n.starts_with("memory: about 4.2 GiB expected")),
             "{:?}",
             p.layout.notes
         );
@@ -430,8 +430,8 @@ mod tests {
         let e = fit(&mut profile(4_000_000_000, "embedded", ""), None, &LIMITS).unwrap_err();
         assert!(e.contains("4000000000 clients need about"), "{e}");
         assert!(e.contains("21.6 GiB this machine has available"), "{e}");
-        // 1,000,000 with the server here: 18 KiB a client (4 + 4 + 2 kernel sockets of 5),
-        // 17.2 GiB, and 121 processes of 12 MiB: it fits 90 % of 24 GiB...
+        // 1,000,000 with the server here: 17 KiB a client (3 + 4 + 2 kernel sockets of 5),
+        // 16.2 GiB, and 121 processes of 4 MiB: it fits 90 % of 24 GiB...
         let e = fit(&mut profile(1_000_000, "embedded", ""), None, &LIMITS).unwrap_err();
         assert!(
             e.contains("more than the 32 this machine's 2 CPUs should run"),
@@ -444,7 +444,7 @@ mod tests {
         assert_eq!(p.layout.workers, 60);
         assert_eq!(
             p.layout.memory,
-            1_000_000 * 8192 + 2_000_000 * 5120 + 121 * (12 << 20)
+            1_000_000 * 7168 + 2_000_000 * 5120 + 121 * (4 << 20)
         );
         // ...but not 90 % of 16 GiB.
         let e = fit(
@@ -456,16 +456,16 @@ mod tests {
             },
         )
         .unwrap_err();
-        assert!(e.contains("1000000 clients need about 18.6 GiB"), "{e}");
+        assert!(e.contains("1000000 clients need about 16.7 GiB"), "{e}");
         assert!(e.contains("2000000 sockets in 121 processes"), "{e}");
-        // A machine with 2 GiB free takes 87,790 of these: 18 KiB each in 90 % of 2 GiB,
-        // less 25 processes' 12 MiB.
+        // A machine with 2 GiB free takes 105,002 of these: 17 KiB each in 90 % of 2 GiB,
+        // less 25 processes' 4 MiB.
         let small = Limits {
             memory: 2 << 30,
             ..LIMITS
         };
         let e = fit(&mut profile(200_000, "embedded", ""), None, &small).unwrap_err();
-        assert!(e.contains("at most 87790 clients"), "{e}");
+        assert!(e.contains("at most 105002 clients"), "{e}");
     }
 
     #[test]
