@@ -118,15 +118,6 @@ fn tick_opt(i: &mut Option<Interval>) -> impl Future<Output = Instant> + '_ {
     })
 }
 
-/// Sleep until `at`, or forever without a deadline. Not an `async fn`: that kept the deadline
-/// twice (as its argument and in the timer), in every select that waits on one.
-fn sleep_until_opt(at: Option<Instant>) -> Either<tokio::time::Sleep, std::future::Pending<()>> {
-    match at {
-        Some(t) => Either::Left(tokio::time::sleep_until(t)),
-        None => Either::Right(std::future::pending()),
-    }
-}
-
 /// Run one connection. Besides its socket, a client brings its RNG, its position in the
 /// embedded target's stream, its conversation's memory and its token; all are parameters, not
 /// a struct, so that each is kept once. A plain function that returns the future, not an
@@ -392,7 +383,7 @@ pub fn run<'a>(
                         None => return SessionEnd::Peer(1006),
                     }
                 }
-                _ = sleep_until_opt(next_deadline) => {
+                _ = crate::net::sleep_until_opt(next_deadline) => {
                     let now = Instant::now();
                     let due = |t: Option<Instant>| t.is_some_and(|t| t <= now);
                     if awake && due(pong_deadline) {
@@ -573,7 +564,7 @@ fn write_or_give_up<'a>(
             biased;
             // Stuck writing: no graceful close is possible; the client closes the socket.
             _ = ctx.cancel.cancelled() => Sent::End(SessionEnd::Stopped),
-            _ = sleep_until_opt(dead_at) => Sent::End(SessionEnd::Dead {
+            _ = crate::net::sleep_until_opt(dead_at) => Sent::End(SessionEnd::Dead {
                 silent_for: last_inbound.elapsed(),
             }),
             // By reference: moved into the select, the message would be kept twice.

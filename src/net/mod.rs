@@ -13,10 +13,14 @@ pub mod transport;
 
 /// Sleep until `at`, or forever when there is no deadline: the branch of a connection loop's
 /// `select!` for a deadline it may not have (a pong due, an idle timeout, a frozen client's
-/// wake-up).
-pub async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+/// wake-up). Not an `async fn`: that kept the deadline twice (as its argument and in the
+/// timer) in every select of every connection that waits on one.
+pub fn sleep_until_opt(
+    at: Option<tokio::time::Instant>,
+) -> futures_util::future::Either<tokio::time::Sleep, std::future::Pending<()>> {
+    use futures_util::future::Either;
     match at {
-        Some(t) => tokio::time::sleep_until(t).await,
-        None => std::future::pending().await,
+        Some(t) => Either::Left(tokio::time::sleep_until(t)),
+        None => Either::Right(std::future::pending()),
     }
 }
