@@ -189,6 +189,11 @@ def hold(n=250_000, rate=5000, workers=None):
         if predicted:
             print(f"pre-flight predicted {predicted / 2**30:.1f} GiB; the run took {(user + slab) / 2**30:.1f} GiB "
                   f"(private memory + slab growth) = {(user + slab) / predicted:.0%} of the prediction")
+    # When the generator was late: the intervals' own lag (timeline points are 100 ms).
+    late = [p for p in pts if p.get("lag_p99_us", 0) > 100_000]
+    worst = sorted(pts, key=lambda p: -p.get("lag_max_us", 0))[:5]
+    print(f"generator lag: {len(late)} of {len(pts)} intervals had p99 over 100 ms; worst at "
+          + ", ".join(f"{p['t_ms'] / 1000:.1f} s ({p.get('lag_max_us', 0) / 1000:.0f} ms)" for p in worst))
     for line in r["generator"].get("layout", []):
         print("  layout:", line)
     for w in r["generator"]["warnings"]:

@@ -51,6 +51,12 @@ pub struct Point {
     pub handshake_p99_us: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connect_p99_us: Option<u64>,
+    /// How late the generator was against its own schedule in the interval (attempts and
+    /// scheduled sends), p99 and worst: when a run warns of lag, this says when it was late.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_p99_us: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_max_us: Option<u64>,
 }
 
 /// The `q` quantile of an interval's histogram, `None` without samples.
@@ -303,6 +309,8 @@ impl Collector {
             handshake_p50_us: interval_quantile(hists.get(Latency::Handshake), 0.5),
             handshake_p99_us: interval_quantile(hists.get(Latency::Handshake), 0.99),
             connect_p99_us: interval_quantile(hists.get(Latency::Connect), 0.99),
+            lag_p99_us: interval_quantile(hists.get(Latency::ScheduleLag), 0.99),
+            lag_max_us: interval_quantile(hists.get(Latency::ScheduleLag), 1.0),
         };
         run.points.push(point);
         self.attempt_series.push(point.attempts);
@@ -426,10 +434,13 @@ mod tests {
         assert_eq!(s1.point.handshake_p50_us, Some(80));
         assert_eq!(s1.point.connect_p99_us, Some(50));
         assert_eq!(s1.point.rtt_p99_us, None);
+        // On time: recorded as the histograms' lowest value, 1 µs.
+        assert_eq!(s1.point.lag_max_us, Some(1));
         for id in 0..4 {
             m.closed(who(id), Closed::ByPeer(1006));
         }
-        m.attempt(who(99), Duration::ZERO, false, false);
+        // Late against the schedule: the interval's own lag, not the run's.
+        m.attempt(who(99), Duration::from_micros(1500), false, false);
         m.connect_error(who(99), ConnectError::Refused);
         m.handshake_status(who(98), 503);
         m.closed(
@@ -442,6 +453,8 @@ mod tests {
         let s2 = c.tick();
         assert_eq!(s2.point.dead_detected, 1);
         assert_eq!(s2.point.rtt_p99_us, Some(900));
+        assert_eq!(s2.point.lag_p99_us, Some(1500));
+        assert_eq!(s2.point.lag_max_us, Some(1500));
         assert_eq!(
             s2.point.handshake_p99_us, None,
             "no handshake in this interval"

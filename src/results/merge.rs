@@ -460,6 +460,8 @@ fn aligned_points(inputs: &[&Timeline]) -> Vec<Point> {
             sum.handshake_p50_us = at(|p| p.handshake_p50_us);
             sum.handshake_p99_us = at(|p| p.handshake_p99_us);
             sum.connect_p99_us = at(|p| p.connect_p99_us);
+            sum.lag_p99_us = at(|p| p.lag_p99_us);
+            sum.lag_max_us = at(|p| p.lag_max_us);
             sum
         })
         .collect()
