@@ -152,6 +152,8 @@ pub struct Collector {
     metrics: Arc<Metrics>,
     epoch: Instant,
     spare: Hists,
+    /// The last second's histograms added up; reused every tick (a fresh set is zeroed whole).
+    recent_sum: Hists,
     /// Scratch for one interval, one entry per group; reused every tick.
     interval: Vec<GroupData>,
     recent: VecDeque<(Counters, Hists)>,
@@ -177,6 +179,7 @@ impl Collector {
             metrics,
             epoch,
             spare: Hists::default(),
+            recent_sum: Hists::default(),
             interval: vec![GroupData::default(); groups],
             recent: VecDeque::with_capacity(RECENT_TICKS + 1),
             attempt_series: Vec::new(),
@@ -338,11 +341,12 @@ impl Collector {
         };
 
         let mut last_second = Counters::default();
-        let mut recent_hists = Hists::default();
+        self.recent_sum.reset();
         for (c, h) in &self.recent {
             last_second.add(c);
-            recent_hists.add(h);
+            self.recent_sum.add(h);
         }
+        let recent_hists = &self.recent_sum;
         // The first tick's and then once a second, like the generator samples.
         if self.sample
             && (fresh_hists || self.ticks == 1 || self.ticks.is_multiple_of(SAMPLE_EVERY))
