@@ -10,7 +10,6 @@ use std::time::Duration;
 use tokio::net::TcpSocket;
 use tokio::time::{Instant, timeout};
 use tokio_rustls::TlsConnector;
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{Uri, header};
@@ -507,13 +506,12 @@ async fn upgrade(
                 (Transport::Deflate(Box::new(layer)), config)
             }
         };
-        return Ok(WebSocketStream::from_partially_read(
+        return Ok(Ws::from_partially_read(
             transport,
             tail,
             tungstenite::protocol::Role::Client,
             Some(config),
-        )
-        .await);
+        ));
     }
 }
 

@@ -637,9 +637,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Deflate<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::net::ws::WsStream;
     use futures_util::{SinkExt, StreamExt};
     use tokio::io::{AsyncWriteExt, DuplexStream, duplex};
-    use tokio_tungstenite::WebSocketStream;
     use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
     use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
@@ -666,22 +666,21 @@ mod tests {
         bytes: &[u8],
         params: Negotiated,
         limit: usize,
-    ) -> (WebSocketStream<Deflate<DuplexStream>>, DuplexStream) {
+    ) -> (WsStream<Deflate<DuplexStream>>, DuplexStream) {
         let (client, mut server) = duplex(1 << 20);
         server.write_all(bytes).await.unwrap();
         let config = WebSocketConfig::default()
             .max_message_size(Some(limit))
             .max_frame_size(Some(limit));
-        let ws = WebSocketStream::from_raw_socket(
+        let ws = WsStream::from_raw_socket(
             Deflate::new(client, params, limit, Vec::new()),
             Role::Client,
             Some(config),
-        )
-        .await;
+        );
         (ws, server)
     }
 
-    async fn next(ws: &mut WebSocketStream<Deflate<DuplexStream>>) -> Result<Message, WsError> {
+    async fn next(ws: &mut WsStream<Deflate<DuplexStream>>) -> Result<Message, WsError> {
         tokio::time::timeout(std::time::Duration::from_secs(2), ws.next())
             .await
             .expect("a message in time")
@@ -757,12 +756,11 @@ mod tests {
         let mut server = Compress::new(Compression::default(), false);
         let wire = frame(0xc1, &compressed(&mut server, b"early"));
         let (client, _server) = duplex(1024);
-        let mut ws = WebSocketStream::from_raw_socket(
+        let mut ws = WsStream::from_raw_socket(
             Deflate::new(client, Negotiated::default(), DEFAULT_LIMIT, wire),
             Role::Client,
             None,
-        )
-        .await;
+        );
         assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("early"));
     }
 
@@ -866,7 +864,7 @@ mod tests {
         let mut frames = Vec::new();
         {
             let (a, mut b) = duplex(1 << 20);
-            let mut ws = WebSocketStream::from_raw_socket(a, Role::Client, None).await;
+            let mut ws = WsStream::from_raw_socket(a, Role::Client, None);
             ws.send(Message::text("hello hello hello hello hello"))
                 .await
                 .unwrap();
@@ -915,7 +913,7 @@ mod tests {
                 ..Negotiated::default()
             };
             let layer = Deflate::new(a, params, DEFAULT_LIMIT, Vec::new());
-            let mut ws = WebSocketStream::from_raw_socket(layer, Role::Client, None).await;
+            let mut ws = WsStream::from_raw_socket(layer, Role::Client, None);
             ws.send(Message::text(text)).await.unwrap();
             ws.send(Message::text(text)).await.unwrap();
             drop(ws);

@@ -10,6 +10,7 @@ pub mod listener;
 pub mod metrics_http;
 pub mod striped;
 pub mod transport;
+pub mod ws;
 
 /// Sleep until `at`, or forever when there is no deadline: the branch of a connection loop's
 /// `select!` for a deadline it may not have (a pong due, an idle timeout, a frozen client's

@@ -21,7 +21,6 @@ use futures_util::{Sink, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::broadcast;
 use tokio::time::{Instant, timeout};
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode, header};
@@ -321,7 +320,7 @@ async fn accept_upgrade<F>(
     mut transport: Transport,
     callback: F,
     config: WebSocketConfig,
-) -> Result<WebSocketStream<Transport>, ()>
+) -> Result<Ws, ()>
 where
     F: FnOnce(&Request, Response) -> Result<Response, ErrorResponse>,
 {
@@ -397,13 +396,12 @@ where
     }
     let tail = raw[len..].to_vec();
     drop(raw);
-    Ok(WebSocketStream::from_partially_read(
+    Ok(Ws::from_partially_read(
         transport,
         tail,
         tokio_tungstenite::tungstenite::protocol::Role::Server,
         Some(config),
-    )
-    .await)
+    ))
 }
 
 /// Whether the peer has closed or reset the connection.
