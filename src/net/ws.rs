@@ -825,9 +825,14 @@ mod tests {
     #[test]
     fn the_struct_is_small() {
         let size = std::mem::size_of::<WsStream>();
-        println!("WsStream: {size} bytes");
-        // tokio-tungstenite's WebSocketStream<Transport> was 312.
-        assert!(size <= 128, "WsStream grew to {size} bytes");
+        let transport = std::mem::size_of::<Transport>();
+        println!("WsStream: {size} bytes, of which the transport {transport}");
+        // 128 in all in release, where a Transport is 32 bytes (40 in a debug build: tokio's
+        // TcpStream is bigger there); tokio-tungstenite's WebSocketStream<Transport> was 312.
+        assert!(
+            size - transport <= 96,
+            "WsStream grew to {size} bytes ({transport} of them the transport)"
+        );
     }
 
     #[test]
