@@ -352,7 +352,7 @@ pub fn run<'a>(
                             None
                         }
                         Some(Ok(Message::Close(frame))) => {
-                            // tungstenite answers the close; keep reading until the stream ends.
+                            // The WebSocket answers the close; keep reading until the stream ends.
                             let code = frame.as_ref().map(|f| u16::from(f.code)).unwrap_or(1005);
                             if let Some(f) = &frame {
                                 ctx.metrics.close_reason(who, code, &f.reason);

@@ -1,5 +1,6 @@
 //! Sockets shared by the clients, the embedded server and the proxy: the transport under a
-//! WebSocket (plain TCP or TLS; for clients, permessage-deflate under tungstenite), listeners
+//! WebSocket (plain TCP or TLS; for clients, permessage-deflate under the frame layer), the
+//! frame layer itself (`ws`: RFC 6455 framing that holds no read buffer while idle), listeners
 //! that can refuse connections without losing their port, services that run on a runtime of
 //! their own, counters every connection bumps without sharing a cache line, the optional
 //! deadline connection loops wait on, and the HTTP endpoint a Prometheus scrape reads.

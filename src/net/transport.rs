@@ -19,7 +19,7 @@ use super::deflate::{Counts, Deflate};
 pub enum Transport {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
-    /// permessage-deflate between the socket and tungstenite (clients only).
+    /// permessage-deflate between the socket and the WebSocket (clients only).
     Deflate(Box<Deflate<Transport>>),
 }
 

@@ -243,6 +243,8 @@ pub(super) fn serve(
             Ok(resp)
         };
         let ws_config = WebSocketConfig::default()
+            // The most one read takes, into a buffer the thread's connections share: no
+            // connection keeps a read buffer of its own.
             .read_buffer_size(config.read_buffer)
             // Echoes are written out by `poll_io`'s flush, a batch at a time; past this many
             // bytes a message is written at once. Idle connections never grow the buffer.
@@ -311,10 +313,10 @@ pub(super) fn serve(
 /// The largest upgrade request the target reads before calling it broken.
 const MAX_REQUEST: usize = 16 * 1024;
 
-/// The server side of the HTTP upgrade, done here rather than by tungstenite: tungstenite reads
-/// the request into a 4 KiB buffer and hands that same allocation to the connection as its
-/// read buffer, so every idle connection would keep 4 KiB whatever `read_buffer` says. Here the
-/// request is read into a buffer of its own and only the bytes after it go to the connection.
+/// The server side of the HTTP upgrade, done here rather than by tungstenite, whose handshake
+/// reads the request into a 4 KiB buffer and ends in a WebSocket of its own. Here the request
+/// is read into a buffer of its own and only the bytes after it go to the connection
+/// ([`crate::net::ws`]), which keeps them until it has read them.
 /// `Err` when the upgrade did not happen (refused by `callback`, malformed, or the peer left).
 async fn accept_upgrade<F>(
     mut transport: Transport,
@@ -827,8 +829,8 @@ fn session(
                         }
                         // A client that closes with 1000 left (a logout): its kept session goes.
                         Some(Ok(Message::Close(Some(f)))) if f.code == CloseCode::Normal => left = true,
-                        // Pings are answered by tungstenite; a close is answered and then ends the
-                        // stream.
+                        // Pings are answered by the WebSocket; a close is answered and then ends
+                        // the stream.
                         Some(Ok(_)) => {}
                         Some(Err(e)) => match close_code_for(&e) {
                             Some(code) => break End::Close(code),

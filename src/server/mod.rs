@@ -100,7 +100,7 @@ pub struct ServerConfig {
     pub accept_burst: Option<u32>,
     pub retry_after: Duration,
     pub backlog: u32,
-    /// Where a connection's read buffer starts; it grows for bigger messages.
+    /// The most a connection reads at once, into a buffer its thread's connections share.
     pub read_buffer: usize,
     pub max_message: usize,
     pub rate_limit: Option<RateLimit>,
