@@ -37,8 +37,6 @@ use conversation::{Env, Memory};
 pub use fleet::StageSlot;
 use fleet::{Fleet, FleetEvent};
 pub use session::SessionEnd;
-#[cfg(test)]
-pub(crate) use session::violation_code;
 use stream::StreamTracker;
 
 /// What every client of a group shares.

@@ -100,6 +100,23 @@ fn apply_mask(buf: &mut [u8], mask: [u8; 4]) {
     }
 }
 
+/// The close code RFC 6455 §7.4.1 asks an endpoint to send for a read error, when the error is
+/// the peer breaking the protocol rather than the connection breaking (`None`: the network's
+/// doing, or the connection used after it ended).
+pub fn violation_code(e: &Error) -> Option<u16> {
+    match e {
+        Error::Protocol(
+            ProtocolError::ResetWithoutClosingHandshake
+            | ProtocolError::SendAfterClosing
+            | ProtocolError::ReceivedAfterClosing,
+        ) => None,
+        Error::Protocol(_) => Some(1002),
+        Error::Utf8(_) => Some(1007),
+        Error::Capacity(_) => Some(1009),
+        _ => None,
+    }
+}
+
 /// Close codes an endpoint may send (RFC 6455 §7.4, and 1012-1014 as IANA registered them;
 /// tungstenite leaves out 1014, which the embedded target may send).
 fn may_be_sent(code: u16) -> bool {
@@ -713,7 +730,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WsStream<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::violation_code;
     use futures_util::StreamExt;
     use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

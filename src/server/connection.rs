@@ -21,7 +21,6 @@ use futures_util::{Sink, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::broadcast;
 use tokio::time::{Instant, timeout};
-use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode, header};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -35,6 +34,7 @@ use super::stream::StreamItem;
 use super::{Action, DropMode, Heartbeat, Order, OverCap, Shared, TokenBucket};
 use crate::auth::{TokenError, now_ms};
 use crate::net::transport::{Transport, WriteBatch, close_with_fin, flush_now, poll_next_flushing};
+use crate::net::ws::violation_code;
 use crate::profile::{IdleMode, OnFull, OverLimit, RateLimitAction};
 
 type Ws = crate::net::transport::WsStream;
@@ -542,21 +542,6 @@ async fn recv_opt(
     }
 }
 
-/// The close code a read error earns (RFC 6455 §7.4.1), if the peer is still there to hear it.
-fn close_code_for(e: &WsError) -> Option<u16> {
-    match e {
-        WsError::Capacity(_) => Some(1009),
-        WsError::Utf8(_) => Some(1007),
-        WsError::Protocol(
-            ProtocolError::ResetWithoutClosingHandshake
-            | ProtocolError::SendAfterClosing
-            | ProtocolError::ReceivedAfterClosing,
-        ) => None,
-        WsError::Protocol(_) => Some(1002),
-        _ => None,
-    }
-}
-
 // One argument per thing a session is given; a struct would only rename them. Not an async
 // fn on purpose (see the body).
 #[allow(clippy::too_many_arguments, clippy::manual_async_fn)]
@@ -832,7 +817,7 @@ fn session(
                         // Pings are answered by the WebSocket; a close is answered and then ends
                         // the stream.
                         Some(Ok(_)) => {}
-                        Some(Err(e)) => match close_code_for(&e) {
+                        Some(Err(e)) => match violation_code(&e) {
                             Some(code) => break End::Close(code),
                             None => break End::Gone,
                         },
