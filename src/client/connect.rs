@@ -10,7 +10,6 @@ use std::time::Duration;
 use tokio::net::TcpSocket;
 use tokio::time::{Instant, timeout};
 use tokio_rustls::TlsConnector;
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{Uri, header};
@@ -328,6 +327,8 @@ pub async fn attempt(
         );
     }
     let config = WebSocketConfig::default()
+        // The most one read takes, into a buffer the thread's connections share: no
+        // connection keeps a read buffer of its own.
         .read_buffer_size(b.read_buffer)
         // Sends are written out by an explicit flush, so a closed-loop client can answer a
         // whole batch of echoes with one write; past this many bytes a send writes at once.
@@ -374,11 +375,10 @@ enum Upgrade {
 /// The largest upgrade response a client reads before calling it broken.
 const MAX_RESPONSE: usize = 16 * 1024;
 
-/// The client side of the HTTP upgrade, done here rather than by tungstenite: tungstenite
-/// reads the response into a 4 KiB buffer and hands that same allocation to the connection as
-/// its read buffer, so every idle client would keep 4 KiB whatever `read_buffer` says. Here
-/// the response is read through a stack buffer and only the bytes after it (usually none) go
-/// to the connection.
+/// The client side of the HTTP upgrade, done here rather than by tungstenite, whose handshake
+/// reads the response into a 4 KiB buffer and ends in a WebSocket of its own. Here the
+/// response is read through a stack buffer and only the bytes after it (usually none) go to
+/// the connection ([`crate::net::ws`]), which keeps them until it has read them.
 async fn upgrade(
     request: tungstenite::handshake::client::Request,
     mut transport: Transport,
@@ -485,15 +485,15 @@ async fn upgrade(
         };
         let negotiated = negotiated
             .map_err(|why| Upgrade::Failed(ConnectError::BadUpgrade, format!("101 with {why}")))?;
-        // Exactly the bytes that followed the response: the connection grows its own read
-        // buffer to `read_buffer` from there.
+        // Exactly the bytes that followed the response: the connection holds them until it has
+        // read them, and no read buffer after that.
         let mut tail = response[len..].to_vec();
         let (transport, config) = match negotiated {
             None => (transport, config),
             Some(n) => {
                 // The compression layer gets the frames that came with the response and
-                // hands tungstenite each message as one frame, so tungstenite's frame limit
-                // is the message limit.
+                // hands the WebSocket each message as one frame, so the WebSocket's frame
+                // limit is the message limit.
                 let limit = crate::net::deflate::DEFAULT_LIMIT;
                 let layer = crate::net::deflate::Deflate::new(
                     transport,
@@ -507,13 +507,12 @@ async fn upgrade(
                 (Transport::Deflate(Box::new(layer)), config)
             }
         };
-        return Ok(WebSocketStream::from_partially_read(
+        return Ok(Ws::from_partially_read(
             transport,
             tail,
             tungstenite::protocol::Role::Client,
             Some(config),
-        )
-        .await);
+        ));
     }
 }
 

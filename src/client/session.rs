@@ -13,9 +13,9 @@ use rand::RngExt;
 use rand::rngs::Xoshiro128PlusPlus;
 use tokio::io::AsyncWriteExt;
 use tokio::time::{Instant, Interval, MissedTickBehavior, interval_at};
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::{self, Message};
 
 use super::GroupCtx;
 use super::connect::Ws;
@@ -46,23 +46,9 @@ pub enum SessionEnd {
     Fleet(super::fleet::FleetEvent),
 }
 
-/// The close code RFC 6455 asks an endpoint to send for a read error, when the error is the
-/// peer breaking the protocol rather than the connection breaking.
-pub fn violation_code(e: &tungstenite::Error) -> Option<u16> {
-    use tungstenite::Error as E;
-    match e {
-        E::Protocol(p) => match p {
-            // The connection ended, or was used after it ended: the network's doing.
-            tungstenite::error::ProtocolError::ResetWithoutClosingHandshake
-            | tungstenite::error::ProtocolError::SendAfterClosing
-            | tungstenite::error::ProtocolError::ReceivedAfterClosing => None,
-            _ => Some(1002),
-        },
-        E::Utf8(_) => Some(1007),
-        E::Capacity(_) => Some(1009),
-        _ => None,
-    }
-}
+/// The close code RFC 6455 asks an endpoint to send for a read error: the frame layer's, whose
+/// tests hold each broken frame to its code (the embedded target uses the same).
+pub use crate::net::ws::violation_code;
 
 /// Echo payload: `wsstorm <client:8 hex> <seq:8 hex> <send time µs:16 hex> ` then padding.
 /// Fixed-width fields make the echo cheap to parse; any echo server returns it as is.
@@ -352,7 +338,7 @@ pub fn run<'a>(
                             None
                         }
                         Some(Ok(Message::Close(frame))) => {
-                            // tungstenite answers the close; keep reading until the stream ends.
+                            // The WebSocket answers the close; keep reading until the stream ends.
                             let code = frame.as_ref().map(|f| u16::from(f.code)).unwrap_or(1005);
                             if let Some(f) = &frame {
                                 ctx.metrics.close_reason(who, code, &f.reason);

@@ -1,17 +1,17 @@
 //! permessage-deflate (RFC 7692) for the clients, as a byte-stream layer between the socket and
-//! tungstenite, which has no extension support (a frame with RSV1 set is a protocol error to
-//! it). Reading, the layer parses the server's frames, inflates each compressed message into
-//! one plain frame and passes everything else through; writing, it parses tungstenite's masked
-//! frames, deflates data messages, sets RSV1 and masks them again. tungstenite never learns
-//! that the connection is compressed.
+//! the frame layer ([`super::ws`]), which has no extension support (a frame with RSV1 set is a
+//! protocol error to it). Reading, the layer parses the server's frames, inflates each
+//! compressed message into one plain frame and passes everything else through; writing, it
+//! parses the frame layer's masked frames, deflates data messages, sets RSV1 and masks them
+//! again. The frame layer never learns that the connection is compressed.
 //!
 //! A connection carries this layer only when the server accepted the offer; the compressor
 //! and the decompressor are made on first use, so a connection that stays idle pays only for
-//! the layer's small struct. Failures the layer detects are turned into frames tungstenite
+//! the layer's small struct. Failures the layer detects are turned into frames the frame layer
 //! rejects with the right close code: an inflated message over the limit into a frame header
-//! that claims more than the limit (tungstenite: message too long, the client closes with
-//! 1009); a broken compressed stream or a frame that breaks RFC 7692 into a frame with all
-//! reserved bits set (tungstenite: protocol error, 1002).
+//! that claims more than the limit (message too long, the client closes with 1009); a broken
+//! compressed stream or a frame that breaks RFC 7692 into a frame with all reserved bits set
+//! (a protocol error, 1002).
 
 use std::io;
 use std::pin::Pin;
@@ -248,7 +248,7 @@ enum Receiving {
 struct ReadSide {
     /// Bytes from the socket not yet parsed.
     raw: Vec<u8>,
-    /// Bytes for tungstenite, from `out_at` on.
+    /// Bytes for the frame layer, from `out_at` on.
     out: Vec<u8>,
     out_at: usize,
     /// Payload bytes of a frame passing through still to come.
@@ -264,13 +264,13 @@ struct ReadSide {
     /// Its compressed size so far.
     message_wire: u64,
     inflater: Option<Box<Decompress>>,
-    /// A failure was handed to tungstenite: nothing more is read.
+    /// A failure was handed to the frame layer: nothing more is read.
     failed: bool,
 }
 
 #[derive(Default)]
 struct WriteSide {
-    /// tungstenite's bytes not yet a complete frame.
+    /// The frame layer's bytes not yet a complete frame.
     raw: Vec<u8>,
     /// Bytes for the socket, from `out_at` on.
     out: Vec<u8>,
@@ -282,11 +282,11 @@ struct WriteSide {
     scratch: Vec<u8>,
 }
 
-/// A stream with permessage-deflate between it and tungstenite (see the module header).
+/// A stream with permessage-deflate between it and the frame layer (see the module header).
 pub struct Deflate<S> {
     inner: S,
     params: Negotiated,
-    /// The largest inflated message; tungstenite's frame and message limits are set to it.
+    /// The largest inflated message; the frame layer's frame and message limits are set to it.
     limit: usize,
     read: ReadSide,
     write: WriteSide,
@@ -327,7 +327,7 @@ impl<S> Deflate<S> {
 }
 
 impl<S> Deflate<S> {
-    /// Parse what the socket gave into bytes for tungstenite, as far as it goes.
+    /// Parse what the socket gave into bytes for the frame layer, as far as it goes.
     fn transform_read(&mut self) {
         let r = &mut self.read;
         let mut at = 0;
@@ -408,7 +408,7 @@ impl<S> Deflate<S> {
             {
                 r.receiving = Receiving::Compressed { opcode: h.opcode };
             } else {
-                // Control frames, uncompressed messages, and anything tungstenite should
+                // Control frames, uncompressed messages, and anything the frame layer should
                 // judge for itself pass through untouched.
                 r.out.extend_from_slice(&rest[..h.size]);
                 at += h.size;
@@ -432,10 +432,10 @@ impl<S> Deflate<S> {
         r.raw.drain(..at);
     }
 
-    /// Hand tungstenite a frame it refuses with the right close code, and stop reading.
+    /// Hand the frame layer a frame it refuses with the right close code, and stop reading.
     fn fail(r: &mut ReadSide, why: Refused, limit: usize) {
         match why {
-            // A frame that claims more than tungstenite's limit: message too long, 1009.
+            // A frame that claims more than the frame layer's limit: message too long, 1009.
             Refused::TooBig => put_header(&mut r.out, 0x82, limit as u64 + 1, None),
             // Reserved bits set: a protocol error, 1002.
             Refused::Corrupt => r.out.extend_from_slice(&[0xf2, 0x00]),
@@ -445,7 +445,7 @@ impl<S> Deflate<S> {
         r.inflater = None;
     }
 
-    /// Turn tungstenite's complete frames into frames for the socket.
+    /// Turn the frame layer's complete frames into frames for the socket.
     fn transform_write(&mut self) {
         let w = &mut self.write;
         let mut at = 0;
@@ -571,7 +571,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Deflate<S> {
                 return Poll::Ready(Ok(()));
             }
             let r = &mut this.read;
-            // A frame passing through with nothing buffered goes straight to tungstenite.
+            // A frame passing through with nothing buffered goes straight to the frame layer.
             if r.pass > 0 && r.raw.is_empty() && !r.failed {
                 let n = got
                     .len()
@@ -637,9 +637,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Deflate<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::net::ws::WsStream;
     use futures_util::{SinkExt, StreamExt};
     use tokio::io::{AsyncWriteExt, DuplexStream, duplex};
-    use tokio_tungstenite::WebSocketStream;
     use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
     use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
@@ -666,22 +666,21 @@ mod tests {
         bytes: &[u8],
         params: Negotiated,
         limit: usize,
-    ) -> (WebSocketStream<Deflate<DuplexStream>>, DuplexStream) {
+    ) -> (WsStream<Deflate<DuplexStream>>, DuplexStream) {
         let (client, mut server) = duplex(1 << 20);
         server.write_all(bytes).await.unwrap();
         let config = WebSocketConfig::default()
             .max_message_size(Some(limit))
             .max_frame_size(Some(limit));
-        let ws = WebSocketStream::from_raw_socket(
+        let ws = WsStream::from_raw_socket(
             Deflate::new(client, params, limit, Vec::new()),
             Role::Client,
             Some(config),
-        )
-        .await;
+        );
         (ws, server)
     }
 
-    async fn next(ws: &mut WebSocketStream<Deflate<DuplexStream>>) -> Result<Message, WsError> {
+    async fn next(ws: &mut WsStream<Deflate<DuplexStream>>) -> Result<Message, WsError> {
         tokio::time::timeout(std::time::Duration::from_secs(2), ws.next())
             .await
             .expect("a message in time")
@@ -757,12 +756,11 @@ mod tests {
         let mut server = Compress::new(Compression::default(), false);
         let wire = frame(0xc1, &compressed(&mut server, b"early"));
         let (client, _server) = duplex(1024);
-        let mut ws = WebSocketStream::from_raw_socket(
+        let mut ws = WsStream::from_raw_socket(
             Deflate::new(client, Negotiated::default(), DEFAULT_LIMIT, wire),
             Role::Client,
             None,
-        )
-        .await;
+        );
         assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("early"));
     }
 
@@ -807,7 +805,7 @@ mod tests {
     }
 
     /// 16 MiB of zeros compress to ~16 KiB; with a 1 MiB limit the client refuses the message
-    /// as too big (tungstenite's capacity error: the session closes with 1009) without ever
+    /// as too big (the frame layer's capacity error: the session closes with 1009) without ever
     /// holding more than the limit.
     #[tokio::test]
     async fn a_decompression_bomb_is_refused() {
@@ -859,14 +857,14 @@ mod tests {
         out
     }
 
-    /// tungstenite's frames, written to the layer a few bytes at a time, come out compressed,
+    /// The frame layer's frames, written to the layer a few bytes at a time, come out compressed,
     /// with RSV1 and a mask; a ping passes through as it is.
     #[tokio::test]
     async fn partial_writes_are_gathered_into_frames() {
         let mut frames = Vec::new();
         {
             let (a, mut b) = duplex(1 << 20);
-            let mut ws = WebSocketStream::from_raw_socket(a, Role::Client, None).await;
+            let mut ws = WsStream::from_raw_socket(a, Role::Client, None);
             ws.send(Message::text("hello hello hello hello hello"))
                 .await
                 .unwrap();
@@ -915,7 +913,7 @@ mod tests {
                 ..Negotiated::default()
             };
             let layer = Deflate::new(a, params, DEFAULT_LIMIT, Vec::new());
-            let mut ws = WebSocketStream::from_raw_socket(layer, Role::Client, None).await;
+            let mut ws = WsStream::from_raw_socket(layer, Role::Client, None);
             ws.send(Message::text(text)).await.unwrap();
             ws.send(Message::text(text)).await.unwrap();
             drop(ws);

@@ -1,5 +1,6 @@
 //! Sockets shared by the clients, the embedded server and the proxy: the transport under a
-//! WebSocket (plain TCP or TLS; for clients, permessage-deflate under tungstenite), listeners
+//! WebSocket (plain TCP or TLS; for clients, permessage-deflate under the frame layer), the
+//! frame layer itself (`ws`: RFC 6455 framing that holds no read buffer while idle), listeners
 //! that can refuse connections without losing their port, services that run on a runtime of
 //! their own, counters every connection bumps without sharing a cache line, the optional
 //! deadline connection loops wait on, and the HTTP endpoint a Prometheus scrape reads.
@@ -10,6 +11,7 @@ pub mod listener;
 pub mod metrics_http;
 pub mod striped;
 pub mod transport;
+pub mod ws;
 
 /// Sleep until `at`, or forever when there is no deadline: the branch of a connection loop's
 /// `select!` for a deadline it may not have (a pong due, an idle timeout, a frozen client's

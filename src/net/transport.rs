@@ -19,7 +19,7 @@ use super::deflate::{Counts, Deflate};
 pub enum Transport {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
-    /// permessage-deflate between the socket and tungstenite (clients only).
+    /// permessage-deflate between the socket and the WebSocket (clients only).
     Deflate(Box<Deflate<Transport>>),
 }
 
@@ -118,7 +118,7 @@ pub async fn close_with_fin(tcp: &TcpStream) {
 }
 
 /// A WebSocket over a [`Transport`], as both ends use it.
-pub type WsStream = tokio_tungstenite::WebSocketStream<Transport>;
+pub use super::ws::WsStream;
 
 /// Bytes of messages a connection buffers before it writes them without a flush: both ends
 /// write a batch of messages that became due together with one write.
@@ -192,8 +192,8 @@ mod tests {
         let c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
         let (s, _) = l.accept().await.unwrap();
         let config = WebSocketConfig::default().write_buffer_size(WRITE_BATCH);
-        let a = WsStream::from_raw_socket(Transport::Plain(s), Role::Server, Some(config)).await;
-        let b = WsStream::from_raw_socket(Transport::Plain(c), Role::Client, None).await;
+        let a = WsStream::from_raw_socket(Transport::Plain(s), Role::Server, Some(config));
+        let b = WsStream::from_raw_socket(Transport::Plain(c), Role::Client, None);
         (a, b)
     }
 

@@ -605,8 +605,9 @@ pub struct Group {
     /// Offered in Sec-WebSocket-Protocol.
     #[serde(default)]
     pub subprotocols: Vec<String>,
-    /// Per-connection read buffer (tungstenite's default of 128 KiB would cost 12 GiB at 100k;
-    /// default 512 B; it grows for bigger messages).
+    /// The most a connection reads from its socket at once (default 512 B; 64 KiB at most),
+    /// into a buffer its thread's connections share: no connection keeps a read buffer. A
+    /// frame longer than that is read into its own buffer, as much at once as is there.
     #[serde(default = "default_read_buffer")]
     pub read_buffer: ByteSize,
     /// Kernel receive buffer (SO_RCVBUF) of each client socket; default: the kernel's, which
@@ -648,8 +649,9 @@ fn default_timeout() -> Dur {
     Dur(std::time::Duration::from_secs(5))
 }
 
-/// Small by default: a WebSocket message of a few hundred bytes needs no more, a bigger one
-/// grows the buffer, and every idle client keeps it (tungstenite allocates it up front).
+/// What each client's own read buffer started at when it had one. Bigger reads cost no
+/// memory per idle connection now; a connection that is sent many small messages at a time
+/// reads them in fewer system calls, and holds what it read until it has handed it out.
 fn default_read_buffer() -> ByteSize {
     ByteSize(512)
 }

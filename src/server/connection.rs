@@ -21,8 +21,6 @@ use futures_util::{Sink, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::broadcast;
 use tokio::time::{Instant, timeout};
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode, header};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -36,6 +34,7 @@ use super::stream::StreamItem;
 use super::{Action, DropMode, Heartbeat, Order, OverCap, Shared, TokenBucket};
 use crate::auth::{TokenError, now_ms};
 use crate::net::transport::{Transport, WriteBatch, close_with_fin, flush_now, poll_next_flushing};
+use crate::net::ws::violation_code;
 use crate::profile::{IdleMode, OnFull, OverLimit, RateLimitAction};
 
 type Ws = crate::net::transport::WsStream;
@@ -244,6 +243,8 @@ pub(super) fn serve(
             Ok(resp)
         };
         let ws_config = WebSocketConfig::default()
+            // The most one read takes, into a buffer the thread's connections share: no
+            // connection keeps a read buffer of its own.
             .read_buffer_size(config.read_buffer)
             // Echoes are written out by `poll_io`'s flush, a batch at a time; past this many
             // bytes a message is written at once. Idle connections never grow the buffer.
@@ -312,16 +313,16 @@ pub(super) fn serve(
 /// The largest upgrade request the target reads before calling it broken.
 const MAX_REQUEST: usize = 16 * 1024;
 
-/// The server side of the HTTP upgrade, done here rather than by tungstenite: tungstenite reads
-/// the request into a 4 KiB buffer and hands that same allocation to the connection as its
-/// read buffer, so every idle connection would keep 4 KiB whatever `read_buffer` says. Here the
-/// request is read into a buffer of its own and only the bytes after it go to the connection.
+/// The server side of the HTTP upgrade, done here rather than by tungstenite, whose handshake
+/// reads the request into a 4 KiB buffer and ends in a WebSocket of its own. Here the request
+/// is read into a buffer of its own and only the bytes after it go to the connection
+/// ([`crate::net::ws`]), which keeps them until it has read them.
 /// `Err` when the upgrade did not happen (refused by `callback`, malformed, or the peer left).
 async fn accept_upgrade<F>(
     mut transport: Transport,
     callback: F,
     config: WebSocketConfig,
-) -> Result<WebSocketStream<Transport>, ()>
+) -> Result<Ws, ()>
 where
     F: FnOnce(&Request, Response) -> Result<Response, ErrorResponse>,
 {
@@ -397,13 +398,12 @@ where
     }
     let tail = raw[len..].to_vec();
     drop(raw);
-    Ok(WebSocketStream::from_partially_read(
+    Ok(Ws::from_partially_read(
         transport,
         tail,
         tokio_tungstenite::tungstenite::protocol::Role::Server,
         Some(config),
-    )
-    .await)
+    ))
 }
 
 /// Whether the peer has closed or reset the connection.
@@ -539,21 +539,6 @@ async fn recv_opt(
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
-    }
-}
-
-/// The close code a read error earns (RFC 6455 §7.4.1), if the peer is still there to hear it.
-fn close_code_for(e: &WsError) -> Option<u16> {
-    match e {
-        WsError::Capacity(_) => Some(1009),
-        WsError::Utf8(_) => Some(1007),
-        WsError::Protocol(
-            ProtocolError::ResetWithoutClosingHandshake
-            | ProtocolError::SendAfterClosing
-            | ProtocolError::ReceivedAfterClosing,
-        ) => None,
-        WsError::Protocol(_) => Some(1002),
-        _ => None,
     }
 }
 
@@ -829,10 +814,10 @@ fn session(
                         }
                         // A client that closes with 1000 left (a logout): its kept session goes.
                         Some(Ok(Message::Close(Some(f)))) if f.code == CloseCode::Normal => left = true,
-                        // Pings are answered by tungstenite; a close is answered and then ends the
-                        // stream.
+                        // Pings are answered by the WebSocket; a close is answered and then ends
+                        // the stream.
                         Some(Ok(_)) => {}
-                        Some(Err(e)) => match close_code_for(&e) {
+                        Some(Err(e)) => match violation_code(&e) {
                             Some(code) => break End::Close(code),
                             None => break End::Gone,
                         },

@@ -100,7 +100,7 @@ pub struct ServerConfig {
     pub accept_burst: Option<u32>,
     pub retry_after: Duration,
     pub backlog: u32,
-    /// Where a connection's read buffer starts; it grows for bigger messages.
+    /// The most a connection reads at once, into a buffer its thread's connections share.
     pub read_buffer: usize,
     pub max_message: usize,
     pub rate_limit: Option<RateLimit>,
@@ -1267,9 +1267,11 @@ mod tests {
         let size = std::mem::size_of_val(&fut);
         println!("server connection future: {size} bytes");
         // 6,144 with a 4 KiB close buffer in it; 2,248 once that went to the heap; 2,016 once
-        // the session's timers became one; 1,968 as an async block (its arguments once).
+        // the session's timers became one; 1,968 as an async block (its arguments once); 1,688
+        // once the WebSocket was our own (1,672 in release; the WebSocket is 128 bytes there,
+        // tokio-tungstenite's was 312).
         assert!(
-            size <= 1_968,
+            size <= 1_688,
             "server connection future grew to {size} bytes"
         );
         drop(client);
