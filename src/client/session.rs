@@ -4,15 +4,16 @@
 //! connection ended as a [`SessionEnd`].
 
 use std::future::poll_fn;
+use std::pin::Pin;
 use std::task::Poll;
 use std::time::Duration;
 
 use futures_util::future::Either;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use rand::RngExt;
 use rand::rngs::Xoshiro128PlusPlus;
 use tokio::io::AsyncWriteExt;
-use tokio::time::{Instant, Interval, MissedTickBehavior, interval_at};
+use tokio::time::{Instant, Interval, MissedTickBehavior, Sleep, interval_at, sleep_until};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -65,6 +66,13 @@ fn payload(client: u32, seq: u32, stamp_us: u64, len: usize) -> String {
     String::from_utf8(bytes).expect("ASCII")
 }
 
+/// The size of the group's echo messages: read where a message is made rather than kept in
+/// the session, whose task tokio rounds up to 128 bytes, and which sits at that step (see the
+/// client's size test).
+fn message_bytes(b: &crate::plan::ClientBehaviour) -> usize {
+    b.send.map(|s| s.bytes).unwrap_or(0)
+}
+
 /// The send time carried by one of our own echoes, if it is one.
 fn echoed_send_time(client: u32, data: &[u8]) -> Option<u64> {
     if data.len() < HEADER_LEN || !data.starts_with(TAG) {
@@ -101,6 +109,31 @@ fn tick_opt(i: &mut Option<Interval>) -> impl Future<Output = Instant> + '_ {
     poll_fn(move |cx| match i {
         Some(i) => i.poll_tick(cx),
         None => Poll::Pending,
+    })
+}
+
+/// A timer at `at` that never fires without a deadline, kept in `timer`: boxed, and armed
+/// only when first polled. Inline, tokio's `Sleep` is about 120 bytes of every client's task,
+/// and most clients (idle, echo without a schedule) never have a deadline; kept across the
+/// session loop, it is moved only when the deadline does, not registered anew every turn.
+fn timer_at(
+    timer: &mut Option<Pin<Box<Sleep>>>,
+    at: Option<Instant>,
+) -> impl Future<Output = ()> + '_ {
+    poll_fn(move |cx| {
+        let Some(at) = at else {
+            return Poll::Pending;
+        };
+        let t = match timer {
+            Some(t) => {
+                if t.deadline() != at {
+                    t.as_mut().reset(at);
+                }
+                t
+            }
+            None => timer.insert(Box::pin(sleep_until(at))),
+        };
+        t.as_mut().poll(cx)
     })
 }
 
@@ -150,7 +183,6 @@ pub fn run<'a>(
             .send
             .and_then(|s| s.every)
             .map(|every| ticker(opened + every.mul_f64(rng.random::<f64>()), every));
-        let bytes = b.send.map(|s| s.bytes).unwrap_or(0);
         // Closed loop: the first window goes out at once; each echo sends the next message.
         let closed_loop = b.send.is_some_and(|s| s.every.is_none());
         let mut seq: u32 = 0;
@@ -161,7 +193,8 @@ pub fn run<'a>(
                 for _ in 0..b.send.map(|s| s.in_flight).unwrap_or(0) {
                     seq = seq.wrapping_add(1);
                     ctx.metrics.sent(who, Duration::ZERO);
-                    let msg = Message::text(payload(who.client, seq, ctx.now_us(), bytes));
+                    let msg =
+                        Message::text(payload(who.client, seq, ctx.now_us(), message_bytes(b)));
                     if let Sent::End(end) =
                         write_or_give_up(ctx, ws, Write::Send(msg), None, opened).await
                     {
@@ -182,7 +215,6 @@ pub fn run<'a>(
         let mut last_inbound = opened;
         // Slow consumer: the next message may be read at this instant.
         let mut read_at = opened;
-        let read_gap = b.read_rate.map(|r| Duration::from_secs_f64(1.0 / r));
         // Sleeping client: when it freezes, and while frozen, when it wakes.
         let mut sleep_at = b.sleep.map(|s| opened + s.after);
         let mut wake_at: Option<Instant> = None;
@@ -191,6 +223,8 @@ pub fn run<'a>(
         // when there is nothing more to read (one write for a whole batch of echoes), or here,
         // before the loop waits on anything but a read.
         let mut batch = WriteBatch::default();
+        // The loop's one timer, at the earliest deadline (see `timer_at`).
+        let mut timer = None;
 
         loop {
             let awake = wake_at.is_none();
@@ -222,7 +256,7 @@ pub fn run<'a>(
                         }
                         gate
                     }
-                    _ => (awake && read_gap.is_none_or(|_| now >= read_at), None),
+                    _ => (awake && b.read_rate.is_none() || now >= read_at, None),
                 };
                 if batch.is_pending() && !may_read && flush_now(ws) {
                     // Not waited for: a frozen or rate-limited client keeps its timers; what a full
@@ -270,7 +304,7 @@ pub fn run<'a>(
                     let stamp_us = ctx.us_since_epoch(now.min(intended + TIMER_SLACK));
                     seq = seq.wrapping_add(1);
                     ctx.metrics.sent(who, lag);
-                    Some(Write::Send(Message::text(payload(who.client, seq, stamp_us, bytes))))
+                    Some(Write::Send(Message::text(payload(who.client, seq, stamp_us, message_bytes(b)))))
                 }
                 _ = tick_opt(&mut pinger), if awake => {
                     // One ping in flight at a time: the deadline belongs to the oldest unanswered.
@@ -290,7 +324,8 @@ pub fn run<'a>(
                 }
                 msg = poll_fn(|cx| poll_next_flushing(ws, &mut batch, cx)), if may_read => {
                     last_inbound = Instant::now();
-                    if let Some(gap) = read_gap {
+                    // The gap is worked out here, not kept: 16 bytes of every client's task.
+                    if let Some(gap) = b.read_rate.map(|r| Duration::from_secs_f64(1.0 / r)) {
                         read_at = read_at.max(last_inbound) + gap;
                     }
                     match msg {
@@ -324,7 +359,7 @@ pub fn run<'a>(
                             if closed_loop && echo {
                                 seq = seq.wrapping_add(1);
                                 ctx.metrics.sent(who, Duration::ZERO);
-                                let next = Message::text(payload(who.client, seq, ctx.now_us(), bytes));
+                                let next = Message::text(payload(who.client, seq, ctx.now_us(), message_bytes(b)));
                                 batch.fed();
                                 Some(Write::Feed(next))
                             } else {
@@ -369,7 +404,7 @@ pub fn run<'a>(
                         None => return SessionEnd::Peer(1006),
                     }
                 }
-                _ = crate::net::sleep_until_opt(next_deadline) => {
+                _ = timer_at(&mut timer, next_deadline) => {
                     let now = Instant::now();
                     let due = |t: Option<Instant>| t.is_some_and(|t| t <= now);
                     if awake && due(pong_deadline) {
@@ -527,6 +562,11 @@ enum Write {
 /// or a dead connection. A plain function that returns the future, not an `async fn`: an
 /// `async fn` keeps its arguments in its future, and this one sits in every client's task, so
 /// the message would be stored twice.
+///
+/// The write is tried at once; only one the socket cannot take yet is boxed with what waits
+/// on it (the run's end, the peer's death). Almost every write completes at once, and the
+/// waiting future, kept inline, was the largest state of every client's task: 128 bytes of
+/// every client, idle or not, since tokio rounds a task up to 128 bytes.
 fn write_or_give_up<'a>(
     ctx: &'a GroupCtx,
     ws: &'a mut Ws,
@@ -545,20 +585,31 @@ fn write_or_give_up<'a>(
         Write::Feed(m) => Either::Left(ws.feed(m)),
         Write::Send(m) => Either::Right(ws.send(m)),
     };
+    // Polled again, with the task's waker, if it has to wait.
+    let first = (&mut io).now_or_never();
+    let sent = |r: Result<(), _>| match r {
+        Ok(()) => Sent::Ok,
+        Err(_) => Sent::End(SessionEnd::Peer(1006)),
+    };
+    let waiting = first.is_none().then(|| Box::new(io));
     async move {
-        tokio::select! {
-            biased;
-            // Stuck writing: no graceful close is possible; the client closes the socket.
-            _ = ctx.cancel.cancelled() => Sent::End(SessionEnd::Stopped),
-            _ = crate::net::sleep_until_opt(dead_at) => Sent::End(SessionEnd::Dead {
-                silent_for: last_inbound.elapsed(),
-            }),
-            // By reference: moved into the select, the message would be kept twice.
-            r = &mut io => match r {
-                Ok(()) => Sent::Ok,
-                Err(_) => Sent::End(SessionEnd::Peer(1006)),
-            },
-        }
+        let Some(mut io) = waiting else {
+            return first.map_or(Sent::Ok, sent);
+        };
+        Box::pin(async move {
+            // Armed only if the write has to wait.
+            let mut timer = None;
+            tokio::select! {
+                biased;
+                // Stuck writing: no graceful close is possible; the client closes the socket.
+                _ = ctx.cancel.cancelled() => Sent::End(SessionEnd::Stopped),
+                r = &mut *io => sent(r),
+                _ = timer_at(&mut timer, dead_at) => Sent::End(SessionEnd::Dead {
+                    silent_for: last_inbound.elapsed(),
+                }),
+            }
+        })
+        .await
     }
 }
 
