@@ -17,6 +17,7 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use super::ws::{apply_mask, put_header};
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -159,32 +160,6 @@ impl Header {
 
     fn is_control(&self) -> bool {
         self.opcode & 0x08 != 0
-    }
-}
-
-/// Append a frame header: `first` is the FIN/RSV/opcode byte.
-fn put_header(out: &mut Vec<u8>, first: u8, len: u64, mask: Option<[u8; 4]>) {
-    let m = if mask.is_some() { 0x80 } else { 0 };
-    out.push(first);
-    match len {
-        0..=125 => out.push(m | len as u8),
-        126..=0xffff => {
-            out.push(m | 126);
-            out.extend_from_slice(&(len as u16).to_be_bytes());
-        }
-        _ => {
-            out.push(m | 127);
-            out.extend_from_slice(&len.to_be_bytes());
-        }
-    }
-    if let Some(k) = mask {
-        out.extend_from_slice(&k);
-    }
-}
-
-fn apply_mask(data: &mut [u8], key: [u8; 4]) {
-    for (i, b) in data.iter_mut().enumerate() {
-        *b ^= key[i & 3];
     }
 }
 

@@ -86,8 +86,29 @@ fn random_mask() -> [u8; 4] {
         .to_ne_bytes()
 }
 
+/// Append a frame header (RFC 6455 §5.2): `first` is the FIN/RSV/opcode byte; with a mask,
+/// its key follows the length. The compression layer writes its frames with it too.
+pub(super) fn put_header(out: &mut Vec<u8>, first: u8, len: u64, mask: Option<[u8; 4]>) {
+    let m = if mask.is_some() { 0x80 } else { 0 };
+    out.push(first);
+    match len {
+        0..=125 => out.push(m | len as u8),
+        126..=0xFFFF => {
+            out.push(m | 126);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        _ => {
+            out.push(m | 127);
+            out.extend_from_slice(&len.to_be_bytes());
+        }
+    }
+    if let Some(k) = mask {
+        out.extend_from_slice(&k);
+    }
+}
+
 /// XOR `buf` with the 4-byte mask repeated (RFC 6455 §5.3), eight bytes at a time.
-fn apply_mask(buf: &mut [u8], mask: [u8; 4]) {
+pub(super) fn apply_mask(buf: &mut [u8], mask: [u8; 4]) {
     let [a, b, c, d] = mask;
     let wide = u64::from_ne_bytes([a, b, c, d, a, b, c, d]);
     let mut chunks = buf.chunks_exact_mut(8);
@@ -257,23 +278,8 @@ impl<S> WsStream<S> {
         let len = prefix.len() + payload.len();
         let out = &mut self.out;
         out.reserve(MAX_HEADER + len);
-        out.push(first);
-        let masked = if self.server { 0 } else { 0x80 };
-        match len {
-            0..=125 => out.push(masked | len as u8),
-            126..=0xFFFF => {
-                out.push(masked | 126);
-                out.extend_from_slice(&(len as u16).to_be_bytes());
-            }
-            _ => {
-                out.push(masked | 127);
-                out.extend_from_slice(&(len as u64).to_be_bytes());
-            }
-        }
         let mask = (!self.server).then(random_mask);
-        if let Some(mask) = mask {
-            out.extend_from_slice(&mask);
-        }
+        put_header(out, first, len as u64, mask);
         let start = out.len();
         out.extend_from_slice(prefix);
         out.extend_from_slice(payload);
