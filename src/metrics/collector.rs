@@ -269,11 +269,7 @@ impl Collector {
             _ => Hists::default(),
         };
         let mut counters = Counters::default();
-        for g in &mut self.interval {
-            g.counters = Counters::default();
-            g.hists.reset();
-            g.conv = Default::default();
-        }
+        self.interval.iter_mut().for_each(GroupData::clear);
         self.metrics.drain_into(&mut self.interval, &mut self.spare);
         let run = &mut self.run;
         for (total, interval) in run.groups.iter_mut().zip(&self.interval) {

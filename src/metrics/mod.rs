@@ -485,6 +485,13 @@ pub struct GroupData {
 }
 
 impl GroupData {
+    /// Empty again, keeping the histograms' allocations: a tick's scratch, reused.
+    pub fn clear(&mut self) {
+        self.counters = Counters::default();
+        self.hists.reset();
+        self.conv = Default::default();
+    }
+
     pub fn add(&mut self, o: &GroupData) {
         self.counters.add(&o.counters);
         self.hists.add(&o.hists);

@@ -387,11 +387,7 @@ pub async fn worker_main() -> Result<(), String> {
         }
         let connected: u64 = totals.iter().map(|t| t.counters.connected()).sum();
         let groups = out.iter().map(GroupData::to_wire).collect();
-        for g in &mut out {
-            g.counters = Default::default();
-            g.hists.reset();
-            g.conv = Default::default();
-        }
+        out.iter_mut().for_each(GroupData::clear);
         FromWorker::Tick {
             groups,
             sample: sample.then(|| sampler.sample(epoch.elapsed().as_millis() as u64, connected)),
