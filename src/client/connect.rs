@@ -11,13 +11,13 @@ use tokio::net::TcpSocket;
 use tokio::time::{Instant, timeout};
 use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{Uri, header};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::GroupCtx;
 use crate::metrics::ConnectError;
 pub use crate::net::transport::Transport;
+use crate::net::upgrade::{Accept, Key};
 use crate::profile::{TlsSettings, TokenPlace};
 
 pub type Ws = crate::net::transport::WsStream;
@@ -25,7 +25,9 @@ pub type Ws = crate::net::transport::WsStream;
 /// Where the clients connect, resolved once and shared by all clients.
 pub struct Endpoint {
     pub url: String,
-    uri: Uri,
+    /// The request target and Host header of the upgrade, made once for every attempt.
+    path_and_query: String,
+    host_header: String,
     host: String,
     port: u16,
     tls: Option<(TlsConnector, rustls::pki_types::ServerName<'static>)>,
@@ -74,9 +76,22 @@ impl Endpoint {
         } else {
             None
         };
+        let authority = uri.authority().map_or("", |a| a.as_str());
+        // Any user information is for the URL, not the Host header.
+        let host_header = authority
+            .rsplit_once('@')
+            .map_or(authority, |(_, h)| h)
+            .to_string();
+        let path_and_query = uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .filter(|p| !p.is_empty())
+            .unwrap_or("/")
+            .to_string();
         Ok(Endpoint {
             url: url.to_string(),
-            uri,
+            path_and_query,
+            host_header,
             host,
             port,
             tls,
@@ -271,59 +286,97 @@ pub async fn attempt(
     if let (Some(t), true) = (extras.token, token_in_query) {
         query.push(format!("token={t}"));
     }
-    let uri = if query.is_empty() {
-        target.uri.clone()
+    let joined;
+    let path_and_query = if query.is_empty() {
+        target.path_and_query.as_str()
     } else {
         let sep = if target.url.contains('?') { '&' } else { '?' };
-        match format!("{}{sep}{}", target.url, query.join("&")).parse::<Uri>() {
+        // Parsed to check it: a rendered value may hold what no URL may.
+        joined = match format!("{}{sep}{}", target.url, query.join("&")).parse::<Uri>() {
             Ok(u) => u,
             Err(e) => return failed(ConnectError::Other, &|| format!("request URL: {e}")),
+        };
+        joined.path_and_query().map_or("/", |p| p.as_str())
+    };
+    let key = Key::new();
+    let mut request = Head::new(path_and_query, &target.host_header, &key);
+    // Later headers replace earlier ones of the same name (as `HeaderMap::insert` did when
+    // the request was built as an `http::Request`): the conversation's over the profile's,
+    // the profile's over the token's.
+    let added: Vec<(header::HeaderName, header::HeaderValue)> = match added_headers
+        .iter()
+        .map(|(k, v)| {
+            match (
+                header::HeaderName::from_bytes(k.as_bytes()),
+                header::HeaderValue::from_str(v),
+            ) {
+                (Ok(k), Ok(v)) => Ok((k, v)),
+                _ => Err((k, v)),
+            }
+        })
+        .collect()
+    {
+        Ok(a) => a,
+        Err((k, v)) => {
+            return failed(ConnectError::Other, &|| {
+                format!("header `{k}`: its rendered value `{v}` is not a valid header value")
+            });
         }
     };
-    let mut request = match uri.into_client_request() {
-        Ok(r) => r,
-        Err(e) => return failed(ConnectError::Other, &|| format!("upgrade request: {e}")),
+    let protocol = b.subprotocols.as_ref();
+    // Whether a header written after the `i`th of `stage` has this name: the token's is stage
+    // 0, the profile's headers 1, the identity header 2, the conversation's 3, then the
+    // subprotocols and the extensions.
+    let replaced = |name: &str, stage: u8, i: usize| {
+        let rest = |len: usize, own: u8| match stage.cmp(&own) {
+            std::cmp::Ordering::Less => 0,
+            std::cmp::Ordering::Equal => i + 1,
+            std::cmp::Ordering::Greater => len,
+        };
+        b.headers[rest(b.headers.len(), 1)..]
+            .iter()
+            .any(|(k, _)| k.as_str() == name)
+            || stage < 2 && b.identity_header.as_deref() == Some(name)
+            || added[rest(added.len(), 3)..]
+                .iter()
+                .any(|(k, _)| k.as_str() == name)
+            || protocol.is_some() && name == "sec-websocket-protocol"
+            || b.deflate && name == "sec-websocket-extensions"
     };
-    let headers = request.headers_mut();
     if let (Some(t), true) = (extras.token, token_in_header)
-        && let Ok(v) = format!("Bearer {t}").parse()
+        && valid_value(t.as_bytes())
+        && !replaced("authorization", 0, 0)
     {
-        headers.insert(header::AUTHORIZATION, v);
+        request.header_with("authorization", |out| {
+            out.extend_from_slice(b"Bearer ");
+            out.extend_from_slice(t.as_bytes());
+        });
     }
-    for (k, v) in &b.headers {
-        headers.insert(k.clone(), v.clone());
+    for (i, (k, v)) in b.headers.iter().enumerate() {
+        if !replaced(k.as_str(), 1, i) {
+            request.header(k.as_str(), v.as_bytes());
+        }
     }
     if let Some(name) = &b.identity_header
-        && let Ok(name) = header::HeaderName::from_bytes(name.as_bytes())
-        && let Ok(v) = header::HeaderValue::from_str(&format!(
-            "{:08x}-{client}-{}",
-            ctx.run_id, extras.attempt
-        ))
+        && !replaced(name, 2, 0)
     {
-        headers.insert(name, v);
+        request.header_with(name, |out| {
+            use std::io::Write;
+            let _ = write!(out, "{:08x}-{client}-{}", ctx.run_id, extras.attempt);
+        });
     }
-    for (k, v) in added_headers {
-        match (
-            header::HeaderName::from_bytes(k.as_bytes()),
-            header::HeaderValue::from_str(v),
-        ) {
-            (Ok(k), Ok(v)) => {
-                headers.insert(k, v);
-            }
-            _ => {
-                return failed(ConnectError::Other, &|| {
-                    format!("header `{k}`: its rendered value `{v}` is not a valid header value")
-                });
-            }
+    for (i, (k, v)) in added.iter().enumerate() {
+        if !replaced(k.as_str(), 3, i) {
+            request.header(k.as_str(), v.as_bytes());
         }
     }
-    if let Some(p) = &b.subprotocols {
-        headers.insert(header::SEC_WEBSOCKET_PROTOCOL, p.clone());
+    if let Some(p) = protocol {
+        request.header("sec-websocket-protocol", p.as_bytes());
     }
     if b.deflate {
-        headers.insert(
-            header::SEC_WEBSOCKET_EXTENSIONS,
-            header::HeaderValue::from_static(crate::net::deflate::OFFER),
+        request.header(
+            "sec-websocket-extensions",
+            crate::net::deflate::OFFER.as_bytes(),
         );
     }
     let config = WebSocketConfig::default()
@@ -338,10 +391,11 @@ pub async fn attempt(
     match timeout(
         b.handshake_timeout,
         upgrade(
-            request,
+            request.finish(),
+            key,
             transport,
             config,
-            b.subprotocols.as_ref(),
+            protocol,
             b.deflate,
         ),
     )
@@ -372,6 +426,59 @@ enum Upgrade {
     Failed(ConnectError, String),
 }
 
+/// The upgrade request, written as it goes on the wire: one buffer, no header map. The five
+/// headers every upgrade carries come first, in the case tungstenite writes them (some
+/// servers compare header names case-sensitively); the rest follow as they are added.
+struct Head(Vec<u8>);
+
+impl Head {
+    fn new(path_and_query: &str, host: &str, key: &Key) -> Head {
+        let mut out = Vec::with_capacity(256);
+        for part in [
+            "GET ",
+            path_and_query,
+            " HTTP/1.1\r\nHost: ",
+            host,
+            "\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+             Sec-WebSocket-Key: ",
+            key.as_str(),
+            "\r\n",
+        ] {
+            out.extend_from_slice(part.as_bytes());
+        }
+        Head(out)
+    }
+
+    fn header(&mut self, name: &str, value: &[u8]) {
+        self.header_with(name, |out| out.extend_from_slice(value));
+    }
+
+    /// A header whose value `value` writes: a formatted one needs no string of its own.
+    fn header_with(&mut self, name: &str, value: impl FnOnce(&mut Vec<u8>)) {
+        // As tungstenite wrote them: the names a case-sensitive server looks for in their
+        // usual case, the rest as given (header names here are lowercase).
+        let name = match name {
+            "sec-websocket-protocol" => "Sec-WebSocket-Protocol",
+            "origin" => "Origin",
+            n => n,
+        };
+        self.0.extend_from_slice(name.as_bytes());
+        self.0.extend_from_slice(b": ");
+        value(&mut self.0);
+        self.0.extend_from_slice(b"\r\n");
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        self.0.extend_from_slice(b"\r\n");
+        self.0
+    }
+}
+
+/// Whether `v` may be a header value as it is (what `HeaderValue::from_str` accepts).
+fn valid_value(v: &[u8]) -> bool {
+    v.iter().all(|&b| (b >= 32 && b != 127) || b == b'\t')
+}
+
 /// The largest upgrade response a client reads before calling it broken.
 const MAX_RESPONSE: usize = 16 * 1024;
 
@@ -380,20 +487,21 @@ const MAX_RESPONSE: usize = 16 * 1024;
 /// response is read through a stack buffer and only the bytes after it (usually none) go to
 /// the connection ([`crate::net::ws`]), which keeps them until it has read them.
 async fn upgrade(
-    request: tungstenite::handshake::client::Request,
+    request: Vec<u8>,
+    key: Key,
     mut transport: Transport,
     config: WebSocketConfig,
     offered: Option<&header::HeaderValue>,
     deflate: bool,
 ) -> Result<Ws, Upgrade> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (bytes, key) = tungstenite::handshake::client::generate_request(request)
-        .map_err(|e| Upgrade::Failed(ConnectError::Other, format!("upgrade request: {e}")))?;
     let io_failed = |e: io::Error| Upgrade::Failed(classify_io(&e), format!("upgrade: {e}"));
-    transport.write_all(&bytes).await.map_err(io_failed)?;
+    transport.write_all(&request).await.map_err(io_failed)?;
     transport.flush().await.map_err(io_failed)?;
-    drop(bytes);
+    drop(request);
 
+    // A response that came in one read (nearly all) is parsed where it was read; only one
+    // that came in pieces is gathered on the heap.
     let mut response: Vec<u8> = Vec::new();
     let mut chunk = [0u8; 1024];
     loop {
@@ -408,14 +516,24 @@ async fn upgrade(
                 ),
             ));
         }
-        response.extend_from_slice(&chunk[..n]);
+        let whole: &[u8] = if response.is_empty() {
+            &chunk[..n]
+        } else {
+            response.extend_from_slice(&chunk[..n]);
+            &response
+        };
         let mut headers = [httparse::EMPTY_HEADER; 32];
         let mut parsed = httparse::Response::new(&mut headers);
-        let len = match parsed.parse(&response) {
+        let len = match parsed.parse(whole) {
             Ok(httparse::Status::Complete(len)) => len,
-            Ok(httparse::Status::Partial) if response.len() < MAX_RESPONSE => continue,
+            Ok(httparse::Status::Partial) if whole.len() < MAX_RESPONSE => {
+                if response.is_empty() {
+                    response.extend_from_slice(&chunk[..n]);
+                }
+                continue;
+            }
             _ => {
-                let start = String::from_utf8_lossy(&response[..response.len().min(40)]);
+                let start = String::from_utf8_lossy(&whole[..whole.len().min(40)]);
                 return Err(Upgrade::Failed(
                     ConnectError::NotHttp,
                     format!("the answer to the upgrade is not HTTP: {start:?}"),
@@ -440,7 +558,7 @@ async fn upgrade(
                     .map(|secs| Duration::from_secs(secs.min(MAX_RETRY_AFTER_SECS))),
             });
         }
-        let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+        let accept = Accept::of(key.as_str().as_bytes());
         let upgraded = find("Upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
             && find("Connection").is_some_and(|v| {
                 v.split(',')
@@ -487,7 +605,7 @@ async fn upgrade(
             .map_err(|why| Upgrade::Failed(ConnectError::BadUpgrade, format!("101 with {why}")))?;
         // Exactly the bytes that followed the response: the connection holds them until it has
         // read them, and no read buffer after that.
-        let mut tail = response[len..].to_vec();
+        let mut tail = whole[len..].to_vec();
         let (transport, config) = match negotiated {
             None => (transport, config),
             Some(n) => {
@@ -624,13 +742,15 @@ mod tests {
             tokio::net::TcpStream::connect(url.trim_start_matches("ws://").trim_end_matches('/'))
                 .await
                 .unwrap();
-        let mut request = url.into_client_request().unwrap();
-        request.headers_mut().insert(
-            header::SEC_WEBSOCKET_EXTENSIONS,
-            header::HeaderValue::from_static(crate::net::deflate::OFFER),
+        let key = Key::new();
+        let mut request = Head::new("/", "127.0.0.1", &key);
+        request.header(
+            "sec-websocket-extensions",
+            crate::net::deflate::OFFER.as_bytes(),
         );
         let r = upgrade(
-            request,
+            request.finish(),
+            key,
             Transport::Plain(tcp),
             WebSocketConfig::default(),
             None,
@@ -665,6 +785,90 @@ mod tests {
             "101 with permessage-deflate with `client_max_window_bits=10`: the client \
              compresses with a 15-bit window only (and did not offer client_max_window_bits)"
         );
+    }
+
+    /// The request an attempt writes: the upgrade's own headers first, then the token, the
+    /// profile's headers, the identity header and the conversation's, a later one replacing an
+    /// earlier one of the same name; and an attempt that reads a good answer opens.
+    #[test]
+    fn the_upgrade_request_carries_every_header_once_and_the_last_value_wins() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let yaml = "name: t\nduration: 1s\ntarget: ws://127.0.0.1:9/ws\ngroups:\n  - name: g\n    clients: 1\n    arrival: { rate: 1/s }\n    \
+                    subprotocols: [chat]\n    identity_header: X-Id\n    \
+                    headers: { Authorization: Basic x, X-A: profile, Origin: http://o }\n    \
+                    behaviour: { auth: { secret: s, lifetime: 1h, on_expiry: naive, send_as: header } }\n";
+        let plan = crate::plan::Plan::from_yaml(yaml, "t.yaml").unwrap_or_else(|e| panic!("{e}"));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = format!("ws://user@{}/ws?k=v", l.local_addr().unwrap());
+            let ctx = GroupCtx {
+                group: 0,
+                name: "g".into(),
+                behaviour: plan.groups[0].behaviour.clone(),
+                target: Arc::new(Endpoint::new(&url, &plan.tls).unwrap()),
+                metrics: Arc::new(crate::metrics::Metrics::new(1)),
+                epoch: Instant::now(),
+                cancel: tokio_util::sync::CancellationToken::new(),
+                grace: Duration::from_secs(1),
+                seed: 1,
+                run_id: 0xab,
+                tasks: tokio_util::task::TaskTracker::new(),
+            };
+            let server = tokio::spawn(async move {
+                let (mut s, _) = l.accept().await.unwrap();
+                let mut req = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !req.ends_with(b"\r\n\r\n") {
+                    let n = s.read(&mut buf).await.unwrap();
+                    req.extend_from_slice(&buf[..n]);
+                }
+                let req = String::from_utf8(req).unwrap();
+                let key = req
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+                    .unwrap()
+                    .to_string();
+                let accept = Accept::of(key.as_bytes());
+                let answer = format!(
+                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+                     Connection: Upgrade\r\nSec-WebSocket-Protocol: chat\r\n\
+                     Sec-WebSocket-Accept: {}\r\n\r\n",
+                    accept.as_str()
+                );
+                s.write_all(answer.as_bytes()).await.unwrap();
+                (req, key, s)
+            });
+            let extras = AttemptExtras {
+                added: Some(Box::new((
+                    "a=1".into(),
+                    vec![("X-A".into(), "added".into()), ("x-b".into(), "1".into())],
+                ))),
+                token: Some("tok"),
+                attempt: 3,
+                ..AttemptExtras::default()
+            };
+            let opened = attempt(&ctx, 7, extras, None).await;
+            let (req, key, _s) = server.await.unwrap();
+            assert!(matches!(opened, Attempt::Open(..)), "{req}");
+            let addr = url
+                .trim_start_matches("ws://user@")
+                .trim_end_matches("/ws?k=v");
+            assert_eq!(
+                req,
+                format!(
+                    "GET /ws?k=v&a=1 HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\n\
+                     Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+                     Sec-WebSocket-Key: {key}\r\nauthorization: Basic x\r\nOrigin: http://o\r\n\
+                     x-id: 000000ab-7-3\r\nx-a: added\r\nx-b: 1\r\n\
+                     Sec-WebSocket-Protocol: chat\r\n\r\n"
+                )
+            );
+            assert!(crate::net::upgrade::valid_key(key.as_bytes()));
+        });
     }
 
     #[test]

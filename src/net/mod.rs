@@ -2,8 +2,9 @@
 //! WebSocket (plain TCP or TLS; for clients, permessage-deflate under the frame layer), the
 //! frame layer itself (`ws`: RFC 6455 framing that holds no read buffer while idle), listeners
 //! that can refuse connections without losing their port, services that run on a runtime of
-//! their own, counters every connection bumps without sharing a cache line, the optional
-//! deadline connection loops wait on, and the HTTP endpoint a Prometheus scrape reads.
+//! their own, counters every connection bumps without sharing a cache line, the upgrade's
+//! keys, the optional deadline connection loops wait on, and the HTTP endpoint a Prometheus
+//! scrape reads.
 
 pub mod background;
 pub mod deflate;
@@ -11,6 +12,7 @@ pub mod listener;
 pub mod metrics_http;
 pub mod striped;
 pub mod transport;
+pub mod upgrade;
 pub mod ws;
 
 /// Sleep until `at`, or forever when there is no deadline: the branch of a connection loop's

@@ -21,8 +21,6 @@ use futures_util::{Sink, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::broadcast;
 use tokio::time::{Instant, timeout};
-use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
-use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode, header};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -31,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use super::identity;
 use super::socketio::{self, Answer};
 use super::stream::StreamItem;
+use super::upgrade::{Refusal, UpgradeRequest, accept_upgrade};
 use super::{Action, DropMode, Heartbeat, Order, OverCap, Shared, TokenBucket};
 use crate::auth::{TokenError, now_ms};
 use crate::net::transport::{Transport, WriteBatch, close_with_fin, flush_now, poll_next_flushing};
@@ -139,41 +138,26 @@ pub(super) fn serve(
         let mut held = None;
         // Over a cap with `over_limit: close-1013`: upgrade, then close at once.
         let mut over_cap = None;
-        // The error type is tungstenite's; its size is not ours to choose.
-        #[allow(clippy::result_large_err)]
-        let callback = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
-            if req.uri().path() != config.path {
+        let callback = |req: &UpgradeRequest<'_>| -> Result<(), Refusal> {
+            if req.path() != config.path {
                 refusal = Some(404);
-                return Err(error_response(StatusCode::NOT_FOUND, None, None));
+                return Err(Refusal::new(404, None, None));
             }
             if !admitted || queue_full {
                 refusal = Some(503);
-                return Err(error_response(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    Some(config.retry_after),
-                    None,
-                ));
+                return Err(Refusal::new(503, Some(config.retry_after), None));
             }
             if !config.allowed_origins.is_empty() {
-                let origin = req
-                    .headers()
-                    .get(header::ORIGIN)
-                    .and_then(|v| v.to_str().ok());
+                let origin = req.header("Origin");
                 if !origin.is_some_and(|o| config.origin_allowed(o)) {
                     refusal = Some(403);
-                    return Err(error_response(
-                        StatusCode::FORBIDDEN,
-                        None,
-                        Some("origin not allowed"),
-                    ));
+                    return Err(Refusal::new(403, None, Some("origin not allowed")));
                 }
             }
-            let query = req.uri().query().unwrap_or("");
+            let query = req.query().unwrap_or("");
             if let Some(signer) = &shared.signer {
                 let token = req
-                    .headers()
-                    .get(header::AUTHORIZATION)
-                    .and_then(|v| v.to_str().ok())
+                    .header("Authorization")
                     .and_then(|v| v.strip_prefix("Bearer "))
                     .or_else(|| query_param(query, "token"));
                 match token
@@ -188,11 +172,7 @@ pub(super) fn serve(
                             && key.is_some_and(|k| shared.revoked_tokens.contains(k))
                         {
                             refusal = Some(401);
-                            return Err(error_response(
-                                StatusCode::UNAUTHORIZED,
-                                None,
-                                Some("token revoked"),
-                            ));
+                            return Err(Refusal::new(401, None, Some("token revoked")));
                         }
                         upgrade.token_expires_ms = Some(expires);
                         upgrade.token_key = key;
@@ -205,15 +185,14 @@ pub(super) fn serve(
                             TokenError::Forged => "token signature invalid",
                             TokenError::Expired => "token expired",
                         };
-                        return Err(error_response(StatusCode::UNAUTHORIZED, None, Some(why)));
+                        return Err(Refusal::new(401, None, Some(why)));
                     }
                 }
             }
             upgrade.identity = config
                 .identity_headers
                 .iter()
-                .find_map(|h| req.headers().get(h.as_str()))
-                .and_then(|v| v.to_str().ok())
+                .find_map(|h| req.header(h))
                 .map(|v| shared.ledger.key(identity::client_of(v)));
             upgrade.subscribe = query_param(query, "subscribe").is_some_and(|v| v == "1");
             upgrade.resume_after = query_param(query, "resume").and_then(|v| v.parse().ok());
@@ -230,17 +209,13 @@ pub(super) fn serve(
                     match config.limits.over_limit {
                         OverLimit::Reject => {
                             refusal = Some(503);
-                            return Err(error_response(
-                                StatusCode::SERVICE_UNAVAILABLE,
-                                Some(config.retry_after),
-                                None,
-                            ));
+                            return Err(Refusal::new(503, Some(config.retry_after), None));
                         }
                         OverLimit::Close1013 => over_cap = Some(1013),
                     }
                 }
             }
-            Ok(resp)
+            Ok(())
         };
         let ws_config = WebSocketConfig::default()
             // The most one read takes, into a buffer the thread's connections share: no
@@ -310,102 +285,6 @@ pub(super) fn serve(
     }
 }
 
-/// The largest upgrade request the target reads before calling it broken.
-const MAX_REQUEST: usize = 16 * 1024;
-
-/// The server side of the HTTP upgrade, done here rather than by tungstenite, whose handshake
-/// reads the request into a 4 KiB buffer and ends in a WebSocket of its own. Here the request
-/// is read into a buffer of its own and only the bytes after it go to the connection
-/// ([`crate::net::ws`]), which keeps them until it has read them.
-/// `Err` when the upgrade did not happen (refused by `callback`, malformed, or the peer left).
-async fn accept_upgrade<F>(
-    mut transport: Transport,
-    callback: F,
-    config: WebSocketConfig,
-) -> Result<Ws, ()>
-where
-    F: FnOnce(&Request, Response) -> Result<Response, ErrorResponse>,
-{
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio_tungstenite::tungstenite::handshake::server::create_response;
-    // Read straight into the heap: a stack buffer here would be part of every connection's
-    // future, idle sessions included.
-    let mut raw: Vec<u8> = Vec::with_capacity(1024);
-    let (request, len) = loop {
-        raw.reserve(1024);
-        let n = transport.read_buf(&mut raw).await.map_err(|_| ())?;
-        if n == 0 {
-            return Err(());
-        }
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut parsed = httparse::Request::new(&mut headers);
-        match parsed.parse(&raw) {
-            Ok(httparse::Status::Complete(len)) => {
-                let mut b = Request::builder()
-                    .method(parsed.method.unwrap_or("GET"))
-                    .uri(parsed.path.unwrap_or("/"))
-                    .version(match parsed.version {
-                        Some(0) => tokio_tungstenite::tungstenite::http::Version::HTTP_10,
-                        _ => tokio_tungstenite::tungstenite::http::Version::HTTP_11,
-                    });
-                for h in parsed.headers.iter() {
-                    b = b.header(h.name, h.value);
-                }
-                match b.body(()) {
-                    Ok(r) => break (r, len),
-                    Err(_) => return Err(()),
-                }
-            }
-            Ok(httparse::Status::Partial) if raw.len() < MAX_REQUEST => continue,
-            _ => return Err(()),
-        }
-    };
-    let response = match create_response(&request) {
-        Ok(r) => callback(&request, r),
-        Err(_) => {
-            let mut bad = ErrorResponse::new(Some("not a WebSocket upgrade".into()));
-            *bad.status_mut() = StatusCode::BAD_REQUEST;
-            Err(bad)
-        }
-    };
-    // One shape for both answers: the 101, or a refusal with an optional body.
-    let (head, body) = match response {
-        Ok(r) => r.map(|()| None),
-        Err(e) => e,
-    }
-    .into_parts();
-    let upgraded = head.status == StatusCode::SWITCHING_PROTOCOLS;
-    let mut out = format!(
-        "HTTP/1.1 {} {}\r\n",
-        head.status.as_u16(),
-        head.status.canonical_reason().unwrap_or("")
-    );
-    for (name, value) in &head.headers {
-        out.push_str(name.as_str());
-        out.push_str(": ");
-        out.push_str(value.to_str().unwrap_or(""));
-        out.push_str("\r\n");
-    }
-    match (&body, upgraded) {
-        (_, true) => out.push_str("\r\n"),
-        (Some(b), false) => out.push_str(&format!("Content-Length: {}\r\n\r\n{b}", b.len())),
-        (None, false) => out.push_str("Content-Length: 0\r\n\r\n"),
-    }
-    transport.write_all(out.as_bytes()).await.map_err(|_| ())?;
-    transport.flush().await.map_err(|_| ())?;
-    if !upgraded {
-        return Err(());
-    }
-    let tail = raw[len..].to_vec();
-    drop(raw);
-    Ok(Ws::from_partially_read(
-        transport,
-        tail,
-        tokio_tungstenite::tungstenite::protocol::Role::Server,
-        Some(config),
-    ))
-}
-
 /// Whether the peer has closed or reset the connection.
 fn peer_closed(tcp: &TcpStream) -> bool {
     use std::os::fd::AsRawFd;
@@ -418,23 +297,6 @@ fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
         .filter_map(|kv| kv.split_once('='))
         .find(|(k, _)| *k == key)
         .map(|(_, v)| v)
-}
-
-fn error_response(
-    status: StatusCode,
-    retry_after: Option<Duration>,
-    body: Option<&str>,
-) -> ErrorResponse {
-    let mut resp = ErrorResponse::new(body.map(str::to_string));
-    *resp.status_mut() = status;
-    if let Some(d) = retry_after {
-        let secs = d.as_secs_f64().ceil().max(1.0) as u64;
-        resp.headers_mut().insert(
-            header::RETRY_AFTER,
-            HeaderValue::from_str(&secs.to_string()).expect("digits"),
-        );
-    }
-    resp
 }
 
 /// What the server has to send one client, drained as fast as the socket takes it.

@@ -17,6 +17,7 @@ pub mod processes;
 pub mod socketio;
 pub mod stream;
 pub mod tls;
+mod upgrade;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
