@@ -50,7 +50,7 @@ impl ExportFlags {
                 "--metrics-listen {addr}: cannot listen there: {e}{hint}"
             ))
         })?;
-        eprintln!(
+        errln!(
             "wsstorm: metrics on http://{}/metrics",
             exporter.local_addr()
         );
@@ -78,7 +78,7 @@ impl ExportFlags {
             // Listening before saying so: a signal sent on reading the line is not lost.
             let mut int = signal(SignalKind::interrupt()).ok();
             let mut term = signal(SignalKind::terminate()).ok();
-            eprintln!(
+            errln!(
                 "wsstorm: serving the final figures on http://{}/metrics for {} (Ctrl-C to exit now)",
                 exporter.local_addr(),
                 Dur(d)

@@ -1,6 +1,29 @@
 //! Command line: raw arguments become a compiled plan before anything runs, every command runs
 //! plans through one routine ([`run`]), and every outcome maps to one exit code in `main`.
 
+// Output to the terminal that does not panic when the reader has gone (`wsstorm run … | head`,
+// a closed terminal): `println!` and friends panic on a broken pipe, which lost the results of
+// a finished run. What was measured is written to files regardless; losing the terminal's
+// copy of it is no reason to stop. Defined before the modules so they can use them.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($t)*);
+    }};
+}
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+macro_rules! errln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($t)*);
+    }};
+}
+
 mod export;
 mod model;
 mod run;
@@ -165,7 +188,7 @@ pub fn main() -> Result<ExitCode, Failure> {
             std::fs::write(&out, crate::report::render(&r)).map_err(|e| {
                 Failure::runtime(format!("{}: cannot write the report: {e}", out.display()))
             })?;
-            println!("{}", out.display());
+            outln!("{}", out.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Compare(args) => run::compare(args),
@@ -188,13 +211,13 @@ pub fn main() -> Result<ExitCode, Failure> {
             // Checked as `run` would check it: the profile, then whether it fits this machine.
             let mut plan = Plan::load(&profile)?;
             run::fit_here(&mut plan, None)?;
-            print!("{}", describe(&plan));
+            out!("{}", describe(&plan));
             Ok(ExitCode::SUCCESS)
         }
         Command::Schema => {
             let schema = serde_json::to_string_pretty(&crate::profile::schema())
                 .map_err(|e| Failure::runtime(format!("cannot write the schema: {e}")))?;
-            println!("{schema}");
+            outln!("{schema}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Completions { shell } => {
@@ -291,7 +314,7 @@ async fn stop_on_signal(
         _ = term => {}
     }
     if !quiet.load(std::sync::atomic::Ordering::Relaxed) {
-        eprintln!("wsstorm: {what}");
+        errln!("wsstorm: {what}");
     }
     stop.request(StopReason::Interrupted);
 }

@@ -84,24 +84,24 @@ pub fn model(args: ModelArgs) -> Result<ExitCode, Failure> {
     crate::model::check(&plan).map_err(|e| Failure::usage(e.to_string()))?;
     check_out(args.plan.out.as_deref().unwrap_or(Path::new("reports")))?;
     let runner = Runner::new()?;
-    eprintln!(
+    errln!(
         "wsstorm model: {} clients of {} in virtual time",
         plan.total_clients(),
         plan.name
     );
     let results = modelled(&plan, args.rtt, &runner, true)?;
-    print!("{}", crate::report::text::summary(&results));
+    out!("{}", crate::report::text::summary(&results));
     let dir = args
         .plan
         .out
         .clone()
         .unwrap_or_else(|| stamped_dir(&results.name, "-model", &results.started_at));
     let path = write_results(&results, &dir)?;
-    println!("  results      {}", path.display());
+    outln!("  results      {}", path.display());
     let dir = path.parent().unwrap_or(Path::new("."));
     match crate::report::write(&results, dir) {
-        Ok(report) => println!("  report       {}", report.display()),
-        Err(e) => eprintln!("wsstorm: cannot write the report in {}: {e}", dir.display()),
+        Ok(report) => outln!("  report       {}", report.display()),
+        Err(e) => errln!("wsstorm: cannot write the report in {}: {e}", dir.display()),
     }
     Ok(exit(&results))
 }
@@ -118,7 +118,7 @@ pub(super) fn modelled(
     let mut watch = |snap: &crate::metrics::Snapshot| {
         if progress && std::time::Instant::now() >= next {
             next += std::time::Duration::from_secs(1);
-            eprintln!(
+            errln!(
                 "{} (virtual time)",
                 crate::report::text::progress_line(snap, plan.duration, plan.total_clients())
             );

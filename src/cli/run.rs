@@ -316,7 +316,7 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Document, Failure> {
     {
         let ignored = configured_server_settings(&doc.profile);
         if !ignored.is_empty() {
-            eprintln!(
+            errln!(
                 "wsstorm: warning: --target {url} replaces the profile's embedded target; its settings {} are not used (they configure the embedded server), so what they would show is not measured",
                 ignored
                     .iter()
@@ -414,7 +414,7 @@ pub(super) fn fit_here(plan: &mut Plan, workers: Option<usize>) -> Result<(), Fa
     fit(plan, workers, &Limits::here())
         .map_err(|e| Failure::usage(format!("this run does not fit: {e}")))?;
     for note in &plan.layout.notes {
-        eprintln!("wsstorm: {note}");
+        errln!("wsstorm: {note}");
     }
     Ok(())
 }
@@ -509,7 +509,7 @@ impl Runner {
                 match crate::dashboard::Ui::start(info, rx.clone(), stop.clone()) {
                     Ok(ui) => Some(ui),
                     Err(e) => {
-                        eprintln!("wsstorm: no dashboard ({e}); printing progress lines");
+                        errln!("wsstorm: no dashboard ({e}); printing progress lines");
                         None
                     }
                 }
@@ -529,7 +529,7 @@ impl Runner {
                 while rx.changed().await.is_ok() {
                     let snap = rx.borrow_and_update().clone();
                     if lines && !snap.finished && snap.elapsed >= next {
-                        eprintln!(
+                        errln!(
                             "{}",
                             crate::report::text::progress_line(&snap, duration, clients)
                         );
@@ -545,7 +545,7 @@ impl Runner {
         if let Some(ui) = ui
             && let Err(e) = ui.finish()
         {
-            eprintln!("wsstorm: the dashboard failed: {e}");
+            errln!("wsstorm: the dashboard failed: {e}");
         }
         self.dashboard_up
             .store(false, std::sync::atomic::Ordering::Relaxed);
@@ -567,7 +567,7 @@ fn write_run(results: &Results, dir: &Path) -> Result<PathBuf, Failure> {
     let path = write_results(results, dir)?;
     let dir = path.parent().unwrap_or(Path::new("."));
     if let Err(e) = crate::report::write(results, dir) {
-        eprintln!("wsstorm: cannot write the report in {}: {e}", dir.display());
+        errln!("wsstorm: cannot write the report in {}: {e}", dir.display());
     }
     Ok(path)
 }
@@ -597,18 +597,18 @@ pub fn run(args: RunArgs) -> Result<ExitCode, Failure> {
     };
     let mut results = runner.run(&plan, view)?;
     results.shard = sharding.info();
-    print!("{}", crate::report::text::summary(&results));
+    out!("{}", crate::report::text::summary(&results));
     let dir = args
         .plan
         .out
         .clone()
         .unwrap_or_else(|| default_out_dir(&results));
     let path = write_results(&results, &dir)?;
-    println!("  results      {}", path.display());
+    outln!("  results      {}", path.display());
     let dir = path.parent().unwrap_or(Path::new("."));
     match crate::report::write(&results, dir) {
-        Ok(report) => println!("  report       {}", report.display()),
-        Err(e) => eprintln!("wsstorm: cannot write the report in {}: {e}", dir.display()),
+        Ok(report) => outln!("  report       {}", report.display()),
+        Err(e) => errln!("wsstorm: cannot write the report in {}: {e}", dir.display()),
     }
     // The runner's Ctrl-C would say it is writing results: the wait has its own.
     let export = runner.export.take();
@@ -668,7 +668,7 @@ pub fn compare(args: CompareArgs) -> Result<ExitCode, Failure> {
             "{}\n# compare: every group's backoff strategy = {strategy}\n",
             plan.source
         );
-        eprintln!(
+        errln!(
             "wsstorm compare: {} {} with {strategy}",
             if args.model { "modelling" } else { "running" },
             plan.name
@@ -680,7 +680,7 @@ pub fn compare(args: CompareArgs) -> Result<ExitCode, Failure> {
         };
         let path = write_run(&results, &dir.join(strategy.name()))?;
         let t = &results.totals;
-        eprintln!(
+        errln!(
             "wsstorm compare:   {strategy}: {} attempts, {} of {} connected at the end, {} gave up{}; {}",
             t.connect_attempts,
             t.connected_at_end,
@@ -725,11 +725,11 @@ pub fn compare(args: CompareArgs) -> Result<ExitCode, Failure> {
         .and_then(|_| std::fs::write(dir.join("compare.json"), json + "\n"))
         .and_then(|_| std::fs::write(dir.join("compare.html"), cmp::render(&comparison, &all)))
         .map_err(|e| Failure::runtime(format!("{}: {e}", dir.display())))?;
-    print!("{}", crate::report::text::comparison(&comparison));
-    println!("  comparison   {}", dir.join("compare.json").display());
-    println!("  report       {}", dir.join("compare.html").display());
+    out!("{}", crate::report::text::comparison(&comparison));
+    outln!("  comparison   {}", dir.join("compare.json").display());
+    outln!("  report       {}", dir.join("compare.html").display());
     for run in &comparison.runs {
-        println!(
+        outln!(
             "  {:<12} {}",
             run.strategy,
             dir.join(&run.results).display()
@@ -803,7 +803,7 @@ pub fn capacity(args: CapacityArgs) -> Result<ExitCode, Failure> {
             step.profile.duration
         );
         fit_here(&mut plan, args.plan.workers)?;
-        eprintln!(
+        errln!(
             "wsstorm capacity: step {}/{}: {} {} for {}",
             i + 1,
             loads.len(),
@@ -816,9 +816,9 @@ pub fn capacity(args: CapacityArgs) -> Result<ExitCode, Failure> {
         write_run(&results, &dir.join(&name))?;
         let step = CapacityStep::from_results(load, format!("{name}/results.json"), &results);
         if step.passed {
-            eprintln!("wsstorm capacity:   pass");
+            errln!("wsstorm capacity:   pass");
         } else {
-            eprintln!("wsstorm capacity:   FAIL {}", step.why());
+            errln!("wsstorm capacity:   FAIL {}", step.why());
         }
         let passed = step.passed;
         steps.push(step);
@@ -846,9 +846,9 @@ pub fn capacity(args: CapacityArgs) -> Result<ExitCode, Failure> {
             )
         })
         .map_err(|e| Failure::runtime(format!("{}: {e}", dir.display())))?;
-    print!("{}", crate::report::text::capacity_summary(&c));
-    println!("  capacity     {}", dir.join("capacity.json").display());
-    println!("  report       {}", dir.join("capacity.html").display());
+    out!("{}", crate::report::text::capacity_summary(&c));
+    outln!("  capacity     {}", dir.join("capacity.json").display());
+    outln!("  report       {}", dir.join("capacity.html").display());
     Ok(if runner.interrupted() {
         ExitCode::from(130)
     } else if c.expect_met == Some(false) {

@@ -123,7 +123,7 @@ pub fn proxy(args: ProxyArgs) -> Result<ExitCode, Failure> {
             let h = handle.clone();
             e.show_proxy(move || h.stats());
         }
-        println!(
+        outln!(
             "wsstorm proxy: listening on {}, forwarding to {upstream}; control API on http://{}",
             handle.local_addr(),
             control_listener
@@ -140,9 +140,13 @@ pub fn proxy(args: ProxyArgs) -> Result<ExitCode, Failure> {
         ));
         proxy.run(stop.token()).await;
         let s = handle.stats();
-        println!(
+        outln!(
             "wsstorm proxy: stopped; accepted {}, cut {}, idle timeouts {}, bytes up {}, down {}",
-            s.accepted, s.cut, s.idle_timeouts, s.bytes_upstream, s.bytes_downstream
+            s.accepted,
+            s.cut,
+            s.idle_timeouts,
+            s.bytes_upstream,
+            s.bytes_downstream
         );
         Ok::<_, Failure>(ExitCode::SUCCESS)
     })?;
@@ -214,16 +218,16 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
             let stats = handle.stats.clone();
             e.show_server(move || stats.summary());
         }
-        println!("wsstorm serve: listening on {}", handle.url());
+        outln!("wsstorm serve: listening on {}", handle.url());
         if let Some(ca) = handle.ca_pem() {
             let path =
                 std::env::temp_dir().join(format!("wsstorm-serve-{}-ca.pem", std::process::id()));
             match std::fs::write(&path, ca) {
-                Ok(()) => println!(
+                Ok(()) => outln!(
                     "wsstorm serve: CA of the generated certificate: {}",
                     path.display()
                 ),
-                Err(e) => eprintln!("wsstorm serve: cannot write the CA file: {e}"),
+                Err(e) => errln!("wsstorm serve: cannot write the CA file: {e}"),
             }
         }
         let stop = Stop::new();
@@ -241,16 +245,17 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
 /// What the target saw of its clients' identity headers, once it saw any.
 fn identities(s: &crate::server::ServerSummary) {
     if s.identified > 0 {
-        println!(
+        outln!(
             "wsstorm serve: {} upgrades carried a client identity; {} from a client already connected",
-            s.identified, s.duplicate_connections
+            s.identified,
+            s.duplicate_connections
         );
     }
 }
 
 /// What `serve` prints when it stops, in one process or added up over several.
 fn stopped(s: &crate::server::ServerSummary) {
-    println!(
+    outln!(
         "wsstorm serve: stopped; accepted {}, upgraded {}, 503 {}, 404 {}, echoed {}{}",
         s.accepted,
         s.upgraded,
@@ -291,8 +296,8 @@ async fn serve_processes(
     let procs = crate::server::processes::ServerProcesses::start(&exe, &config, n)
         .await
         .map_err(|e| Failure::runtime(format!("cannot start {n} server processes: {e}")))?;
-    println!("wsstorm serve: listening on {}", procs.url);
-    println!("wsstorm serve: {n} processes share the port");
+    outln!("wsstorm serve: listening on {}", procs.url);
+    outln!("wsstorm serve: {n} processes share the port");
     let stop = Stop::new();
     tokio::spawn(stop_on_signal(stop.clone(), "stopping", Default::default()));
     stop.token().cancelled().await;

@@ -163,7 +163,7 @@ impl Sharding {
             return Ok(());
         };
         let left = at.duration_since(SystemTime::now()).unwrap_or_default();
-        eprintln!(
+        errln!(
             "wsstorm: {}waiting {:.1}s for the common start {text}",
             self.shard
                 .map(|(i, n)| format!("shard {i}/{n}: "))
@@ -224,9 +224,9 @@ pub fn merge(args: MergeArgs) -> Result<ExitCode, Failure> {
         })
         .unwrap_or_default();
     let merged = merge::merge(&inputs, mode, &facts).map_err(Failure::usage)?;
-    print!("{}", crate::report::text::summary(&merged));
+    out!("{}", crate::report::text::summary(&merged));
     for s in &merged.shards {
-        println!(
+        outln!(
             "  part         {}: {} clients, {} connected at end, lag p99 {:.1} ms, {}{}",
             s.shard
                 .as_ref()
@@ -247,11 +247,11 @@ pub fn merge(args: MergeArgs) -> Result<ExitCode, Failure> {
         );
     }
     let path = super::run::write_results(&merged, &args.out)?;
-    println!("  results      {}", path.display());
+    outln!("  results      {}", path.display());
     let dir = path.parent().unwrap_or(Path::new("."));
     match crate::report::write(&merged, dir) {
-        Ok(report) => println!("  report       {}", report.display()),
-        Err(e) => eprintln!("wsstorm: cannot write the report in {}: {e}", dir.display()),
+        Ok(report) => outln!("  report       {}", report.display()),
+        Err(e) => errln!("wsstorm: cannot write the report in {}: {e}", dir.display()),
     }
     Ok(if merged.thresholds_passed() == Some(false) {
         ExitCode::from(1)

@@ -317,6 +317,39 @@ fn run_writes_results_and_a_summary() {
     }
 }
 
+/// `wsstorm run … 2>&1 | head -1`: the reader goes away while the run prints. The run must
+/// finish and write its results anyway (println! panics on a broken pipe; it lost them).
+#[test]
+fn a_reader_that_goes_away_loses_no_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("small.yaml");
+    std::fs::write(&profile, SMALL).unwrap();
+    let out = dir.path().join("out");
+    let mut child = wsstorm()
+        .arg("run")
+        .arg(&profile)
+        .arg("--out")
+        .arg(&out)
+        .args(["--clients", "60", "--seed", "9", "--no-tui"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read the first progress line, then close both pipes, as `head -1` does.
+    let mut first = String::new();
+    BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.contains("connected"), "{first}");
+    drop(child.stdout.take());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let r = Results::read(&out.join("results.json")).unwrap();
+    assert_eq!(r.totals.opened, 60);
+    assert_eq!(r.end_reason, EndReason::Completed);
+    assert!(out.join("report.html").exists());
+}
+
 /// Start `wsstorm serve` on a free port and return it with its URL.
 
 #[test]
