@@ -704,21 +704,27 @@ mod tests {
         );
     }
 
+    /// Accept one connection on `l` and read its upgrade request, up to the blank line.
+    async fn read_request(l: &tokio::net::TcpListener) -> (tokio::net::TcpStream, String) {
+        use tokio::io::AsyncReadExt;
+        let (mut s, _) = l.accept().await.unwrap();
+        let mut req = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !req.ends_with(b"\r\n\r\n") {
+            let n = s.read(&mut buf).await.unwrap();
+            req.extend_from_slice(&buf[..n]);
+        }
+        (s, String::from_utf8(req).unwrap())
+    }
+
     /// Upgrade against a server that answers with `extensions` (after checking the offer), and
     /// return what the client made of it.
     async fn upgrade_answered_with(extensions: &'static str) -> Result<Ws, Upgrade> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::io::AsyncWriteExt;
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("ws://{}/", l.local_addr().unwrap());
         let server = tokio::spawn(async move {
-            let (mut s, _) = l.accept().await.unwrap();
-            let mut req = Vec::new();
-            let mut buf = [0u8; 1024];
-            while !req.ends_with(b"\r\n\r\n") {
-                let n = s.read(&mut buf).await.unwrap();
-                req.extend_from_slice(&buf[..n]);
-            }
-            let req = String::from_utf8(req).unwrap();
+            let (mut s, req) = read_request(&l).await;
             assert!(
                 req.to_ascii_lowercase()
                     .contains("\r\nsec-websocket-extensions: permessage-deflate\r\n"),
@@ -792,7 +798,7 @@ mod tests {
     /// earlier one of the same name; and an attempt that reads a good answer opens.
     #[test]
     fn the_upgrade_request_carries_every_header_once_and_the_last_value_wins() {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::io::AsyncWriteExt;
         let yaml = "name: t\nduration: 1s\ntarget: ws://127.0.0.1:9/ws\ngroups:\n  - name: g\n    clients: 1\n    arrival: { rate: 1/s }\n    \
                     subprotocols: [chat]\n    identity_header: X-Id\n    \
                     headers: { Authorization: Basic x, X-A: profile, Origin: http://o }\n    \
@@ -819,14 +825,7 @@ mod tests {
                 tasks: tokio_util::task::TaskTracker::new(),
             };
             let server = tokio::spawn(async move {
-                let (mut s, _) = l.accept().await.unwrap();
-                let mut req = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !req.ends_with(b"\r\n\r\n") {
-                    let n = s.read(&mut buf).await.unwrap();
-                    req.extend_from_slice(&buf[..n]);
-                }
-                let req = String::from_utf8(req).unwrap();
+                let (mut s, req) = read_request(&l).await;
                 let key = req
                     .lines()
                     .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
