@@ -149,8 +149,9 @@ where
     ))
 }
 
-/// The request's target split into path and query, if it is one `http::Uri` takes: an
-/// origin-form target (`/path?query`) is read in place; any other form goes through `Uri`.
+/// The request's target split into path and query: an origin-form target (`/path?query`, all
+/// that clients send) is read in place, as httparse accepted it; any other form must parse as
+/// an `http::Uri`, or the connection is dropped unanswered (as before this module).
 fn view<'a>(target: &'a str, headers: &'a [httparse::Header<'a>]) -> Option<UpgradeRequest<'a>> {
     let (path, query) = if target.starts_with('/') {
         // A fragment is no part of what the server is asked for.
