@@ -341,9 +341,9 @@ def best_window(pts, key, seconds=10):
 def settle(most=2000, limit=90):
     """Wait until the sockets an earlier run closed have left TIME_WAIT (60 s on Linux), at
     most `limit` s. A run that ends closes its connections gracefully, and the side that
-    closed first keeps each in TIME_WAIT, in the same hash table as every new connection:
-    128k of them (this machine's cap) left by one run made the next one's lookups slower.
-    Each measurement here starts from the same, empty table."""
+    closed first keeps each in TIME_WAIT, in the same hash table as every new connection (up
+    to 131,072 of them here, the machine's cap). Each measurement here starts from the same,
+    empty table rather than from what the one before it left."""
     waited = 0
     while waited < limit:
         with open("/proc/net/sockstat") as f:

@@ -300,9 +300,9 @@ pub async fn attempt(
     };
     let key = Key::new();
     let mut request = Head::new(path_and_query, &target.host_header, &key);
-    // Later headers replace earlier ones of the same name (as `HeaderMap::insert` did when
-    // the request was built as an `http::Request`): the conversation's over the profile's,
-    // the profile's over the token's.
+    // The headers after the upgrade's own, in the order `HeaderMap::insert` took them when
+    // the request was an `http::Request`, and with its rule: the last of a name wins (the
+    // conversation's over the profile's, the profile's over the token's).
     let added: Vec<(header::HeaderName, header::HeaderValue)> = match added_headers
         .iter()
         .map(|(k, v)| {
@@ -324,60 +324,36 @@ pub async fn attempt(
         }
     };
     let protocol = b.subprotocols.as_ref();
-    // Whether a header written after the `i`th of `stage` has this name: the token's is stage
-    // 0, the profile's headers 1, the identity header 2, the conversation's 3, then the
-    // subprotocols and the extensions.
-    let replaced = |name: &str, stage: u8, i: usize| {
-        let rest = |len: usize, own: u8| match stage.cmp(&own) {
-            std::cmp::Ordering::Less => 0,
-            std::cmp::Ordering::Equal => i + 1,
-            std::cmp::Ordering::Greater => len,
-        };
-        b.headers[rest(b.headers.len(), 1)..]
-            .iter()
-            .any(|(k, _)| k.as_str() == name)
-            || stage < 2 && b.identity_header.as_deref() == Some(name)
-            || added[rest(added.len(), 3)..]
-                .iter()
-                .any(|(k, _)| k.as_str() == name)
-            || protocol.is_some() && name == "sec-websocket-protocol"
-            || b.deflate && name == "sec-websocket-extensions"
-    };
-    if let (Some(t), true) = (extras.token, token_in_header)
-        && valid_value(t.as_bytes())
-        && !replaced("authorization", 0, 0)
-    {
-        request.header_with("authorization", |out| {
-            out.extend_from_slice(b"Bearer ");
-            out.extend_from_slice(t.as_bytes());
-        });
-    }
-    for (i, (k, v)) in b.headers.iter().enumerate() {
-        if !replaced(k.as_str(), 1, i) {
-            request.header(k.as_str(), v.as_bytes());
-        }
-    }
-    if let Some(name) = &b.identity_header
-        && !replaced(name, 2, 0)
-    {
-        request.header_with(name, |out| {
-            use std::io::Write;
-            let _ = write!(out, "{:08x}-{client}-{}", ctx.run_id, extras.attempt);
-        });
-    }
-    for (i, (k, v)) in added.iter().enumerate() {
-        if !replaced(k.as_str(), 3, i) {
-            request.header(k.as_str(), v.as_bytes());
-        }
-    }
-    if let Some(p) = protocol {
-        request.header("sec-websocket-protocol", p.as_bytes());
-    }
-    if b.deflate {
-        request.header(
+    let bearer = extras
+        .token
+        .filter(|t| token_in_header && valid_value(t.as_bytes()))
+        .map(|t| ("authorization", Text::Bearer(t)));
+    let headers = bearer
+        .into_iter()
+        .chain(b.headers.iter().map(plain))
+        .chain(b.identity_header.as_deref().map(|n| (n, Text::Identity)))
+        .chain(added.iter().map(plain))
+        .chain(protocol.map(|p| ("sec-websocket-protocol", Text::Plain(p.as_bytes()))))
+        .chain(b.deflate.then_some((
             "sec-websocket-extensions",
-            crate::net::deflate::OFFER.as_bytes(),
-        );
+            Text::Plain(crate::net::deflate::OFFER.as_bytes()),
+        )));
+    for (i, (name, text)) in headers.clone().enumerate() {
+        // A later header replaces an earlier one of its name (names here are lowercase).
+        if headers.clone().skip(i + 1).any(|(n, _)| n == name) {
+            continue;
+        }
+        request.header(name, |out| match text {
+            Text::Plain(v) => out.extend_from_slice(v),
+            Text::Bearer(t) => {
+                out.extend_from_slice(b"Bearer ");
+                out.extend_from_slice(t.as_bytes());
+            }
+            Text::Identity => {
+                use std::io::Write;
+                let _ = write!(out, "{:08x}-{client}-{}", ctx.run_id, extras.attempt);
+            }
+        });
     }
     let config = WebSocketConfig::default()
         // The most one read takes, into a buffer the thread's connections share: no
@@ -449,12 +425,8 @@ impl Head {
         Head(out)
     }
 
-    fn header(&mut self, name: &str, value: &[u8]) {
-        self.header_with(name, |out| out.extend_from_slice(value));
-    }
-
     /// A header whose value `value` writes: a formatted one needs no string of its own.
-    fn header_with(&mut self, name: &str, value: impl FnOnce(&mut Vec<u8>)) {
+    fn header(&mut self, name: &str, value: impl FnOnce(&mut Vec<u8>)) {
         // As tungstenite wrote them: the names a case-sensitive server looks for in their
         // usual case, the rest as given (header names here are lowercase).
         let name = match name {
@@ -472,6 +444,21 @@ impl Head {
         self.0.extend_from_slice(b"\r\n");
         self.0
     }
+}
+
+/// A header value as the request writes it: most are bytes to copy; two are formatted in
+/// place, so that no string is made for them.
+#[derive(Clone, Copy)]
+enum Text<'a> {
+    Plain(&'a [u8]),
+    Bearer(&'a str),
+    /// `{run id}-{client}-{attempt}`: which attempt of which client of which run.
+    Identity,
+}
+
+/// A parsed header as the request writes it.
+fn plain((k, v): &(header::HeaderName, header::HeaderValue)) -> (&str, Text<'_>) {
+    (k.as_str(), Text::Plain(v.as_bytes()))
 }
 
 /// Whether `v` may be a header value as it is (what `HeaderValue::from_str` accepts).
@@ -750,10 +737,9 @@ mod tests {
                 .unwrap();
         let key = Key::new();
         let mut request = Head::new("/", "127.0.0.1", &key);
-        request.header(
-            "sec-websocket-extensions",
-            crate::net::deflate::OFFER.as_bytes(),
-        );
+        request.header("sec-websocket-extensions", |out| {
+            out.extend_from_slice(crate::net::deflate::OFFER.as_bytes())
+        });
         let r = upgrade(
             request.finish(),
             key,

@@ -41,12 +41,17 @@ impl<'a> UpgradeRequest<'a> {
     /// The first value of header `name` (any case), if it is text (visible ASCII and tabs,
     /// as `HeaderValue::to_str` reads it).
     pub fn header(&self, name: &str) -> Option<&'a str> {
+        self.raw(name)
+            .filter(|v| v.iter().all(|&b| b == b'\t' || (32..127).contains(&b)))
+            .and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// The first value of header `name` (any case), as sent.
+    fn raw(&self, name: &str) -> Option<&'a [u8]> {
         self.headers
             .iter()
             .find(|h| h.name.eq_ignore_ascii_case(name))
             .map(|h| h.value)
-            .filter(|v| v.iter().all(|&b| b == b'\t' || (32..127).contains(&b)))
-            .and_then(|v| std::str::from_utf8(v).ok())
     }
 
     /// Whether this is a WebSocket upgrade, and the answer to its key if so.
@@ -58,17 +63,8 @@ impl<'a> UpgradeRequest<'a> {
         let websocket = self
             .header("Upgrade")
             .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-        let version_13 = self
-            .headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case("Sec-WebSocket-Version"))
-            .is_some_and(|h| h.value == b"13");
-        let key = self
-            .headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case("Sec-WebSocket-Key"))
-            .map(|h| h.value)
-            .filter(|k| valid_key(k))?;
+        let version_13 = self.raw("Sec-WebSocket-Version") == Some(b"13");
+        let key = self.raw("Sec-WebSocket-Key").filter(|k| valid_key(k))?;
         (method == "GET" && version >= 1 && connection_upgrade && websocket && version_13)
             .then(|| Accept::of(key))
     }
